@@ -1,0 +1,141 @@
+# lkvm: one Makefile, no recursion. Sources are found per folder by wildcard, so adding a file needs
+# no edit here; the folder list below is the table of contents of the project.
+#
+#   make            native unit tests + the arm64 lkvm (cross-compiled on x86, native on arm64)
+#   make test       everything CI runs: host setup, unit tests, ASan+UBSan unit tests, fuzz smoke, rig tests
+#   make unit       native unit tests only (no KVM, no root)
+#   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make lkvm       the arm64 VMM binary: $(BUILD)/arm64/lkvm
+#   make fuzz       libFuzzer targets, each run for FUZZ_SECONDS (clang)
+#   make demo       boot the demo guest (directly on arm64 KVM; in the nested rig on x86)
+#   make bench      benchmarks against peers measured in the same run
+#
+# BUILD=dir puts every output under another directory (handy when several trees build at once).
+
+BUILD    ?= build
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+HOST_ARCH := $(shell uname -m)
+
+SRCS_vmm     := $(wildcard vmm/*.cpp)
+SRCS_devices := $(wildcard devices/*.cpp devices/*/*.cpp)
+SRCS_virtio  := $(wildcard virtio/*.cpp)
+SRCS_iommu   := $(wildcard iommu/*.cpp)
+SRCS_fdt     := $(wildcard fdt/*.cpp)
+
+# Everything that talks to /dev/kvm (arm64 KVM UAPI) lives in vmm/kvm/, plus the machine and main.
+# Those build only for the arm64 target; everything else is portable and unit-tested on any host.
+SRCS_kvm      := $(wildcard vmm/kvm/*.cpp) vmm/machine.cpp vmm/main.cpp
+SRCS_all      := $(SRCS_vmm) $(SRCS_devices) $(SRCS_virtio) $(SRCS_iommu) $(SRCS_fdt) $(wildcard vmm/kvm/*.cpp)
+SRCS_portable := $(filter-out $(SRCS_kvm),$(SRCS_all))
+SRCS_lkvm     := $(filter-out vmm/main.cpp,$(SRCS_all))
+
+TEST_SRCS := $(wildcard tests/*.cpp tests/vmm/*.cpp tests/devices/*.cpp tests/devices/*/*.cpp \
+                        tests/virtio/*.cpp tests/iommu/*.cpp tests/fdt/*.cpp tests/support/*.cpp)
+FUZZ_SRCS  := $(wildcard tests/fuzz/*.cpp)
+BENCH_SRCS := $(wildcard tests/bench/*.cpp)
+
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wsuggest-override -Wimplicit-fallthrough
+CPPFLAGS := -I. -MMD -MP
+CXXSTD   := -std=c++20
+OPT      ?= -O2 -g
+
+# ---- flavours: native (unit tests), asan (unit tests under sanitizers), arm64 (the VMM) --------------
+NATIVE_CXX   ?= g++
+NATIVE_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT)
+ASAN_FLAGS   := $(CXXSTD) $(WARNINGS) -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+LKVM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lkvm-rig
+ifeq ($(HOST_ARCH),aarch64)
+ARM64_CXX ?= g++
+ARM64_LIBFDT :=
+else
+# Cross build: libfdt.a for arm64 comes from the arm64 .deb, extracted into the cache (see
+# guest-images/arm64-libfdt.sh for why it is not installed).
+ARM64_CXX ?= aarch64-linux-gnu-g++
+ARM64_SYSROOT := $(LKVM_CACHE)/arm64-libfdt
+ARM64_LIBFDT := $(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu/libfdt.a
+endif
+ARM64_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT)
+ARM64_LDFLAGS := -static -pthread
+
+objs = $(patsubst %.cpp,$(BUILD)/$(1)/obj/%.o,$(2))
+
+NATIVE_LIB := $(BUILD)/native/libvmm.a
+ASAN_LIB   := $(BUILD)/asan/libvmm.a
+UNIT       := $(BUILD)/native/unit-tests
+UNIT_ASAN  := $(BUILD)/asan/unit-tests
+LKVM       := $(BUILD)/arm64/lkvm
+
+.PHONY: all unit asan lkvm test fuzz bench demo clean setup format
+all: unit lkvm
+
+$(BUILD)/native/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -c $< -o $@
+$(BUILD)/asan/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(NATIVE_CXX) $(ASAN_FLAGS) $(CPPFLAGS) -c $< -o $@
+$(BUILD)/arm64/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(ARM64_CXX) $(ARM64_FLAGS) $(CPPFLAGS) -c $< -o $@
+
+$(NATIVE_LIB): $(call objs,native,$(SRCS_portable))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(ASAN_LIB): $(call objs,asan,$(SRCS_portable))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+
+$(UNIT): $(call objs,native,$(TEST_SRCS)) $(NATIVE_LIB)
+	$(NATIVE_CXX) $(NATIVE_FLAGS) -o $@ $^ -lfdt -pthread
+$(UNIT_ASAN): $(call objs,asan,$(TEST_SRCS)) $(ASAN_LIB)
+	$(NATIVE_CXX) $(ASAN_FLAGS) -o $@ $^ -lfdt -pthread
+
+$(LKVM): $(call objs,arm64,$(SRCS_lkvm) vmm/main.cpp) $(ARM64_LIBFDT)
+	$(ARM64_CXX) $(ARM64_FLAGS) -o $@ $(filter %.o,$^) $(ARM64_LDFLAGS) $(or $(ARM64_LIBFDT),-lfdt)
+$(ARM64_LIBFDT):
+	guest-images/arm64-libfdt.sh $(ARM64_SYSROOT)
+
+unit: $(UNIT)
+	$(UNIT)
+asan: $(UNIT_ASAN)
+	UBSAN_OPTIONS=print_stacktrace=1 $(UNIT_ASAN)
+lkvm: $(LKVM)
+
+# ---- fuzzing (clang + libFuzzer) --------------------------------------------------------------------
+FUZZ_CXX     ?= clang++
+FUZZ_FLAGS   := $(CXXSTD) $(WARNINGS) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SECONDS ?= 60
+FUZZ_BINS    := $(patsubst tests/fuzz/%.cpp,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_LIBSRCS := $(SRCS_portable) $(filter-out tests/main.cpp,$(wildcard tests/support/*.cpp))
+
+$(BUILD)/fuzz/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) $(CPPFLAGS) -c $< -o $@
+$(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/tests/fuzz/%.o $(call objs,fuzz,$(FUZZ_LIBSRCS))
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $^ -lfdt -pthread
+fuzz-build: $(FUZZ_BINS)
+fuzz: $(FUZZ_BINS)
+	tests/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+
+# ---- micro-benchmarks (host-native) and rig benchmarks -----------------------------------------------
+BENCH_BINS := $(patsubst tests/bench/%.cpp,$(BUILD)/bench/%,$(BENCH_SRCS))
+$(BUILD)/bench/%: tests/bench/%.cpp $(NATIVE_LIB)
+	@mkdir -p $(dir $@)
+	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -o $@ $< $(NATIVE_LIB) -lfdt -pthread
+bench: $(BENCH_BINS) $(LKVM)
+	tests/bench/run.sh $(BUILD)
+
+# ---- the two commands of the README ----------------------------------------------------------------
+setup:
+	guest-images/setup-host.sh
+test: setup
+	BUILD=$(BUILD) JOBS=$(JOBS) tests/run-all.sh
+demo: setup
+	BUILD=$(BUILD) JOBS=$(JOBS) guest-images/demo.sh
+
+format:
+	clang-format -i $(SRCS_all) $(TEST_SRCS) $(wildcard */*.hpp */*/*.hpp)
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
