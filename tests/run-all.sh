@@ -1,0 +1,98 @@
+#!/bin/bash
+# The whole test run (what `make test` and CI execute): unit tests, the same under ASan+UBSan,
+# the fuzz corpora replayed under sanitizers, the arm64 lkvm build, and the rig tests that boot
+# real guests in the nested rig. Prints a final "N passed, N failed" line and fails if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+JOBS=${JOBS:-2}
+passed=0
+failed=0
+failures=()
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+count() {  # count NAME PASSED FAILED
+    passed=$((passed + $2))
+    failed=$((failed + $3))
+    [ "$3" -gt 0 ] && failures+=("$1 ($3 failed)")
+    printf -- '---- %s: %s passed, %s failed\n' "$1" "$2" "$3"
+}
+# A stage that produces a single pass/fail from its exit status.
+single() {  # single NAME CMD...
+    local name=$1
+    shift
+    if "$@"; then count "$name" 1 0; else count "$name" 0 1; fi
+}
+# Run a doctest binary and count its test cases.
+doctest_stage() {  # doctest_stage NAME BINARY [env...]
+    local name=$1 bin=$2 log
+    log=$(mktemp)
+    "$bin" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local line p f
+    line=$(grep -E '^\[doctest\] test cases:' "$log" | tail -1)
+    p=$(echo "$line" | sed -n 's/.*| *\([0-9]*\) passed.*/\1/p')
+    f=$(echo "$line" | sed -n 's/.*| *\([0-9]*\) failed.*/\1/p')
+    rm -f "$log"
+    if [ -z "$p" ]; then count "$name" 0 1; return; fi
+    # A crash after the summary (a sanitizer report at exit) is a failure too.
+    [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && f=1
+    count "$name" "$p" "${f:-0}"
+}
+
+stage "unit tests (native)"
+if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
+    doctest_stage "unit" "$BUILD/native/unit-tests"
+else
+    count "unit build" 0 1
+fi
+
+stage "unit tests (ASan + UBSan)"
+if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/asan/unit-tests"; then
+    UBSAN_OPTIONS=print_stacktrace=1 doctest_stage "unit-asan" "$BUILD/asan/unit-tests"
+else
+    count "unit-asan build" 0 1
+fi
+
+stage "fuzz corpora replayed (libFuzzer, ASan + UBSan)"
+if ls tests/fuzz/*.cpp >/dev/null 2>&1; then
+    if make -s -j"$JOBS" BUILD="$BUILD" fuzz-build; then
+        for bin in "$BUILD"/fuzz/fuzz_*; do
+            [ -x "$bin" ] || continue
+            target=$(basename "$bin")
+            corpus=tests/fuzz/corpus/${target#fuzz_}
+            mkdir -p "$BUILD/fuzz/scratch-$target" "$corpus"
+            # Replay the seed corpus, then a short bounded random run.
+            single "$target" "$bin" -runs=20000 -max_total_time=30 -print_final_stats=0 \
+                "$BUILD/fuzz/scratch-$target" "$corpus"
+        done
+    else
+        count "fuzz build" 0 1
+    fi
+fi
+
+stage "arm64 lkvm"
+single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm
+
+stage "rig tests (nested arm64 KVM under QEMU TCG)"
+if [ -x guest-images/rig-test.sh ]; then
+    log=$(mktemp)
+    LKVM_BIN="$PWD/$BUILD/arm64/lkvm" guest-images/rig-test.sh 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    line=$(grep -E '^rig: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+    rm -f "$log"
+    p=$(echo "$line" | sed -n 's/^rig: \([0-9]*\) passed.*/\1/p')
+    f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+    if [ -z "$p" ]; then count "rig" 0 1
+    else
+        [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        count "rig" "$p" "$f"
+    fi
+else
+    count "rig (guest-images/rig-test.sh missing)" 0 1
+fi
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
