@@ -30,7 +30,9 @@ RIG_PKGS=(kmod cpio bc file xz-utils binutils)
 CROSS_PKGS=()
 WANT_QEMU=0
 case $ARCH in
-  amd64) CROSS_PKGS=(crossbuild-essential-arm64 libfdt-dev:arm64); WANT_QEMU=1 ;;
+  # libfdt-dev:arm64 cannot be co-installed with the native libfdt-dev (not Multi-Arch: same);
+  # the cross build extracts it into the cache instead (guest-images/arm64-libfdt.sh).
+  amd64) CROSS_PKGS=(crossbuild-essential-arm64); WANT_QEMU=1 ;;
   arm64) [ "${RIG_HOST_QEMU:-0}" = 1 ] && WANT_QEMU=1 ;;
   *) die "unsupported host architecture '$ARCH' (amd64 and arm64 are supported)" ;;
 esac

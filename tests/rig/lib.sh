@@ -1,0 +1,202 @@
+# Helpers for test scripts that run inside L1 (busybox sh). Source with:   . /mnt/rig/lib.sh
+#
+# Result lines (counted on the host by guest-images/rig-test.sh; only lines that START with
+# "RIG-CHECK" count, so L2 output echoed with a prefix is never double-counted):
+#   RIG-CHECK PASS <name> <detail>
+#   RIG-CHECK FAIL <name> <reason>
+# A script should end with `rig_finish`, which exits non-zero if any check failed.
+#
+# Running an L2 guest:
+#   run_l2 TAG CMD...        runs the VMM command CMD (an executable, not a shell function, so
+#                            that its PID is the VMM's) with stdin /dev/null and a timeout
+#                            ($L2_TIMEOUT, default 300 s); echoes its output as "  TAG| line";
+#                            keeps the raw output in /tmp/l2-TAG.log (copied to /mnt/results/) and
+#                            sets L2_RC L2_BOOT_S L2_TOTAL_S L2_HWM_KB L2_RSS_KB L2_GUESTMAP_KB
+#                            L2_OWN_KB L2_TIMEDOUT L2_LOG; prints one RIG-RESULT line.
+#   l2_expect TAG NAME...    turns the L2 guest's own RIG-CHECK lines for NAME... into checks of
+#                            this script named TAG/NAME (missing -> FAIL)
+#   l2_expect_rc TAG RC      check that the VMM exited with RC
+#   l2_expect_text TAG NAME TEXT   check that the VMM's output contains TEXT
+#
+# Memory figures (sampled while the guest runs, the RSS snapshot when RIG-L2-USERSPACE shows up):
+#   hwm_kb       VmHWM, peak resident set of the VMM process
+#   rss_kb       total Rss over /proc/PID/smaps
+#   guestmap_kb  Rss of the single largest mapping (the guest RAM)
+#   own_kb       rss_kb - guestmap_kb: the VMM's own memory
+
+RIG_TALLY=${RIG_TALLY:-/tmp/rig-tally.$$}
+: >"$RIG_TALLY"
+RIG_RESULTS=${RIG_RESULTS:-/mnt/results}
+L2_KERNEL=${L2_KERNEL:-/l2/Image}
+L2_INITRD=${L2_INITRD:-/l2/initrd-l2.cpio}
+RIG_CR=$(printf '\r')
+
+rig_now() { cut -d' ' -f1 /proc/uptime; }
+rig_log() { echo "rig: $*"; }
+
+# --- result lines ---------------------------------------------------------------------------------
+rig_pass() { n=$1; shift; echo "RIG-CHECK PASS $n $*"; echo "PASS $n" >>"$RIG_TALLY"; }
+rig_fail() { n=$1; shift; echo "RIG-CHECK FAIL $n $*"; echo "FAIL $n" >>"$RIG_TALLY"; }
+
+# check NAME CMD... : PASS when CMD succeeds; FAIL with the last line of its output otherwise
+check() {
+  _n=$1; shift
+  if _o=$("$@" 2>&1); then rig_pass "$_n" "$(echo "$_o" | tail -n 1)"
+  else rig_fail "$_n" "'$*' failed: $(echo "$_o" | tail -n 1)"; fi
+}
+# check_eq NAME GOT WANT
+check_eq() {
+  if [ "$2" = "$3" ]; then rig_pass "$1" "$2"; else rig_fail "$1" "got '$2', wanted '$3'"; fi
+}
+
+# rig_finish : summary line; exit status 1 if any check failed, 2 if there were no checks at all
+rig_finish() {
+  _p=$(grep -c '^PASS' "$RIG_TALLY")
+  _f=$(grep -c '^FAIL' "$RIG_TALLY")
+  echo "rig: script summary: $_p passed, $_f failed"
+  [ "$_f" -eq 0 ] || exit 1
+  [ "$_p" -gt 0 ] || exit 2
+  exit 0
+}
+
+# --- L2 runs --------------------------------------------------------------------------------------
+# smaps_summary PID : "total_rss_kb largest_mapping_rss_kb"
+smaps_summary() {
+  awk '
+    /^[0-9a-f]+-[0-9a-f]+ / { cur = 0; next }
+    /^Rss:/ { total += $2; cur = $2; if (cur > big) big = cur }
+    END { print total + 0, big + 0 }' "/proc/$1/smaps" 2>/dev/null
+}
+
+# _l2_sampler PID FILE TIMEOUT : records VmHWM into FILE while PID lives; kills PID after TIMEOUT
+_l2_sampler() {
+  _t_end=$(awk -v t="$(rig_now)" -v d="$3" 'BEGIN { print t + d }')
+  while :; do
+    _h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    [ -n "$_h" ] || break              # gone or a zombie (no mm any more)
+    echo "$_h" >"$2.tmp" && mv "$2.tmp" "$2"
+    if awk -v t="$(rig_now)" -v e="$_t_end" 'BEGIN { exit !(t > e) }'; then
+      echo timeout >"$2.timeout"
+      kill -TERM "$1" 2>/dev/null; sleep 3; kill -KILL "$1" 2>/dev/null
+      break
+    fi
+    sleep 0.3
+  done
+}
+
+run_l2() {
+  _tag=$1; shift
+  L2_LOG=/tmp/l2-$_tag.log
+  _fifo=/tmp/l2-$_tag.fifo
+  _hwmf=/tmp/l2-$_tag.hwm
+  rm -f "$_fifo" "$_hwmf" "$_hwmf.timeout" "$L2_LOG"
+  mkfifo "$_fifo"
+  L2_BOOT_S=; L2_RSS_KB=0; L2_GUESTMAP_KB=0; L2_OWN_KB=0; L2_HWM_KB=0; L2_TIMEDOUT=0
+  rig_log "[$_tag] $*"
+  _t0=$(rig_now)
+  "$@" </dev/null >"$_fifo" 2>&1 &
+  _pid=$!
+  _l2_sampler "$_pid" "$_hwmf" "${L2_TIMEOUT:-300}" &
+  _spid=$!
+  while IFS= read -r _l; do
+    _l=${_l%"$RIG_CR"}
+    printf '%s\n' "$_l" >>"$L2_LOG"
+    printf '  %s| %s\n' "$_tag" "$_l"
+    case $_l in
+      *RIG-L2-USERSPACE*)
+        if [ -z "$L2_BOOT_S" ]; then
+          _t1=$(rig_now)
+          L2_BOOT_S=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.2f", b - a }')
+          set -- $(smaps_summary "$_pid")
+          L2_RSS_KB=${1:-0}; L2_GUESTMAP_KB=${2:-0}; L2_OWN_KB=$((L2_RSS_KB - L2_GUESTMAP_KB))
+        fi ;;
+    esac
+  done <"$_fifo"
+  wait "$_pid"; L2_RC=$?
+  wait "$_spid" 2>/dev/null
+  L2_TOTAL_S=$(awk -v a="$_t0" -v b="$(rig_now)" 'BEGIN { printf "%.2f", b - a }')
+  L2_HWM_KB=$(cat "$_hwmf" 2>/dev/null || echo 0)
+  [ -f "$_hwmf.timeout" ] && L2_TIMEDOUT=1
+  rm -f "$_fifo"
+  [ -d "$RIG_RESULTS" ] && cp "$L2_LOG" "$RIG_RESULTS/" 2>/dev/null
+  echo "RIG-RESULT tag=$_tag rc=$L2_RC boot_s=${L2_BOOT_S:-none} total_s=$L2_TOTAL_S hwm_kb=$L2_HWM_KB rss_kb=$L2_RSS_KB guestmap_kb=$L2_GUESTMAP_KB own_kb=$L2_OWN_KB timeout=$L2_TIMEDOUT"
+  return 0
+}
+
+# Why an L2 run may have produced nothing: a one-line hint for FAIL reasons.
+_l2_state() {
+  if [ "$L2_TIMEDOUT" = 1 ]; then echo "VMM killed after ${L2_TIMEOUT:-300}s"
+  elif [ -z "$L2_BOOT_S" ]; then echo "L2 never reached userspace (VMM rc=$L2_RC; last line: $(tail -n 1 "$L2_LOG" 2>/dev/null | cut -c1-120))"
+  else echo "VMM rc=$L2_RC"; fi
+}
+
+# l2_expect TAG NAME... : the L2 guest's verdict on each named check (from the last run's log).
+# A name reported several times (two boots, or a console shown twice) passes only if no line failed.
+l2_expect() {
+  _tag=$1; shift
+  for _c in "$@"; do
+    _lines=$(tr -d '\r' <"$L2_LOG" | sed -n "s/^.*RIG-CHECK \(PASS\|FAIL\) $_c\( \|\$\)/\1 /p")
+    if [ -z "$_lines" ]; then rig_fail "$_tag/$_c" "not reported by L2: $(_l2_state)"
+    elif echo "$_lines" | grep -q '^FAIL'; then rig_fail "$_tag/$_c" "$(echo "$_lines" | grep '^FAIL' | head -n 1 | cut -c6-)"
+    else rig_pass "$_tag/$_c" "$(echo "$_lines" | head -n 1 | cut -c6-)"; fi
+  done
+}
+l2_expect_rc() {
+  if [ "$L2_RC" = "$2" ] && [ "$L2_TIMEDOUT" = 0 ]; then rig_pass "$1/exit" "VMM exit status $L2_RC after ${L2_TOTAL_S}s"
+  else rig_fail "$1/exit" "VMM exit status $L2_RC, wanted $2 ($(_l2_state))"; fi
+}
+l2_expect_text() {
+  if tr -d '\r' <"$L2_LOG" | grep -qF -- "$3"; then rig_pass "$1/$2" "'$3' seen in VMM output"
+  else rig_fail "$1/$2" "'$3' not in VMM output ($(_l2_state))"; fi
+}
+l2_expect_boot() {
+  if [ -n "$L2_BOOT_S" ]; then rig_pass "$1/boot" "RIG-L2-USERSPACE after ${L2_BOOT_S}s"
+  else rig_fail "$1/boot" "$(_l2_state)"; fi
+}
+
+# --- disks and devices ------------------------------------------------------------------------------
+# mkdisk FILE MiB [zero|random]
+mkdisk() {
+  dd if="/dev/${3:-zero}" of="$1" bs=1M count="$2" 2>/dev/null
+}
+file_sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# median : median of the numbers on stdin (one per line); empty input gives "-"
+median() {
+  sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# nvme_bdf : PCI address of the first NVMe controller (class 0x010802)
+nvme_bdf() {
+  for _d in /sys/bus/pci/devices/*; do
+    [ "$(cat "$_d/class")" = 0x010802 ] && { basename "$_d"; return 0; }
+  done
+  return 1
+}
+# bind_vfio BDF : hand the device to vfio-pci; prints its IOMMU group number
+bind_vfio() {
+  _d=/sys/bus/pci/devices/$1
+  [ -e "$_d/driver" ] && echo "$1" >"$_d/driver/unbind"
+  echo vfio-pci >"$_d/driver_override"
+  echo "$1" >/sys/bus/pci/drivers_probe
+  _g=$(basename "$(readlink "$_d/iommu_group")")
+  _i=0
+  while [ ! -c "/dev/vfio/$_g" ] && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
+  [ -c "/dev/vfio/$_g" ] || { echo "bind_vfio: /dev/vfio/$_g did not appear" >&2; return 1; }
+  echo "$_g"
+}
+# unbind_vfio BDF : give the device back to its normal driver
+unbind_vfio() {
+  _d=/sys/bus/pci/devices/$1
+  [ -e "$_d/driver" ] && echo "$1" >"$_d/driver/unbind"
+  echo >"$_d/driver_override"
+  echo "$1" >/sys/bus/pci/drivers_probe
+}
+
+# The L2 guest under Debian's QEMU on KVM, with the virtio-mmio devices lkvm also provides.
+# Usage: run_l2 TAG $(qemu_l2_base SMP MiB) [qemu args...] -append "CMDLINE"
+# (word-split on purpose: no argument in it contains a space)
+qemu_l2_base() {
+  echo "qemu-system-aarch64 -accel kvm -M virt,gic-version=3 -cpu host -smp $1 -m $2" \
+    "-nodefaults -display none -kernel $L2_KERNEL -initrd $L2_INITRD"
+}
