@@ -6,7 +6,7 @@
 # Debian 12 (bookworm), x86_64 or arm64, run as root. Idempotent: when every package is already
 # installed it returns without touching apt. Otherwise it
 #   * adds bookworm-backports (own deb822 file; the mirror is taken from this machine's apt config),
-#   * on x86_64 adds the arm64 dpkg architecture (cross toolchain + arm64 libfdt),
+#   * on x86_64 adds the arm64 dpkg architecture (cross toolchain; build.sh downloads arm64 .debs),
 #   * installs the build, test and rig packages, and QEMU 10 from bookworm-backports.
 # On an arm64 host the cross toolchain and the host QEMU are skipped (RIG_HOST_QEMU=1 forces QEMU).
 set -euo pipefail
@@ -130,7 +130,8 @@ if [ "$ARCH" = amd64 ] && [ "$need_arch" = 1 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-APT=(apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Install-Recommends=false)
+# --no-remove: never let an install take away something already installed (abort instead).
+APT=(apt-get -y -q --no-remove -o Dpkg::Use-Pty=0 -o APT::Install-Recommends=false)
 log=$(mktemp /tmp/lkvm-setup-host.XXXXXX.log)
 run_apt() {
   if ! "${APT[@]}" "$@" >>"$log" 2>&1; then
