@@ -1,0 +1,105 @@
+#include "vmm/cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <sstream>
+
+namespace vmm::cli {
+namespace {
+
+constexpr int kUsageError = 2;
+
+// The `run` subcommand's flags, one line each (kvmtool's spelling where kvmtool has the flag).
+struct RunOptions {
+    VmConfig config;
+    std::vector<std::string> disk_specs;
+    std::string params;
+    CLI::Option* params_option = nullptr;
+};
+
+void add_run_options(CLI::App& run, RunOptions& o) {
+    VmConfig& c = o.config;
+    const std::map<std::string, ConsoleKind> consoles{{"serial", ConsoleKind::Serial}, {"virtio", ConsoleKind::Virtio}};
+    run.add_option("-k,--kernel", c.kernel, "arm64 Linux Image to boot")->type_name("IMAGE")->required();
+    run.add_option("-i,--initrd", c.initrd, "initial ramdisk")->type_name("FILE");
+    o.params_option = run.add_option("-p,--params", o.params, "kernel command line (default: console=ttyS0 earlycon)")
+                          ->type_name("CMDLINE");
+    run.add_option("-c,--cpus", c.cpus, "number of vCPUs")->type_name("N")->capture_default_str();
+    run.add_option("-m,--mem", c.mem_mib, "guest RAM in MiB")->type_name("MiB")->capture_default_str();
+    run.add_option("-d,--disk", o.disk_specs, "virtio-blk disk image; ',ro' attaches it read-only (repeatable)")
+        ->type_name("FILE[,ro]")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    run.add_option("--console", c.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
+        ->type_name("serial|virtio")
+        ->transform(CLI::CheckedTransformer(consoles, CLI::ignore_case));
+    run.add_flag("--rng", c.rng, "add a virtio-rng device");
+    run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
+    run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
+    run.add_flag("--debug", c.debug, "log debug messages (exits, devices, boot steps) to stderr");
+    run.add_flag("--no-reboot", c.no_reboot, "exit when the guest reboots instead of rebooting it");
+}
+
+// "FILE" or "FILE,ro". Returns an error text, or empty.
+std::string parse_disk(const std::string& spec, DiskConfig& disk) {
+    std::size_t comma = spec.find(',');
+    disk.path = spec.substr(0, comma);
+    while (comma != std::string::npos) {
+        std::size_t next = spec.find(',', comma + 1);
+        std::string opt = spec.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+        if (opt == "ro") disk.read_only = true;
+        else if (opt == "rw") disk.read_only = false;
+        else return "-d/--disk " + spec + ": unknown option '" + opt + "'; the only option is ',ro' (read-only)";
+        comma = next;
+    }
+    if (disk.path.empty()) return "-d/--disk " + spec + ": no file name; use -d FILE or -d FILE,ro";
+    return {};
+}
+
+Exit usage_error(const std::string& message, const std::string& hint_command) {
+    // One line: scripts and people both read the first line of an error.
+    return Exit{kUsageError, "", "lkvm: error: " + message + " (see '" + hint_command + " --help')\n"};
+}
+
+}  // namespace
+
+Command parse(int argc, const char* const* argv) {
+    CLI::App app{"lkvm: a small KVM virtual machine monitor for arm64 Linux guests", "lkvm"};
+    app.set_version_flag("--version", std::string("lkvm ") + kVersion);
+    app.require_subcommand(1);
+    app.fallthrough(false);
+
+    // Subcommands, one line each; later: list, stop, stat, debug.
+    CLI::App* run = app.add_subcommand("run", "boot a guest: lkvm run -k Image [-i initrd] [-p cmdline] ...");
+    CLI::App* version = app.add_subcommand("version", "print lkvm's version");
+
+    RunOptions options;
+    add_run_options(*run, options);
+
+    if (argc <= 1) return Exit{kUsageError, "", app.help()};
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+        return Exit{0, app.help(), ""};
+    } catch (const CLI::CallForAllHelp&) {
+        return Exit{0, app.help("", CLI::AppFormatMode::All), ""};
+    } catch (const CLI::CallForVersion&) {
+        return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
+    } catch (const CLI::ParseError& e) {
+        return usage_error(e.what(), run->parsed() ? "lkvm run" : "lkvm");
+    }
+
+    if (version->parsed()) return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
+
+    Run result{std::move(options.config)};
+    if (options.params_option->count() > 0) result.config.params = options.params;
+    for (const std::string& spec : options.disk_specs) {
+        DiskConfig disk;
+        if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");
+        result.config.disks.push_back(disk);
+    }
+    return result;
+}
+
+}  // namespace vmm::cli

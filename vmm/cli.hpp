@@ -1,0 +1,30 @@
+// The command line: `lkvm run ...` (kvmtool's flags), `lkvm version`, `lkvm --help`. The only file
+// that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "vmm/config.hpp"
+
+namespace vmm::cli {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+// Print `out` to stdout and `err` to stderr, then exit with `code` (0: help/version; 2: usage).
+struct Exit {
+    int code = 0;
+    std::string out;
+    std::string err;
+};
+
+// `lkvm run`: build and boot this machine.
+struct Run {
+    VmConfig config;
+};
+
+using Command = std::variant<Exit, Run>;
+
+Command parse(int argc, const char* const* argv);
+
+}  // namespace vmm::cli

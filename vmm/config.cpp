@@ -1,0 +1,138 @@
+#include "vmm/config.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "vmm/address.hpp"
+#include "vmm/error.hpp"
+#include "vmm/kernel_loader.hpp"
+#include "vmm/layout.hpp"
+
+namespace vmm {
+namespace {
+
+std::string quoted(const std::string& path) { return "'" + path + "'"; }
+
+void check_kernel(const VmConfig& c, std::vector<std::string>& errors) {
+    if (c.kernel.empty()) {
+        errors.push_back("-k/--kernel: no kernel given; pass an arm64 Image with -k IMAGE");
+        return;
+    }
+    try {
+        BootFile::open(c.kernel, "-k/--kernel").image_header();
+    } catch (const SetupError& e) {
+        errors.push_back(e.what());
+    }
+}
+
+void check_initrd(const VmConfig& c, std::vector<std::string>& errors) {
+    if (c.initrd.empty()) return;
+    try {
+        if (BootFile::open(c.initrd, "-i/--initrd").size() == 0)
+            errors.push_back("-i/--initrd " + quoted(c.initrd) + " is empty");
+    } catch (const SetupError& e) {
+        errors.push_back(e.what());
+    }
+}
+
+void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
+    std::set<std::string> seen;
+    for (const DiskConfig& d : c.disks) {
+        if (d.path.empty()) {
+            errors.push_back("-d/--disk: empty file name; use -d FILE or -d FILE,ro");
+            continue;
+        }
+        if (!seen.insert(d.path).second)
+            errors.push_back("-d/--disk " + quoted(d.path) + " is given twice; attach each disk image once");
+        int fd = ::open(d.path.c_str(), (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd >= 0) {
+            ::close(fd);
+            continue;
+        }
+        int err = errno;
+        if (!d.read_only && (err == EACCES || err == EROFS || err == EPERM) &&
+            ::access(d.path.c_str(), R_OK) == 0)
+            errors.push_back("-d/--disk " + quoted(d.path) + " cannot be opened read-write (" + std::strerror(err) +
+                             "); attach it read-only with -d " + d.path + ",ro");
+        else
+            errors.push_back("-d/--disk " + quoted(d.path) + ": cannot open: " + std::strerror(err));
+    }
+}
+
+void check_memory(const VmConfig& c, const HostLimits& limits, std::vector<std::string>& errors) {
+    const std::uint64_t max_layout_mib = layout::kMaxRamSize >> 20;
+    if (c.mem_mib == 0) {
+        errors.push_back("-m/--mem 0: the guest needs RAM; give its size in MiB, e.g. -m 256");
+        return;
+    }
+    auto bytes = checked_mul(c.mem_mib, layout::kMiB);
+    if (!bytes || *bytes > layout::kMaxRamSize) {
+        errors.push_back("-m/--mem " + std::to_string(c.mem_mib) + ": lkvm's memory map holds at most " +
+                         std::to_string(max_layout_mib) + " MiB of guest RAM");
+        return;
+    }
+    if (limits.ipa_bits == 0) return;  // unknown host limits: checked when the VM is created
+    unsigned need = layout::ipa_bits_for(*bytes);
+    if (need > limits.ipa_bits) {
+        std::uint64_t max_mib = layout::max_ram_for_ipa(limits.ipa_bits) >> 20;
+        errors.push_back("-m/--mem " + std::to_string(c.mem_mib) + " needs " + std::to_string(need) +
+                         "-bit guest physical addresses, but KVM on this host allows " +
+                         std::to_string(limits.ipa_bits) + " (KVM_CAP_ARM_VM_IPA_SIZE); use at most -m " +
+                         std::to_string(max_mib));
+    }
+}
+
+void check_cpus(const VmConfig& c, const HostLimits& limits, std::vector<std::string>& errors) {
+    if (c.cpus == 0) {
+        errors.push_back("-c/--cpus 0: the guest needs at least one vCPU, e.g. -c 1");
+        return;
+    }
+    if (c.cpus > layout::kMaxVcpus)
+        errors.push_back("-c/--cpus " + std::to_string(c.cpus) + ": lkvm supports at most " +
+                         std::to_string(layout::kMaxVcpus) + " vCPUs");
+    else if (limits.max_vcpus != 0 && c.cpus > limits.max_vcpus)
+        errors.push_back("-c/--cpus " + std::to_string(c.cpus) + ": KVM on this host allows at most " +
+                         std::to_string(limits.max_vcpus) + " vCPUs per VM (KVM_CAP_MAX_VCPUS); use -c " +
+                         std::to_string(limits.max_vcpus) + " or fewer");
+}
+
+void check_name(const VmConfig& c, std::vector<std::string>& errors) {
+    if (c.name.empty()) return;
+    bool ok = c.name.size() <= 64 && std::all_of(c.name.begin(), c.name.end(), [](char ch) {
+                  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                         ch == '-' || ch == '_' || ch == '.';
+              });
+    if (!ok) errors.push_back("-n/--name " + quoted(c.name) + ": use up to 64 letters, digits, '-', '_' or '.'");
+}
+
+}  // namespace
+
+std::string kernel_params(const VmConfig& config) {
+    if (config.params) return *config.params;
+    return config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
+}
+
+std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {
+    std::vector<std::string> errors;
+    check_kernel(c, errors);
+    check_initrd(c, errors);
+    check_disks(c, errors);
+    check_memory(c, limits, errors);
+    check_cpus(c, limits, errors);
+    check_name(c, errors);
+    if (kernel_params(c).size() >= kMaxKernelParams)
+        errors.push_back("-p/--params: the kernel command line is " + std::to_string(kernel_params(c).size()) +
+                         " bytes; arm64 Linux accepts at most " + std::to_string(kMaxKernelParams - 1));
+    std::size_t virtio_devices = c.disks.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0);
+    if (virtio_devices > layout::kVirtioMmioSlots)
+        errors.push_back("too many virtio devices (" + std::to_string(virtio_devices) + "); lkvm has " +
+                         std::to_string(layout::kVirtioMmioSlots) + " virtio-mmio slots");
+    return errors;
+}
+
+}  // namespace vmm

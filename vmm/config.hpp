@@ -1,0 +1,51 @@
+// VmConfig: what `lkvm run` was asked to build, as plain data (filled by vmm/cli.cpp), and the one
+// place that checks it against the files and the host's KVM limits before anything is set up.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vmm {
+
+enum class ConsoleKind { Serial, Virtio };
+
+struct DiskConfig {
+    std::string path;
+    bool read_only = false;
+};
+
+struct VmConfig {
+    std::string kernel;
+    std::string initrd;                 // empty: none
+    std::optional<std::string> params;  // kernel command line; unset: default_params()
+    unsigned cpus = 1;
+    std::uint64_t mem_mib = 256;
+    std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
+    ConsoleKind console = ConsoleKind::Serial;
+    bool rng = false;
+    std::string name;                   // empty: main picks "guest-<pid>"
+    std::string dump_dtb;               // non-empty: write the DTB there and exit
+    bool debug = false;
+    bool no_reboot = false;
+};
+
+// What the host's KVM allows, queried by vmm::kvm::System (KVM_CAP_MAX_VCPUS,
+// KVM_CAP_ARM_VM_IPA_SIZE).
+struct HostLimits {
+    unsigned max_vcpus = 0;
+    unsigned ipa_bits = 0;
+};
+
+// Every problem with `config`, each one line naming the flag and how to fix it; empty when the
+// machine can be built. Opens (and closes) the kernel, initrd and disk files to check them.
+std::vector<std::string> validate(const VmConfig& config, const HostLimits& limits);
+
+// The kernel command line the guest gets: -p as given, else a console on the chosen device.
+std::string kernel_params(const VmConfig& config);
+
+// The kernel's command line limit on arm64 (COMMAND_LINE_SIZE, including the NUL).
+inline constexpr std::size_t kMaxKernelParams = 2048;
+
+}  // namespace vmm
