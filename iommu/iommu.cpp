@@ -1,0 +1,396 @@
+// iommu::Iommu requests and lifecycle: ATTACH/DETACH/MAP/UNMAP/PROBE semantics of virtio 1.2
+// 5.13.6.3-5.13.6.8, domain lifetime (reference 1.7), bypass (1.5) and listener fan-out with
+// rollback. Translation and observability live in iommu_translate.cpp and iommu_stats.cpp.
+#include "iommu/iommu.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <string>
+
+#include "vmm/error.hpp"
+#include "vmm/log.hpp"
+
+namespace iommu {
+namespace {
+
+std::size_t index(Status status) { return static_cast<std::size_t>(status); }
+
+std::string hex(std::uint64_t value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%#llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+void validate_regions(const EndpointConfig& config, const Limits& limits) {
+    const std::string who = "iommu endpoint " + std::to_string(config.id);
+    if (config.reserved.size() > limits.max_reserved_regions)
+        throw vmm::SetupError(who + ": more than " + std::to_string(limits.max_reserved_regions) +
+                              " reserved regions");
+    std::vector<ResvRegion> sorted = config.reserved;
+    std::sort(sorted.begin(), sorted.end(),
+              [](const ResvRegion& a, const ResvRegion& b) { return a.first < b.first; });
+    int msi_regions = 0;
+    for (std::size_t i = 0; i < sorted.size(); ++i) {
+        const ResvRegion& r = sorted[i];
+        if (r.first > r.last)
+            throw vmm::SetupError(who + ": reserved region " + hex(r.first.value) + " ends before it starts");
+        if (r.kind != ResvKind::Reserved && r.kind != ResvKind::Msi)
+            throw vmm::SetupError(who + ": unknown reserved region kind");
+        // D51: no overlapping RESV_MEM regions for one endpoint. D50: at most one MSI region.
+        if (i > 0 && sorted[i - 1].last >= r.first)
+            throw vmm::SetupError(who + ": reserved regions overlap at " + hex(r.first.value));
+        if (r.kind == ResvKind::Msi && ++msi_regions > 1)
+            throw vmm::SetupError(who + ": more than one MSI region");
+    }
+}
+
+}  // namespace
+
+Iommu::Iommu(Limits limits) : limits_(limits) {}
+
+// ---- VMM side ------------------------------------------------------------------------------------
+
+void Iommu::add_endpoint(EndpointConfig config) {
+    validate_regions(config, limits_);
+    std::unique_lock lock(lock_);
+    if (endpoints_.count(config.id))
+        throw vmm::SetupError("iommu endpoint " + std::to_string(config.id) + " is registered twice");
+    // Put the external IOMMU in the state of an unattached endpoint before the guest can see it.
+    if (config.listener && config.listener->detach(config.id, unattached_bypass_) != ListenerResult::Ok)
+        throw vmm::SetupError("iommu endpoint " + std::to_string(config.id) +
+                              ": the external IOMMU refused the initial (unattached) state");
+    auto [it, inserted] = endpoints_.try_emplace(config.id);
+    it->second.config = std::move(config);
+}
+
+bool Iommu::remove_endpoint(EndpointId id) {
+    std::unique_lock lock(lock_);
+    auto it = endpoints_.find(id);
+    if (it == endpoints_.end()) return false;
+    Endpoint& endpoint = it->second;
+    // Best effort: the device is going away, block whatever its IOMMU still holds.
+    if (MapListener* listener = endpoint.config.listener.get())
+        if (listener->detach(id, false) != ListenerResult::Ok) ++listener_failures_;
+    leave_domain(endpoint);
+    endpoints_.erase(it);
+    return true;
+}
+
+bool Iommu::has_endpoint(EndpointId id) const {
+    std::shared_lock lock(lock_);
+    return endpoints_.count(id) != 0;
+}
+
+void Iommu::set_fault_sink(FaultSink* sink) {
+    std::lock_guard guard(sink_lock_);
+    sink_ = sink;
+}
+
+void Iommu::set_geometry(const Geometry& geometry) {
+    std::unique_lock lock(lock_);
+    geometry_ = geometry;
+    // A granule is a power of two (the lowest set bit of page_size_mask); keep the model sane
+    // even if a caller passes a mask.
+    if (geometry_.granule == 0) geometry_.granule = 1;
+    geometry_.granule = std::uint64_t{1} << std::countr_zero(geometry_.granule);
+}
+
+Geometry Iommu::geometry() const {
+    std::shared_lock lock(lock_);
+    return geometry_;
+}
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+Status Iommu::check_domain_id(DomainId domain) const {
+    // Reference 1.9: a domain outside domain_range is out of range.
+    if (domain < geometry_.domain_first || domain > geometry_.domain_last) return Status::Range;
+    return Status::Ok;
+}
+
+Iommu::DomainState* Iommu::find_domain(DomainId id) {
+    auto it = domains_.find(id);
+    return it == domains_.end() ? nullptr : it->second.get();
+}
+
+Status Iommu::listener_status(ListenerResult result) {
+    if (result == ListenerResult::Ok) return Status::Ok;
+    ++listener_failures_;
+    switch (result) {
+    case ListenerResult::NoMemory: return Status::NoMem;
+    case ListenerResult::Invalid: return Status::Inval;
+    default: return Status::DevErr;
+    }
+}
+
+void Iommu::restore_listener(Endpoint& endpoint, DomainState* domain) {
+    MapListener* listener = endpoint.config.listener.get();
+    const EndpointId id = endpoint.config.id;
+    if (listener->attach(id, domain->domain.id(), domain->domain.is_bypass()) != ListenerResult::Ok) {
+        ++rollback_failures_;
+        vmm::log_error("iommu: endpoint %u: cannot restore domain %u in its external IOMMU", id,
+                       domain->domain.id());
+        return;
+    }
+    bool ok = domain->domain.all_of(
+        [&](const Mapping& mapping) { return listener->map(id, mapping) == ListenerResult::Ok; });
+    if (!ok) {
+        ++rollback_failures_;
+        vmm::log_error("iommu: endpoint %u: cannot restore the mappings of domain %u", id, domain->domain.id());
+    }
+}
+
+Status Iommu::move_listener(Endpoint& endpoint, DomainState* from, DomainState* to, DomainId to_id,
+                            bool to_bypass) {
+    MapListener* listener = endpoint.config.listener.get();
+    if (!listener) return Status::Ok;
+    const EndpointId id = endpoint.config.id;
+    // Implicit detach first (D20: exactly like DETACH then ATTACH).
+    if (from) {
+        Status status = listener_status(listener->detach(id, unattached_bypass_));
+        if (status != Status::Ok) return status;
+    }
+    Status status = listener_status(listener->attach(id, to_id, to_bypass));
+    if (status == Status::Ok && to) {
+        // Replay the domain's mappings into the newly attached address space (reference 4.2).
+        ListenerResult failure = ListenerResult::Ok;
+        to->domain.all_of([&](const Mapping& mapping) {
+            failure = listener->map(id, mapping);
+            return failure == ListenerResult::Ok;
+        });
+        status = listener_status(failure);
+        if (status != Status::Ok && listener->detach(id, unattached_bypass_) != ListenerResult::Ok)
+            ++rollback_failures_;
+    }
+    if (status != Status::Ok && from) restore_listener(endpoint, from);
+    return status;
+}
+
+void Iommu::leave_domain(Endpoint& endpoint) {
+    DomainState* state = endpoint.domain;
+    if (!state) return;
+    endpoint.domain = nullptr;
+    state->domain.remove_member(endpoint.config.id);
+    if (state->domain.members().empty()) {
+        // Reference 1.7 / D28: the domain dies with its mappings when its last endpoint leaves.
+        live_mappings_ -= state->domain.mapping_count();
+        domains_.erase(state->domain.id());
+        return;
+    }
+    state->reserved.clear();
+    for (const Domain::Member& member : state->domain.members()) {
+        const auto& regions = endpoints_.at(member.endpoint).config.reserved;
+        state->reserved.insert(state->reserved.end(), regions.begin(), regions.end());
+    }
+}
+
+// ---- requests ------------------------------------------------------------------------------------
+
+Status Iommu::attach(EndpointId endpoint_id, DomainId domain_id, std::uint32_t flags) {
+    std::unique_lock lock(lock_);
+    auto it = endpoints_.find(endpoint_id);
+    if (it == endpoints_.end()) return Status::NoEnt;  // D17
+    Endpoint& endpoint = it->second;
+    auto finish = [&](Status status) {
+        ++endpoint.statuses[index(status)];
+        if (status == Status::Ok) ++endpoint.attaches;
+        return status;
+    };
+    if (flags & ~geometry_.attach_flags) return finish(Status::Inval);  // D16
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
+    const bool bypass = (flags & VIRTIO_IOMMU_ATTACH_F_BYPASS) != 0;
+
+    DomainState* to = find_domain(domain_id);
+    if (to) {
+        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // D19
+        if (to == endpoint.domain) return finish(Status::Ok);              // already there
+        // D21: the endpoint's reserved regions must be compatible with the domain: no existing
+        // mapping may cover them, or the endpoint would reach what it must not.
+        for (const ResvRegion& region : endpoint.config.reserved)
+            if (to->domain.overlaps(region.first.value, region.last.value)) return finish(Status::Unsupp);
+    } else {
+        const bool frees_one = endpoint.domain && endpoint.domain->domain.members().size() == 1;
+        if (domains_.size() - (frees_one ? 1 : 0) >= limits_.max_domains) return finish(Status::NoMem);
+    }
+
+    if (Status status = move_listener(endpoint, endpoint.domain, to, domain_id, bypass); status != Status::Ok)
+        return finish(status);
+
+    leave_domain(endpoint);  // D20 implicit detach; `to` survives (it is another domain)
+    if (!to) {
+        auto state = std::make_unique<DomainState>(domain_id, bypass);  // D23
+        to = state.get();
+        domains_.emplace(domain_id, std::move(state));
+    }
+    to->domain.add_member(endpoint_id, endpoint.config.listener.get());
+    to->reserved.insert(to->reserved.end(), endpoint.config.reserved.begin(), endpoint.config.reserved.end());
+    endpoint.domain = to;
+    return finish(Status::Ok);
+}
+
+Status Iommu::detach(EndpointId endpoint_id, DomainId domain_id) {
+    std::unique_lock lock(lock_);
+    auto it = endpoints_.find(endpoint_id);
+    if (it == endpoints_.end()) return Status::NoEnt;  // D25
+    Endpoint& endpoint = it->second;
+    auto finish = [&](Status status) {
+        ++endpoint.statuses[index(status)];
+        if (status == Status::Ok) ++endpoint.detaches;
+        return status;
+    };
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
+    // D26: unknown domain, or endpoint not in it.
+    if (!endpoint.domain || endpoint.domain->domain.id() != domain_id) return finish(Status::Inval);
+    if (MapListener* listener = endpoint.config.listener.get()) {
+        Status status = listener_status(listener->detach(endpoint_id, unattached_bypass_));
+        if (status != Status::Ok) return finish(status);
+    }
+    leave_domain(endpoint);  // D27, D28
+    return finish(Status::Ok);
+}
+
+Status Iommu::map(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+                  std::uint32_t flags) {
+    std::unique_lock lock(lock_);
+    DomainState* state = find_domain(domain_id);
+    auto finish = [&](Status status) {
+        if (state) ++state->statuses[index(status)];
+        return status;
+    };
+    // D31 (and D35: MMIO only with F_MMIO, which the geometry's flag mask encodes).
+    if (flags & ~geometry_.map_flags) return finish(Status::Inval);
+    // R16: virt_end must be strictly greater than virt_start (reference 1.9).
+    if (virt_end <= virt_start) return finish(Status::Inval);
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
+    if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
+    // D29: virt_start, phys_start and virt_end + 1 aligned to the granule (virt_end + 1 may wrap
+    // to 0 for a mapping that ends at 2^64 - 1, which is aligned).
+    const std::uint64_t granule_mask = geometry_.granule - 1;
+    if ((virt_start | phys_start | (virt_end + 1)) & granule_mask) return finish(Status::Range);
+    // The physical range must not wrap past 2^64.
+    if (!vmm::checked_add(phys_start, virt_end - virt_start)) return finish(Status::Range);
+    if (!state) return Status::NoEnt;                                  // D32
+    if (state->domain.is_bypass()) return finish(Status::Inval);       // D33
+    for (const ResvRegion& region : state->reserved)                   // D52
+        if (region.overlaps(virt_start, virt_end)) return finish(Status::Inval);
+    if (state->domain.overlaps(virt_start, virt_end)) return finish(Status::Inval);  // D30
+    if (state->domain.mapping_count() >= limits_.max_mappings_per_domain || live_mappings_ >= limits_.max_mappings)
+        return finish(Status::NoMem);
+
+    const Mapping mapping{vmm::Iova{virt_start}, vmm::Iova{virt_end}, vmm::GuestPhysAddr{phys_start}, flags};
+    const auto& members = state->domain.listener_members();
+    for (std::size_t i = 0; i < members.size(); ++i) {
+        Status status = listener_status(members[i].listener->map(members[i].endpoint, mapping));
+        if (status == Status::Ok) continue;
+        for (std::size_t j = 0; j < i; ++j)  // undo on the endpoints already updated
+            if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok) ++rollback_failures_;
+        return finish(status);
+    }
+    state->domain.insert(mapping);
+    ++live_mappings_;
+    ++state->maps;
+    ++total_maps_;
+    return finish(Status::Ok);
+}
+
+Status Iommu::unmap(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end) {
+    std::unique_lock lock(lock_);
+    DomainState* state = find_domain(domain_id);
+    auto finish = [&](Status status) {
+        if (state) ++state->statuses[index(status)];
+        return status;
+    };
+    if (virt_end < virt_start) return finish(Status::Inval);
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
+    if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
+    if (!state) return Status::NoEnt;                             // D37
+    if (state->domain.is_bypass()) return finish(Status::Inval);  // D38
+    scratch_.clear();
+    // D39: check the whole range before any side effect; D40: unmapped parts are fine.
+    if (Status status = state->domain.collect_unmap(virt_start, virt_end, scratch_); status != Status::Ok)
+        return finish(status);
+
+    const auto& members = state->domain.listener_members();
+    for (std::size_t i = 0; i < members.size(); ++i) {
+        for (std::size_t k = 0; k < scratch_.size(); ++k) {
+            Status status = listener_status(members[i].listener->unmap(members[i].endpoint, scratch_[k]));
+            if (status == Status::Ok) continue;
+            // Undo: put back what this endpoint and the ones before it already removed.
+            auto remap = [&](const Domain::Member& member, std::size_t count) {
+                for (std::size_t m = 0; m < count; ++m)
+                    if (member.listener->map(member.endpoint, scratch_[m]) != ListenerResult::Ok)
+                        ++rollback_failures_;
+            };
+            remap(members[i], k);
+            for (std::size_t j = 0; j < i; ++j) remap(members[j], scratch_.size());
+            return finish(status);
+        }
+    }
+    state->domain.erase(scratch_);
+    live_mappings_ -= scratch_.size();
+    state->unmaps += scratch_.size();
+    total_unmaps_ += scratch_.size();
+    return finish(Status::Ok);
+}
+
+std::optional<std::vector<ResvRegion>> Iommu::probe(EndpointId endpoint_id) {
+    std::unique_lock lock(lock_);
+    auto it = endpoints_.find(endpoint_id);
+    if (it == endpoints_.end()) return std::nullopt;  // D42
+    ++it->second.probes;
+    return it->second.config.reserved;
+}
+
+void Iommu::count_endpoint_status(EndpointId endpoint_id, Status status) {
+    std::unique_lock lock(lock_);
+    auto it = endpoints_.find(endpoint_id);
+    if (it != endpoints_.end()) ++it->second.statuses[index(status)];
+}
+
+// ---- bypass and reset ----------------------------------------------------------------------------
+
+bool Iommu::set_unattached_bypass(bool bypass) {
+    std::unique_lock lock(lock_);
+    if (bypass == unattached_bypass_) return true;
+    std::vector<Endpoint*> done;
+    for (auto& [id, endpoint] : endpoints_) {
+        MapListener* listener = endpoint.config.listener.get();
+        if (!listener || endpoint.domain) continue;
+        if (listener->detach(id, bypass) == ListenerResult::Ok) {
+            done.push_back(&endpoint);
+            continue;
+        }
+        ++listener_failures_;
+        for (Endpoint* undo : done)
+            if (undo->config.listener->detach(undo->config.id, unattached_bypass_) != ListenerResult::Ok)
+                ++rollback_failures_;
+        vmm::log_warn("iommu: endpoint %u: external IOMMU refused bypass=%d; bypass unchanged", id, bypass);
+        return false;
+    }
+    unattached_bypass_ = bypass;
+    return true;
+}
+
+bool Iommu::unattached_bypass() const {
+    std::shared_lock lock(lock_);
+    return unattached_bypass_;
+}
+
+void Iommu::reset() {
+    std::unique_lock lock(lock_);
+    for (auto& [id, endpoint] : endpoints_) {
+        if (!endpoint.domain) continue;
+        endpoint.domain = nullptr;
+        MapListener* listener = endpoint.config.listener.get();
+        if (listener && listener->detach(id, unattached_bypass_) != ListenerResult::Ok) {
+            // A reset cannot be refused; the host IOMMU keeps stale mappings of this endpoint.
+            ++listener_failures_;
+            vmm::log_error("iommu: endpoint %u: external IOMMU failed to detach on reset", id);
+        }
+    }
+    domains_.clear();
+    live_mappings_ = 0;
+}
+
+}  // namespace iommu

@@ -1,0 +1,201 @@
+// iommu::Iommu: the IOMMU model behind a virtio-iommu device (virtio 1.2 section 5.13):
+// endpoints registered by the VMM, domains created by ATTACH, mappings, bypass rules (5.13.6.3,
+// reference 1.5), per-endpoint Translator views for emulated devices, and fan-out of every
+// address-space change to external IOMMUs (MapListener) with rollback on failure.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "iommu/domain.hpp"
+#include "iommu/map_listener.hpp"
+#include "iommu/translator.hpp"
+#include "iommu/types.hpp"
+
+namespace iommu {
+
+// Bounds on what a guest can make the VMM allocate. Exceeding one answers S_NOMEM.
+struct Limits {
+    std::size_t max_domains = 1024;
+    std::size_t max_mappings_per_domain = std::size_t{1} << 18;
+    std::size_t max_mappings = std::size_t{1} << 20;  // over all domains
+    // Per endpoint; PROBE must fit them all in probe_size (24 bytes each).
+    std::size_t max_reserved_regions = 16;
+};
+
+// What the device advertises and the driver negotiated; requests are checked against it.
+struct Geometry {
+    std::uint64_t granule = 4096;  // lowest set bit of page_size_mask
+    std::uint64_t input_first = 0;
+    std::uint64_t input_last = ~std::uint64_t{0};
+    std::uint32_t domain_first = 0;
+    std::uint32_t domain_last = ~std::uint32_t{0};
+    std::uint32_t map_flags = kMapRead | kMapWrite | kMapMmio;  // MMIO only with F_MMIO
+    std::uint32_t attach_flags = VIRTIO_IOMMU_ATTACH_F_BYPASS;    // only with F_BYPASS_CONFIG
+};
+
+struct EndpointConfig {
+    EndpointId id = 0;
+    // Reported by PROBE as RESV_MEM properties. Must not overlap; at most one Msi region (D50, D51).
+    std::vector<ResvRegion> reserved;
+    // External IOMMU that mirrors this endpoint's address space (VFIO). Null for an emulated
+    // endpoint, whose DMA goes through translator(id).
+    std::shared_ptr<MapListener> listener;
+};
+
+struct Fault {
+    EndpointId endpoint = 0;
+    FaultReason reason = FaultReason::Unknown;
+    Access access = Access::Read;
+    std::uint64_t address = 0;  // always valid (FAULT_F_ADDRESS)
+};
+
+// Receives translation faults of emulated endpoints (the virtio-iommu eventq). Called from the
+// faulting device's thread with no Iommu lock held, so it may take its own locks.
+class FaultSink {
+public:
+    virtual void report_fault(const Fault& fault) = 0;
+
+protected:
+    ~FaultSink() = default;
+};
+
+struct EndpointStats {
+    EndpointId id = 0;
+    std::optional<DomainId> domain;
+    bool has_listener = false;
+    std::uint64_t attaches = 0, detaches = 0, probes = 0, faults = 0;
+    StatusCounts statuses{};  // ATTACH/DETACH/PROBE results naming this endpoint
+};
+
+struct DomainStats {
+    DomainId id = 0;
+    bool bypass = false;
+    std::vector<EndpointId> endpoints;
+    std::uint64_t maps = 0, unmaps = 0, faults = 0, live_mappings = 0;
+    StatusCounts statuses{};  // MAP/UNMAP results naming this domain
+};
+
+struct IommuStats {
+    std::uint64_t endpoints = 0, domains = 0, live_mappings = 0;
+    std::uint64_t maps = 0, unmaps = 0, faults = 0;
+    std::uint64_t faults_undelivered = 0;  // no sink registered
+    std::uint64_t listener_failures = 0;   // listener calls that failed (request rejected)
+    std::uint64_t rollback_failures = 0;   // undo calls that failed: host state may be stale
+    bool unattached_bypass = false;
+};
+
+// Threads: requests, reset and setup come from one thread at a time (the virtio-iommu transport
+// lock, or the VMM before the guest runs); translate() comes from any device thread. A
+// shared_mutex guards all state: translations share it and hold it while the caller moves data
+// (so an UNMAP completes only after accesses through the old mapping are over); everything
+// else takes it exclusively. The fault sink is called after the lock is released.
+class Iommu : public std::enable_shared_from_this<Iommu> {
+public:
+    explicit Iommu(Limits limits = {});
+    Iommu(const Iommu&) = delete;
+    Iommu& operator=(const Iommu&) = delete;
+    const Limits& limits() const { return limits_; }
+
+    // ---- VMM side
+    // Throws vmm::SetupError for a duplicate id, malformed regions or a listener that refuses
+    // its initial (unattached) state.
+    void add_endpoint(EndpointConfig config);
+    // Hot-unplug: detaches the endpoint (its domain dies if it was the last member).
+    bool remove_endpoint(EndpointId id);
+    bool has_endpoint(EndpointId id) const;
+    // The endpoint's view for DmaMemory. Requires the Iommu to be owned by a shared_ptr; the
+    // view keeps it alive. Valid for any id; ids not registered (any more) fail every access.
+    std::shared_ptr<const Translator> translator(EndpointId id) const;
+    void set_fault_sink(FaultSink* sink);
+
+    // ---- front end (one request at a time)
+    void set_geometry(const Geometry& geometry);
+    Geometry geometry() const;
+    Status attach(EndpointId endpoint, DomainId domain, std::uint32_t flags);
+    Status detach(EndpointId endpoint, DomainId domain);
+    Status map(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+               std::uint32_t flags);
+    Status unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
+    // PROBE: the endpoint's reserved regions, or nullopt for an unknown endpoint (counted).
+    std::optional<std::vector<ResvRegion>> probe(EndpointId endpoint);
+    void count_endpoint_status(EndpointId endpoint, Status status);
+
+    // Whether unattached endpoints bypass (reference 1.5: BYPASS_CONFIG offered and bypass = 1).
+    // Listeners of unattached endpoints follow; false (nothing changed) if one refuses.
+    bool set_unattached_bypass(bool bypass);
+    bool unattached_bypass() const;
+    // Device reset: every endpoint leaves its domain, all domains die (D14). Bypass is kept.
+    void reset();
+
+    // Emulated endpoints' DMA (what translator(id) calls). See Translator::translate.
+    bool translate(EndpointId endpoint, vmm::Iova iova, std::uint64_t length, Access access,
+                   FragmentVisitor& visitor) const;
+
+    // ---- observability
+    IommuStats stats() const;
+    std::optional<EndpointStats> endpoint_stats(EndpointId id) const;
+    std::optional<DomainStats> domain_stats(DomainId id) const;
+    std::vector<DomainStats> all_domain_stats() const;
+    std::optional<std::vector<Mapping>> mappings(DomainId id) const;
+    // Human-readable: every endpoint and domain with counters and mappings (at most
+    // `max_mappings_per_domain` listed per domain).
+    std::string dump(std::size_t max_mappings_per_domain = 64) const;
+
+private:
+    struct DomainState;
+    struct Endpoint {
+        EndpointConfig config;
+        DomainState* domain = nullptr;
+        std::uint64_t attaches = 0, detaches = 0, probes = 0;
+        mutable std::atomic<std::uint64_t> faults{0};
+        StatusCounts statuses{};
+    };
+    struct DomainState {
+        DomainState(DomainId id, bool bypass) : domain(id, bypass) {}
+        Domain domain;
+        std::uint64_t maps = 0, unmaps = 0;
+        mutable std::atomic<std::uint64_t> faults{0};
+        StatusCounts statuses{};
+        std::vector<ResvRegion> reserved;  // union of the members' regions (checked by MAP, D52)
+    };
+
+    Status check_domain_id(DomainId domain) const;
+    DomainState* find_domain(DomainId id);
+    Status listener_status(ListenerResult result);
+    // Listener steps of moving `endpoint` out of `from` (may be null) into `to` (exists or
+    // will be created with `to_bypass`, empty). All or nothing.
+    Status move_listener(Endpoint& endpoint, DomainState* from, DomainState* to, DomainId to_id, bool to_bypass);
+    // Re-attach a listener endpoint to `domain` and replay its mappings (rollback helper).
+    void restore_listener(Endpoint& endpoint, DomainState* domain);
+    void leave_domain(Endpoint& endpoint);
+    bool translate_locked(const Endpoint& endpoint, std::uint64_t first, std::uint64_t last, Access access,
+                          FragmentVisitor& visitor, std::optional<Fault>& fault) const;
+    void deliver_fault(const Fault& fault) const;
+    static DomainStats make_domain_stats(const DomainState& state);
+
+    const Limits limits_;
+    mutable std::shared_mutex lock_;
+    Geometry geometry_;
+    bool unattached_bypass_ = false;
+    std::unordered_map<EndpointId, Endpoint> endpoints_;
+    std::unordered_map<DomainId, std::unique_ptr<DomainState>> domains_;
+    std::size_t live_mappings_ = 0;
+    std::uint64_t total_maps_ = 0, total_unmaps_ = 0;
+    std::uint64_t listener_failures_ = 0, rollback_failures_ = 0;
+    std::vector<Mapping> scratch_;  // UNMAP's collected mappings, reused to avoid allocation
+
+    mutable std::mutex sink_lock_;
+    FaultSink* sink_ = nullptr;
+    mutable std::atomic<std::uint64_t> faults_{0};
+    mutable std::atomic<std::uint64_t> faults_undelivered_{0};
+};
+
+}  // namespace iommu

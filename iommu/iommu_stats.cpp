@@ -1,0 +1,139 @@
+// iommu::Iommu observability: counters per endpoint and per domain, and a mapping dump, for the
+// VMM to expose (e.g. on a debug socket or at exit).
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
+#include <shared_mutex>
+
+#include "iommu/iommu.hpp"
+
+namespace iommu {
+namespace {
+
+void append(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void append(std::string& out, const char* format, ...) {
+    char line[256];
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    out += line;
+}
+
+void append_statuses(std::string& out, const StatusCounts& counts) {
+    for (std::size_t i = 0; i < counts.size(); ++i)
+        if (counts[i]) append(out, " %s=%" PRIu64, status_name(static_cast<Status>(i)), counts[i]);
+}
+
+}  // namespace
+
+DomainStats Iommu::make_domain_stats(const DomainState& state) {
+    DomainStats stats;
+    stats.id = state.domain.id();
+    stats.bypass = state.domain.is_bypass();
+    for (const Domain::Member& member : state.domain.members()) stats.endpoints.push_back(member.endpoint);
+    stats.maps = state.maps;
+    stats.unmaps = state.unmaps;
+    stats.faults = state.faults.load(std::memory_order_relaxed);
+    stats.live_mappings = state.domain.mapping_count();
+    stats.statuses = state.statuses;
+    return stats;
+}
+
+IommuStats Iommu::stats() const {
+    std::shared_lock lock(lock_);
+    IommuStats stats;
+    stats.endpoints = endpoints_.size();
+    stats.domains = domains_.size();
+    stats.live_mappings = live_mappings_;
+    stats.maps = total_maps_;
+    stats.unmaps = total_unmaps_;
+    stats.faults = faults_.load(std::memory_order_relaxed);
+    stats.faults_undelivered = faults_undelivered_.load(std::memory_order_relaxed);
+    stats.listener_failures = listener_failures_;
+    stats.rollback_failures = rollback_failures_;
+    stats.unattached_bypass = unattached_bypass_;
+    return stats;
+}
+
+std::optional<EndpointStats> Iommu::endpoint_stats(EndpointId id) const {
+    std::shared_lock lock(lock_);
+    auto it = endpoints_.find(id);
+    if (it == endpoints_.end()) return std::nullopt;
+    const Endpoint& endpoint = it->second;
+    EndpointStats stats;
+    stats.id = id;
+    if (endpoint.domain) stats.domain = endpoint.domain->domain.id();
+    stats.has_listener = endpoint.config.listener != nullptr;
+    stats.attaches = endpoint.attaches;
+    stats.detaches = endpoint.detaches;
+    stats.probes = endpoint.probes;
+    stats.faults = endpoint.faults.load(std::memory_order_relaxed);
+    stats.statuses = endpoint.statuses;
+    return stats;
+}
+
+std::optional<DomainStats> Iommu::domain_stats(DomainId id) const {
+    std::shared_lock lock(lock_);
+    auto it = domains_.find(id);
+    if (it == domains_.end()) return std::nullopt;
+    return make_domain_stats(*it->second);
+}
+
+std::vector<DomainStats> Iommu::all_domain_stats() const {
+    std::shared_lock lock(lock_);
+    std::vector<DomainStats> all;
+    for (const auto& [id, state] : domains_) all.push_back(make_domain_stats(*state));
+    return all;
+}
+
+std::optional<std::vector<Mapping>> Iommu::mappings(DomainId id) const {
+    std::shared_lock lock(lock_);
+    auto it = domains_.find(id);
+    if (it == domains_.end()) return std::nullopt;
+    return it->second->domain.mappings();
+}
+
+std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
+    std::shared_lock lock(lock_);
+    std::string out;
+    append(out, "iommu: %zu endpoints, %zu domains, %zu mappings, unattached %s\n", endpoints_.size(),
+           domains_.size(), live_mappings_, unattached_bypass_ ? "bypass" : "blocked");
+    for (const auto& [id, endpoint] : endpoints_) {
+        append(out, "endpoint %u: %s", id, endpoint.config.listener ? "external" : "emulated");
+        if (endpoint.domain)
+            append(out, " domain %u", endpoint.domain->domain.id());
+        else
+            append(out, " unattached");
+        append(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64,
+               endpoint.attaches, endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
+        append_statuses(out, endpoint.statuses);
+        out += '\n';
+        for (const ResvRegion& region : endpoint.config.reserved)
+            append(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n", region.kind == ResvKind::Msi ? "msi" : "reserved",
+                   region.first.value, region.last.value);
+    }
+    for (const auto& [id, state] : domains_) {
+        const Domain& domain = state->domain;
+        append(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
+               domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
+               state->faults.load(std::memory_order_relaxed));
+        append_statuses(out, state->statuses);
+        out += '\n';
+        std::size_t listed = 0;
+        domain.all_of([&](const Mapping& m) {
+            if (listed++ == max_mappings_per_domain) {
+                append(out, "  ... %zu more\n", domain.mapping_count() - max_mappings_per_domain);
+                return false;
+            }
+            append(out, "  [%#" PRIx64 ", %#" PRIx64 "] -> %#" PRIx64 " %s%s%s\n", m.first.value, m.last.value,
+                   m.gpa.value, (m.flags & kMapRead) ? "r" : "-", (m.flags & kMapWrite) ? "w" : "-",
+                   (m.flags & kMapMmio) ? " mmio" : "");
+            return true;
+        });
+    }
+    return out;
+}
+
+}  // namespace iommu

@@ -1,0 +1,80 @@
+// virtio-iommu wire format (virtio 1.2 section 5.13.6): request parsing from copied-out bytes into
+// validated values, and encoding of probe properties and fault reports. The structs themselves
+// come from <linux/virtio_iommu.h>; their layout is pinned by static_asserts in protocol.cpp.
+#pragma once
+
+#include <linux/virtio_iommu.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <variant>
+
+#include "iommu/iommu.hpp"
+#include "iommu/types.hpp"
+
+namespace iommu::protocol {
+
+inline constexpr std::size_t kHeadSize = sizeof(virtio_iommu_req_head);
+inline constexpr std::size_t kTailSize = sizeof(virtio_iommu_req_tail);
+inline constexpr std::size_t kResvMemSize = sizeof(virtio_iommu_probe_resv_mem);
+inline constexpr std::size_t kFaultSize = sizeof(virtio_iommu_fault);
+// The longest fixed device-readable part (PROBE: head, endpoint, 64 reserved bytes).
+inline constexpr std::size_t kMaxReadable = sizeof(virtio_iommu_req_probe);
+
+// Fixed device-readable size of a request type (everything before the tail), 0 if unknown.
+constexpr std::size_t readable_size(std::uint8_t type) {
+    switch (type) {
+    case VIRTIO_IOMMU_T_ATTACH: return sizeof(virtio_iommu_req_attach) - kTailSize;
+    case VIRTIO_IOMMU_T_DETACH: return sizeof(virtio_iommu_req_detach) - kTailSize;
+    case VIRTIO_IOMMU_T_MAP: return sizeof(virtio_iommu_req_map) - kTailSize;
+    case VIRTIO_IOMMU_T_UNMAP: return sizeof(virtio_iommu_req_unmap) - kTailSize;
+    case VIRTIO_IOMMU_T_PROBE: return sizeof(virtio_iommu_req_probe);
+    default: return 0;
+    }
+}
+
+struct AttachRequest {
+    DomainId domain;
+    EndpointId endpoint;
+    std::uint32_t flags;
+    bool reserved_zero;  // D15: the device checks it
+};
+struct DetachRequest {  // reserved is ignored (D24)
+    DomainId domain;
+    EndpointId endpoint;
+};
+struct MapRequest {
+    DomainId domain;
+    std::uint64_t virt_start, virt_end, phys_start;
+    std::uint32_t flags;
+};
+struct UnmapRequest {  // reserved is ignored (D36 allows it)
+    DomainId domain;
+    std::uint64_t virt_start, virt_end;
+};
+struct ProbeRequest {  // the 64 reserved bytes are ignored (D41)
+    EndpointId endpoint;
+};
+// An unknown type, or no head: the buffer goes back unwritten (D9, D12).
+struct Unparsable {};
+// A known type whose readable part is shorter than its fixed size: answered with S_INVAL.
+struct TooShort {
+    std::uint8_t type;
+};
+
+using Request = std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest>;
+
+// `readable` is a copy of the first bytes of the device-readable part (at most kMaxReadable);
+// `readable_total` is the length of the whole readable part. head.reserved is ignored (D10).
+Request parse_request(std::span<const std::uint8_t> readable, std::uint64_t readable_total);
+
+// Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per
+// region and zeroes the rest (D44-D49). false (area zeroed) if the regions do not fit.
+bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std::uint8_t> area);
+
+virtio_iommu_fault encode_fault(const Fault& fault);
+
+virtio_iommu_req_tail make_tail(Status status);
+
+}  // namespace iommu::protocol
