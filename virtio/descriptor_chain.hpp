@@ -1,0 +1,78 @@
+// DescriptorChain: the single place where split-ring descriptor rules are enforced (virtio 1.2
+// sections 2.7.5 "The Virtqueue Descriptor Table" and 2.7.5.3 "Indirect Descriptors").
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "vmm/address.hpp"
+#include "vmm/dma_memory.hpp"
+
+namespace virtio {
+
+// One checked buffer of a chain. `addr + len` does not wrap; whether it is reachable is decided
+// by DmaMemory when the buffer is accessed (the IOMMU mapping may change in between).
+struct Descriptor {
+    vmm::Iova addr;
+    std::uint32_t len = 0;
+    bool device_writable = false;
+};
+
+enum class ChainError : std::uint8_t {
+    None,
+    HeadOutOfRange,         // head >= queue size
+    NextOutOfRange,         // `next` beyond the table (direct or indirect)
+    TooLong,                // more descriptors than the table holds: a loop or an overlong chain
+    Unreadable,             // a descriptor (or indirect table entry) could not be read
+    IndirectNotNegotiated,  // INDIRECT without VIRTIO_F_INDIRECT_DESC
+    IndirectWithNext,       // INDIRECT and NEXT both set (2.7.5.3.1)
+    NestedIndirect,         // INDIRECT inside an indirect table (2.7.5.3.1)
+    BadIndirectLength,      // indirect table length 0, not a multiple of 16 or > 32768 entries
+    AddressWraps,           // addr + len wraps past 2^64
+    TooManyBytes,           // total length above 2^32 (2.7.5.2)
+    ReadableAfterWritable,  // a device-readable buffer after a device-writable one (2.7.4.2)
+};
+
+const char* describe(ChainError error);
+
+// A chain copied out of guest memory and validated as a whole before a device sees any of it, so
+// a device never acts on the first half of a malformed chain, and a guest rewriting descriptors
+// afterwards cannot change what was validated. Readable descriptors come first, then writable.
+class DescriptorChain {
+public:
+    // Largest indirect table (entries); virtio 1.2 2.7.5.3.1 bounds it by the maximum queue size.
+    static constexpr std::uint32_t kMaxIndirectEntries = 32768;
+
+    // Walks the chain starting at `head` in the descriptor table at `table` (`queue_size`
+    // entries). Every step is bounded: at most `queue_size` direct descriptors plus at most the
+    // entries of one indirect table.
+    static DescriptorChain walk(const vmm::DmaMemory& memory, vmm::Iova table, std::uint16_t queue_size,
+                                std::uint16_t head, bool indirect_negotiated);
+
+    std::uint16_t head() const { return head_; }
+    bool is_valid() const { return error_ == ChainError::None; }
+    ChainError error() const { return error_; }
+
+    std::span<const Descriptor> descriptors() const { return descriptors_; }
+    std::span<const Descriptor> readable() const { return {descriptors_.data(), readable_count_}; }
+    std::span<const Descriptor> writable() const {
+        return std::span<const Descriptor>(descriptors_).subspan(readable_count_);
+    }
+    std::uint64_t readable_bytes() const { return readable_bytes_; }
+    std::uint64_t writable_bytes() const { return writable_bytes_; }
+
+private:
+    explicit DescriptorChain(std::uint16_t head) : head_(head) {}
+    bool fail(ChainError error);
+    bool append(std::uint64_t addr, std::uint32_t len, bool writable);
+
+    std::uint16_t head_;
+    ChainError error_ = ChainError::None;
+    std::vector<Descriptor> descriptors_;
+    std::size_t readable_count_ = 0;
+    std::uint64_t readable_bytes_ = 0;
+    std::uint64_t writable_bytes_ = 0;
+};
+
+}  // namespace virtio

@@ -1,0 +1,101 @@
+// Split virtqueue, device side: ring setup validation, pop, add_used and notification
+// suppression (virtio 1.2 sections 2.7 "Split Virtqueues" and 2.7.7 / 2.7.10 on EVENT_IDX).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "virtio/descriptor_chain.hpp"
+#include "vmm/address.hpp"
+#include "vmm/dma_memory.hpp"
+#include "vmm/log.hpp"
+
+namespace virtio {
+
+// Where the driver put the three ring areas (bus addresses) and how many entries they have.
+struct QueueLayout {
+    std::uint16_t size = 0;
+    vmm::Iova desc;   // descriptor table, 16 * size bytes, 16-byte aligned
+    vmm::Iova avail;  // driver area, 6 + 2 * size bytes, 2-byte aligned
+    vmm::Iova used;   // device area, 6 + 8 * size bytes, 4-byte aligned
+};
+
+enum class QueueSetupError : std::uint8_t {
+    None,
+    BadSize,         // 0, not a power of two, above the device maximum or above 32768
+    Misaligned,      // an area breaks the alignment of 2.7 table "Virtqueue Part Alignment"
+    DescUnreachable, // an area is not (entirely) readable / writable through the DMA view
+    AvailUnreachable,
+    UsedUnreachable,
+};
+
+const char* describe(QueueSetupError error);
+
+// One enabled split virtqueue. Every ring field is read from guest memory by value each time
+// (copy, then validate); nothing guest-owned is cached except the device's own indices.
+//
+// Threads: owned by a transport and used only with that transport's lock held (the device model
+// calls it from notify() / host events), so it has no lock of its own.
+//
+// A queue becomes *broken* when the driver violates the ring protocol in a way the device cannot
+// answer in-band (avail idx running ahead by more than the queue size, a head index out of range,
+// or ring memory that stops being reachable). A broken queue returns nothing from pop() and
+// ignores add_used(); the transport then sets DEVICE_NEEDS_RESET (2.1.1). A malformed *chain*
+// does not break the queue: it is returned to the driver with used length 0 and logged.
+class Virtqueue {
+public:
+    static constexpr std::uint16_t kMaxSize = 32768;  // 2.7: "Queue Size ... maximum 32768"
+
+    // Validates `layout` against `max_size` and probes each ring area through `memory` (descriptor
+    // table and driver area readable, device area writable). `memory` must outlive the queue.
+    // `features` is the negotiated set (INDIRECT_DESC and EVENT_IDX are honoured).
+    static std::unique_ptr<Virtqueue> create(const QueueLayout& layout, std::uint16_t max_size,
+                                             const vmm::DmaMemory& memory, std::uint64_t features,
+                                             QueueSetupError* error = nullptr);
+
+    Virtqueue(const Virtqueue&) = delete;
+    Virtqueue& operator=(const Virtqueue&) = delete;
+
+    // The next valid available chain, or nothing when the ring is empty or the queue broke.
+    // Malformed chains met on the way are completed with used length 0 (and counted).
+    std::optional<DescriptorChain> pop();
+
+    // Publishes a used element {head, len}; the element is written before the used idx, with a
+    // release fence between (2.7.8 "MUST ... before updating the used idx"). false if broken.
+    bool add_used(std::uint16_t head, std::uint32_t len);
+
+    // Whether the driver wants a used-buffer notification for what was added since the last call:
+    // vring_need_event() on used_event with EVENT_IDX, else avail.flags & NO_INTERRUPT (2.7.10).
+    bool needs_notification();
+
+    bool is_broken() const { return broken_; }
+    std::uint16_t size() const { return layout_.size; }
+    const QueueLayout& layout() const { return layout_; }
+    const vmm::DmaMemory& memory() const { return *memory_; }
+    std::uint16_t last_avail_idx() const { return last_avail_idx_; }
+    std::uint16_t used_idx() const { return used_idx_; }
+    std::uint64_t malformed_chains() const { return malformed_chains_; }
+
+private:
+    Virtqueue(const QueueLayout& layout, const vmm::DmaMemory& memory, std::uint64_t features);
+    std::optional<std::uint16_t> read_avail_idx();
+    bool publish_avail_event();
+    void mark_broken(const char* why);
+
+    QueueLayout layout_;
+    const vmm::DmaMemory* memory_;
+    bool indirect_ = false;
+    bool event_idx_ = false;
+    bool broken_ = false;
+
+    std::uint16_t last_avail_idx_ = 0;  // next avail ring slot the device will consume
+    std::uint16_t used_idx_ = 0;        // next used ring slot (== the used idx published)
+    std::uint16_t signalled_used_ = 0;  // used idx at the last needs_notification() (EVENT_IDX)
+    bool signalled_used_valid_ = false;
+    bool added_since_check_ = false;
+    std::uint64_t malformed_chains_ = 0;
+    vmm::RateLimiter log_;
+};
+
+}  // namespace virtio
