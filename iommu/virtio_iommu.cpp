@@ -1,0 +1,305 @@
+// iommu::VirtioIommu: virtio-iommu front end (virtio 1.2 section 5.13; reference sections 1.3-1.9,
+// 3.2 on used lengths, 3.8 on the eventq).
+#include "iommu/virtio_iommu.hpp"
+
+#include <linux/virtio_ids.h>
+
+#include <endian.h>
+
+#include <bit>
+#include <cstring>
+#include <string>
+
+#include "iommu/protocol.hpp"
+#include "virtio/chain_io.hpp"
+#include "virtio/features.hpp"
+#include "virtio/queue.hpp"
+#include "virtio/ring.hpp"
+#include "vmm/error.hpp"
+
+namespace iommu {
+
+const std::uint64_t VirtioIommu::kSupportedFeatures =
+    virtio::feature_bit(VIRTIO_IOMMU_F_INPUT_RANGE) | virtio::feature_bit(VIRTIO_IOMMU_F_DOMAIN_RANGE) |
+    virtio::feature_bit(VIRTIO_IOMMU_F_MAP_UNMAP) | virtio::feature_bit(VIRTIO_IOMMU_F_PROBE) |
+    virtio::feature_bit(VIRTIO_IOMMU_F_MMIO) | virtio::feature_bit(VIRTIO_IOMMU_F_BYPASS_CONFIG) |
+    virtio::feature_bit(VIRTIO_RING_F_INDIRECT_DESC) | virtio::feature_bit(VIRTIO_RING_F_EVENT_IDX);
+
+namespace {
+
+void validate(const VirtioIommuConfig& config, const Limits& limits) {
+    if (config.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");  // D4
+    if (config.input_first > config.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
+    const std::uint64_t granule = std::uint64_t{1} << std::countr_zero(config.page_size_mask);
+    if (config.input_first & (granule - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
+    if (config.domain_first > config.domain_last) throw vmm::SetupError("virtio-iommu: empty domain range");
+    const std::uint64_t needed = limits.max_reserved_regions * protocol::kResvMemSize;
+    if (config.probe_size < needed || config.probe_size > 65536)
+        throw vmm::SetupError("virtio-iommu: probe_size must be in [" + std::to_string(needed) + ", 65536]");
+    for (std::uint16_t size : {config.request_queue_size, config.event_queue_size})
+        if (size == 0 || size > virtio::Virtqueue::kMaxSize || !std::has_single_bit(size))
+            throw vmm::SetupError("virtio-iommu: queue sizes must be powers of two up to 32768");
+}
+
+}  // namespace
+
+VirtioIommu::VirtioIommu(std::shared_ptr<Iommu> iommu, const VirtioIommuConfig& config)
+    : iommu_(std::move(iommu)),
+      config_(config),
+      offered_(config.features & kSupportedFeatures),
+      initial_bypass_(config.boot_bypass ? 1 : 0),
+      bypass_(initial_bypass_) {
+    validate(config_, iommu_->limits());
+    probe_buffer_.resize(std::size_t{config_.probe_size} + protocol::kTailSize);
+    apply_bypass(bypass_);
+}
+
+VirtioIommu::~VirtioIommu() = default;
+
+std::uint32_t VirtioIommu::device_id() const { return VIRTIO_ID_IOMMU; }
+
+bool VirtioIommu::offered(unsigned bit) const { return virtio::has_feature(offered_, bit); }
+bool VirtioIommu::negotiated(unsigned bit) const { return virtio::has_feature(negotiated_, bit); }
+
+std::uint16_t VirtioIommu::queue_max_size(std::uint16_t queue) const {
+    if (queue == kRequestQueue) return config_.request_queue_size;
+    if (queue == kEventQueue) return config_.event_queue_size;
+    return 0;
+}
+
+bool VirtioIommu::accept_features(std::uint64_t features) {
+    // Any subset of what was offered works (G2); the transport already refused unoffered bits.
+    negotiated_ = features;
+    Geometry geometry;
+    geometry.granule = std::uint64_t{1} << std::countr_zero(config_.page_size_mask);
+    // A range feature the driver did not accept means the full range (5.13.4): the driver
+    // cannot know our limits, so it is not held to them.
+    if (negotiated(VIRTIO_IOMMU_F_INPUT_RANGE)) {
+        geometry.input_first = config_.input_first;
+        geometry.input_last = config_.input_last;
+    }
+    if (negotiated(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
+        geometry.domain_first = config_.domain_first;
+        geometry.domain_last = config_.domain_last;
+    }
+    geometry.map_flags = kMapRead | kMapWrite | (negotiated(VIRTIO_IOMMU_F_MMIO) ? kMapMmio : 0);
+    geometry.attach_flags = negotiated(VIRTIO_IOMMU_F_BYPASS_CONFIG) ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0;
+    iommu_->set_geometry(geometry);
+    return true;
+}
+
+// ---- configuration space (5.13.4) ------------------------------------------------------------------
+
+std::uint32_t VirtioIommu::config_size() const { return sizeof(virtio_iommu_config); }
+
+void VirtioIommu::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const {
+    virtio_iommu_config config;
+    std::memset(&config, 0, sizeof config);
+    config.page_size_mask = htole64(config_.page_size_mask);
+    // Fields of features not offered read as zero (they are not valid, 5.13.4).
+    if (offered(VIRTIO_IOMMU_F_INPUT_RANGE)) {
+        config.input_range.start = htole64(config_.input_first);
+        config.input_range.end = htole64(config_.input_last);
+    }
+    if (offered(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
+        config.domain_range.start = htole32(config_.domain_first);
+        config.domain_range.end = htole32(config_.domain_last);
+    }
+    if (offered(VIRTIO_IOMMU_F_PROBE)) config.probe_size = htole32(config_.probe_size);
+    if (offered(VIRTIO_IOMMU_F_BYPASS_CONFIG)) config.bypass = bypass_;
+    if (offset >= sizeof config) return;
+    const std::size_t length = std::min<std::size_t>(data.size(), sizeof config - offset);
+    std::memcpy(data.data(), reinterpret_cast<const std::uint8_t*>(&config) + offset, length);
+}
+
+void VirtioIommu::write_config(std::uint32_t offset, std::span<const std::uint8_t> data) {
+    // Only `bypass` is driver-writable (R2), with an 8-bit access, when BYPASS_CONFIG was
+    // negotiated, and only 0 or 1 (D7: the device never presents another value).
+    const bool ok = offset == offsetof(virtio_iommu_config, bypass) && data.size() == 1 &&
+                    negotiated(VIRTIO_IOMMU_F_BYPASS_CONFIG) && data[0] <= 1;
+    if (!ok) {
+        ++stats_.rejected_config_writes;
+        vmm::guest_error(log_, "virtio-iommu: config write of %zu bytes at %u ignored", data.size(), offset);
+        return;
+    }
+    apply_bypass(data[0]);
+}
+
+void VirtioIommu::apply_bypass(std::uint8_t value) {
+    // Reference 1.5: unattached endpoints bypass iff BYPASS_CONFIG is offered and bypass = 1,
+    // even if the driver did not accept the feature (D13).
+    if (iommu_->set_unattached_bypass(offered(VIRTIO_IOMMU_F_BYPASS_CONFIG) && value == 1))
+        bypass_ = value;
+    else
+        ++stats_.rejected_config_writes;  // an external IOMMU refused: keep the old value
+}
+
+void VirtioIommu::restore_boot_state() { apply_bypass(initial_bypass_); }
+
+// ---- lifecycle -------------------------------------------------------------------------------------
+
+bool VirtioIommu::activate(const virtio::Activation& activation) {
+    requestq_ = activation.queues.size() > kRequestQueue ? activation.queues[kRequestQueue] : nullptr;
+    eventq_ = activation.queues.size() > kEventQueue ? activation.queues[kEventQueue] : nullptr;
+    context_ = &activation.context;
+    memory_ = &activation.memory;
+    return true;
+}
+
+void VirtioIommu::reset() {
+    requestq_ = nullptr;
+    eventq_ = nullptr;
+    context_ = nullptr;
+    memory_ = nullptr;
+    negotiated_ = 0;
+    // D14 / G5: no endpoint stays attached, every domain dies; bypass is kept (D6).
+    iommu_->reset();
+    iommu_->set_geometry(Geometry{});
+}
+
+// ---- request queue (5.13.6) ------------------------------------------------------------------------
+
+void VirtioIommu::notify(std::uint16_t queue) {
+    // The eventq needs no kick: its buffers are taken when a fault happens (L10).
+    if (queue != kRequestQueue || !requestq_) return;
+    bool added = false;
+    // L7: every request posted so far, in ring order. Bounded: an honest driver never has more
+    // than a queue's worth outstanding per kick (Linux syncs before adding more).
+    const std::uint32_t budget = 4u * requestq_->size();
+    for (std::uint32_t n = 0; n < budget; ++n) {
+        std::optional<virtio::DescriptorChain> chain = requestq_->pop();
+        if (!chain) break;
+        const std::uint32_t used = process(*chain);
+        // 1.7: the new state is in force before the driver sees the request complete (L8: inline).
+        requestq_->add_used(chain->head(), used);
+        added = true;
+    }
+    if (added && requestq_->needs_notification()) context_->signal_used(kRequestQueue);
+}
+
+Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> area) {
+    std::memset(area.data(), 0, area.size());
+    if (!negotiated(VIRTIO_IOMMU_F_PROBE)) return Status::Unsupp;
+    const std::optional<std::vector<ResvRegion>> regions = iommu_->probe(endpoint);
+    if (!regions) return Status::NoEnt;  // D42
+    // D47: a properties area smaller than probe_size gets no property at all.
+    if (area.size() < config_.probe_size) return Status::Inval;
+    return protocol::encode_probe_properties(*regions, area) ? Status::Ok : Status::Inval;
+}
+
+std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain) {
+    ++stats_.requests;
+    const std::uint64_t writable = chain.writable_bytes();
+    std::uint8_t readable[protocol::kMaxReadable] = {};
+    const std::size_t copied = static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), sizeof readable));
+    virtio::ChainReader reader(chain, *memory_);
+    // Copy first, validate the copy (the guest may rewrite the buffer meanwhile).
+    const bool read_ok = reader.read({readable, copied});
+    protocol::Request request = read_ok ? protocol::parse_request({readable, copied}, chain.readable_bytes())
+                                        : protocol::Request{protocol::Unparsable{}};
+    const std::uint8_t type = copied > 0 ? readable[0] : 0;
+    const bool is_probe = type == VIRTIO_IOMMU_T_PROBE && !std::holds_alternative<protocol::Unparsable>(request);
+
+    // D9 unknown type, D12 no head or no room for a tail, D43 PROBE without F_PROBE offered:
+    // the buffer goes back unwritten with used length 0.
+    if (std::holds_alternative<protocol::Unparsable>(request) || writable < protocol::kTailSize ||
+        (is_probe && !offered(VIRTIO_IOMMU_F_PROBE))) {
+        ++stats_.unanswered;
+        vmm::guest_error(log_, "virtio-iommu: request of type %u (readable %llu, writable %llu) returned unwritten",
+                         type, static_cast<unsigned long long>(chain.readable_bytes()),
+                         static_cast<unsigned long long>(writable));
+        return 0;
+    }
+
+    // PROBE answers probe_size bytes of properties then the tail (L3: used length probe_size + 4,
+    // also on error). A smaller writable area gets its tail in its last 4 bytes (reference 1.8).
+    std::span<std::uint8_t> area;
+    if (is_probe) {
+        const std::uint64_t room = writable - protocol::kTailSize;
+        area = std::span<std::uint8_t>(probe_buffer_).first(
+            static_cast<std::size_t>(std::min<std::uint64_t>(room, config_.probe_size)));
+        std::memset(area.data(), 0, area.size());
+    }
+
+    Status status = Status::Inval;  // TooShort: the readable part misses fields
+    if (const auto* attach = std::get_if<protocol::AttachRequest>(&request)) {
+        if (!attach->reserved_zero) {  // D15
+            status = Status::Inval;
+            iommu_->count_endpoint_status(attach->endpoint, status);
+        } else {
+            status = iommu_->attach(attach->endpoint, attach->domain, attach->flags);
+        }
+    } else if (const auto* detach = std::get_if<protocol::DetachRequest>(&request)) {
+        status = iommu_->detach(detach->endpoint, detach->domain);
+    } else if (const auto* map = std::get_if<protocol::MapRequest>(&request)) {
+        status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP)
+                     ? iommu_->map(map->domain, map->virt_start, map->virt_end, map->phys_start, map->flags)
+                     : Status::Unsupp;
+    } else if (const auto* unmap = std::get_if<protocol::UnmapRequest>(&request)) {
+        status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP) ? iommu_->unmap(unmap->domain, unmap->virt_start, unmap->virt_end)
+                                                      : Status::Unsupp;
+    } else if (const auto* probe = std::get_if<protocol::ProbeRequest>(&request)) {
+        status = execute_probe(probe->endpoint, area);
+        iommu_->count_endpoint_status(probe->endpoint, status);
+    }
+    ++stats_.statuses[static_cast<std::size_t>(status)];
+
+    const virtio_iommu_req_tail tail = protocol::make_tail(status);
+    virtio::ChainWriter writer(chain, *memory_);
+    if (!area.empty()) writer.write(area);
+    writer.write_obj(tail);
+    // Exactly what was written: 4, or area + 4 for PROBE (0 if the buffer was unreachable).
+    return writer.failed() ? 0 : writer.bytes_written();
+}
+
+// ---- event queue (5.13.7) --------------------------------------------------------------------------
+
+void VirtioIommu::post_fault(const Fault& fault) {
+    if (!eventq_) {
+        ++stats_.faults_dropped;
+        return;
+    }
+    const virtio_iommu_fault report = protocol::encode_fault(fault);
+    // Skip (return unwritten) buffers too small for a report: D58 forbids spreading a report over
+    // several buffers. Bounded by the queue size.
+    for (std::uint32_t n = 0; n < eventq_->size(); ++n) {
+        std::optional<virtio::DescriptorChain> chain = eventq_->pop();
+        if (!chain) break;
+        if (chain->writable_bytes() < sizeof report) {
+            ++stats_.bad_event_buffers;
+            vmm::guest_error(log_, "virtio-iommu: event buffer of %llu bytes is too small",
+                             static_cast<unsigned long long>(chain->writable_bytes()));
+            eventq_->add_used(chain->head(), 0);
+            continue;
+        }
+        virtio::ChainWriter writer(*chain, *memory_);
+        writer.write_obj(report);
+        eventq_->add_used(chain->head(), writer.failed() ? 0 : writer.bytes_written());
+        ++stats_.faults_posted;
+        if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
+        return;
+    }
+    // D59: no buffer: drop (never block the faulting device) and count.
+    ++stats_.faults_dropped;
+    if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
+}
+
+// ---- wiring helpers --------------------------------------------------------------------------------
+
+FaultForwarder::FaultForwarder(std::shared_ptr<Iommu> iommu, virtio::MmioTransport& transport, VirtioIommu& device)
+    : iommu_(std::move(iommu)), transport_(transport), device_(device) {
+    iommu_->set_fault_sink(this);
+}
+
+FaultForwarder::~FaultForwarder() { iommu_->set_fault_sink(nullptr); }
+
+void FaultForwarder::report_fault(const Fault& fault) {
+    transport_.with_device([&](virtio::Device&) { device_.post_fault(fault); });
+}
+
+void vm_reset(virtio::MmioTransport& transport, VirtioIommu& device) {
+    transport.reset();
+    transport.with_device([&](virtio::Device&) { device.restore_boot_state(); });
+}
+
+}  // namespace iommu

@@ -1,0 +1,142 @@
+// iommu::VirtioIommu: the virtio-iommu device (virtio 1.2 section 5.13, device ID 23) as a
+// virtio::Device on any transport: features, configuration space, the request queue (requests
+// in ring order, exact status and used lengths) and fault reports on the event queue.
+//
+// Locking. The transport's lock guards this object: every virtio::Device call arrives with it
+// held, and so must post_fault() / restore_boot_state() / stats() (use transport.with_device(), as
+// FaultForwarder does). A translation fault happens on the faulting endpoint's thread (a blk
+// worker, holding *its* transport lock): the Iommu finds the fault under its shared lock, drops
+// that lock, then calls the FaultSink, which takes this device's transport lock and posts the
+// report into a buffer the driver put on the eventq without a kick (L10). Lock order is thus
+// endpoint transport -> virtio-iommu transport, and the Iommu lock is never held while waiting
+// for a transport lock. The request path takes virtio-iommu transport -> Iommu lock, which
+// cannot wait on a faulting thread because faulting threads release the Iommu lock first. No
+// event is ever queued: with no buffer posted the report is dropped and counted (D59).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "iommu/iommu.hpp"
+#include "virtio/device.hpp"
+#include "virtio/mmio_transport.hpp"
+#include "vmm/log.hpp"
+
+namespace virtio {
+class DescriptorChain;
+}
+
+namespace iommu {
+
+struct VirtioIommuConfig {
+    // Lowest set bit = granule (L2: at most the guest page size; reference 4.2: at least the host
+    // VFIO page size). Every instance of a VM must use the same mask (L14).
+    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
+    std::uint64_t input_first = 0;
+    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
+    std::uint32_t domain_first = 0;
+    std::uint32_t domain_last = ~std::uint32_t{0};
+    std::uint32_t probe_size = 512;
+    // Initial (and VM-reset) value of config.bypass: unattached endpoints bypass until the driver
+    // attaches them (D5, L11).
+    bool boot_bypass = true;
+    // Device features to offer, intersected with kSupportedFeatures (to switch features off).
+    std::uint64_t features = ~std::uint64_t{0};
+    std::uint16_t request_queue_size = 256;
+    std::uint16_t event_queue_size = 64;
+};
+
+struct VirtioIommuStats {
+    std::uint64_t requests = 0;
+    StatusCounts statuses{};
+    std::uint64_t unanswered = 0;  // returned with used length 0 (unknown type, no tail room, ...)
+    std::uint64_t faults_posted = 0;
+    std::uint64_t faults_dropped = 0;      // no event buffer posted, or the device not running
+    std::uint64_t bad_event_buffers = 0;   // eventq buffers too small for a report (D58)
+    std::uint64_t rejected_config_writes = 0;
+};
+
+class VirtioIommu final : public virtio::Device {
+public:
+    static constexpr std::uint16_t kRequestQueue = 0;
+    static constexpr std::uint16_t kEventQueue = 1;
+    // Offered device and ring features; never the legacy F_BYPASS (D2, D3).
+    static const std::uint64_t kSupportedFeatures;
+
+    // Throws vmm::SetupError for an invalid config (D4 page_size_mask == 0, empty ranges, a
+    // probe_size too small for the Iommu's reserved-region limit, bad queue sizes).
+    VirtioIommu(std::shared_ptr<Iommu> iommu, const VirtioIommuConfig& config);
+    ~VirtioIommu() override;
+
+    // ---- virtio::Device
+    std::string_view name() const override { return "virtio-iommu"; }
+    std::uint32_t device_id() const override;
+    std::uint64_t device_features() const override { return offered_; }
+    bool accept_features(std::uint64_t features) override;
+    std::uint16_t queue_count() const override { return 2; }
+    std::uint16_t queue_max_size(std::uint16_t queue) const override;
+    std::uint32_t config_size() const override;
+    void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
+    void write_config(std::uint32_t offset, std::span<const std::uint8_t> data) override;
+    bool activate(const virtio::Activation& activation) override;
+    void reset() override;
+    void notify(std::uint16_t queue) override;
+
+    // ---- host side (transport lock held)
+    // Posts a fault report into the next eventq buffer, or drops it (counted).
+    void post_fault(const Fault& fault);
+    // VM reset (after the transport's reset): config.bypass back to its initial value (D6).
+    void restore_boot_state();
+    VirtioIommuStats stats() const { return stats_; }
+    std::uint8_t bypass() const { return bypass_; }
+    const std::shared_ptr<Iommu>& model() const { return iommu_; }
+
+private:
+    bool negotiated(unsigned bit) const;
+    bool offered(unsigned bit) const;
+    void apply_bypass(std::uint8_t value);
+    // Handles one request chain; returns the used length.
+    std::uint32_t process(const virtio::DescriptorChain& chain);
+    Status execute_probe(EndpointId endpoint, std::span<std::uint8_t> area);
+
+    std::shared_ptr<Iommu> iommu_;
+    const VirtioIommuConfig config_;
+    const std::uint64_t offered_;
+    const std::uint8_t initial_bypass_;
+    std::uint8_t bypass_;
+    std::uint64_t negotiated_ = 0;
+
+    // Live between activate() and reset().
+    virtio::Virtqueue* requestq_ = nullptr;
+    virtio::Virtqueue* eventq_ = nullptr;
+    virtio::DeviceContext* context_ = nullptr;
+    const vmm::DmaMemory* memory_ = nullptr;
+
+    std::vector<std::uint8_t> probe_buffer_;  // probe_size + tail, reused
+    VirtioIommuStats stats_;
+    vmm::RateLimiter log_;
+};
+
+// Wires an Iommu's faults to the eventq of the VirtioIommu inside `transport`. Register it after
+// creating the transport and destroy it before the transport (declare it after): it unregisters
+// itself, so no fault is delivered to a device that is gone. Thread-safe.
+class FaultForwarder final : public FaultSink {
+public:
+    FaultForwarder(std::shared_ptr<Iommu> iommu, virtio::MmioTransport& transport, VirtioIommu& device);
+    ~FaultForwarder();
+    FaultForwarder(const FaultForwarder&) = delete;
+    FaultForwarder& operator=(const FaultForwarder&) = delete;
+
+    void report_fault(const Fault& fault) override;
+
+private:
+    std::shared_ptr<Iommu> iommu_;
+    virtio::MmioTransport& transport_;
+    VirtioIommu& device_;
+};
+
+// VM reset of a virtio-iommu: the transport's reset (driver state, domains, mappings) plus the
+// boot value of bypass.
+void vm_reset(virtio::MmioTransport& transport, VirtioIommu& device);
+
+}  // namespace iommu
