@@ -2,7 +2,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <map>
 #include <sstream>
 
 namespace vmm::cli {
@@ -15,25 +14,35 @@ struct RunOptions {
     VmConfig config;
     std::vector<std::string> disk_specs;
     std::string params;
+    std::string console = "serial";
     CLI::Option* params_option = nullptr;
 };
 
+// Digits only: CLI11 would otherwise wrap "-5" into a huge unsigned value.
+CLI::Validator whole_number() {
+    return CLI::Validator(
+        [](std::string& value) -> std::string {
+            bool digits = !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+            return digits ? std::string() : "'" + value + "' is not a whole number";
+        },
+        "");
+}
+
 void add_run_options(CLI::App& run, RunOptions& o) {
     VmConfig& c = o.config;
-    const std::map<std::string, ConsoleKind> consoles{{"serial", ConsoleKind::Serial}, {"virtio", ConsoleKind::Virtio}};
     run.add_option("-k,--kernel", c.kernel, "arm64 Linux Image to boot")->type_name("IMAGE")->required();
     run.add_option("-i,--initrd", c.initrd, "initial ramdisk")->type_name("FILE");
     o.params_option = run.add_option("-p,--params", o.params, "kernel command line (default: console=ttyS0 earlycon)")
                           ->type_name("CMDLINE");
-    run.add_option("-c,--cpus", c.cpus, "number of vCPUs")->type_name("N")->capture_default_str();
-    run.add_option("-m,--mem", c.mem_mib, "guest RAM in MiB")->type_name("MiB")->capture_default_str();
+    run.add_option("-c,--cpus", c.cpus, "number of vCPUs")->type_name("N")->capture_default_str()->check(whole_number());
+    run.add_option("-m,--mem", c.mem_mib, "guest RAM in MiB")->type_name("MiB")->capture_default_str()->check(whole_number());
     run.add_option("-d,--disk", o.disk_specs, "virtio-blk disk image; ',ro' attaches it read-only (repeatable)")
         ->type_name("FILE[,ro]")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-    run.add_option("--console", c.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
+    run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio")
-        ->transform(CLI::CheckedTransformer(consoles, CLI::ignore_case));
+        ->capture_default_str();
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
     run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
@@ -78,6 +87,16 @@ Command parse(int argc, const char* const* argv) {
     add_run_options(*run, options);
 
     if (argc <= 1) return Exit{kUsageError, "", app.help()};
+    // CLI11 would report a mistyped command as "a subcommand is required"; name it instead.
+    if (std::string first = argv[1]; !first.empty() && first[0] != '-') {
+        std::string known;
+        bool found = false;
+        for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+            known += (known.empty() ? "" : ", ") + sub->get_name();
+            found = found || sub->check_name(first);
+        }
+        if (!found) return usage_error("unknown command '" + first + "'; the commands are: " + known, "lkvm");
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
@@ -93,6 +112,9 @@ Command parse(int argc, const char* const* argv) {
     if (version->parsed()) return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
 
     Run result{std::move(options.config)};
+    if (options.console == "serial") result.config.console = ConsoleKind::Serial;
+    else if (options.console == "virtio") result.config.console = ConsoleKind::Virtio;
+    else return usage_error("--console " + options.console + ": choose serial or virtio", "lkvm run");
     if (options.params_option->count() > 0) result.config.params = options.params;
     for (const std::string& spec : options.disk_specs) {
         DiskConfig disk;

@@ -1,0 +1,115 @@
+#include "vmm/cli.hpp"
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+namespace {
+
+vmm::cli::Command parse(std::vector<const char*> args) {
+    args.insert(args.begin(), "lkvm");
+    return vmm::cli::parse(static_cast<int>(args.size()), args.data());
+}
+
+vmm::VmConfig run_config(std::vector<const char*> args) {
+    auto command = parse(std::move(args));
+    auto* run = std::get_if<vmm::cli::Run>(&command);
+    if (!run) FAIL("expected a run command, got: " << std::get<vmm::cli::Exit>(command).err);
+    return run->config;
+}
+
+vmm::cli::Exit exit_of(std::vector<const char*> args) {
+    auto command = parse(std::move(args));
+    auto* exit = std::get_if<vmm::cli::Exit>(&command);
+    REQUIRE(exit != nullptr);
+    return *exit;
+}
+
+}  // namespace
+
+TEST_CASE("lkvm run takes kvmtool's flags into a VmConfig") {
+    auto c = run_config({"run", "-k", "Image", "-i", "initrd", "-p", "console=ttyS0 quiet", "-c", "2", "-m", "512",
+                         "-d", "a.img", "--disk", "b.img,ro", "--console", "virtio", "--rng", "-n", "vm1",
+                         "--dump-dtb", "out.dtb", "--debug", "--no-reboot"});
+    CHECK(c.kernel == "Image");
+    CHECK(c.initrd == "initrd");
+    REQUIRE(c.params);
+    CHECK(*c.params == "console=ttyS0 quiet");
+    CHECK(c.cpus == 2);
+    CHECK(c.mem_mib == 512);
+    REQUIRE(c.disks.size() == 2);
+    CHECK(c.disks[0].path == "a.img");
+    CHECK_FALSE(c.disks[0].read_only);
+    CHECK(c.disks[1].path == "b.img");
+    CHECK(c.disks[1].read_only);
+    CHECK(c.console == vmm::ConsoleKind::Virtio);
+    CHECK(c.rng);
+    CHECK(c.name == "vm1");
+    CHECK(c.dump_dtb == "out.dtb");
+    CHECK(c.debug);
+    CHECK(c.no_reboot);
+}
+
+TEST_CASE("lkvm run defaults to one vCPU, 256 MiB, the serial console and no -p") {
+    auto c = run_config({"run", "-k", "Image"});
+    CHECK(c.cpus == 1);
+    CHECK(c.mem_mib == 256);
+    CHECK(c.console == vmm::ConsoleKind::Serial);
+    CHECK_FALSE(c.params);
+    CHECK(vmm::kernel_params(c) == "console=ttyS0 earlycon");
+    c.console = vmm::ConsoleKind::Virtio;
+    CHECK(vmm::kernel_params(c) == "console=hvc0 earlycon");
+}
+
+TEST_CASE("An empty -p is kept as an empty kernel command line") {
+    auto c = run_config({"run", "-k", "Image", "-p", ""});
+    REQUIRE(c.params);
+    CHECK(vmm::kernel_params(c).empty());
+}
+
+TEST_CASE("Disks keep their command-line order when -d is repeated") {
+    auto c = run_config({"run", "-k", "I", "-d", "1.img", "-d", "2.img", "-d", "3.img,ro"});
+    REQUIRE(c.disks.size() == 3);
+    CHECK(c.disks[0].path == "1.img");
+    CHECK(c.disks[2].path == "3.img");
+}
+
+TEST_CASE("lkvm --help and lkvm run --help print usage and exit 0") {
+    auto top = exit_of({"--help"});
+    CHECK(top.code == 0);
+    CHECK(top.out.find("run") != std::string::npos);
+    auto run = exit_of({"run", "--help"});
+    CHECK(run.code == 0);
+    CHECK(run.out.find("--kernel") != std::string::npos);
+    CHECK(run.out.find("--no-reboot") != std::string::npos);
+}
+
+TEST_CASE("lkvm version prints a version number") {
+    auto e = exit_of({"version"});
+    CHECK(e.code == 0);
+    CHECK(e.out.find(vmm::cli::kVersion) != std::string::npos);
+    CHECK(exit_of({"--version"}).code == 0);
+}
+
+TEST_CASE("Usage errors exit 2 with one line that names the problem") {
+    auto check_usage = [](std::vector<const char*> args, const char* needle) {
+        auto e = exit_of(std::move(args));
+        CHECK(e.code == 2);
+        CHECK(e.err.find(needle) != std::string::npos);
+        CHECK(e.err.find('\n') == e.err.size() - 1);  // exactly one line
+    };
+    check_usage({"run", "-k", "I", "--bogus"}, "--bogus");
+    check_usage({"run"}, "--kernel");
+    check_usage({"run", "-k", "I", "-c", "two"}, "two");
+    check_usage({"run", "-k", "I", "-m", "-5"}, "-5");
+    check_usage({"run", "-k", "I", "--console", "hdmi"}, "hdmi");
+    check_usage({"run", "-k", "I", "-d", "x.img,rx"}, "rx");
+    check_usage({"run", "-k", "I", "-d", ",ro"}, "no file name");
+    check_usage({"frobnicate"}, "frobnicate");
+}
+
+TEST_CASE("lkvm with no arguments prints usage and exits 2") {
+    auto e = exit_of({});
+    CHECK(e.code == 2);
+    CHECK(e.err.find("run") != std::string::npos);
+}

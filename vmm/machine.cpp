@@ -1,0 +1,199 @@
+#include "vmm/machine.hpp"
+
+#include <pthread.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cinttypes>
+#include <mutex>
+#include <thread>
+
+#include "fdt/machine_tree.hpp"
+#include "vmm/error.hpp"
+#include "vmm/kernel_loader.hpp"
+#include "vmm/kvm/vcpu_loop.hpp"
+#include "vmm/layout.hpp"
+#include "vmm/log.hpp"
+
+namespace vmm {
+namespace {
+
+std::vector<GuestRange> ram_ranges(const VmConfig& config) {
+    auto ram = layout::ram(config.mem_mib * layout::kMiB);  // validate() checked the size
+    if (!ram) throw SetupError("-m/--mem " + std::to_string(config.mem_mib) + " does not fit the memory map");
+    return {*ram};
+}
+
+std::vector<std::uint8_t> random_seed() {
+    std::vector<std::uint8_t> seed(64);
+    if (::getrandom(seed.data(), seed.size(), GRND_NONBLOCK) != static_cast<ssize_t>(seed.size())) seed.clear();
+    return seed;
+}
+
+}  // namespace
+
+Machine::Machine(const VmConfig& config, const kvm::System& kvm)
+    : config_(config),
+      memory_(ram_ranges(config)),
+      vm_(kvm.create_vm(layout::ipa_bits_for(memory_.total_size()))),
+      gic_node_(layout::kGicDist, layout::gic_redistributors(config.cpus), layout::kGicIts),
+      stdout_(STDOUT_FILENO),
+      uart_irq_(vm_, layout::kUartSpi),
+      uart_(layout::kUart, layout::kUartSpi, layout::kUartClockHz, uart_irq_, stdout_) {
+    // 1. Guest RAM (allocated above, touched lazily) becomes KVM memory slot 0.
+    const GuestMemory::Region& ram = memory_.regions().front();
+    vm_.add_memory(0, ram.range, ram.host);
+    log_debug("RAM: %" PRIu64 " MiB at 0x%" PRIx64 ", %u-bit IPA", ram.range.size() >> 20, ram.range.base().value,
+              layout::ipa_bits_for(ram.range.size()));
+
+    // 2. vCPUs: vCPU 0 boots the kernel, the others wait for PSCI CPU_ON.
+    vcpus_.reserve(config_.cpus);
+    for (unsigned i = 0; i < config_.cpus; ++i) vcpus_.push_back(vm_.create_vcpu(i));
+
+    // 3. GICv3 + ITS (after the vCPUs: its initialization sizes the redistributors).
+    gic_.emplace(vm_, config_.cpus);
+
+    // 4. The UART: boot console (earlycon) and ttyS0.
+    bus_.add(layout::kUart, uart_, "uart");
+
+    // 5. (vIOMMU: issue 4.)
+    // 6. virtio devices, one virtio-mmio slot each, in command-line order.
+    add_virtio_devices();
+    // 7. (PCIe host bridge and VFIO functions: issue 6.)
+
+    // 8. Kernel and initrd, read straight into guest RAM.
+    BootFile kernel = BootFile::open(config_.kernel, "kernel");
+    std::optional<BootFile> initrd;
+    if (!config_.initrd.empty()) initrd.emplace(BootFile::open(config_.initrd, "initrd"));
+    BootPlan plan = plan_boot(ram.range, kernel.image_header(), kernel.size(),
+                              initrd ? std::optional<std::uint64_t>(initrd->size()) : std::nullopt);
+    kernel.load(memory_, plan.kernel.base());
+    if (initrd) initrd->load(memory_, plan.initrd->base());
+    log_debug("kernel at 0x%" PRIx64 " (%" PRIu64 " bytes reserved), DTB at 0x%" PRIx64, plan.kernel.base().value,
+              plan.kernel.size(), plan.dtb.base().value);
+
+    // 9. The device tree, from what was built above.
+    dtb_ = build_device_tree(plan.initrd);
+    if (dtb_.size() > plan.dtb.size() || !memory_.write(plan.dtb.base(), dtb_))
+        throw SetupError("the device tree (" + std::to_string(dtb_.size()) + " bytes) does not fit its 2 MiB slot");
+
+    // 10. Boot registers (booting.rst): x0 = DTB, x1..x3 = 0 (KVM_ARM_VCPU_INIT zeroed them), pc = entry.
+    vcpus_[0].set_x(0, plan.dtb.base().value);
+    vcpus_[0].set_pc(plan.kernel.base().value);
+}
+
+Machine::~Machine() = default;
+
+void Machine::add_virtio(std::unique_ptr<virtio::Device> device) {
+    const unsigned index = static_cast<unsigned>(virtio_.size());
+    if (index >= layout::kVirtioMmioSlots) throw SetupError("too many virtio devices");
+    const GuestRange window = layout::virtio_mmio_slot(index);
+    const std::uint32_t spi = layout::virtio_mmio_spi(index);
+    const std::string name(device->name());
+
+    auto irq = std::make_unique<kvm::IrqfdLine>(vm_, spi);
+    auto transport = std::make_unique<virtio::MmioTransport>(std::move(device), *irq, memory_);
+    auto slot = std::make_unique<VirtioSlot>(VirtioSlot{std::move(irq), std::move(transport), {}, {window, spi}});
+    // Queue kicks bypass the vCPU exit path: KVM signals an eventfd per queue (datamatch = index).
+    const GuestPhysAddr notify{window.base().value + virtio::MmioTransport::queue_notify_offset()};
+    for (std::uint16_t q = 0; q < slot->transport->queue_count(); ++q)
+        slot->doorbells.push_back(std::make_unique<kvm::IoEventFd>(vm_, notify, 4, q));
+    bus_.add(window, *slot->transport, "virtio-" + name);
+    log_debug("virtio-mmio slot %u: %s at 0x%" PRIx64 ", SPI %u, %u queues", index, name.c_str(), window.base().value,
+              spi, slot->transport->queue_count());
+    virtio_.push_back(std::move(slot));
+}
+
+std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> initrd) const {
+    fdt::MachineDescription m{memory_.regions().front().range, {}, kernel_params(config_), initrd, "", random_seed(), {}};
+    for (const kvm::Vcpu& vcpu : vcpus_) m.cpu_mpidrs.push_back(vcpu.mpidr());
+    // earlycon with no arguments and the kernel's default console both follow stdout-path.
+    char path[32];
+    std::snprintf(path, sizeof path, "/serial@%" PRIx64, layout::kUartBase);
+    m.stdout_path = path;
+    m.devices.push_back(&gic_node_);
+    m.devices.push_back(&uart_);
+    for (const auto& slot : virtio_) m.devices.push_back(&slot->node);
+    return fdt::build_machine_tree(m);
+}
+
+void Machine::add_virtio_devices() {
+    // TODO(virtio devices): wire virtio-blk, virtio-rng and virtio-console once they land.
+    if (!config_.disks.empty() || config_.rng || config_.console == ConsoleKind::Virtio)
+        throw SetupError("virtio devices (-d, --rng, --console virtio) are not available in this build yet");
+}
+
+void Machine::deliver_input(std::span<const std::uint8_t> bytes) { uart_.receive(bytes); }
+
+RunResult Machine::run(const SignalFd& signals) {
+    kvm::install_kick_handler();
+    EventLoop loop;
+    std::mutex result_lock;
+    std::optional<RunResult> result;
+    auto finish = [&](RunResult r) {
+        {
+            std::lock_guard guard(result_lock);
+            if (!result) result = std::move(r);  // the first reason wins
+        }
+        loop.stop();
+    };
+
+    loop.add(signals.fd(), "signals", [&] {
+        if (auto signo = signals.read_signal()) finish({RunResult::Reason::Signal, "", *signo});
+    });
+    // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input).
+    loop.try_add(STDIN_FILENO, "stdin", [&] {
+        std::uint8_t buffer[256];
+        ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
+        if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
+        else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+    });
+    for (const auto& slot : virtio_) {
+        for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
+            kvm::IoEventFd& doorbell = *slot->doorbells[q];
+            virtio::MmioTransport& transport = *slot->transport;
+            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
+                if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
+            });
+        }
+    }
+
+    // vCPU threads. The guard stops and joins them on every path out of this function.
+    std::atomic<bool> stopping{false};
+    std::vector<std::thread> threads;
+    struct Joiner {
+        std::vector<kvm::Vcpu>& vcpus;
+        std::vector<std::thread>& threads;
+        std::atomic<bool>& stopping;
+        ~Joiner() {
+            stopping.store(true, std::memory_order_release);
+            for (std::size_t i = 0; i < threads.size(); ++i) {
+                vcpus[i].request_exit();
+                ::pthread_kill(threads[i].native_handle(), kvm::kKickSignal);
+            }
+            for (std::thread& t : threads) t.join();
+        }
+    } joiner{vcpus_, threads, stopping};
+
+    for (kvm::Vcpu& vcpu : vcpus_) {
+        threads.emplace_back([&, &cpu = vcpu] {
+            kvm::VcpuStop stop = kvm::run_vcpu(cpu, bus_, stopping);
+            using R = kvm::VcpuStop::Reason;
+            switch (stop.reason) {
+                case R::Requested: break;
+                case R::Shutdown: finish({RunResult::Reason::Shutdown, ""}); break;
+                case R::Reset: finish({RunResult::Reason::Reset, ""}); break;
+                case R::Crash: finish({RunResult::Reason::Crash, stop.detail}); break;
+                case R::Error: finish({RunResult::Reason::Error, stop.detail}); break;
+            }
+        });
+    }
+
+    loop.run();
+    std::lock_guard guard(result_lock);
+    if (!result) return {RunResult::Reason::Error, "the event loop failed"};
+    return *result;
+}
+
+}  // namespace vmm

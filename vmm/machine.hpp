@@ -1,0 +1,83 @@
+// vmm::Machine owns one running VM: guest RAM, the KVM VM and vCPUs, the GIC, the bus and every
+// device, the device tree. The constructor builds it in boot order (one readable function);
+// run() starts the vCPU threads, runs the event loop, and tears the threads down. A reset is
+// served by destroying the Machine and building a fresh one (main.cpp). Architecture doc 6.5.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "devices/fd_output.hpp"
+#include "devices/gic_v3_node.hpp"
+#include "devices/uart_16550.hpp"
+#include "devices/virtio_mmio_node.hpp"
+#include "virtio/device.hpp"
+#include "virtio/mmio_transport.hpp"
+#include "vmm/bus.hpp"
+#include "vmm/config.hpp"
+#include "vmm/event_loop.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/kvm/gic.hpp"
+#include "vmm/kvm/irq.hpp"
+#include "vmm/kvm/system.hpp"
+#include "vmm/kvm/vcpu.hpp"
+#include "vmm/kvm/vm.hpp"
+
+namespace vmm {
+
+struct RunResult {
+    enum class Reason { Shutdown, Reset, Crash, Signal, Error };
+    Reason reason;
+    std::string detail;  // Crash/Error: what happened
+    int signal = 0;      // Signal: which one
+};
+
+// Built and run on the main thread; run() adds one thread per vCPU (see vcpu_loop.hpp) and
+// uses the calling thread as the event loop. Devices document their own locking.
+class Machine {
+public:
+    // Throws SetupError naming the failed step; a half-built Machine unwinds completely.
+    Machine(const VmConfig& config, const kvm::System& kvm);
+    ~Machine();
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+
+    const std::vector<std::uint8_t>& dtb() const { return dtb_; }
+
+    // Boots the guest and returns when it powers off, resets or crashes, or a signal arrives.
+    RunResult run(const SignalFd& signals);
+
+private:
+    // One virtio-mmio slot. Members in dependency order: the doorbells go first on destruction,
+    // the interrupt line the transport signals through goes last.
+    struct VirtioSlot {
+        std::unique_ptr<kvm::IrqfdLine> irq;
+        std::unique_ptr<virtio::MmioTransport> transport;
+        std::vector<std::unique_ptr<kvm::IoEventFd>> doorbells;  // index = queue
+        devices::VirtioMmioNode node;
+    };
+
+    void add_virtio(std::unique_ptr<virtio::Device> device);
+    void add_virtio_devices();
+    void deliver_input(std::span<const std::uint8_t> bytes);
+    std::vector<std::uint8_t> build_device_tree(std::optional<GuestRange> initrd) const;
+
+    const VmConfig config_;
+    GuestMemory memory_;
+    kvm::Vm vm_;
+    std::vector<kvm::Vcpu> vcpus_;
+    std::optional<kvm::Gic> gic_;
+    devices::GicV3Node gic_node_;
+    MmioBus bus_;
+    devices::FdOutput stdout_;
+    kvm::SpiLevelLine uart_irq_;
+    devices::Uart16550 uart_;
+    std::vector<std::unique_ptr<VirtioSlot>> virtio_;
+    virtio::MmioTransport* console_ = nullptr;  // the virtio-console slot with --console virtio
+    std::vector<std::uint8_t> dtb_;
+};
+
+}  // namespace vmm

@@ -1,0 +1,104 @@
+// lkvm's entry point: parse -> validate -> build -> run -> exit code. SetupError is caught once,
+// here; a guest reset rebuilds the Machine from the same configuration (a cold reset).
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <variant>
+
+#include "vmm/cli.hpp"
+#include "vmm/error.hpp"
+#include "vmm/event_loop.hpp"
+#include "vmm/kvm/system.hpp"
+#include "vmm/log.hpp"
+#include "vmm/machine.hpp"
+#include "vmm/terminal.hpp"
+
+namespace {
+
+// Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
+// 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitGuestCrash = 3;
+
+void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(dtb.data()), static_cast<std::streamsize>(dtb.size()));
+    out.close();
+    if (!out) throw vmm::SetupError("--dump-dtb: cannot write '" + path + "'");
+}
+
+int run_vm(vmm::VmConfig config) {
+    using vmm::RunResult;
+    // Opening /dev/kvm first gives the host's limits to validate(); without KVM the config errors
+    // are still reported, after the KVM one.
+    std::optional<vmm::kvm::System> kvm;
+    std::string kvm_error;
+    try {
+        kvm.emplace(vmm::kvm::System::open());
+    } catch (const vmm::SetupError& e) {
+        kvm_error = e.what();
+    }
+    std::vector<std::string> errors = vmm::validate(config, kvm ? kvm->limits() : vmm::HostLimits{});
+    if (!kvm_error.empty()) std::fprintf(stderr, "lkvm: error: %s\n", kvm_error.c_str());
+    for (const std::string& e : errors) std::fprintf(stderr, "lkvm: error: %s\n", e.c_str());
+    if (!errors.empty()) return kExitUsage;
+    if (!kvm) return kExitFailure;
+    if (config.name.empty()) config.name = "guest-" + std::to_string(::getpid());
+
+    // Signals first (every thread inherits the mask), then the terminal, so the terminal is
+    // restored before the signal mask on the way out.
+    vmm::SignalFd signals;
+    vmm::Terminal terminal(STDIN_FILENO);
+    for (unsigned boot = 1;; ++boot) {
+        RunResult result;
+        {
+            vmm::Machine machine(config, *kvm);
+            if (!config.dump_dtb.empty()) {
+                write_dtb(config.dump_dtb, machine.dtb());
+                vmm::log_info("device tree written to %s", config.dump_dtb.c_str());
+                return kExitOk;
+            }
+            vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
+            result = machine.run(signals);
+        }  // the Machine is gone: threads joined, fds closed, RAM unmapped
+        switch (result.reason) {
+            case RunResult::Reason::Shutdown:
+                return kExitOk;
+            case RunResult::Reason::Reset:
+                if (config.no_reboot) return kExitOk;
+                vmm::log_info("%s: guest reset; rebooting", config.name.c_str());
+                continue;
+            case RunResult::Reason::Crash:
+                std::fprintf(stderr, "lkvm: %s: the guest crashed (%s)\n", config.name.c_str(), result.detail.c_str());
+                return kExitGuestCrash;
+            case RunResult::Reason::Signal:
+                vmm::log_info("%s: stopped by signal %d", config.name.c_str(), result.signal);
+                return 128 + result.signal;
+            case RunResult::Reason::Error:
+                std::fprintf(stderr, "lkvm: error: %s: %s\n", config.name.c_str(), result.detail.c_str());
+                return kExitFailure;
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    vmm::cli::Command command = vmm::cli::parse(argc, argv);
+    if (auto* exit = std::get_if<vmm::cli::Exit>(&command)) {
+        std::fputs(exit->out.c_str(), stdout);
+        std::fputs(exit->err.c_str(), stderr);
+        return exit->code;
+    }
+    vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
+    vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
+    try {
+        return run_vm(std::move(config));
+    } catch (const vmm::SetupError& e) {
+        std::fprintf(stderr, "lkvm: error: %s\n", e.what());
+        return kExitFailure;
+    }
+}
