@@ -27,6 +27,10 @@ bool ChainWriter::write(std::span<const std::uint8_t> in) {
     });
 }
 
+bool ChainWriter::skip(std::uint64_t length) {
+    return advance(length, [](vmm::Iova, std::uint64_t, std::uint64_t) { return true; });
+}
+
 bool ChainWriter::visit(std::uint64_t length, vmm::HostVisitor& visitor) {
     return advance(length, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
         if (!memory().access(addr, piece, iommu::Access::Write, visitor)) return false;

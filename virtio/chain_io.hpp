@@ -95,6 +95,8 @@ public:
         : ChainCursor(chain.writable(), chain.writable_bytes(), memory) {}
 
     bool write(std::span<const std::uint8_t> in);
+    // Moves past `length` writable bytes without writing them (not counted as written).
+    bool skip(std::uint64_t length);
     // Zero-copy: host pointers for the next `length` bytes (for bulk device I/O, e.g. pread).
     bool visit(std::uint64_t length, vmm::HostVisitor& visitor);
 

@@ -242,6 +242,9 @@ std::optional<vring_used_elem> FakeDriver::pop_used(std::uint16_t q) {
     const auto elem =
         ram_->read_obj<vring_used_elem>(state.rings.used + kEntries + 8ULL * (state.last_used % state.rings.size));
     ++state.last_used;
+    // Like a Linux driver with callbacks enabled: ask for an interrupt at the next used buffer.
+    if (auto_used_event_ && (negotiated_ & (std::uint64_t{1} << VIRTIO_RING_F_EVENT_IDX)))
+        set_used_event(q, state.last_used);
     return elem;
 }
 

@@ -139,9 +139,12 @@ public:
     void set_avail_idx(std::uint16_t queue, std::uint16_t idx);
     void set_avail_flags(std::uint16_t queue, std::uint16_t flags);
     void set_used_event(std::uint16_t queue, std::uint16_t idx);
+    void set_auto_used_event(bool on) { auto_used_event_ = on; }
     std::uint16_t avail_event(std::uint16_t queue) const;
     std::uint16_t used_idx(std::uint16_t queue) const;
-    // The next used element the driver has not seen yet, if the device published one.
+    // The next used element the driver has not seen yet, if the device published one. With
+    // EVENT_IDX and set_auto_used_event(true), also moves used_event past it (as a Linux driver
+    // with callbacks enabled does); by default used_event is left to the test.
     std::optional<vring_used_elem> pop_used(std::uint16_t queue);
 
     // ---- device configuration space (offset inside the config, access size 1, 2, 4 or 8)
@@ -162,6 +165,7 @@ private:
     std::unique_ptr<virtio::MmioTransport> transport_;
     std::function<std::uint64_t(std::uint64_t)> to_bus_;
     std::uint64_t negotiated_ = 0;
+    bool auto_used_event_ = false;
     std::vector<QueueState> queues_;
 };
 

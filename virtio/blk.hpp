@@ -1,0 +1,63 @@
+// virtio-blk device model (virtio 1.2 section 5.2): one request queue; IN, OUT, FLUSH and GET_ID
+// on a BlockBackend, every guest buffer reached through ChainReader/ChainWriter over DmaMemory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "virtio/block_backend.hpp"
+#include "virtio/device.hpp"
+#include "virtio/queue.hpp"
+#include "vmm/log.hpp"
+
+namespace virtio {
+
+struct BlkOptions {
+    bool read_only = false;   // offer VIRTIO_BLK_F_RO; OUT and FLUSH answer IOERR
+    std::string serial;       // GET_ID answer, truncated to 20 bytes (VIRTIO_BLK_ID_BYTES)
+    std::uint16_t queue_size = 256;
+};
+
+// Threads: called only through the owning MmioTransport, under its lock (see device.hpp). Host
+// I/O is synchronous on that thread.
+class Blk final : public Device {
+public:
+    static constexpr std::uint64_t kSectorSize = 512;  // 5.2.4: capacity is in 512-byte sectors
+
+    // `backend` size is rounded down to whole sectors.
+    Blk(std::unique_ptr<BlockBackend> backend, BlkOptions options);
+
+    std::string_view name() const override { return "virtio-blk"; }
+    std::uint32_t device_id() const override;
+    std::uint64_t device_features() const override;
+    std::uint16_t queue_count() const override { return 1; }
+    std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue == 0 ? options_.queue_size : 0; }
+    std::uint32_t config_size() const override;
+    void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
+    bool activate(const Activation& activation) override;
+    void reset() override;
+    void notify(std::uint16_t queue) override;
+
+    std::uint64_t capacity_sectors() const { return capacity_bytes_ / kSectorSize; }
+
+private:
+    void process(const DescriptorChain& chain);
+    std::uint8_t read_request(std::uint64_t sector, const DescriptorChain& chain, std::uint64_t data_len);
+    std::uint8_t write_request(std::uint64_t sector, const DescriptorChain& chain);
+    std::uint8_t get_id(const DescriptorChain& chain, std::uint64_t data_len);
+    bool in_capacity(std::uint64_t sector, std::uint64_t length, std::uint64_t* offset);
+
+    std::unique_ptr<BlockBackend> backend_;
+    BlkOptions options_;
+    std::uint64_t capacity_bytes_;
+    std::vector<std::uint8_t> config_;
+
+    Virtqueue* queue_ = nullptr;
+    DeviceContext* context_ = nullptr;
+    const vmm::DmaMemory* memory_ = nullptr;
+    vmm::RateLimiter log_;
+};
+
+}  // namespace virtio
