@@ -93,23 +93,45 @@ fi
 echo "run-l1: $NAME: booting L1 (timeout ${RIG_TIMEOUT}s)"
 start=$EPOCHREALTIME
 : >"$LOG"; : >"$MARKERS"
-set +e
-timeout -k 10 "$RIG_TIMEOUT" "${CMD[@]}" -serial stdio </dev/null 2>&1 |
-  while IFS= read -r line || [ -n "$line" ]; do
-    line=${line%$'\r'}
-    printf '%s\n' "$line"
-    printf '%s\n' "$line" >>"$LOG"
-    case $line in
-      RIG-L1-*) printf '%.2f %s\n' "$(bc <<<"${EPOCHREALTIME} - $start")" "$line" >>"$MARKERS" ;;
-    esac
+FIFO=$(mktemp -u "$OUT/.l1-console.XXXXXX")
+mkfifo "$FIFO"
+"${CMD[@]}" -serial stdio </dev/null >"$FIFO" 2>&1 &
+qpid=$!
+# Whatever happens to this script (Ctrl-C, kill, an error), QEMU goes with it.
+trap 'kill "$qpid" 2>/dev/null || true; rm -f "$FIFO"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Watchdog: ends by itself when QEMU does.
+(
+  deadline=$((SECONDS + RIG_TIMEOUT))
+  while kill -0 "$qpid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo timeout >"$FIFO.timeout"
+      kill "$qpid" 2>/dev/null; sleep 5; kill -9 "$qpid" 2>/dev/null
+      break
+    fi
+    sleep 1
   done
-qemu_rc=${PIPESTATUS[0]}
+) &
+while IFS= read -r line || [ -n "$line" ]; do
+  line=${line%$'\r'}
+  printf '%s\n' "$line"
+  printf '%s\n' "$line" >>"$LOG"
+  case $line in
+    RIG-L1-*) printf '%.2f %s\n' "$(bc <<<"${EPOCHREALTIME} - $start")" "$line" >>"$MARKERS" ;;
+  esac
+done <"$FIFO"
+set +e
+wait "$qpid"; qemu_rc=$?
 set -e
+timed_out=0
+[ -f "$FIFO.timeout" ] && timed_out=1
+rm -f "$FIFO.timeout"
 elapsed=$(bc <<<"scale=1; (${EPOCHREALTIME} - $start) / 1")
 
 rc=$(sed -n 's/^RIG-L1-SCRIPT-END rc=\([0-9]*\).*/\1/p' "$LOG" | tail -n 1)
 if [ -z "$rc" ]; then
-  if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+  if [ "$timed_out" = 1 ]; then
     echo "run-l1: $NAME: TIMEOUT after ${RIG_TIMEOUT}s; L1 killed (log: $LOG)"
     rc=124
   else

@@ -20,11 +20,13 @@ K="-k $L2_KERNEL -i $L2_INITRD"
 cli_error() {
   _n=$1 _pat=$2; shift 2
   _t0=$(rig_now)
-  _out=$(timeout 60 "$@" </dev/null 2>&1); _rc=$?
+  rig_capture 20 /tmp/cli.out "$@"; _rc=$?
+  _out=$(cat /tmp/cli.out)
   _dt=$(awk -v a="$_t0" -v b="$(rig_now)" 'BEGIN { printf "%.1f", b - a }')
   _lines=$(printf '%s\n' "$_out" | grep -c .)
   _first=$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-160)
   if [ "$_rc" = 0 ]; then rig_fail "$_n" "exit status 0 for '$*'"
+  elif [ "$_rc" = 124 ]; then rig_fail "$_n" "still running after 20s: '$*'"
   elif printf '%s\n' "$_out" | grep -q -e 'RIG-L2' -e 'Booting Linux' -e 'Linux version'; then rig_fail "$_n" "a guest was started"
   elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output, wanted a one-line error; first: $_first"
   elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "error does not name the problem ($_pat): $_first"
@@ -32,7 +34,8 @@ cli_error() {
 }
 cli_ok() {  # cli_ok NAME PATTERN CMD... : exit 0 and output matching PATTERN
   _n=$1 _pat=$2; shift 2
-  _out=$(timeout 60 "$@" </dev/null 2>&1); _rc=$?
+  rig_capture 20 /tmp/cli.out "$@"; _rc=$?
+  _out=$(cat /tmp/cli.out)
   if [ "$_rc" != 0 ]; then rig_fail "$_n" "exit status $_rc for '$*': $(printf '%s\n' "$_out" | grep -m1 . | cut -c1-160)"
   elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "output of '$*' does not match '$_pat'"
   else rig_pass "$_n" "$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-100)"; fi

@@ -68,21 +68,53 @@ smaps_summary() {
     END { print total + 0, big + 0 }' "/proc/$1/smaps" 2>/dev/null
 }
 
-# _l2_sampler PID FILE TIMEOUT : records VmHWM into FILE while PID lives; kills PID after TIMEOUT
+# _l2_sampler PID FILE TIMEOUT : records VmHWM into FILE while PID lives; after TIMEOUT seconds
+# kills PID's process group (run_l2 starts the VMM with setsid, so PGID = PID)
 _l2_sampler() {
   _t_end=$(awk -v t="$(rig_now)" -v d="$3" 'BEGIN { print t + d }')
   while :; do
     _h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
-    [ -n "$_h" ] || break              # gone or a zombie (no mm any more)
+    if [ -z "$_h" ]; then              # gone or a zombie (no mm any more):
+      kill -KILL -"$1" 2>/dev/null     # children it left behind must not hold the output open
+      break
+    fi
     echo "$_h" >"$2.tmp" && mv "$2.tmp" "$2"
     if awk -v t="$(rig_now)" -v e="$_t_end" 'BEGIN { exit !(t > e) }'; then
       echo timeout >"$2.timeout"
-      kill -TERM "$1" 2>/dev/null; sleep 3; kill -KILL "$1" 2>/dev/null
+      rig_kill_group "$1"
       break
     fi
     sleep 0.3
   done
 }
+
+# rig_kill_group PID : TERM, then KILL after 3 s, to the process group PID leads (or to PID)
+rig_kill_group() {
+  kill -TERM -"$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
+  _k=0
+  while [ $_k -lt 30 ] && kill -0 -"$1" 2>/dev/null; do sleep 0.1; _k=$((_k + 1)); done
+  kill -KILL -"$1" 2>/dev/null
+  return 0
+}
+
+# rig_capture SECS FILE CMD... : run CMD (own session, stdin /dev/null) with stdout+stderr in FILE;
+# kill its whole process group after SECS. Returns CMD's status, 124 after a timeout.
+# (Unlike $(timeout ...), a child left behind by CMD cannot keep the caller waiting.)
+rig_capture() {
+  _secs=$1 _file=$2; shift 2
+  setsid "$@" </dev/null >"$_file" 2>&1 &
+  _cp=$!
+  _ticks=0
+  while rig_alive "$_cp" && [ $_ticks -lt $((_secs * 10)) ]; do sleep 0.1; _ticks=$((_ticks + 1)); done
+  if rig_alive "$_cp"; then
+    rig_kill_group "$_cp"; wait "$_cp" 2>/dev/null; return 124
+  fi
+  wait "$_cp"; _crc=$?
+  kill -KILL -"$_cp" 2>/dev/null   # leftovers of the group, if any
+  return $_crc
+}
+# rig_alive PID : PID exists and is not a zombie
+rig_alive() { [ -e "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
 run_l2() {
   _tag=$1; shift
@@ -94,7 +126,9 @@ run_l2() {
   L2_BOOT_S=; L2_RSS_KB=0; L2_GUESTMAP_KB=0; L2_OWN_KB=0; L2_HWM_KB=0; L2_TIMEDOUT=0
   rig_log "[$_tag] $*"
   _t0=$(rig_now)
-  "$@" </dev/null >"$_fifo" 2>&1 &
+  # setsid: the VMM leads its own process group (and keeps its PID: a non-interactive shell's
+  # child is no group leader, so busybox setsid execs in place), so a timeout kills all of it.
+  setsid "$@" </dev/null >"$_fifo" 2>&1 &
   _pid=$!
   _l2_sampler "$_pid" "$_hwmf" "${L2_TIMEOUT:-300}" &
   _spid=$!
