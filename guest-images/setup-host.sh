@@ -14,7 +14,8 @@ set -euo pipefail
 say() { printf 'setup-host: %s\n' "$*"; }
 die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 
-BPO_FILE=/etc/apt/sources.list.d/lkvm-rig-backports.sources
+APT_ETC=${APT_ETC:-/etc/apt}   # overridable only to test the source parsing
+BPO_FILE=$APT_ETC/sources.list.d/lkvm-rig-backports.sources
 QEMU_MIN=1:10.0   # the rig needs QEMU >= 10 (bookworm itself ships 7.2)
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $0)"
@@ -55,8 +56,8 @@ need_arch=0
 # build.sh downloads the arm64 kernel from bookworm-backports, so the suite must be known even when
 # every package is installed already.
 have_bpo() {
-  grep -rqsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-    /etc/apt/sources.list.d/*.sources 2>/dev/null
+  grep -qsE '^[^#]*bookworm-backports' "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list \
+    "$APT_ETC"/sources.list.d/*.sources 2>/dev/null
 }
 
 if [ ${#missing[@]} -eq 0 ] && [ "$need_qemu" = 0 ] && [ "$need_arch" = 0 ] && have_bpo; then
@@ -70,7 +71,7 @@ fi
 # configuration: deb822 stanzas (*.sources) and one-line entries (sources.list, *.list).
 find_mirror() {
   local f
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "$APT_ETC"/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     # Stanzas are separated by blank lines; field names are case-insensitive; comments start with #.
     awk '
@@ -92,7 +93,7 @@ find_mirror() {
       }
       END { if (!found) flush() }' "$f"
   done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
     [ -f "$f" ] || continue
     # deb [options] URI suite component...
     awk '
