@@ -203,6 +203,9 @@ void MmioTransport::write_register(std::uint64_t offset, std::uint32_t value) {
 
 void MmioTransport::write_queue_register(std::uint64_t offset, std::uint32_t value) {
     QueueRegisters* queue = selected_queue();
+    // Linux deactivates each queue with QueueReady = 0 after it reset the device (vm_del_vq):
+    // stopping a queue that is not running is a harmless no-op, not a guest error.
+    if (offset == VIRTIO_MMIO_QUEUE_READY && value == 0 && (!queue || !queue->ready)) return;
     // Queue setup happens after FEATURES_OK and before DRIVER_OK (3.1.1 step 7), and a queue's
     // registers are only meaningful while it is not ready (4.2.3.2).
     const bool in_setup = (status_ & kFeaturesOk) && !(status_ & (kDriverOk | kFailed));

@@ -8,6 +8,8 @@
 #include <linux/virtio_mmio.h>
 
 #include <array>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "tests/support/fake_driver.hpp"
@@ -227,6 +229,43 @@ TEST_CASE("MmioTransport QueueSel beyond the device's queues reads as absent and
     CHECK(f.driver.read_reg(VIRTIO_MMIO_QUEUE_NUM_MAX) == 0);
     f.driver.write_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
     CHECK(f.driver.read_reg(VIRTIO_MMIO_QUEUE_NUM_MAX) == 64);
+}
+
+TEST_CASE("MmioTransport accepts QueueReady 0 for a stopped queue after reset, as Linux writes it") {
+    Fixture f;
+    REQUIRE(f.driver.start());
+    f.driver.reset();
+    f.driver.write_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+    f.driver.write_reg(VIRTIO_MMIO_QUEUE_READY, 0);
+    CHECK(f.driver.read_reg(VIRTIO_MMIO_QUEUE_READY) == 0);
+    CHECK(f.driver.status() == 0);
+}
+
+TEST_CASE("MmioTransport serialises kicks from an event-loop thread with vCPU register accesses") {
+    Fixture f;
+    REQUIRE(f.driver.start());
+    constexpr int kRequests = 200;
+    std::atomic<bool> stop{false};
+    // The "event loop" kicks continuously while this thread submits requests and reads registers.
+    std::thread event_loop([&] {
+        while (!stop.load()) f.driver.transport().notify(0);
+    });
+    const std::uint64_t in = f.driver.ram().alloc(4);
+    const std::uint64_t out = f.driver.ram().alloc(4);
+    unsigned completed = 0;
+    for (int i = 0; i < kRequests; ++i) {
+        f.driver.add_chain(0, {Segment{in, 4, false}, Segment{out, 4, true}});
+        (void)f.driver.read_reg(VIRTIO_MMIO_INTERRUPT_STATUS);
+        f.driver.write_reg(VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+        f.driver.kick(0);
+        while (f.driver.pop_used(0)) ++completed;
+    }
+    stop = true;
+    event_loop.join();
+    f.driver.kick(0);
+    while (f.driver.pop_used(0)) ++completed;
+    CHECK(completed == kRequests);
+    CHECK((f.driver.status() & kNeedsReset) == 0);
 }
 
 TEST_CASE("MmioTransport caps QueueNumMax at 32768") {
