@@ -35,6 +35,8 @@ protected:
         std::uint64_t done = 0;
         // Bounded by the number of descriptors in the chain.
         while (done < length) {
+            // Cannot run out (length <= remaining_ == sum of lengths); checked anyway, cheaply.
+            if (index_ >= descriptors_.size()) return fail();
             const Descriptor& desc = descriptors_[index_];
             const std::uint64_t avail = desc.len - offset_;
             if (avail == 0) {

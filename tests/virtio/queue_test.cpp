@@ -253,3 +253,45 @@ TEST_CASE("G8 with EVENT_IDX the device publishes avail_event as the next index 
     CHECK_FALSE(q->pop());
     CHECK(r.avail_event() == 2);
 }
+
+TEST_CASE("Virtqueue accepts indirect chains only when INDIRECT_DESC was negotiated") {
+    Rings r(4);
+    const std::uint64_t table = r.ram.alloc(16, 16);
+    vring_desc inner{};
+    inner.addr = r.buffer;
+    inner.len = 8;
+    inner.flags = VRING_DESC_F_WRITE;
+    r.ram.write_obj(table, inner);
+    vring_desc pointer{};
+    pointer.addr = table;
+    pointer.len = 16;
+    pointer.flags = VRING_DESC_F_INDIRECT;
+    r.ram.write_obj(r.layout.desc.value, pointer);
+
+    auto without = r.queue();
+    r.offer(0);
+    CHECK_FALSE(without->pop());  // malformed without the feature: completed with length 0
+    CHECK(without->malformed_chains() == 1);
+
+    auto with = r.queue(virtio::feature_bit(VIRTIO_RING_F_INDIRECT_DESC));
+    r.offer(0);
+    // A fresh queue starts at avail index 0 and sees both offers; both are valid now.
+    auto chain = with->pop();
+    REQUIRE(chain);
+    CHECK(chain->writable_bytes() == 8);
+    CHECK(with->malformed_chains() == 0);
+}
+
+TEST_CASE("G7 Virtqueue never writes the descriptor table or the avail ring") {
+    Rings r(8);
+    auto q = r.queue(kEventIdx);
+    r.offer(1);
+    r.offer(2);
+    const auto desc_before = r.ram.read_bytes(r.layout.desc.value, 16 * 8);
+    const auto avail_before = r.ram.read_bytes(r.layout.avail.value, 6 + 2 * 8);
+    while (auto chain = q->pop()) q->add_used(chain->head(), 64);
+    (void)q->needs_notification();
+    CHECK(r.ram.read_bytes(r.layout.desc.value, 16 * 8) == desc_before);
+    CHECK(r.ram.read_bytes(r.layout.avail.value, 6 + 2 * 8) == avail_before);
+    CHECK(r.used_idx() == 2);
+}
