@@ -1,6 +1,7 @@
 #include "vmm/machine.hpp"
 
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -10,6 +11,10 @@
 #include <thread>
 
 #include "fdt/machine_tree.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/block_backend.hpp"
+#include "virtio/console.hpp"
+#include "virtio/rng.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/kvm/vcpu_loop.hpp"
@@ -118,13 +123,35 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
     return fdt::build_machine_tree(m);
 }
 
+// Slots in a fixed order: the disks as given (vda, vdb, ...), then the rng, then the console.
 void Machine::add_virtio_devices() {
-    // TODO(virtio devices): wire virtio-blk, virtio-rng and virtio-console once they land.
-    if (!config_.disks.empty() || config_.rng || config_.console == ConsoleKind::Virtio)
-        throw SetupError("virtio devices (-d, --rng, --console virtio) are not available in this build yet");
+    for (std::size_t i = 0; i < config_.disks.size(); ++i) {
+        const DiskConfig& disk = config_.disks[i];
+        virtio::BlkOptions options;
+        options.read_only = disk.read_only;
+        options.serial = "lkvm-disk" + std::to_string(i);
+        add_virtio(std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options));
+    }
+    if (config_.rng) add_virtio(std::make_unique<virtio::Rng>());
+    if (config_.console == ConsoleKind::Virtio) {
+        virtio::ConsoleOptions options;
+        winsize size{};
+        if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col && size.ws_row) {
+            options.cols = size.ws_col;
+            options.rows = size.ws_row;
+        }
+        add_virtio(std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options));
+        console_ = virtio_.back()->transport.get();
+    }
 }
 
-void Machine::deliver_input(std::span<const std::uint8_t> bytes) { uart_.receive(bytes); }
+void Machine::deliver_input(std::span<const std::uint8_t> bytes) {
+    if (console_) {
+        console_->with_device([&](virtio::Device& d) { static_cast<virtio::Console&>(d).receive_input(bytes); });
+        return;
+    }
+    uart_.receive(bytes);
+}
 
 RunResult Machine::run(const SignalFd& signals) {
     kvm::install_kick_handler();
