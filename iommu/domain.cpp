@@ -2,59 +2,55 @@
 #include "iommu/domain.hpp"
 
 #include <algorithm>
-#include <iterator>
 
 namespace iommu {
 
 bool Domain::overlaps(std::uint64_t first, std::uint64_t last) const {
-    // The first mapping that starts after `first`; its predecessor is the only mapping starting
-    // at or before `first`, so it is the only one that can contain `first`.
-    auto next = mappings_.upper_bound(first);
-    if (next != mappings_.end() && next->first <= last) return true;
-    if (next == mappings_.begin()) return false;
-    return std::prev(next)->second.last.value >= first;
-}
-
-void Domain::insert(const Mapping& mapping) {
-    auto hint = mappings_.upper_bound(mapping.first.value);
-    mappings_.emplace_hint(hint, mapping.first.value, mapping);
+    // The mapping starting at or before `first` is the only one that can contain it; the one after
+    // it is the only one that can start inside (first, last].
+    MappingTree::Cursor at = mappings_.floor(first);
+    if (!at.at_end()) {
+        if (at->last.value >= first) return true;
+        at.next();
+    } else {
+        at = mappings_.begin();
+    }
+    return !at.at_end() && at->first.value <= last;
 }
 
 Status Domain::collect_unmap(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& out) const {
-    auto it = mappings_.upper_bound(first);
-    if (it != mappings_.begin()) {
-        const Mapping& before = std::prev(it)->second;
+    MappingTree::Cursor at = mappings_.floor(first);
+    if (!at.at_end()) {
         // Starts before the range and reaches into it: removing it would split it (example 4).
-        if (before.first.value < first && before.last.value >= first) return Status::Range;
-        if (before.first.value == first) it = std::prev(it);
+        if (at->first.value < first && at->last.value >= first) return Status::Range;
+        if (at->first.value < first) at.next();
+    } else {
+        at = mappings_.begin();
     }
     const std::size_t kept = out.size();
     // Bounded by the number of mappings in the domain (itself capped).
-    for (; it != mappings_.end() && it->first <= last; ++it) {
-        if (it->second.last.value > last) {
+    for (; !at.at_end() && at->first.value <= last; at.next()) {
+        if (at->last.value > last) {
             out.resize(kept);
             return Status::Range;
         }
-        out.push_back(it->second);
+        out.push_back(*at);
     }
     return Status::Ok;
 }
 
-void Domain::erase(const std::vector<Mapping>& mappings) {
-    for (const Mapping& mapping : mappings) mappings_.erase(mapping.first.value);
-}
-
 const Mapping* Domain::find(std::uint64_t iova) const {
-    auto it = mappings_.upper_bound(iova);
-    if (it == mappings_.begin()) return nullptr;
-    const Mapping& candidate = std::prev(it)->second;
-    return candidate.last.value >= iova ? &candidate : nullptr;
+    MappingTree::Cursor at = mappings_.floor(iova);
+    return !at.at_end() && at->last.value >= iova ? &*at : nullptr;
 }
 
 std::vector<Mapping> Domain::mappings() const {
     std::vector<Mapping> all;
     all.reserve(mappings_.size());
-    for (const auto& [first, mapping] : mappings_) all.push_back(mapping);
+    all_of([&](const Mapping& mapping) {
+        all.push_back(mapping);
+        return true;
+    });
     return all;
 }
 

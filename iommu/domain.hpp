@@ -5,10 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <vector>
 
 #include "iommu/map_listener.hpp"
+#include "iommu/mapping_tree.hpp"
 #include "iommu/types.hpp"
 
 namespace iommu {
@@ -27,29 +27,31 @@ public:
 
     // Does any mapping share an address with [first, last]? (first <= last)
     bool overlaps(std::uint64_t first, std::uint64_t last) const;
-    // Precondition: !overlaps(mapping) and first <= last.
-    void insert(const Mapping& mapping);
+    // MAP: adds the mapping unless it overlaps one (D30); false and no change if it does.
+    bool insert_if_free(const Mapping& mapping) { return mappings_.insert_if_free(mapping); }
+    // Undo helpers: put back / take out mappings exactly as they were.
+    void insert(const Mapping& mapping) { mappings_.insert(mapping); }
+    void erase(const Mapping& mapping) { mappings_.erase(mapping.first.value); }
 
-    // Appends to `out`, in IOVA order, every mapping inside [first, last] and returns Ok; or
-    // returns Range and leaves `out` as it was if a mapping straddles either end of the range,
-    // since UNMAP never splits a mapping (5.13.6.6: check everything before any side effect).
+    // UNMAP: removes every mapping inside [first, last], appending them to `removed` in IOVA
+    // order, and returns Ok; or returns Range and changes nothing if a mapping straddles either
+    // end, since UNMAP never splits a mapping (5.13.6.6: check before any side effect).
+    Status remove_range(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& removed) {
+        return mappings_.remove_range(first, last, removed) ? Status::Ok : Status::Range;
+    }
+    // The mappings remove_range() would take, without taking them (same result).
     Status collect_unmap(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& out) const;
-    // Removes mappings previously returned by collect_unmap() (matched by their first IOVA).
-    void erase(const std::vector<Mapping>& mappings);
     void clear() { mappings_.clear(); }
 
     // The mapping that contains `iova`, or null. The pointer is valid until the next change.
     const Mapping* find(std::uint64_t iova) const;
 
-    template <class Fn>
-    void for_each(Fn&& fn) const {
-        for (const auto& [first, mapping] : mappings_) fn(mapping);
-    }
     // Calls fn on each mapping in IOVA order until it returns false; true if it never did.
+    // Bounded by the number of mappings.
     template <class Fn>
     bool all_of(Fn&& fn) const {
-        for (const auto& [first, mapping] : mappings_)
-            if (!fn(mapping)) return false;
+        for (MappingTree::Cursor it = mappings_.begin(); !it.at_end(); it.next())
+            if (!fn(*it)) return false;
         return true;
     }
     std::vector<Mapping> mappings() const;
@@ -69,7 +71,7 @@ private:
     bool bypass_;
     // Keyed by the first IOVA of each mapping; mappings are disjoint, so the predecessor of an
     // address is the only candidate that can contain it.
-    std::map<std::uint64_t, Mapping> mappings_;
+    MappingTree mappings_;
     std::vector<Member> members_;
     std::vector<Member> listener_members_;
 };

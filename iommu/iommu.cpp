@@ -187,8 +187,7 @@ void Iommu::leave_domain(Endpoint& endpoint) {
 
 // ---- requests ------------------------------------------------------------------------------------
 
-Status Iommu::attach(EndpointId endpoint_id, DomainId domain_id, std::uint32_t flags) {
-    std::unique_lock lock(lock_);
+Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uint32_t flags) {
     auto it = endpoints_.find(endpoint_id);
     if (it == endpoints_.end()) return Status::NoEnt;  // D17
     Endpoint& endpoint = it->second;
@@ -229,8 +228,7 @@ Status Iommu::attach(EndpointId endpoint_id, DomainId domain_id, std::uint32_t f
     return finish(Status::Ok);
 }
 
-Status Iommu::detach(EndpointId endpoint_id, DomainId domain_id) {
-    std::unique_lock lock(lock_);
+Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
     auto it = endpoints_.find(endpoint_id);
     if (it == endpoints_.end()) return Status::NoEnt;  // D25
     Endpoint& endpoint = it->second;
@@ -250,9 +248,8 @@ Status Iommu::detach(EndpointId endpoint_id, DomainId domain_id) {
     return finish(Status::Ok);
 }
 
-Status Iommu::map(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
-                  std::uint32_t flags) {
-    std::unique_lock lock(lock_);
+Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end,
+                         std::uint64_t phys_start, std::uint32_t flags) {
     DomainState* state = find_domain(domain_id);
     auto finish = [&](Status status) {
         if (state) ++state->statuses[index(status)];
@@ -274,28 +271,29 @@ Status Iommu::map(DomainId domain_id, std::uint64_t virt_start, std::uint64_t vi
     if (state->domain.is_bypass()) return finish(Status::Inval);       // D33
     for (const ResvRegion& region : state->reserved)                   // D52
         if (region.overlaps(virt_start, virt_end)) return finish(Status::Inval);
-    if (state->domain.overlaps(virt_start, virt_end)) return finish(Status::Inval);  // D30
     if (state->domain.mapping_count() >= limits_.max_mappings_per_domain || live_mappings_ >= limits_.max_mappings)
-        return finish(Status::NoMem);
+        return finish(state->domain.overlaps(virt_start, virt_end) ? Status::Inval : Status::NoMem);
 
     const Mapping mapping{vmm::Iova{virt_start}, vmm::Iova{virt_end}, vmm::GuestPhysAddr{phys_start}, flags};
+    // Insert first (one tree walk that also checks overlap, D30); no translation can see it
+    // before the lock is released, so undoing it on a listener failure is invisible.
+    if (!state->domain.insert_if_free(mapping)) return finish(Status::Inval);
     const auto& members = state->domain.listener_members();
     for (std::size_t i = 0; i < members.size(); ++i) {
         Status status = listener_status(members[i].listener->map(members[i].endpoint, mapping));
         if (status == Status::Ok) continue;
         for (std::size_t j = 0; j < i; ++j)  // undo on the endpoints already updated
             if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok) ++rollback_failures_;
+        state->domain.erase(mapping);
         return finish(status);
     }
-    state->domain.insert(mapping);
     ++live_mappings_;
     ++state->maps;
     ++total_maps_;
     return finish(Status::Ok);
 }
 
-Status Iommu::unmap(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end) {
-    std::unique_lock lock(lock_);
+Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end) {
     DomainState* state = find_domain(domain_id);
     auto finish = [&](Status status) {
         if (state) ++state->statuses[index(status)];
@@ -307,8 +305,8 @@ Status Iommu::unmap(DomainId domain_id, std::uint64_t virt_start, std::uint64_t 
     if (!state) return Status::NoEnt;                             // D37
     if (state->domain.is_bypass()) return finish(Status::Inval);  // D38
     scratch_.clear();
-    // D39: check the whole range before any side effect; D40: unmapped parts are fine.
-    if (Status status = state->domain.collect_unmap(virt_start, virt_end, scratch_); status != Status::Ok)
+    // D39: the whole range is checked before anything is removed; D40: unmapped parts are fine.
+    if (Status status = state->domain.remove_range(virt_start, virt_end, scratch_); status != Status::Ok)
         return finish(status);
 
     const auto& members = state->domain.listener_members();
@@ -316,7 +314,8 @@ Status Iommu::unmap(DomainId domain_id, std::uint64_t virt_start, std::uint64_t 
         for (std::size_t k = 0; k < scratch_.size(); ++k) {
             Status status = listener_status(members[i].listener->unmap(members[i].endpoint, scratch_[k]));
             if (status == Status::Ok) continue;
-            // Undo: put back what this endpoint and the ones before it already removed.
+            // Undo: put back what this endpoint and the ones before it already removed, and the
+            // domain's own copy.
             auto remap = [&](const Domain::Member& member, std::size_t count) {
                 for (std::size_t m = 0; m < count; ++m)
                     if (member.listener->map(member.endpoint, scratch_[m]) != ListenerResult::Ok)
@@ -324,28 +323,38 @@ Status Iommu::unmap(DomainId domain_id, std::uint64_t virt_start, std::uint64_t 
             };
             remap(members[i], k);
             for (std::size_t j = 0; j < i; ++j) remap(members[j], scratch_.size());
+            for (const Mapping& mapping : scratch_) state->domain.insert(mapping);
             return finish(status);
         }
     }
-    state->domain.erase(scratch_);
     live_mappings_ -= scratch_.size();
     state->unmaps += scratch_.size();
     total_unmaps_ += scratch_.size();
     return finish(Status::Ok);
 }
 
-std::optional<std::vector<ResvRegion>> Iommu::probe(EndpointId endpoint_id) {
-    std::unique_lock lock(lock_);
-    auto it = endpoints_.find(endpoint_id);
-    if (it == endpoints_.end()) return std::nullopt;  // D42
-    ++it->second.probes;
-    return it->second.config.reserved;
+Status Iommu::Batch::attach(EndpointId endpoint, DomainId domain, std::uint32_t flags) {
+    return iommu_.attach_locked(endpoint, domain, flags);
+}
+Status Iommu::Batch::detach(EndpointId endpoint, DomainId domain) { return iommu_.detach_locked(endpoint, domain); }
+Status Iommu::Batch::map(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+                         std::uint32_t flags) {
+    return iommu_.map_locked(domain, virt_start, virt_end, phys_start, flags);
+}
+Status Iommu::Batch::unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end) {
+    return iommu_.unmap_locked(domain, virt_start, virt_end);
 }
 
-void Iommu::count_endpoint_status(EndpointId endpoint_id, Status status) {
-    std::unique_lock lock(lock_);
-    auto it = endpoints_.find(endpoint_id);
-    if (it != endpoints_.end()) ++it->second.statuses[index(status)];
+const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {
+    auto it = iommu_.endpoints_.find(endpoint_id);
+    if (it == iommu_.endpoints_.end()) return nullptr;  // D42
+    ++it->second.probes;
+    return &it->second.config.reserved;
+}
+
+void Iommu::Batch::count_endpoint_status(EndpointId endpoint_id, Status status) {
+    auto it = iommu_.endpoints_.find(endpoint_id);
+    if (it != iommu_.endpoints_.end()) ++it->second.statuses[index(status)];
 }
 
 // ---- bypass and reset ----------------------------------------------------------------------------

@@ -116,17 +116,41 @@ public:
     std::shared_ptr<const Translator> translator(EndpointId id) const;
     void set_fault_sink(FaultSink* sink);
 
-    // ---- front end (one request at a time)
+    // ---- front end
     void set_geometry(const Geometry& geometry);
     Geometry geometry() const;
-    Status attach(EndpointId endpoint, DomainId domain, std::uint32_t flags);
-    Status detach(EndpointId endpoint, DomainId domain);
+
+    // Requests, several under one exclusive lock (the front end takes a chunk of its ring at a
+    // time, so a request does not pay for locking; translations wait for the chunk to end).
+    class Batch {
+    public:
+        explicit Batch(Iommu& iommu) : iommu_(iommu), lock_(iommu.lock_) {}
+        Status attach(EndpointId endpoint, DomainId domain, std::uint32_t flags);
+        Status detach(EndpointId endpoint, DomainId domain);
+        Status map(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+                   std::uint32_t flags);
+        Status unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
+        // PROBE: the endpoint's reserved regions, or null for an unknown endpoint. Valid while the
+        // batch lives.
+        const std::vector<ResvRegion>* probe(EndpointId endpoint);
+        void count_endpoint_status(EndpointId endpoint, Status status);
+
+    private:
+        Iommu& iommu_;
+        std::unique_lock<std::shared_mutex> lock_;
+    };
+    // One-request batches.
+    Status attach(EndpointId endpoint, DomainId domain, std::uint32_t flags) {
+        return Batch(*this).attach(endpoint, domain, flags);
+    }
+    Status detach(EndpointId endpoint, DomainId domain) { return Batch(*this).detach(endpoint, domain); }
     Status map(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
-               std::uint32_t flags);
-    Status unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
-    // PROBE: the endpoint's reserved regions, or nullopt for an unknown endpoint (counted).
-    std::optional<std::vector<ResvRegion>> probe(EndpointId endpoint);
-    void count_endpoint_status(EndpointId endpoint, Status status);
+               std::uint32_t flags) {
+        return Batch(*this).map(domain, virt_start, virt_end, phys_start, flags);
+    }
+    Status unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end) {
+        return Batch(*this).unmap(domain, virt_start, virt_end);
+    }
 
     // Whether unattached endpoints bypass (reference 1.5: BYPASS_CONFIG offered and bypass = 1).
     // Listeners of unattached endpoints follow; false (nothing changed) if one refuses.
@@ -167,6 +191,11 @@ private:
         std::vector<ResvRegion> reserved;  // union of the members' regions (checked by MAP, D52)
     };
 
+    Status attach_locked(EndpointId endpoint, DomainId domain, std::uint32_t flags);
+    Status detach_locked(EndpointId endpoint, DomainId domain);
+    Status map_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+                      std::uint32_t flags);
+    Status unmap_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
     Status check_domain_id(DomainId domain) const;
     DomainState* find_domain(DomainId id);
     Status listener_status(ListenerResult result);

@@ -27,23 +27,23 @@ static_assert(readable_size(VIRTIO_IOMMU_T_ATTACH) == 20 && readable_size(VIRTIO
 
 namespace {
 
-// Copies the readable bytes into a zeroed wire struct (the tail part stays zero).
+// The wire struct from the (zero-padded) readable copy; fixed sizes, so the copy is inlined.
 template <class Wire>
-Wire copy_in(std::span<const std::uint8_t> readable) {
+Wire copy_in(const ReadableBytes& readable) {
+    static_assert(sizeof(Wire) <= kMaxReadable);
     Wire wire;
-    std::memset(&wire, 0, sizeof wire);
-    std::memcpy(&wire, readable.data(), std::min(readable.size(), sizeof wire));
+    std::memcpy(&wire, readable.data(), sizeof wire);
     return wire;
 }
 
 }  // namespace
 
-Request parse_request(std::span<const std::uint8_t> readable, std::uint64_t readable_total) {
-    if (readable.size() < kHeadSize || readable_total < kHeadSize) return Unparsable{};
+Request parse_request(const ReadableBytes& readable, std::uint64_t readable_total) {
+    if (readable_total < kHeadSize) return Unparsable{};
     const std::uint8_t type = readable[0];
     const std::size_t needed = readable_size(type);
     if (needed == 0) return Unparsable{};
-    if (readable_total < needed || readable.size() < needed) return TooShort{type};
+    if (readable_total < needed) return TooShort{type};
 
     switch (type) {
     case VIRTIO_IOMMU_T_ATTACH: {
@@ -101,13 +101,6 @@ virtio_iommu_fault encode_fault(const Fault& fault) {
     wire.endpoint = htole32(fault.endpoint);  // D56
     wire.address = htole64(fault.address);
     return wire;
-}
-
-virtio_iommu_req_tail make_tail(Status status) {
-    virtio_iommu_req_tail tail;
-    std::memset(&tail, 0, sizeof tail);  // D10: tail.reserved written as zero
-    tail.status = static_cast<std::uint8_t>(status);
-    return tail;
 }
 
 }  // namespace iommu::protocol

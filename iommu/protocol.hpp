@@ -5,6 +5,7 @@
 
 #include <linux/virtio_iommu.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -65,9 +66,12 @@ struct TooShort {
 
 using Request = std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest>;
 
-// `readable` is a copy of the first bytes of the device-readable part (at most kMaxReadable);
-// `readable_total` is the length of the whole readable part. head.reserved is ignored (D10).
-Request parse_request(std::span<const std::uint8_t> readable, std::uint64_t readable_total);
+// A copy of the first kMaxReadable bytes of the device-readable part, zero-padded.
+using ReadableBytes = std::array<std::uint8_t, kMaxReadable>;
+
+// `readable_total` is the length of the whole readable part (how much of `readable` the guest
+// actually provided). head.reserved is ignored (D10).
+Request parse_request(const ReadableBytes& readable, std::uint64_t readable_total);
 
 // Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per
 // region and zeroes the rest (D44-D49). false (area zeroed) if the regions do not fit.
@@ -75,6 +79,9 @@ bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std:
 
 virtio_iommu_fault encode_fault(const Fault& fault);
 
-virtio_iommu_req_tail make_tail(Status status);
+inline virtio_iommu_req_tail make_tail(Status status) {
+    // D10: tail.reserved written as zero.
+    return virtio_iommu_req_tail{static_cast<std::uint8_t>(status), {0, 0, 0}};
+}
 
 }  // namespace iommu::protocol

@@ -166,36 +166,46 @@ void VirtioIommu::notify(std::uint16_t queue) {
     // L7: every request posted so far, in ring order. Bounded: an honest driver never has more
     // than a queue's worth outstanding per kick (Linux syncs before adding more).
     const std::uint32_t budget = 4u * requestq_->size();
-    for (std::uint32_t n = 0; n < budget; ++n) {
-        std::optional<virtio::DescriptorChain> chain = requestq_->pop();
-        if (!chain) break;
-        const std::uint32_t used = process(*chain);
-        // 1.7: the new state is in force before the driver sees the request complete (L8: inline).
-        requestq_->add_used(chain->head(), used);
-        added = true;
+    for (std::uint32_t done = 0; done < budget;) {
+        // The model's lock is taken once per chunk, not per request; chunks bound how long a
+        // translating device thread can wait for it.
+        Iommu::Batch batch(*iommu_);
+        const std::uint32_t chunk_end = std::min(budget, done + kRequestsPerLock);
+        for (; done < chunk_end; ++done) {
+            std::optional<virtio::DescriptorChain> chain = requestq_->pop();
+            if (!chain) {
+                done = budget;
+                break;
+            }
+            const std::uint32_t used = process(*chain, batch);
+            // 1.7: the new state is in force before the driver sees the request complete; L8:
+            // requests complete inline, the guest vCPU is spinning for them.
+            requestq_->add_used(chain->head(), used);
+            added = true;
+        }
     }
     if (added && requestq_->needs_notification()) context_->signal_used(kRequestQueue);
 }
 
-Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> area) {
+Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> area, Iommu::Batch& batch) {
     std::memset(area.data(), 0, area.size());
     if (!negotiated(VIRTIO_IOMMU_F_PROBE)) return Status::Unsupp;
-    const std::optional<std::vector<ResvRegion>> regions = iommu_->probe(endpoint);
+    const std::vector<ResvRegion>* regions = batch.probe(endpoint);
     if (!regions) return Status::NoEnt;  // D42
     // D47: a properties area smaller than probe_size gets no property at all.
     if (area.size() < config_.probe_size) return Status::Inval;
     return protocol::encode_probe_properties(*regions, area) ? Status::Ok : Status::Inval;
 }
 
-std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain) {
+std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::Batch& batch) {
     ++stats_.requests;
     const std::uint64_t writable = chain.writable_bytes();
-    std::uint8_t readable[protocol::kMaxReadable] = {};
-    const std::size_t copied = static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), sizeof readable));
+    protocol::ReadableBytes readable{};
+    const std::size_t copied = static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), readable.size()));
     virtio::ChainReader reader(chain, *memory_);
     // Copy first, validate the copy (the guest may rewrite the buffer meanwhile).
-    const bool read_ok = reader.read({readable, copied});
-    protocol::Request request = read_ok ? protocol::parse_request({readable, copied}, chain.readable_bytes())
+    const bool read_ok = reader.read({readable.data(), copied});
+    protocol::Request request = read_ok ? protocol::parse_request(readable, chain.readable_bytes())
                                         : protocol::Request{protocol::Unparsable{}};
     const std::uint8_t type = copied > 0 ? readable[0] : 0;
     const bool is_probe = type == VIRTIO_IOMMU_T_PROBE && !std::holds_alternative<protocol::Unparsable>(request);
@@ -225,22 +235,22 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain) {
     if (const auto* attach = std::get_if<protocol::AttachRequest>(&request)) {
         if (!attach->reserved_zero) {  // D15
             status = Status::Inval;
-            iommu_->count_endpoint_status(attach->endpoint, status);
+            batch.count_endpoint_status(attach->endpoint, status);
         } else {
-            status = iommu_->attach(attach->endpoint, attach->domain, attach->flags);
+            status = batch.attach(attach->endpoint, attach->domain, attach->flags);
         }
     } else if (const auto* detach = std::get_if<protocol::DetachRequest>(&request)) {
-        status = iommu_->detach(detach->endpoint, detach->domain);
+        status = batch.detach(detach->endpoint, detach->domain);
     } else if (const auto* map = std::get_if<protocol::MapRequest>(&request)) {
         status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP)
-                     ? iommu_->map(map->domain, map->virt_start, map->virt_end, map->phys_start, map->flags)
+                     ? batch.map(map->domain, map->virt_start, map->virt_end, map->phys_start, map->flags)
                      : Status::Unsupp;
     } else if (const auto* unmap = std::get_if<protocol::UnmapRequest>(&request)) {
-        status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP) ? iommu_->unmap(unmap->domain, unmap->virt_start, unmap->virt_end)
+        status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP) ? batch.unmap(unmap->domain, unmap->virt_start, unmap->virt_end)
                                                       : Status::Unsupp;
     } else if (const auto* probe = std::get_if<protocol::ProbeRequest>(&request)) {
-        status = execute_probe(probe->endpoint, area);
-        iommu_->count_endpoint_status(probe->endpoint, status);
+        status = execute_probe(probe->endpoint, area, batch);
+        batch.count_endpoint_status(probe->endpoint, status);
     }
     ++stats_.statuses[static_cast<std::size_t>(status)];
 

@@ -60,6 +60,8 @@ class VirtioIommu final : public virtio::Device {
 public:
     static constexpr std::uint16_t kRequestQueue = 0;
     static constexpr std::uint16_t kEventQueue = 1;
+    // Requests handled under one hold of the model's lock (see notify()).
+    static constexpr std::uint32_t kRequestsPerLock = 64;
     // Offered device and ring features; never the legacy F_BYPASS (D2, D3).
     static const std::uint64_t kSupportedFeatures;
 
@@ -96,8 +98,8 @@ private:
     bool offered(unsigned bit) const;
     void apply_bypass(std::uint8_t value);
     // Handles one request chain; returns the used length.
-    std::uint32_t process(const virtio::DescriptorChain& chain);
-    Status execute_probe(EndpointId endpoint, std::span<std::uint8_t> area);
+    std::uint32_t process(const virtio::DescriptorChain& chain, Iommu::Batch& batch);
+    Status execute_probe(EndpointId endpoint, std::span<std::uint8_t> area, Iommu::Batch& batch);
 
     std::shared_ptr<Iommu> iommu_;
     const VirtioIommuConfig config_;

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <map>
+#include <random>
 
 using iommu::Domain;
 using iommu::Mapping;
@@ -61,7 +63,12 @@ TEST_CASE("Domain::collect_unmap takes whole mappings only and reports a split w
     CHECK(out.empty());
     CHECK(d.collect_unmap(0, ~std::uint64_t{0}, out) == Status::Ok);
     CHECK(out.size() == 3);
-    d.erase(out);
+    CHECK(d.mapping_count() == 3);  // collecting removes nothing
+    std::vector<Mapping> removed;
+    CHECK(d.remove_range(0x1800, 0x2fff, removed) == Status::Range);
+    CHECK(d.mapping_count() == 3);
+    CHECK(d.remove_range(0, ~std::uint64_t{0}, removed) == Status::Ok);
+    CHECK(removed == out);
     CHECK(d.mapping_count() == 0);
 }
 
@@ -82,13 +89,54 @@ TEST_CASE("Domain stays fast with 200000 mappings (O(log n) lookup, insert and r
     std::vector<Mapping> out;
     for (std::uint64_t i = 0; i < kCount; i += 2) {
         out.clear();
-        REQUIRE(d.collect_unmap(i * 0x2000, i * 0x2000 + 0x1fff, out) == Status::Ok);
+        REQUIRE(d.remove_range(i * 0x2000, i * 0x2000 + 0x1fff, out) == Status::Ok);
         REQUIRE(out.size() == 1);
-        d.erase(out);
     }
     CHECK(d.mapping_count() == kCount / 2);
     // A linear structure would take minutes here; a tree takes well under a second even in ASan.
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+}
+
+TEST_CASE("Domain insert_if_free and remove_range agree with a reference model over random requests") {
+    Domain d(1, false);
+    std::map<std::uint64_t, std::uint64_t> reference;  // first -> last
+    std::mt19937_64 rng(99);
+    for (int step = 0; step < 40000; ++step) {
+        const std::uint64_t first = (rng() % 4096) * 16;
+        const std::uint64_t last = first + (rng() % 4 == 0 ? (rng() % 64) * 16 + 15 : 15);
+        auto ref_overlaps = [&] {
+            auto it = reference.upper_bound(last);
+            return it != reference.begin() && std::prev(it)->second >= first;
+        };
+        if (rng() % 2) {
+            const bool expect = !ref_overlaps();
+            REQUIRE(d.insert_if_free(mapping(first, last)) == expect);
+            if (expect) reference.emplace(first, last);
+        } else {
+            // Reference: refuse if a mapping straddles either end, else drop all inside.
+            bool split = false;
+            std::vector<std::uint64_t> inside;
+            for (const auto& [f, l] : reference) {
+                if (l < first || f > last) continue;
+                if (f < first || l > last) split = true;
+                inside.push_back(f);
+            }
+            std::vector<Mapping> removed;
+            REQUIRE((d.remove_range(first, last, removed) == Status::Ok) == !split);
+            if (!split) {
+                REQUIRE(removed.size() == inside.size());
+                for (std::size_t i = 0; i < inside.size(); ++i) CHECK(removed[i].first.value == inside[i]);
+                for (std::uint64_t f : inside) reference.erase(f);
+            } else {
+                CHECK(removed.empty());
+            }
+        }
+        REQUIRE(d.mapping_count() == reference.size());
+    }
+    std::vector<Mapping> all = d.mappings();
+    REQUIRE(all.size() == reference.size());
+    auto it = reference.begin();
+    for (const Mapping& m : all) CHECK((m.first.value == it->first && (it++)->second == m.last.value));
 }
 
 TEST_CASE("Domain membership keeps external endpoints apart") {

@@ -10,9 +10,20 @@
 using namespace iommu::protocol;
 using iommu::ResvKind;
 
+namespace {
+
+// The device's zero-padded copy of the first readable bytes.
+Request parse(const std::vector<std::uint8_t>& bytes, std::uint64_t total) {
+    ReadableBytes copy{};
+    std::memcpy(copy.data(), bytes.data(), std::min<std::size_t>(bytes.size(), copy.size()));
+    return parse_request(copy, total);
+}
+
+}  // namespace
+
 TEST_CASE("parse_request decodes each request type from its little-endian wire bytes") {
     auto map = viommu_test::map_req(7, 0x1000, 0x1fff, 0x4000'0000, 3);
-    auto request = parse_request(map, map.size());
+    auto request = parse(map, map.size());
     REQUIRE(std::holds_alternative<MapRequest>(request));
     const auto& m = std::get<MapRequest>(request);
     CHECK(m.domain == 7);
@@ -21,28 +32,28 @@ TEST_CASE("parse_request decodes each request type from its little-endian wire b
     CHECK(m.phys_start == 0x4000'0000);
     CHECK(m.flags == 3);
     auto attach = viommu_test::attach_req(1, 2, 1, 9);
-    const auto a = std::get<AttachRequest>(parse_request(attach, attach.size()));
+    const auto a = std::get<AttachRequest>(parse(attach, attach.size()));
     CHECK((a.domain == 1 && a.endpoint == 2 && a.flags == 1 && !a.reserved_zero));
     auto probe = viommu_test::probe_req(0xabcd, 0xff);
-    CHECK(std::get<ProbeRequest>(parse_request(probe, probe.size())).endpoint == 0xabcd);
+    CHECK(std::get<ProbeRequest>(parse(probe, probe.size())).endpoint == 0xabcd);
     auto unmap = viommu_test::unmap_req(3, 5, 9, 1);
-    const auto u = std::get<UnmapRequest>(parse_request(unmap, unmap.size()));
+    const auto u = std::get<UnmapRequest>(parse(unmap, unmap.size()));
     CHECK((u.domain == 3 && u.virt_start == 5 && u.virt_end == 9));
     auto detach = viommu_test::detach_req(4, 6, 1);
-    const auto d = std::get<DetachRequest>(parse_request(detach, detach.size()));
+    const auto d = std::get<DetachRequest>(parse(detach, detach.size()));
     CHECK((d.domain == 4 && d.endpoint == 6));
 }
 
 TEST_CASE("parse_request: no head or an unknown type is unparsable; a short body is TooShort") {
     const std::vector<std::uint8_t> three{1, 0, 0};
-    CHECK(std::holds_alternative<Unparsable>(parse_request(three, 3)));
+    CHECK(std::holds_alternative<Unparsable>(parse(three, 3)));
     auto unknown = viommu_test::attach_req(1, 1);
     unknown[0] = 9;
-    CHECK(std::holds_alternative<Unparsable>(parse_request(unknown, unknown.size())));
+    CHECK(std::holds_alternative<Unparsable>(parse(unknown, unknown.size())));
     auto map = viommu_test::map_req(1, 0, 1, 0, 0);
-    CHECK(std::holds_alternative<TooShort>(parse_request({map.data(), 35}, 35)));
-    // The copy holds enough, but the chain's readable part says it was shorter: still too short.
-    CHECK(std::holds_alternative<TooShort>(parse_request(map, 20)));
+    CHECK(std::holds_alternative<TooShort>(parse({map.begin(), map.begin() + 35}, 35)));
+    // The copy holds more, but the chain's readable part was shorter: too short.
+    CHECK(std::holds_alternative<TooShort>(parse(map, 20)));
     CHECK(readable_size(0) == 0);
     CHECK(readable_size(VIRTIO_IOMMU_T_PROBE) == kMaxReadable);
 }
