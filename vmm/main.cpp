@@ -100,5 +100,10 @@ int main(int argc, char** argv) {
     } catch (const vmm::SetupError& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
         return kExitFailure;
+    } catch (const std::exception& e) {
+        // Not a setup error: a bug or the host running out of memory. Still unwind (the terminal
+        // is restored) rather than let std::terminate skip the destructors.
+        std::fprintf(stderr, "lkvm: internal error: %s\n", e.what());
+        return kExitFailure;
     }
 }
