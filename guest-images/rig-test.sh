@@ -12,7 +12,7 @@
 # status is non-zero when anything failed.
 #
 # Environment: RIG_NO_BUILD=1 (skip build.sh), RIG_SEPARATE=1, RIG_TIMEOUT (per L1 boot, default
-# 300 s per script), LKVM_BIN and the rest as for run-l1.sh.
+# 600 s per script), LKVM_BIN and the rest as for run-l1.sh.
 set -uo pipefail
 
 RIG=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,7 +72,7 @@ run_batch() {
     done
     echo "exit 0"
   } >"$driver"
-  RIG_TIMEOUT=${RIG_TIMEOUT:-$((300 * $#))} "$RIG/run-l1.sh" "$driver"
+  RIG_TIMEOUT=${RIG_TIMEOUT:-$((600 * $#))} "$RIG/run-l1.sh" "$driver"
   local rc=$?
   for t in "$@"; do count_section "$OUT/l1-$batch.log" "$(basename "$t" .sh)"; done
   [ "$rc" = 0 ] || echo "rig-test: L1 boot '$batch' ended with status $rc"
