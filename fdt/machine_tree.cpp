@@ -6,14 +6,6 @@
 
 namespace fdt {
 
-void Context::interrupts(Writer& writer, std::span<const Interrupt> list) const {
-    std::vector<std::uint32_t> cells;
-    for (const Interrupt& irq : list)
-        cells.insert(cells.end(), {static_cast<std::uint32_t>(irq.kind), irq.number,
-                                   static_cast<std::uint32_t>(irq.trigger)});
-    writer.property_u32s("interrupts", cells);
-}
-
 namespace {
 
 // MPIDR affinity fields as a cpu node's reg (arm/cpus.yaml): Aff3 in bits 39:32, Aff2..Aff0 in

@@ -88,6 +88,7 @@ SignalFd::SignalFd() {
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGWINCH);
     sigset_t block = mask;
     sigaddset(&block, SIGPIPE);
     if (::pthread_sigmask(SIG_BLOCK, &block, &old_mask_) != 0) throw SetupError("cannot block SIGINT/SIGTERM");

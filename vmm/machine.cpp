@@ -9,6 +9,7 @@
 #include <cinttypes>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "fdt/machine_tree.hpp"
 #include "virtio/blk.hpp"
@@ -135,14 +136,22 @@ void Machine::add_virtio_devices() {
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>());
     if (config_.console == ConsoleKind::Virtio) {
         virtio::ConsoleOptions options;
-        winsize size{};
-        if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col && size.ws_row) {
-            options.cols = size.ws_col;
-            options.rows = size.ws_row;
-        }
+        if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
         add_virtio(std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options));
         console_ = virtio_.back()->transport.get();
     }
+}
+
+std::optional<std::pair<std::uint16_t, std::uint16_t>> Machine::terminal_size() {
+    winsize size{};
+    if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &size) != 0 || size.ws_col == 0 || size.ws_row == 0) return std::nullopt;
+    return std::pair{size.ws_col, size.ws_row};
+}
+
+void Machine::update_console_size() {
+    auto size = terminal_size();
+    if (!console_ || !size) return;
+    console_->with_device([&](virtio::Device& d) { static_cast<virtio::Console&>(d).set_size(size->first, size->second); });
 }
 
 void Machine::deliver_input(std::span<const std::uint8_t> bytes) {
@@ -167,7 +176,10 @@ RunResult Machine::run(const SignalFd& signals) {
     };
 
     loop.add(signals.fd(), "signals", [&] {
-        if (auto signo = signals.read_signal()) finish({RunResult::Reason::Signal, "", *signo});
+        auto signo = signals.read_signal();
+        if (!signo) return;
+        if (*signo == SIGWINCH) update_console_size();
+        else finish({RunResult::Reason::Signal, "", *signo});
     });
     // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input).
     loop.try_add(STDIN_FILENO, "stdin", [&] {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "devices/fd_output.hpp"
@@ -63,6 +64,8 @@ private:
     void add_virtio(std::unique_ptr<virtio::Device> device);
     void add_virtio_devices();
     void deliver_input(std::span<const std::uint8_t> bytes);
+    void update_console_size();
+    static std::optional<std::pair<std::uint16_t, std::uint16_t>> terminal_size();  // cols, rows of stdin's tty
     std::vector<std::uint8_t> build_device_tree(std::optional<GuestRange> initrd) const;
 
     const VmConfig config_;
