@@ -35,8 +35,8 @@ rig_now() { cut -d' ' -f1 /proc/uptime; }
 rig_log() { echo "rig: $*"; }
 
 # --- result lines ---------------------------------------------------------------------------------
-rig_pass() { n=$1; shift; echo "RIG-CHECK PASS $n $*"; echo "PASS $n" >>"$RIG_TALLY"; }
-rig_fail() { n=$1; shift; echo "RIG-CHECK FAIL $n $*"; echo "FAIL $n" >>"$RIG_TALLY"; }
+rig_pass() { _rn=$1; shift; echo "RIG-CHECK PASS $_rn $*"; echo "PASS $_rn" >>"$RIG_TALLY"; }
+rig_fail() { _rn=$1; shift; echo "RIG-CHECK FAIL $_rn $*"; echo "FAIL $_rn" >>"$RIG_TALLY"; }
 
 # check NAME CMD... : PASS when CMD succeeds; FAIL with the last line of its output otherwise
 check() {
