@@ -69,9 +69,8 @@ bool Iommu::remove_endpoint(EndpointId id) {
     auto it = endpoints_.find(id);
     if (it == endpoints_.end()) return false;
     Endpoint& endpoint = it->second;
-    // Best effort: the device is going away, block whatever its IOMMU still holds.
-    if (MapListener* listener = endpoint.config.listener.get())
-        if (listener->detach(id, false) != ListenerResult::Ok) ++listener_failures_;
+    // The device is going away: block whatever its IOMMU still holds.
+    if (MapListener* listener = endpoint.config.listener.get()) force_listener_detach(id, *listener, false);
     leave_domain(endpoint);
     endpoints_.erase(it);
     return true;
@@ -165,6 +164,16 @@ Status Iommu::move_listener(Endpoint& endpoint, DomainState* from, DomainState* 
     }
     if (status != Status::Ok && from) restore_listener(endpoint, from);
     return status;
+}
+
+void Iommu::force_listener_detach(EndpointId id, MapListener& listener, bool bypass) {
+    // This detach cannot be refused (reset, unplug): retry once, then report the host state stale.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        if (listener.detach(id, bypass) == ListenerResult::Ok) return;
+        ++listener_failures_;
+    }
+    ++forced_detach_failures_;
+    vmm::log_error("iommu: endpoint %u: external IOMMU failed to detach; it may keep stale mappings", id);
 }
 
 void Iommu::leave_domain(Endpoint& endpoint) {
@@ -391,12 +400,7 @@ void Iommu::reset() {
     for (auto& [id, endpoint] : endpoints_) {
         if (!endpoint.domain) continue;
         endpoint.domain = nullptr;
-        MapListener* listener = endpoint.config.listener.get();
-        if (listener && listener->detach(id, unattached_bypass_) != ListenerResult::Ok) {
-            // A reset cannot be refused; the host IOMMU keeps stale mappings of this endpoint.
-            ++listener_failures_;
-            vmm::log_error("iommu: endpoint %u: external IOMMU failed to detach on reset", id);
-        }
+        if (MapListener* listener = endpoint.config.listener.get()) force_listener_detach(id, *listener, unattached_bypass_);
     }
     domains_.clear();
     live_mappings_ = 0;

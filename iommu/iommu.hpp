@@ -89,6 +89,9 @@ struct IommuStats {
     std::uint64_t faults_undelivered = 0;  // no sink registered
     std::uint64_t listener_failures = 0;   // listener calls that failed (request rejected)
     std::uint64_t rollback_failures = 0;   // undo calls that failed: host state may be stale
+    // Detaches the model cannot refuse (device reset, hot-unplug) that failed even when retried:
+    // that endpoint's host IOMMU may keep stale mappings.
+    std::uint64_t forced_detach_failures = 0;
     bool unattached_bypass = false;
 };
 
@@ -205,6 +208,7 @@ private:
     // Re-attach a listener endpoint to `domain` and replay its mappings (rollback helper).
     void restore_listener(Endpoint& endpoint, DomainState* domain);
     void leave_domain(Endpoint& endpoint);
+    void force_listener_detach(EndpointId id, MapListener& listener, bool bypass);
     bool translate_locked(const Endpoint& endpoint, std::uint64_t first, std::uint64_t last, Access access,
                           FragmentVisitor& visitor, std::optional<Fault>& fault) const;
     void deliver_fault(const Fault& fault) const;
@@ -218,7 +222,7 @@ private:
     std::unordered_map<DomainId, std::unique_ptr<DomainState>> domains_;
     std::size_t live_mappings_ = 0;
     std::uint64_t total_maps_ = 0, total_unmaps_ = 0;
-    std::uint64_t listener_failures_ = 0, rollback_failures_ = 0;
+    std::uint64_t listener_failures_ = 0, rollback_failures_ = 0, forced_detach_failures_ = 0;
     std::vector<Mapping> scratch_;  // UNMAP's collected mappings, reused to avoid allocation
 
     mutable std::mutex sink_lock_;

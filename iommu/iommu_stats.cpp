@@ -53,6 +53,7 @@ IommuStats Iommu::stats() const {
     stats.faults_undelivered = faults_undelivered_.load(std::memory_order_relaxed);
     stats.listener_failures = listener_failures_;
     stats.rollback_failures = rollback_failures_;
+    stats.forced_detach_failures = forced_detach_failures_;
     stats.unattached_bypass = unattached_bypass_;
     return stats;
 }

@@ -207,6 +207,27 @@ TEST_CASE("Device reset detaches external endpoints into the unattached state") 
     check_mirrors(m);
 }
 
+TEST_CASE("Reset retries a failed external detach, and reports stale host state if it fails again") {
+    // Regression (fuzz_virtio_iommu): a one-off detach failure during a device reset left the
+    // endpoint's host IOMMU attached while the model had forgotten the domain.
+    Model m;
+    REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
+    REQUIRE(m.map_page(1, 0) == Status::Ok);
+    m.backend->fail_after(0, ListenerResult::Failed, Op::Detach);
+    m.iommu->reset();
+    CHECK(m.backend->state(10)->mode == Mode::Blocked);
+    CHECK(m.iommu->stats().forced_detach_failures == 0);
+    check_mirrors(m);
+    REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
+    m.backend->fail_endpoint(10, Op::Detach, ListenerResult::Failed);
+    m.iommu->reset();
+    CHECK(m.iommu->stats().forced_detach_failures == 1);
+    CHECK_FALSE(m.iommu->endpoint_stats(10)->domain);  // a reset is never refused
+    m.backend->clear_failures();
+    CHECK(m.iommu->remove_endpoint(10));
+    CHECK(m.backend->state(10)->mode == Mode::Blocked);
+}
+
 TEST_CASE("Random requests with random backend failures keep every backend equal to the model") {
     Model m({}, {10, 11, 12, 13});
     std::mt19937 rng(12345);
