@@ -15,7 +15,9 @@ enum class ListenerResult : std::uint8_t { Ok, NoMemory, Invalid, Failed };
 
 // Receives every change of one or more endpoints' address spaces. The model calls it with its
 // exclusive lock held, from the thread that processes virtio-iommu requests (or the VMM thread
-// during setup and reset), never concurrently for one Iommu.
+// during setup and reset), never concurrently for one Iommu. So a listener must not call back
+// into the Iommu (translate(), requests): it gets everything it needs in the arguments. (To
+// recompute an MSI route after a change, translate the doorbell address later, outside the call.)
 //
 // Contract: each call is all-or-nothing. If it fails, the endpoint's host state must be exactly
 // what it was before the call; the model then undoes the calls that already succeeded for the

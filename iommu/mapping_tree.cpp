@@ -13,6 +13,9 @@ namespace {
 template <std::size_t N>
 int upper_index(const std::array<std::uint64_t, N>& keys, int count, std::uint64_t key) {
     if (count == 0) return 0;
+    // A node's keys span several cache lines and a large domain's nodes are often cold: fetch
+    // them all at once rather than one dependent miss per search step.
+    for (int i = 0; i < count; i += 8) __builtin_prefetch(&keys[static_cast<std::size_t>(i)]);
     const std::uint64_t* base = keys.data();
     int n = count;
     while (n > 1) {  // invariant: the answer lies in [base, base + n]
