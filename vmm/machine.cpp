@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <mutex>
 #include <thread>
@@ -47,6 +48,11 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
       stdout_(STDOUT_FILENO),
       uart_irq_(vm_, layout::kUartSpi),
       uart_(layout::kUart, layout::kUartSpi, layout::kUartClockHz, uart_irq_, stdout_) {
+    const auto started = std::chrono::steady_clock::now();
+    auto elapsed_ms = [&] {
+        return static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+    };
     // 1. Guest RAM (allocated above, touched lazily) becomes KVM memory slot 0.
     const GuestMemory::Region& ram = memory_.regions().front();
     vm_.add_memory(0, ram.range, ram.host);
@@ -76,8 +82,8 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
                               initrd ? std::optional<std::uint64_t>(initrd->size()) : std::nullopt);
     kernel.load(memory_, plan.kernel.base());
     if (initrd) initrd->load(memory_, plan.initrd->base());
-    log_debug("kernel at 0x%" PRIx64 " (%" PRIu64 " bytes reserved), DTB at 0x%" PRIx64, plan.kernel.base().value,
-              plan.kernel.size(), plan.dtb.base().value);
+    log_debug("kernel at 0x%" PRIx64 " (%" PRIu64 " bytes reserved), DTB at 0x%" PRIx64 "; loaded at +%lld ms",
+              plan.kernel.base().value, plan.kernel.size(), plan.dtb.base().value, elapsed_ms());
 
     // 9. The device tree, from what was built above.
     dtb_ = build_device_tree(plan.initrd);
@@ -87,6 +93,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     // 10. Boot registers (booting.rst): x0 = DTB, x1..x3 = 0 (KVM_ARM_VCPU_INIT zeroed them), pc = entry.
     vcpus_[0].set_x(0, plan.dtb.base().value);
     vcpus_[0].set_pc(plan.kernel.base().value);
+    log_debug("machine built in %lld ms", elapsed_ms());
 }
 
 Machine::~Machine() = default;
