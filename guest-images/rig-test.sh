@@ -90,6 +90,6 @@ if [ ${#problems[@]} -gt 0 ]; then
   echo "rig-test: failures:"
   printf '  %s\n' "${problems[@]}"
 fi
-echo "rig-test: $((SECONDS - start))s in L1 (logs: $OUT/l1-rig-*.log, results: $RIG/share/results/)"
+echo "rig-test: $((SECONDS - start))s wall, incl. any wait for another L1 (logs: $OUT/l1-rig-*.log, results: $RIG/share/results/)"
 echo "rig: $passed passed, $failed failed"
 [ "$failed" = 0 ]
