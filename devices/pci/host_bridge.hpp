@@ -42,6 +42,7 @@ public:
     // Writes iommu-map to the virtio-iommu (fdt::Phandle::Iommu) in the node.
     void set_iommu(bool behind_iommu) { behind_iommu_ = behind_iommu; }
     std::size_t function_count() const;
+    std::size_t free_devices() const { return kDevices - function_count(); }
     const HostBridgeLayout& layout() const { return layout_; }
     // The bus range the MmioBus must route here.
     vmm::GuestRange ecam_window() const;

@@ -41,7 +41,7 @@ DmaMapper::~DmaMapper() {
 }
 
 void DmaMapper::teardown(Space& space) {
-    if (space.entries == 0) return;
+    if (space.entries == 0 || !space.container) return;
     // One ioctl drops everything the container maps; per-entry unmaps only if that fails.
     if (space.container->unmap_all() != 0) {
         for (const Fragment& f : space.identity_fragments) space.container->unmap_dma(f.iova, f.size);
@@ -75,7 +75,18 @@ DmaMapper::Space& DmaMapper::space_for(const std::shared_ptr<Container>& contain
     return *spaces_.back();
 }
 
+void DmaMapper::shutdown() {
+    std::lock_guard guard(lock_);
+    for (auto& space : spaces_) {
+        teardown(*space);
+        // The containers close with their groups even if the IOMMU model keeps this mapper.
+        space->container.reset();
+    }
+    shut_down_ = true;
+}
+
 DmaMapper::Endpoint* DmaMapper::find(iommu::EndpointId endpoint) {
+    if (shut_down_) return nullptr;
     auto it = endpoints_.find(endpoint);
     return it == endpoints_.end() ? nullptr : &it->second;
 }

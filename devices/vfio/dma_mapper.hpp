@@ -84,6 +84,10 @@ public:
     iommu::ListenerResult map(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
     iommu::ListenerResult unmap(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
 
+    // Unmaps everything now, while the groups are still open (at lkvm exit, before the devices
+    // close); later listener calls fail. The destructor does the same if this was not called.
+    void shutdown();
+
     DmaMapperStats stats() const;
     std::string describe() const;  // one line per space, for `lkvm stat` and --debug
 
@@ -144,6 +148,7 @@ private:
     std::map<iommu::EndpointId, Endpoint> endpoints_;
     std::optional<std::uint64_t> memlock_budget_;
     std::uint64_t pinned_ = 0;
+    bool shut_down_ = false;
     vmm::RateLimiter log_;
 };
 
