@@ -22,6 +22,7 @@
 #include "vmm/kvm/vcpu_loop.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/log.hpp"
+#include "vmm/terminal.hpp"
 
 namespace vmm {
 namespace {
@@ -188,13 +189,15 @@ RunResult Machine::run(const SignalFd& signals) {
         if (*signo == SIGWINCH) update_console_size();
         else finish({RunResult::Reason::Signal, "", *signo});
     });
-    // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input).
-    loop.try_add(STDIN_FILENO, "stdin", [&] {
+    // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input). A
+    // terminal lkvm does not own (started in the background) is left alone.
+    auto read_stdin = [&] {
         std::uint8_t buffer[256];
         ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
         if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
-    });
+    };
+    if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
     for (const auto& slot : virtio_) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];

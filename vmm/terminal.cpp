@@ -4,8 +4,15 @@
 
 namespace vmm {
 
+bool Terminal::may_use(int fd) {
+    if (!::isatty(fd)) return true;
+    // Job-control stops only concern our controlling terminal (tcgetpgrp fails on any other).
+    pid_t foreground = ::tcgetpgrp(fd);
+    return foreground < 0 || foreground == ::getpgrp();
+}
+
 Terminal::Terminal(int fd) : fd_(fd) {
-    if (!::isatty(fd_) || ::tcgetattr(fd_, &saved_) != 0) return;
+    if (!::isatty(fd_) || !may_use(fd_) || ::tcgetattr(fd_, &saved_) != 0) return;
     termios raw = saved_;
     // Input: no CR->NL translation and no XON/XOFF, so the guest sees exactly what was typed.
     raw.c_iflag &= ~static_cast<tcflag_t>(ICRNL | INLCR | IGNCR | IXON);

@@ -9,13 +9,17 @@ namespace vmm {
 
 class Terminal {
 public:
-    // Does nothing if `fd` is not a terminal (a pipe, a file, /dev/null).
+    // Does nothing if `fd` is not a terminal (a pipe, a file, /dev/null) or not ours (may_use()).
     explicit Terminal(int fd);
     ~Terminal();
     Terminal(const Terminal&) = delete;
     Terminal& operator=(const Terminal&) = delete;
 
     bool is_raw() const { return raw_; }
+
+    // False when `fd` is a terminal this process does not own (lkvm started with '&'): reading it
+    // or changing its mode would stop lkvm with SIGTTIN/SIGTTOU. True for non-terminals.
+    static bool may_use(int fd);
 
 private:
     int fd_;

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -77,4 +78,14 @@ TEST_CASE("EventLoop lets a handler remove itself, and try_add refuses unpollabl
 
     vmm::UniqueFd null_fd(::open("/dev/null", O_RDONLY));
     CHECK_FALSE(loop.try_add(null_fd.get(), "null", [] {}));
+}
+
+TEST_CASE("SignalFd turns SIGTERM into a readable fd instead of killing the process") {
+    vmm::SignalFd signals;
+    CHECK_FALSE(signals.read_signal());
+    REQUIRE(::pthread_kill(::pthread_self(), SIGTERM) == 0);
+    auto signo = signals.read_signal();
+    REQUIRE(signo);
+    CHECK(*signo == SIGTERM);
+    CHECK_FALSE(signals.read_signal());
 }
