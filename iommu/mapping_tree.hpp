@@ -24,12 +24,25 @@ class MappingTree {
         bool leaf;
         int count;  // entries (leaf) or children (inner)
     };
+    // Keys are kept sorted; values stay where they were written and keys carry a slot index, so
+    // an insert or erase shifts 9 bytes per entry instead of a whole Mapping, and touches one
+    // value's cache line (a cold leaf costs a few lines, not most of a kilobyte).
     struct Leaf : Node {
         Leaf* prev = nullptr;
         Leaf* next = nullptr;
-        std::array<std::uint64_t, kLeafCapacity> keys;  // searched apart from the values
-        std::array<Mapping, kLeafCapacity> values;
+        std::uint32_t used = 0;                         // occupied value slots
+        std::array<std::uint8_t, kLeafCapacity> slot;   // value slot of the i-th key
+        std::array<std::uint64_t, kLeafCapacity> keys;   // sorted, searched apart from the values
+        std::array<std::uint64_t, kLeafCapacity> lasts;  // last IOVA of the i-th key's entry, so
+                                                         // overlap checks need no value
+        std::array<Mapping, kLeafCapacity> values;       // in no particular order
+
+        const Mapping& value(int i) const { return values[slot[static_cast<std::size_t>(i)]]; }
+        void insert(int i, const Mapping& mapping);  // at sorted position i; count < capacity
+        void remove(int i, int n);                   // entries [i, i + n)
+        void push_back(const Mapping& mapping) { insert(count, mapping); }
     };
+    static_assert(kLeafCapacity <= 32, "Leaf::used is a 32-bit mask");
     struct Inner : Node {
         // children[i] holds keys k with keys[i-1] <= k < keys[i].
         std::array<std::uint64_t, kInnerCapacity - 1> keys;
@@ -41,8 +54,8 @@ public:
     class Cursor {
     public:
         bool at_end() const { return leaf_ == nullptr; }
-        const Mapping& operator*() const { return leaf_->values[index_]; }
-        const Mapping* operator->() const { return &leaf_->values[index_]; }
+        const Mapping& operator*() const { return leaf_->value(index_); }
+        const Mapping* operator->() const { return &leaf_->value(index_); }
         void next();
         void prev();  // before the first entry: at_end()
 
