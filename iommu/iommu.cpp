@@ -180,6 +180,8 @@ void Iommu::leave_domain(Endpoint& endpoint) {
     DomainState* state = endpoint.domain;
     if (!state) return;
     endpoint.domain = nullptr;
+    endpoint.maps += state->maps - endpoint.joined_maps;
+    endpoint.unmaps += state->unmaps - endpoint.joined_unmaps;
     state->domain.remove_member(endpoint.config.id);
     if (state->domain.members().empty()) {
         // Reference 1.7 / D28: the domain dies with its mappings when its last endpoint leaves.
@@ -234,6 +236,8 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
     to->domain.add_member(endpoint_id, endpoint.config.listener.get());
     to->reserved.insert(to->reserved.end(), endpoint.config.reserved.begin(), endpoint.config.reserved.end());
     endpoint.domain = to;
+    endpoint.joined_maps = to->maps;
+    endpoint.joined_unmaps = to->unmaps;
     return finish(Status::Ok);
 }
 
@@ -399,6 +403,8 @@ void Iommu::reset() {
     std::unique_lock lock(lock_);
     for (auto& [id, endpoint] : endpoints_) {
         if (!endpoint.domain) continue;
+        endpoint.maps += endpoint.domain->maps - endpoint.joined_maps;
+        endpoint.unmaps += endpoint.domain->unmaps - endpoint.joined_unmaps;
         endpoint.domain = nullptr;
         if (MapListener* listener = endpoint.config.listener.get()) force_listener_detach(id, *listener, unattached_bypass_);
     }

@@ -65,7 +65,14 @@ std::optional<EndpointStats> Iommu::endpoint_stats(EndpointId id) const {
     const Endpoint& endpoint = it->second;
     EndpointStats stats;
     stats.id = id;
-    if (endpoint.domain) stats.domain = endpoint.domain->domain.id();
+    stats.maps = endpoint.maps;
+    stats.unmaps = endpoint.unmaps;
+    if (endpoint.domain) {
+        stats.domain = endpoint.domain->domain.id();
+        stats.maps += endpoint.domain->maps - endpoint.joined_maps;
+        stats.unmaps += endpoint.domain->unmaps - endpoint.joined_unmaps;
+        stats.live_mappings = endpoint.domain->domain.mapping_count();
+    }
     stats.has_listener = endpoint.config.listener != nullptr;
     stats.attaches = endpoint.attaches;
     stats.detaches = endpoint.detaches;
@@ -107,8 +114,8 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
             append(out, " domain %u", endpoint.domain->domain.id());
         else
             append(out, " unattached");
-        append(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64,
-               endpoint.attaches, endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
+        append(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
+               endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
         append_statuses(out, endpoint.statuses);
         out += '\n';
         for (const ResvRegion& region : endpoint.config.reserved)

@@ -291,9 +291,24 @@ TEST_CASE("Counters per domain and endpoint, and the mapping dump") {
     CHECK(endpoint.attaches == 1);
     CHECK(endpoint.domain == 3u);
     CHECK_FALSE(endpoint.has_listener);
+    CHECK(endpoint.maps == 3);
+    CHECK(endpoint.unmaps == 2);
+    CHECK(endpoint.live_mappings == 1);
     CHECK(m.iommu->stats().maps == 3);
     const std::string dump = m.iommu->dump();
     CHECK(dump.find("domain 3: 1 mappings") != std::string::npos);
     CHECK(dump.find("[0x7000, 0x7fff] -> 0x40007000 rw") != std::string::npos);
     CHECK(dump.find("endpoint 10: external unattached") != std::string::npos);
+    // Counters follow the endpoint across domains; a joining endpoint starts from zero.
+    REQUIRE(m.iommu->attach(10, 3, 0) == Status::Ok);
+    REQUIRE(m.map_page(3, 9) == Status::Ok);
+    REQUIRE(m.iommu->attach(1, 4, 0) == Status::Ok);
+    REQUIRE(m.map_page(4, 1) == Status::Ok);
+    CHECK(m.iommu->endpoint_stats(1)->maps == 5);
+    CHECK(m.iommu->endpoint_stats(1)->live_mappings == 1);
+    CHECK(m.iommu->endpoint_stats(10)->maps == 1);
+    CHECK(m.iommu->endpoint_stats(10)->live_mappings == 2);
+    m.iommu->reset();
+    CHECK(m.iommu->endpoint_stats(1)->maps == 5);
+    CHECK(m.iommu->endpoint_stats(1)->live_mappings == 0);
 }
