@@ -41,12 +41,11 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
-        ->type_name("serial|virtio")
-        ->capture_default_str();
+        ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
     run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
-    run.add_flag("--debug", c.debug, "log debug messages (exits, devices, boot steps) to stderr");
+    run.add_flag("--debug", c.debug, "log debug messages (memory map, devices, boot timings) to stderr");
     run.add_flag("--no-reboot", c.no_reboot, "exit when the guest reboots instead of rebooting it");
 }
 
@@ -85,6 +84,12 @@ Command parse(int argc, const char* const* argv) {
 
     RunOptions options;
     add_run_options(*run, options);
+    run->footer(
+        "The guest console is the 16550 UART at ttyS0 (and earlycon); -p defaults to\n"
+        "\"console=ttyS0 earlycon\" (\"console=hvc0 earlycon\" with --console virtio).\n"
+        "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
+        "Exit status: 0 guest powered off (or rebooted with --no-reboot), 1 setup failure,\n"
+        "2 usage error, 3 guest crash, 128+N stopped by signal N.");
 
     if (argc <= 1) return Exit{kUsageError, "", app.help()};
     // CLI11 would report a mistyped command as "a subcommand is required"; name it instead.

@@ -71,7 +71,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     bus_.add(layout::kUart, uart_, "uart");
 
     // 5. (vIOMMU: issue 4.)
-    // 6. virtio devices, one virtio-mmio slot each, in command-line order.
+    // 6. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
     add_virtio_devices();
     // 7. (PCIe host bridge and VFIO functions: issue 6.)
 
