@@ -1,5 +1,6 @@
 // iommu::Iommu observability: counters per endpoint and per domain, and a mapping dump, for the
 // VMM to expose (e.g. on a debug socket or at exit).
+#include <algorithm>
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
@@ -108,7 +109,12 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     std::string out;
     append(out, "iommu: %zu endpoints, %zu domains, %zu mappings, unattached %s\n", endpoints_.size(),
            domains_.size(), live_mappings_, unattached_bypass_ ? "bypass" : "blocked");
-    for (const auto& [id, endpoint] : endpoints_) {
+    // Sorted by ID so that two dumps compare line by line.
+    std::vector<EndpointId> endpoint_ids;
+    for (const auto& [id, endpoint] : endpoints_) endpoint_ids.push_back(id);
+    std::sort(endpoint_ids.begin(), endpoint_ids.end());
+    for (EndpointId id : endpoint_ids) {
+        const Endpoint& endpoint = endpoints_.at(id);
         append(out, "endpoint %u: %s", id, endpoint.config.listener ? "external" : "emulated");
         if (endpoint.domain)
             append(out, " domain %u", endpoint.domain->domain.id());
@@ -122,7 +128,11 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
             append(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n", region.kind == ResvKind::Msi ? "msi" : "reserved",
                    region.first.value, region.last.value);
     }
-    for (const auto& [id, state] : domains_) {
+    std::vector<DomainId> domain_ids;
+    for (const auto& [id, state] : domains_) domain_ids.push_back(id);
+    std::sort(domain_ids.begin(), domain_ids.end());
+    for (DomainId id : domain_ids) {
+        const DomainState* state = domains_.at(id).get();
         const Domain& domain = state->domain;
         append(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
                domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
