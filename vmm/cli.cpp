@@ -16,6 +16,8 @@ struct RunOptions {
     std::string params;
     std::string console = "serial";
     CLI::Option* params_option = nullptr;
+    std::string viommu;
+    CLI::Option* viommu_option = nullptr;
 };
 
 // Digits only: CLI11 would otherwise wrap "-5" into a huge unsigned value.
@@ -43,6 +45,11 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
+    o.viommu_option = run.add_option("--viommu", o.viommu,
+                                     "put devices behind a virtio-iommu (guest-controlled DMA translation); "
+                                     "alone: all devices, page_size=4K,bypass=1,input_bits=48")
+                          ->type_name("[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N]")
+                          ->expected(0, 1);
     run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
     run.add_flag("--debug", c.debug, "log debug messages (memory map, devices, boot timings) to stderr");
@@ -87,6 +94,10 @@ Command parse(int argc, const char* const* argv) {
     run->footer(
         "The guest console is the 16550 UART at ttyS0 (and earlycon); -p defaults to\n"
         "\"console=ttyS0 earlycon\" (\"console=hvc0 earlycon\" with --console virtio).\n"
+        "--viommu: the virtio-iommu is the first virtio-mmio device; the device in virtio-mmio\n"
+        "slot i is endpoint 0x10000+i (iommus = <&viommu 0x10000+i>), PCI functions use their\n"
+        "requester ID. Endpoints offer VIRTIO_F_ACCESS_PLATFORM; bypass=1 lets them DMA\n"
+        "untranslated until the guest's driver attaches them (also the iommu.passthrough=1 path).\n"
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
         "Exit status: 0 guest powered off (or rebooted with --no-reboot), 1 setup failure,\n"
         "2 usage error, 3 guest crash, 128+N stopped by signal N.");
@@ -121,6 +132,12 @@ Command parse(int argc, const char* const* argv) {
     else if (options.console == "virtio") result.config.console = ConsoleKind::Virtio;
     else return usage_error("--console " + options.console + ": choose serial or virtio", "lkvm run");
     if (options.params_option->count() > 0) result.config.params = options.params;
+    if (options.viommu_option->count() > 0) {
+        ViommuConfig viommu;
+        if (std::string error = parse_viommu(options.viommu, viommu); !error.empty())
+            return usage_error(error, "lkvm run");
+        result.config.viommu = viommu;
+    }
     for (const std::string& spec : options.disk_specs) {
         DiskConfig disk;
         if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");

@@ -128,7 +128,10 @@ std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {
     if (kernel_params(c).size() >= kMaxKernelParams)
         errors.push_back("-p/--params: the kernel command line is " + std::to_string(kernel_params(c).size()) +
                          " bytes; arm64 Linux accepts at most " + std::to_string(kMaxKernelParams - 1));
-    std::size_t virtio_devices = c.disks.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0);
+    if (c.viommu)
+        for (std::string& e : check_viommu(*c.viommu)) errors.push_back(std::move(e));
+    std::size_t virtio_devices = c.disks.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
+                                 (c.viommu ? 1 : 0);
     if (virtio_devices > layout::kVirtioMmioSlots)
         errors.push_back("too many virtio devices (" + std::to_string(virtio_devices) + "); lkvm has " +
                          std::to_string(layout::kVirtioMmioSlots) + " virtio-mmio slots");

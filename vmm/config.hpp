@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "vmm/viommu_config.hpp"
+
 namespace vmm {
 
 enum class ConsoleKind { Serial, Virtio };
@@ -25,6 +27,7 @@ struct VmConfig {
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
     ConsoleKind console = ConsoleKind::Serial;
     bool rng = false;
+    std::optional<ViommuConfig> viommu;  // --viommu; unset: no vIOMMU
     std::string name;                   // empty: main picks "guest-<pid>"
     std::string dump_dtb;               // non-empty: write the DTB there and exit
     bool debug = false;

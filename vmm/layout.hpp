@@ -117,6 +117,17 @@ constexpr GuestRange virtio_mmio_slot(unsigned index) {
 }
 constexpr std::uint32_t virtio_mmio_spi(unsigned index) { return kVirtioMmioSpiBase + index; }
 
+// virtio-iommu endpoint IDs (the cell of `iommus = <&viommu EPID>`, reference 3.6). Stable: they
+// follow from the command line alone.
+//   0x00000-0x0ffff  PCI functions: EPID = requester ID (bus << 8 | dev << 3 | fn), through the
+//                    host bridge's iommu-map = <0 &viommu 0 0x10000>
+//   0x10000 + i      the virtio-mmio device in slot i. With --viommu, slot 0 is the virtio-iommu
+//                    itself (first, so it probes before its endpoints) and is no endpoint; the
+//                    devices follow in their usual order (disks, rng, console) from slot 1.
+inline constexpr std::uint32_t kPciEndpointLast = 0xffff;
+inline constexpr std::uint32_t kVirtioMmioEndpointBase = 0x10000;
+constexpr std::uint32_t virtio_mmio_endpoint(unsigned index) { return kVirtioMmioEndpointBase + index; }
+
 // RAM for `size` bytes, or nothing when it is empty or does not fit below the 64-bit PCIe window.
 constexpr std::optional<GuestRange> ram(std::uint64_t size) {
     if (size == 0 || size > kMaxRamSize) return std::nullopt;

@@ -26,6 +26,7 @@
 #include "vmm/kvm/system.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/kvm/vm.hpp"
+#include "vmm/viommu_setup.hpp"
 
 namespace vmm {
 
@@ -79,6 +80,8 @@ private:
     kvm::SpiLevelLine uart_irq_;
     devices::Uart16550 uart_;
     std::vector<std::unique_ptr<VirtioSlot>> virtio_;
+    // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
+    std::unique_ptr<ViommuSetup> viommu_;
     virtio::MmioTransport* console_ = nullptr;  // the virtio-console slot with --console virtio
     std::vector<std::uint8_t> dtb_;
 };

@@ -1,0 +1,136 @@
+#include "vmm/viommu_config.hpp"
+
+#include <bit>
+#include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <optional>
+
+namespace vmm {
+namespace {
+
+// "123", "0x1f" (no sign, no spaces), whole string.
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+    int base = 10;
+    if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+        base = 16;
+        text.remove_prefix(2);
+    }
+    if (text.empty()) return std::nullopt;
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
+    if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    return value;
+}
+
+// page_size value: SIZE with a K/M/G suffix (a power of two: that granule and every larger
+// size), or a plain number taken as the mask itself.
+std::optional<std::uint64_t> parse_page_size(std::string_view text) {
+    if (text.empty()) return std::nullopt;
+    unsigned shift = 0;
+    switch (text.back()) {
+        case 'K': case 'k': shift = 10; break;
+        case 'M': case 'm': shift = 20; break;
+        case 'G': case 'g': shift = 30; break;
+        default: return parse_number(text);
+    }
+    auto size = parse_number(text.substr(0, text.size() - 1));
+    if (!size || *size == 0 || !std::has_single_bit(*size) || *size > (std::uint64_t{1} << (63 - shift)))
+        return std::nullopt;
+    return ~((*size << shift) - 1);
+}
+
+std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+    return buf;
+}
+
+}  // namespace
+
+std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
+    const std::string where = "--viommu " + std::string(spec);
+    bool devices_given = false;
+    bool range_given = false;
+    ViommuConfig c = out;
+    c.virtio = c.vfio = false;
+    while (!spec.empty()) {
+        const std::size_t comma = spec.find(',');
+        const std::string_view item = spec.substr(0, comma);
+        spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
+        if (item.empty()) return where + ": empty item; separate options with single commas";
+        const std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos) {
+            if (item == "virtio") c.virtio = true;
+            else if (item == "vfio") c.vfio = true;
+            else if (item == "all") c.virtio = c.vfio = true;
+            else
+                return where + ": unknown device kind '" + std::string(item) +
+                       "'; use virtio, vfio or all, then options such as page_size=4K,bypass=1";
+            devices_given = true;
+            continue;
+        }
+        const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
+        const std::string bad = where + ": bad value '" + std::string(value) + "' for " + std::string(key);
+        if (key == "page_size") {
+            auto mask = parse_page_size(value);
+            if (!mask) return bad + "; use 4K, 64K or a mask such as 0x40201000";
+            c.page_size_mask = *mask;
+        } else if (key == "bypass") {
+            if (value == "0") c.boot_bypass = false;
+            else if (value == "1") c.boot_bypass = true;
+            else return bad + "; use bypass=0 or bypass=1";
+        } else if (key == "input_bits") {
+            auto bits = parse_number(value);
+            if (!bits || *bits < 12 || *bits > 64) return bad + "; use a number of address bits from 12 to 64";
+            if (range_given) return where + ": give input_bits or input_range, not both";
+            c.input_first = 0;
+            c.input_last = *bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << *bits) - 1;
+            range_given = true;
+        } else if (key == "input_range") {
+            const std::size_t dash = value.find('-');
+            auto first = parse_number(value.substr(0, dash));
+            auto last = dash == std::string_view::npos ? std::nullopt : parse_number(value.substr(dash + 1));
+            if (!first || !last) return bad + "; use input_range=START-END (inclusive), e.g. 0x0-0xffffffffffff";
+            if (range_given) return where + ": give input_bits or input_range, not both";
+            c.input_first = *first;
+            c.input_last = *last;
+            range_given = true;
+        } else {
+            return where + ": unknown option '" + std::string(key) +
+                   "'; the options are page_size=, bypass=, input_range= and input_bits=";
+        }
+    }
+    if (!devices_given) c.virtio = c.vfio = true;  // the bare flag (or options only): everything
+    out = c;
+    return {};
+}
+
+std::vector<std::string> check_viommu(const ViommuConfig& c) {
+    std::vector<std::string> errors;
+    if (c.page_size_mask == 0) {
+        errors.push_back("--viommu page_size=0: the page size mask needs at least one bit (virtio 1.2 5.13.4)");
+        return errors;
+    }
+    const std::uint64_t granule = c.page_size_mask & -c.page_size_mask;
+    if (granule > kViommuMaxGranule)
+        errors.push_back("--viommu page_size=" + hex(c.page_size_mask) + ": granule " + hex(granule) +
+                         " is larger than any arm64 page (Linux refuses it); use page_size=4K or 64K");
+    if (c.input_first > c.input_last)
+        errors.push_back("--viommu input_range=" + hex(c.input_first) + "-" + hex(c.input_last) +
+                         ": START is above END");
+    else if (c.input_first % granule != 0 || (c.input_last != ~std::uint64_t{0} && (c.input_last + 1) % granule != 0) ||
+             c.input_last - c.input_first < granule - 1)
+        errors.push_back("--viommu input_range=" + hex(c.input_first) + "-" + hex(c.input_last) +
+                         ": must hold whole pages of the granule " + hex(granule) + " (START aligned, END+1 aligned)");
+    if (!c.virtio && !c.vfio) errors.push_back("--viommu: no device kind selected; use virtio, vfio or all");
+    return errors;
+}
+
+std::string describe(const ViommuConfig& c) {
+    std::string kinds = c.virtio && c.vfio ? "virtio+vfio" : c.virtio ? "virtio" : c.vfio ? "vfio" : "none";
+    return kinds + ", page_size_mask=" + hex(c.page_size_mask) + ", bypass=" + (c.boot_bypass ? "1" : "0") +
+           ", input=" + hex(c.input_first) + "-" + hex(c.input_last);
+}
+
+}  // namespace vmm

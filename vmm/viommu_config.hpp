@@ -1,0 +1,55 @@
+// ViommuConfig: what `lkvm run --viommu[=SPEC]` asked for, as plain data, with its parser (used by
+// vmm/cli.cpp) and its checks (used by validate()). Syntax, kvmtool-branch style:
+//
+//   --viommu                      everything behind the vIOMMU with the defaults below
+//   --viommu virtio[,OPTIONS]     only the emulated virtio-mmio devices
+//   --viommu vfio[,OPTIONS]       only assigned PCI functions (--vfio-pci)
+//   --viommu all[,OPTIONS]        both (the same as virtio,vfio)
+//   --viommu OPTIONS              both, with options
+//
+//   OPTIONS (comma-separated):
+//     page_size=4K|64K|MASK       page_size_mask (virtio 1.2 5.13.4). 4K: granule 4 KiB and every
+//                                 larger power of two (Linux then maps big contiguous buffers in
+//                                 one MAP); 64K likewise from 64 KiB; MASK a number (0x...), whose
+//                                 lowest set bit is the granule. Default 4K.
+//     bypass=0|1                  boot value of config.bypass (5.13.4, reference 1.5): whether
+//                                 endpoints DMA untranslated until the driver attaches them.
+//                                 Default 1 (QEMU's boot-bypass default): guests without the driver
+//                                 keep working. Restored on VM reset, kept over device reset (D6).
+//     input_range=START-END       IOVA window the driver may map (inclusive END). Default 48 bits.
+//     input_bits=N                the same as input_range=0-(2^N - 1), 12 <= N <= 64.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vmm {
+
+struct ViommuConfig {
+    bool virtio = true;  // emulated virtio-mmio devices are endpoints
+    bool vfio = true;    // assigned PCI functions are endpoints (their RID is the endpoint ID)
+    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
+    bool boot_bypass = true;
+    std::uint64_t input_first = 0;
+    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
+
+    bool operator==(const ViommuConfig&) const = default;
+};
+
+// Parses a --viommu value ("" for the bare flag) into `out` (which starts from the defaults).
+// Returns an error text naming the bad part, or empty.
+std::string parse_viommu(std::string_view spec, ViommuConfig& out);
+
+// Problems with a parsed configuration that the syntax cannot catch, one line each.
+std::vector<std::string> check_viommu(const ViommuConfig& config);
+
+// One line for --debug: "virtio+vfio, page_size_mask=0x..., bypass=1, input=0x0-0x...".
+std::string describe(const ViommuConfig& config);
+
+// Largest granule accepted: no arm64 guest has pages larger than 64 KiB, and Linux refuses a
+// granule above its PAGE_SIZE (reference 3.1, L2).
+inline constexpr std::uint64_t kViommuMaxGranule = 64 * 1024;
+
+}  // namespace vmm

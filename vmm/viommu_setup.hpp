@@ -1,0 +1,73 @@
+// vmm::ViommuSetup: the machine's `--viommu` — one iommu::Iommu model, its virtio-iommu device in
+// the first virtio-mmio slot, and the emulated virtio-mmio devices registered behind it as
+// endpoints. The machine does three calls (take_device, connect, add_virtio_endpoint per slot);
+// everything else about the vIOMMU lives here.
+//
+// Endpoint IDs (stable, also in vmm/layout.hpp and the README): virtio-mmio slot i is endpoint
+// 0x10000 + i (layout::virtio_mmio_endpoint); slot 0 is the virtio-iommu itself and no endpoint.
+// IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map, reference 3.6).
+//
+// Lifetime: built before the slots and destroyed before them (the Machine declares it after its
+// slots), so the FaultForwarder unregisters before the transport it posts into goes away. A VM
+// reset rebuilds the Machine, hence a new model with config.bypass back at its boot value (D6).
+//
+// Threads and locks: see iommu/virtio_iommu.hpp "Locking". A blk request that faults on the
+// event-loop thread holds its own transport lock, then the FaultForwarder takes the
+// virtio-iommu's transport lock (endpoint -> viommu, never the reverse: the viommu request path
+// takes only the Iommu lock, which faulting threads release before reporting).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "devices/virtio_mmio_node.hpp"
+#include "iommu/iommu.hpp"
+#include "iommu/virtio_iommu.hpp"
+#include "virtio/device.hpp"
+#include "virtio/mmio_transport.hpp"
+#include "vmm/viommu_config.hpp"
+
+namespace vmm {
+
+// The virtio-iommu device configuration for a --viommu configuration.
+iommu::VirtioIommuConfig device_config(const ViommuConfig& config);
+
+class ViommuSetup {
+public:
+    // Throws SetupError for a configuration the device rejects (validate() catches those first).
+    explicit ViommuSetup(const ViommuConfig& config);
+    ~ViommuSetup();
+    ViommuSetup(const ViommuSetup&) = delete;
+    ViommuSetup& operator=(const ViommuSetup&) = delete;
+
+    // The virtio-iommu device, for the caller to put behind a transport (once).
+    std::unique_ptr<virtio::Device> take_device();
+    // The transport and DT node the device went into: the node becomes the IOMMU
+    // (#iommu-cells = <1>, phandle) and translation faults reach the device's eventq.
+    void connect(virtio::MmioTransport& transport, devices::VirtioMmioNode& node);
+
+    // Puts the emulated device in virtio-mmio slot `slot` behind the vIOMMU when the
+    // configuration covers virtio devices: registers the endpoint, offers ACCESS_PLATFORM through
+    // `transport` (DMA translated iff negotiated, virtio 1.2 6.1) and writes `iommus` into `node`.
+    // Returns the endpoint ID, or nothing when the device stays untranslated.
+    std::optional<iommu::EndpointId> add_virtio_endpoint(unsigned slot, virtio::MmioTransport& transport,
+                                                         devices::VirtioMmioNode& node);
+
+    const ViommuConfig& config() const { return config_; }
+    // The model, for other endpoint kinds (VFIO functions register with a MapListener).
+    const std::shared_ptr<iommu::Iommu>& model() const { return iommu_; }
+    // Counters and mappings (for --debug at exit and for the control channel).
+    std::string dump() const;
+
+private:
+    const ViommuConfig config_;
+    std::shared_ptr<iommu::Iommu> iommu_;
+    std::unique_ptr<iommu::VirtioIommu> owned_device_;  // until take_device()
+    iommu::VirtioIommu* device_ = nullptr;
+    virtio::MmioTransport* transport_ = nullptr;
+    std::unique_ptr<iommu::FaultForwarder> forwarder_;
+};
+
+}  // namespace vmm
