@@ -184,6 +184,11 @@ void Blk::process(const DescriptorChain& chain) {
     bool data_written = false;
     if (!header) {
         vmm::guest_error(log_, "virtio-blk: request header missing or unreadable");
+    } else if (fail_next_ > 0 && header->type != VIRTIO_BLK_T_GET_ID) {
+        --fail_next_;
+        ++forced_failures_;
+        vmm::log_info("virtio-blk: request at sector %llu failed on purpose (fail-next)",
+                      static_cast<unsigned long long>(header->sector));
     } else {
         switch (header->type) {
             case VIRTIO_BLK_T_IN:

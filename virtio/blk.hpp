@@ -42,6 +42,13 @@ public:
 
     std::uint64_t capacity_sectors() const { return capacity_bytes_ / kSectorSize; }
 
+    // Fault injection (`lkvm debug NAME fail-next`): the next `count` requests complete with
+    // VIRTIO_BLK_S_IOERR without touching the disk, as a failing host disk would answer them.
+    // Under the transport lock, like every call into the device.
+    void fail_next_requests(unsigned count) { fail_next_ = count; }
+    unsigned pending_forced_failures() const { return fail_next_; }
+    std::uint64_t forced_failures() const { return forced_failures_; }
+
 private:
     void process(const DescriptorChain& chain);
     std::uint8_t read_request(std::uint64_t sector, const DescriptorChain& chain, std::uint64_t data_len);
@@ -58,6 +65,8 @@ private:
     DeviceContext* context_ = nullptr;
     const vmm::DmaMemory* memory_ = nullptr;
     vmm::RateLimiter log_;
+    unsigned fail_next_ = 0;
+    std::uint64_t forced_failures_ = 0;
 };
 
 }  // namespace virtio

@@ -1,0 +1,60 @@
+// vmm::VmControl: the ControlTarget of a running VM, built by Machine::run from the machine's parts
+// (non-owning pointers into the Machine). Portable and unit-tested over real transports and
+// devices: the Machine only lists what it has.
+//
+// Threads: every call runs on the event-loop thread. Devices are reached through
+// MmioTransport::with_device (their transport lock), the Iommu through its own thread-safe
+// observability calls, never while a transport lock is held (the lock order of
+// iommu/virtio_iommu.hpp).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "iommu/iommu.hpp"
+#include "virtio/mmio_transport.hpp"
+#include "vmm/control_target.hpp"
+
+namespace vmm {
+
+struct VmControlDevice {
+    unsigned slot = 0;                             // virtio-mmio slot
+    virtio::MmioTransport* transport = nullptr;    // never null
+    std::optional<std::uint32_t> endpoint;         // behind the vIOMMU: its endpoint ID
+};
+
+struct VmControlParts {
+    std::string name;
+    unsigned cpus = 0;
+    std::uint64_t mem_mib = 0;
+    std::vector<VmControlDevice> devices;  // slot order
+    std::shared_ptr<iommu::Iommu> iommu;   // null: no vIOMMU
+    virtio::MmioTransport* viommu = nullptr;  // the transport holding the iommu::VirtioIommu
+    std::function<void()> stop;               // the orderly-shutdown path (as SIGTERM)
+};
+
+class VmControl final : public ControlTarget {
+public:
+    explicit VmControl(VmControlParts parts);
+
+    void stop() override;
+    std::string stat() override;
+    ControlResponse dump() override;
+    ControlResponse inject_fault(std::uint32_t endpoint, bool write, std::uint64_t address) override;
+    ControlResponse fail_next(std::string_view target, unsigned count) override;
+
+private:
+    // "blk0", "blk1" (disks in command-line order), "rng", "console", "iommu", else the device name.
+    std::string label(const VmControlDevice& device) const;
+    const VmControlDevice* find_device(std::string_view target) const;
+    std::string endpoint_list() const;
+
+    VmControlParts parts_;
+    std::vector<std::string> labels_;  // per device
+};
+
+}  // namespace vmm
