@@ -38,6 +38,11 @@ public:
     Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const AssignmentConfig& config, pci::HostBridge& bridge,
                pci::BarAllocator& allocator, pci::BarSpace& bars, pci::MsiRouter& msi);
     ~Assignment();
+
+    // Teardown step one, before anything else of the machine goes (the vIOMMU's reset included):
+    // every function stops (no more DMA), then every DMA mapping is dropped. The destructor
+    // calls it if the machine did not.
+    void stop();
     Assignment(const Assignment&) = delete;
     Assignment& operator=(const Assignment&) = delete;
 
@@ -54,6 +59,7 @@ public:
 
 private:
     std::shared_ptr<DmaMapper> mapper_;
+    bool stopped_ = false;
     std::vector<std::shared_ptr<Container>> containers_;
     std::map<unsigned, std::shared_ptr<Group>> groups_;
     std::vector<std::unique_ptr<VfioPciFunction>> functions_;  // declared last: destroyed first

@@ -86,7 +86,6 @@ void DmaMapper::shutdown() {
 }
 
 DmaMapper::Endpoint* DmaMapper::find(iommu::EndpointId endpoint) {
-    if (shut_down_) return nullptr;
     auto it = endpoints_.find(endpoint);
     return it == endpoints_.end() ? nullptr : &it->second;
 }
@@ -292,6 +291,7 @@ ListenerResult DmaMapper::release_holder(Space& space, iommu::EndpointId endpoin
 
 ListenerResult DmaMapper::detach(iommu::EndpointId id, bool bypass) {
     std::lock_guard guard(lock_);
+    if (shut_down_) return ListenerResult::Ok;
     Endpoint* e = find(id);
     if (!e) return ListenerResult::Failed;
     Space& space = *e->space;
@@ -326,6 +326,7 @@ ListenerResult DmaMapper::detach(iommu::EndpointId id, bool bypass) {
 
 ListenerResult DmaMapper::attach(iommu::EndpointId id, iommu::DomainId domain, bool bypass) {
     std::lock_guard guard(lock_);
+    if (shut_down_) return ListenerResult::Ok;
     Endpoint* e = find(id);
     if (!e) return ListenerResult::Failed;
     Space& space = *e->space;
@@ -350,6 +351,7 @@ ListenerResult DmaMapper::attach(iommu::EndpointId id, iommu::DomainId domain, b
 
 ListenerResult DmaMapper::map(iommu::EndpointId id, const iommu::Mapping& mapping) {
     std::lock_guard guard(lock_);
+    if (shut_down_) return ListenerResult::Ok;
     Endpoint* e = find(id);
     if (!e || e->mode != Mode::Domain) return ListenerResult::Failed;
     Space& space = *e->space;
@@ -379,6 +381,7 @@ ListenerResult DmaMapper::map(iommu::EndpointId id, const iommu::Mapping& mappin
 
 ListenerResult DmaMapper::unmap(iommu::EndpointId id, const iommu::Mapping& mapping) {
     std::lock_guard guard(lock_);
+    if (shut_down_) return ListenerResult::Ok;
     Endpoint* e = find(id);
     if (!e || e->mode != Mode::Domain) return ListenerResult::Failed;
     Space& space = *e->space;
@@ -400,6 +403,7 @@ ListenerResult DmaMapper::unmap(iommu::EndpointId id, const iommu::Mapping& mapp
 
 void DmaMapper::set_bus_master(iommu::EndpointId id, bool enabled) {
     std::lock_guard guard(lock_);
+    if (shut_down_) return;
     Endpoint* e = find(id);
     if (!e || e->bus_master == enabled) return;
     e->bus_master = enabled;

@@ -84,8 +84,11 @@ public:
     iommu::ListenerResult map(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
     iommu::ListenerResult unmap(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
 
-    // Unmaps everything now, while the groups are still open (at lkvm exit, before the devices
-    // close); later listener calls fail. The destructor does the same if this was not called.
+    // At teardown, after the functions stopped mastering the bus: unmaps everything now, while
+    // the groups are still open. Later listener calls (the vIOMMU's reset as it goes away)
+    // succeed without touching the host: no device can DMA any more, and re-creating a bypass
+    // identity map just to drop it would pin all guest RAM for nothing. The destructor unmaps
+    // too if this was not called.
     void shutdown();
 
     DmaMapperStats stats() const;

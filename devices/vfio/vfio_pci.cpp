@@ -21,8 +21,12 @@ bool overlaps(std::size_t offset, std::size_t size, std::size_t first, std::size
 
 }  // namespace
 
-VfioPciFunction::~VfioPciFunction() {
+VfioPciFunction::~VfioPciFunction() { stop(); }
+
+void VfioPciFunction::stop() {
     std::lock_guard guard(lock_);
+    if (stopped_) return;
+    stopped_ = true;
     shut_down();
 }
 

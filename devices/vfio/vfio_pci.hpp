@@ -62,6 +62,10 @@ public:
     void config_read(std::uint16_t offset, std::span<std::uint8_t> data) override;
     void config_write(std::uint16_t offset, std::span<const std::uint8_t> data) override;
 
+    // Teardown, before the DMA mapper goes: MSI-X off, BARs off the guest, decode and bus
+    // mastering off, device reset. Idempotent; the destructor calls it too.
+    void stop();
+
     const Device& device() const { return *device_; }
     VfioPciStats stats() const;
     // One line per BAR: size, guest address, direct and trapped pieces.
@@ -138,6 +142,7 @@ private:
     std::uint64_t page_size_;
     pci::Bdf bdf_;
     bool has_address_ = false;
+    bool stopped_ = false;
 
     mutable std::mutex lock_;
     pci::ConfigSpace shadow_;
