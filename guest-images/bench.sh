@@ -1,12 +1,16 @@
 #!/bin/bash
-# Boot benchmark in the nested rig: lkvm against Debian's QEMU, both on KVM inside L1, in one L1
-# boot (see tests/bench/boot-bench.sh for what is measured).
+# Benchmarks in the nested rig: lkvm against Debian's QEMU, both on KVM inside L1, one L1 boot per
+# benchmark:
+#   boot   L2 boot time and memory (tests/bench/boot-bench.sh), N runs per VMM
+#   blk    virtio-blk sequential O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and behind one in
+#          strict and lazy mode (tests/bench/blk-bench.sh), BLK_N boots per configuration
 #
-#   guest-images/bench.sh [N]        N runs per VMM (default 5)
+#   guest-images/bench.sh [N]        N runs per VMM for the boot benchmark (default 5)
 #
-# Environment: RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
-# Prints the RIG-BENCH lines at the end; the full log is guest-images/out/l1-boot-bench.log.
-# TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute seconds.
+# Environment: BENCHES (default "boot blk"), BLK_N (default 1), BLK_REPS (default 3),
+# RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
+# Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk}-bench.log.
+# TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute figures.
 set -euo pipefail
 
 RIG=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,8 +21,17 @@ case $N in ''|*[!0-9]*) echo "bench: N must be a number, got '$N'" >&2; exit 2 ;
 [ "${RIG_NO_BUILD:-0}" = 1 ] || "$RIG/build.sh"
 # Show progress (one RIG-RESULT line per L2 run) and the results; the whole console goes to the log.
 set +e
-RIG_TIMEOUT=${RIG_TIMEOUT:-$((120 + N * 2 * 60))} "$RIG/run-l1.sh" "$REPO/tests/bench/boot-bench.sh" "N=$N" 2>&1 |
-  grep --line-buffered -E '^(RIG-RESULT|RIG-BENCH|boot-bench:|run-l1:)' | grep --line-buffered -v '^RIG-BENCH raw:'
-rc=${PIPESTATUS[0]}
-echo "bench: full console output in $RIG/out/l1-boot-bench.log"
+rc=0
+for b in ${BENCHES:-boot blk}; do
+  case $b in
+    boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
+    blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
+    *) echo "bench: unknown benchmark '$b' (boot, blk)"; rc=2; continue ;;
+  esac
+  RIG_TIMEOUT=${RIG_TIMEOUT:-$timeout} "$RIG/run-l1.sh" "$REPO/tests/bench/$b-bench.sh" "${args[@]}" 2>&1 |
+    grep --line-buffered -E '^(RIG-RESULT|RIG-BENCH|[a-z]+-bench:|run-l1:)' | grep --line-buffered -v '^RIG-BENCH raw:'
+  r=${PIPESTATUS[0]}
+  [ "$r" = 0 ] || rc=$r
+  echo "bench: full console output in $RIG/out/l1-$b-bench.log"
+done
 exit "$rc"

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/gic_v3_node.hpp"
 #include "fdt/machine_tree.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "virtio/blk.hpp"
@@ -279,4 +280,40 @@ TEST_CASE("ViommuSetup: a driver that refuses ACCESS_PLATFORM gets untranslated 
     REQUIRE(rig.blk->start(~virtio::feature_bit(VIRTIO_F_ACCESS_PLATFORM)));
     const std::uint64_t data = rig.ram().alloc(512);
     CHECK(rig.read(data, 512) == VIRTIO_BLK_S_OK);
+}
+
+TEST_CASE("ViommuSetup: dtc decompiles the tree with #iommu-cells and iommus = <&viommu 0x10001>") {
+    if (std::system("command -v dtc >/dev/null 2>&1") != 0) {
+        MESSAGE("dtc not installed; skipped");
+        return;
+    }
+    Rig rig;
+    devices::GicV3Node gic{layout::kGicDist, layout::gic_redistributors(1), layout::kGicIts};
+    fdt::MachineDescription m{*layout::ram(64 << 20), {0}, "", std::nullopt, "", {}, {&gic, &rig.viommu_node, &rig.blk_node}};
+    auto blob = fdt::build_machine_tree(m);
+    char dtb[] = "/tmp/lkvm-viommu-dtb-XXXXXX";
+    const int fd = ::mkstemp(dtb);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, blob.data(), blob.size()) == static_cast<ssize_t>(blob.size()));
+    ::close(fd);
+    const std::string dts = std::string(dtb) + ".dts", err = std::string(dtb) + ".err";
+    const int rc = std::system(("dtc -I dtb -O dts -o " + dts + " " + dtb + " 2>" + err).c_str());
+    auto slurp = [](const std::string& path) {
+        std::string text;
+        if (FILE* f = std::fopen(path.c_str(), "r")) {
+            char buf[4096];
+            std::size_t n;
+            while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+            std::fclose(f);
+        }
+        return text;
+    };
+    const std::string text = slurp(dts), warnings = slurp(err);
+    ::unlink(dtb);
+    ::unlink(dts.c_str());
+    ::unlink(err.c_str());
+    CHECK(rc == 0);
+    CHECK_MESSAGE(warnings.empty(), warnings);
+    CHECK(text.find("#iommu-cells = <0x01>;") != std::string::npos);
+    CHECK(text.find("iommus = <0x03 0x10001>;") != std::string::npos);
 }
