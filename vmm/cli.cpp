@@ -85,9 +85,21 @@ Command parse(int argc, const char* const* argv) {
     app.require_subcommand(1);
     app.fallthrough(false);
 
-    // Subcommands, one line each; later: list, stop, stat, debug.
+    // Subcommands, one line each.
     CLI::App* run = app.add_subcommand("run", "boot a guest: lkvm run -k Image [-i initrd] [-p cmdline] ...");
     CLI::App* version = app.add_subcommand("version", "print lkvm's version");
+    ControlCommand control;
+    CLI::App* list = app.add_subcommand("list", "list the running guests: NAME PID STATE (removes stale sockets)");
+    CLI::App* stop = app.add_subcommand("stop", "stop a running guest in order (as SIGTERM): lkvm stop NAME");
+    CLI::App* stat = app.add_subcommand("stat", "show a guest's devices and vIOMMU counters: lkvm stat NAME");
+    CLI::App* debug = app.add_subcommand(
+        "debug", "lkvm debug NAME dump | fault EPID [read|write] [ADDRESS] | fail-next blkN|EPID [COUNT]");
+    for (CLI::App* sub : {stop, stat, debug}) sub->add_option("name", control.name, "the guest's -n/--name")->required();
+    debug->add_option("command", control.words, "dump: IOMMU mappings; fault: report a fault on the virtio-iommu eventq; "
+                                                "fail-next: fail the next COUNT requests of a disk")
+        ->required();
+    for (CLI::App* sub : {list, stop, stat, debug})
+        sub->footer("Control sockets: $XDG_RUNTIME_DIR/lkvm/NAME.sock, else ~/.lkvm/NAME.sock (owner only).");
 
     RunOptions options;
     add_run_options(*run, options);
@@ -99,7 +111,8 @@ Command parse(int argc, const char* const* argv) {
         "requester ID. Endpoints offer VIRTIO_F_ACCESS_PLATFORM; bypass=1 lets them DMA\n"
         "untranslated until the guest's driver attaches them (also the iommu.passthrough=1 path).\n"
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
-        "Exit status: 0 guest powered off (or rebooted with --no-reboot), 1 setup failure,\n"
+        "-n NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
+        "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
         "2 usage error, 3 guest crash, 128+N stopped by signal N.");
 
     if (argc <= 1) return Exit{kUsageError, "", app.help()};
@@ -122,10 +135,18 @@ Command parse(int argc, const char* const* argv) {
     } catch (const CLI::CallForVersion&) {
         return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
     } catch (const CLI::ParseError& e) {
-        return usage_error(e.what(), run->parsed() ? "lkvm run" : "lkvm");
+        std::string hint = "lkvm";
+        for (const CLI::App* sub : {run, list, stop, stat, debug})
+            if (sub->parsed()) hint += " " + sub->get_name();
+        return usage_error(e.what(), hint);
     }
 
     if (version->parsed()) return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
+    if (list->parsed()) return ControlCommand{ControlCommand::Kind::List, "", {}};
+    if (stop->parsed()) control.kind = ControlCommand::Kind::Stop;
+    if (stat->parsed()) control.kind = ControlCommand::Kind::Stat;
+    if (debug->parsed()) control.kind = ControlCommand::Kind::Debug;
+    if (stop->parsed() || stat->parsed() || debug->parsed()) return control;
 
     Run result{std::move(options.config)};
     if (options.console == "serial") result.config.console = ConsoleKind::Serial;

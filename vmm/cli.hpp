@@ -1,4 +1,5 @@
-// The command line: `lkvm run ...` (kvmtool's flags), `lkvm version`, `lkvm --help`. The only file
+// The command line: `lkvm run ...` (kvmtool's flags), `lkvm version`, `lkvm --help`, and the
+// control commands `lkvm list|stop|stat|debug` (vmm/control_cli.hpp). The only file
 // that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
 #pragma once
 
@@ -6,6 +7,7 @@
 #include <variant>
 
 #include "vmm/config.hpp"
+#include "vmm/control_cli.hpp"
 
 namespace vmm::cli {
 
@@ -23,7 +25,8 @@ struct Run {
     VmConfig config;
 };
 
-using Command = std::variant<Exit, Run>;
+// `lkvm list|stop|stat|debug`: a ControlCommand, run by vmm::run_control_command.
+using Command = std::variant<Exit, Run, ControlCommand>;
 
 Command parse(int argc, const char* const* argv);
 

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,8 +39,6 @@ std::string control_dir_from_env() {
     if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && runtime[0] == '/')
         return std::string(runtime) + "/lkvm";
     if (const char* home = std::getenv("HOME"); home && home[0] == '/') return std::string(home) + "/.lkvm";
-    if (const passwd* pw = ::getpwuid(::geteuid()); pw && pw->pw_dir && pw->pw_dir[0] == '/')
-        return std::string(pw->pw_dir) + "/.lkvm";
     throw SetupError("no directory for control sockets: set XDG_RUNTIME_DIR or HOME");
 }
 

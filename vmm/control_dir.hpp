@@ -1,7 +1,7 @@
 // Where the control sockets live and who may use them. One socket per running VM,
 // DIR/NAME.sock, in a per-user directory:
 //   $XDG_RUNTIME_DIR/lkvm   when XDG_RUNTIME_DIR is set (an absolute path), else
-//   $HOME/.lkvm             (HOME unset: the passwd entry's home directory).
+//   $HOME/.lkvm             (no passwd lookup: lkvm is linked statically).
 // The directory is created 0700 and used only if it is a real directory (not a symlink) owned by
 // our effective uid and not writable by group or others: anyone who could write there could
 // swap a socket for their own and read what `lkvm debug` sends. The sockets themselves are 0600,

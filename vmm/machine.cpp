@@ -180,7 +180,22 @@ void Machine::deliver_input(std::span<const std::uint8_t> bytes) {
     uart_.receive(bytes);
 }
 
-RunResult Machine::run(const SignalFd& signals) {
+VmControlParts Machine::control_parts(std::function<void()> stop) {
+    VmControlParts parts{config_.name, config_.cpus, config_.mem_mib, {}, nullptr, nullptr, std::move(stop)};
+    for (unsigned i = 0; i < virtio_.size(); ++i) {
+        std::optional<std::uint32_t> endpoint;
+        if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
+            endpoint = layout::virtio_mmio_endpoint(i);
+        parts.devices.push_back({i, virtio_[i]->transport.get(), endpoint});
+    }
+    if (viommu_) {
+        parts.iommu = viommu_->model();
+        parts.viommu = virtio_.front()->transport.get();  // the virtio-iommu has slot 0
+    }
+    return parts;
+}
+
+RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     kvm::install_kick_handler();
     EventLoop loop;
     std::mutex result_lock;
@@ -216,6 +231,15 @@ RunResult Machine::run(const SignalFd& signals) {
                 if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
             });
         }
+    }
+
+    // The control channel: handlers on this loop, from now on (the VM is built); `stop` takes
+    // the SIGTERM path but counts as an orderly shutdown.
+    std::optional<VmControl> control_target;
+    std::optional<ControlServer> control_server;
+    if (control) {
+        control_target.emplace(control_parts([&] { finish({RunResult::Reason::Shutdown, "lkvm stop"}); }));
+        control_server.emplace(loop, *control, *control_target);
     }
 
     // vCPU threads. The guard stops and joins them on every path out of this function.

@@ -19,6 +19,8 @@
 #include "virtio/mmio_transport.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/config.hpp"
+#include "vmm/control_server.hpp"
+#include "vmm/control_vm.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm/gic.hpp"
@@ -50,7 +52,9 @@ public:
     const std::vector<std::uint8_t>& dtb() const { return dtb_; }
 
     // Boots the guest and returns when it powers off, resets or crashes, or a signal arrives.
-    RunResult run(const SignalFd& signals);
+    // With `control`, serves lkvm stop/stat/debug on it while running (`lkvm stop` ends the run
+    // as Shutdown, "lkvm stop").
+    RunResult run(const SignalFd& signals, const ControlSocket* control = nullptr);
 
 private:
     // One virtio-mmio slot. Members in dependency order: the doorbells go first on destruction,
@@ -66,6 +70,8 @@ private:
     void add_virtio_devices();
     void deliver_input(std::span<const std::uint8_t> bytes);
     void update_console_size();
+    // What the control channel may reach (non-owning; valid while this Machine lives).
+    VmControlParts control_parts(std::function<void()> stop);
     static std::optional<std::pair<std::uint16_t, std::uint16_t>> terminal_size();  // cols, rows of stdin's tty
     std::vector<std::uint8_t> build_device_tree(std::optional<GuestRange> initrd) const;
 

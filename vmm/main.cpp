@@ -7,6 +7,9 @@
 #include <variant>
 
 #include "vmm/cli.hpp"
+#include "vmm/control_cli.hpp"
+#include "vmm/control_dir.hpp"
+#include "vmm/control_server.hpp"
 #include "vmm/error.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/kvm/system.hpp"
@@ -52,6 +55,11 @@ int run_vm(vmm::VmConfig config) {
     // restored before the signal mask on the way out.
     vmm::SignalFd signals;
     vmm::Terminal terminal(STDIN_FILENO);
+    // The control socket (lkvm list/stop/stat/debug) is claimed before anything is built, so a
+    // name a live VM holds fails fast, and kept across guest reboots under the same name. After
+    // the SignalFd: SIGINT/SIGTERM now end in an orderly return, which unlinks it.
+    std::optional<vmm::ControlSocket> control;
+    if (config.dump_dtb.empty()) control.emplace(vmm::control_dir_from_env(), config.name);
     for (unsigned boot = 1;; ++boot) {
         RunResult result;
         {
@@ -62,7 +70,7 @@ int run_vm(vmm::VmConfig config) {
                 return kExitOk;
             }
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
-            result = machine.run(signals);
+            result = machine.run(signals, control ? &*control : nullptr);
         }  // the Machine is gone: threads joined, fds closed, RAM unmapped
         switch (result.reason) {
             case RunResult::Reason::Shutdown:
@@ -92,6 +100,17 @@ int main(int argc, char** argv) {
         std::fputs(exit->out.c_str(), stdout);
         std::fputs(exit->err.c_str(), stderr);
         return exit->code;
+    }
+    if (auto* control = std::get_if<vmm::ControlCommand>(&command)) {
+        try {
+            vmm::ControlOutput output = vmm::run_control_command(*control, vmm::control_dir_from_env());
+            std::fputs(output.out.c_str(), stdout);
+            std::fputs(output.err.c_str(), stderr);
+            return output.code;
+        } catch (const vmm::SetupError& e) {
+            std::fprintf(stderr, "lkvm: error: %s\n", e.what());
+            return kExitFailure;
+        }
     }
     vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
     vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);

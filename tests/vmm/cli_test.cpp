@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -112,4 +113,26 @@ TEST_CASE("lkvm with no arguments prints usage and exits 2") {
     auto e = exit_of({});
     CHECK(e.code == 2);
     CHECK(e.err.find("run") != std::string::npos);
+}
+
+TEST_CASE("lkvm list/stop/stat/debug become control commands; a missing name is a usage error") {
+    using K = vmm::ControlCommand::Kind;
+    auto control = [](std::vector<const char*> args) {
+        auto command = parse(std::move(args));
+        auto* c = std::get_if<vmm::ControlCommand>(&command);
+        if (!c) FAIL("expected a control command");
+        return *c;
+    };
+    CHECK(control({"list"}) == vmm::ControlCommand{K::List, "", {}});
+    CHECK(control({"stop", "vm1"}) == vmm::ControlCommand{K::Stop, "vm1", {}});
+    CHECK(control({"stat", "vm1"}) == vmm::ControlCommand{K::Stat, "vm1", {}});
+    CHECK(control({"debug", "vm1", "dump"}) == vmm::ControlCommand{K::Debug, "vm1", {"dump"}});
+    CHECK(control({"debug", "vm1", "fault", "65537", "write", "0x1000"}) ==
+          vmm::ControlCommand{K::Debug, "vm1", {"fault", "65537", "write", "0x1000"}});
+    for (auto args : {std::vector<const char*>{"stat"}, {"stop"}, {"debug", "vm1"}, {"list", "extra"}}) {
+        vmm::cli::Exit e = exit_of(args);
+        CHECK(e.code == 2);
+        CHECK(std::count(e.err.begin(), e.err.end(), '\n') == 1);
+    }
+    CHECK(exit_of({"stat"}).err.find("lkvm stat --help") != std::string::npos);
 }
