@@ -1,0 +1,146 @@
+# Runs in L1. VFIO passthrough with lkvm: the L1 NVMe (behind QEMU's SMMUv3) assigned to L2 with
+# --vfio-pci, without a vIOMMU and behind --viommu vfio (strict, lazy, passthrough). In every case
+# L2 writes a pattern, reads it back with matching checksums, and its NVMe interrupts are MSI-X
+# through the ITS. Also: L1 sees the pinned memory follow the guest's mappings and drop to nothing
+# after exit (VmLck of lkvm, which VFIO type-1 charges for every pinned page), the device can be
+# assigned again after a clean exit, SIGTERM and SIGKILL, bad BDFs fail with one line, and a MAP
+# beyond VFIO's entry budget is S_NOMEM for a guest that keeps running.
+# Works with both NVMe layouts: run it once more with NVME_OPTS=,msix-exclusive-bar=on.
+. /mnt/rig/lib.sh
+
+LKVM=${LKVM:-lkvm}
+command -v "$LKVM" >/dev/null 2>&1 || { rig_fail lkvm-present "no lkvm in /mnt/bin"; rig_finish; }
+[ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+"$LKVM" run --help 2>&1 | grep -q -- --vfio-pci || { rig_fail vfio/flag "this lkvm has no --vfio-pci"; rig_finish; }
+L2_TIMEOUT=${L2_TIMEOUT:-150}
+A="console=ttyS0 quiet panic=-1"
+K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial"
+OFF=64   # MiB offset of the pattern L2 writes (the rest of the disk is left alone)
+
+B=$(nvme_bdf) || { rig_fail vfio/nvme "no NVMe controller in L1"; rig_finish; }
+case $(awk 'NR <= 6 && $1 != "0x0000000000000000" { n++ } END { print n + 0 }' "/sys/bus/pci/devices/$B/resource") in
+  1) layout="MSI-X table and PBA inside BAR0 with the registers (QEMU's default)" ;;
+  *) layout="MSI-X in a BAR of its own (msix-exclusive-bar=on)" ;;
+esac
+rig_log "NVMe $B: $layout"
+
+# --- negative cases first: nothing may start, one line each -------------------------------------
+cli_error() {  # cli_error NAME PATTERN CMD... : fails fast with one line matching PATTERN
+  _n=$1 _pat=$2; shift 2
+  _out=$(timeout 30 "$@" </dev/null 2>&1); _rc=$?
+  _lines=$(printf '%s\n' "$_out" | grep -c .)
+  _first=$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-200)
+  if [ "$_rc" = 0 ]; then rig_fail "$_n" "exit status 0"
+  elif printf '%s\n' "$_out" | grep -q -e 'RIG-L2' -e 'Booting Linux'; then rig_fail "$_n" "a guest was started"
+  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output; first: $_first"
+  elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "error does not name the problem ($_pat): $_first"
+  else rig_pass "$_n" "rc=$_rc: $_first"; fi
+}
+cli_error vfio/no-such-bdf '0000:00:1f\.0.*no such PCI device' "$LKVM" run $K --vfio-pci 0000:00:1f.0 -p "$A"
+cli_error vfio/bad-bdf 'not a PCI address' "$LKVM" run $K --vfio-pci 00:1f -p "$A"
+# The NVMe is still on its nvme driver here.
+cli_error vfio/not-vfio-pci "$B.*bound to nvme, not vfio-pci" "$LKVM" run $K --vfio-pci "$B" -p "$A"
+VIRTIO9P=$(for d in /sys/bus/pci/devices/*; do [ "$(cat "$d/vendor")" = 0x1af4 ] && basename "$d" && break; done)
+[ -n "$VIRTIO9P" ] && cli_error vfio/virtio-bound "$VIRTIO9P.*bound to virtio-pci" "$LKVM" run $K --vfio-pci "$VIRTIO9P" -p "$A"
+
+l1_before=$(dd if=/dev/nvme0n1 bs=1M count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+G=$(bind_vfio "$B") || { rig_fail vfio/bind "could not bind $B to vfio-pci"; rig_finish; }
+rig_pass vfio/bind "$B -> vfio-pci, IOMMU group $G, reserved: $(tr '\n' ';' <"/sys/kernel/iommu_groups/$G/reserved_regions")"
+cli_error vfio/twice 'given twice' "$LKVM" run $K --vfio-pci "$B" --vfio-pci "${B#0000:}" -p "$A"
+
+# --- VmLck sampler: what VFIO has pinned for lkvm, every 0.2 s ------------------------------------
+# lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
+lkvm_pid() {
+  for _d in /proc/[0-9]*; do [ "$(cat "$_d/comm" 2>/dev/null)" = lkvm ] && echo "${_d#/proc/}"; done | sort -n | tail -n 1
+}
+# vmlck_start TAG : samples the newest lkvm process into /tmp/vmlck-TAG until it exits
+vmlck_start() {
+  : >"/tmp/vmlck-$1"
+  ( i=0; pid=
+    while [ -z "$pid" ] && [ $i -lt 100 ]; do pid=$(lkvm_pid); sleep 0.1; i=$((i + 1)); done
+    [ -n "$pid" ] || exit 0
+    while kb=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) && [ -n "$kb" ]; do
+      echo "$kb" >>"/tmp/vmlck-$1"; sleep 0.2
+    done ) &
+  VMLCK_PID=$!
+}
+vmlck_stop() { wait "$VMLCK_PID" 2>/dev/null; }
+# vmlck_summary TAG : "min max distinct-values samples"
+vmlck_summary() { sort -n "/tmp/vmlck-$1" | awk '{ v[NR] = $1; if (!($1 in seen)) { seen[$1] = 1; d++ } } END { print v[1] + 0, v[NR] + 0, d + 0, NR + 0 }'; }
+
+# run_case TAG EXPECT-PINNED LKVM-ARGS... : one L2 boot with the nvme checks
+run_case() {
+  _tag=$1 _pinned=$2; shift 2
+  vmlck_start "$_tag"
+  run_l2 "$_tag" "$LKVM" run $K -n "$_tag" --vfio-pci "$B" "$@"
+  vmlck_stop
+  l2_expect_boot "$_tag"
+  l2_expect "$_tag" nvme nvmerw msix
+  l2_expect_rc "$_tag" 0
+  set -- $(vmlck_summary "$_tag")
+  case $_pinned in
+    all) # no vIOMMU: all 256 MiB of guest RAM pinned for the whole run
+      if [ "${2:-0}" -ge 262144 ]; then rig_pass "$_tag/pinned" "VmLck max ${2} KiB (all guest RAM), $4 samples"
+      else rig_fail "$_tag/pinned" "VmLck max ${2:-0} KiB, wanted >= 262144 (all RAM)"; fi ;;
+    dynamic) # translated: pinned memory follows the guest's mappings, a small fraction of RAM
+      if [ "${3:-0}" -ge 3 ] && [ "${2:-0}" -lt 131072 ]; then rig_pass "$_tag/pinned" "VmLck min $1 max $2 KiB, $3 distinct values in $4 samples"
+      else rig_fail "$_tag/pinned" "VmLck min ${1:-?} max ${2:-?} KiB, ${3:-0} distinct values in ${4:-0} samples"; fi ;;
+  esac
+  l2_sum=$(tr -d '\r' <"$L2_LOG" | sed -n 's/.*RIG-CHECK PASS nvmerw 1MiB sha256=\([0-9a-f]*\).*/\1/p' | head -n 1)
+}
+
+# --- 1. no vIOMMU: all guest RAM mapped at boot, as kvmtool does ---------------------------------
+run_case vfio-plain all -p "$A rigchecks=nvme,nvmerw,msix rignvmeoff=$OFF"
+plain_sum=$l2_sum
+# The same device again right away: the previous run left it reusable.
+run_case vfio-again all -p "$A rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 1))"
+
+# --- 2. --viommu vfio: strict (the arm64 default), lazy, passthrough ----------------------------
+run_case vfio-strict dynamic --viommu vfio --debug -p "$A rigchecks=nvme,nvmerw,msix,show rignvmeoff=$((OFF + 2))"
+l2_expect_text vfio-strict teardown 'vfio: after teardown: 0 host DMA entries, 0 KiB pinned'
+used=$(tr -d '\r' <"$L2_LOG" | sed -n 's/.*vfio: group [0-9]* at exit: .*; \([0-9]*\) maps and \([0-9]*\) unmaps issued.*/\1 \2/p' | head -n 1)
+set -- $used
+if [ "${1:-0}" -gt 256 ] && [ "${2:-0}" -gt 256 ]; then rig_pass vfio-strict/host-maps "$1 VFIO maps and $2 unmaps for the guest's strict-mode DMA"
+else rig_fail vfio-strict/host-maps "VFIO maps/unmaps issued: '${used:-none}', wanted > 256 each"; fi
+l2_expect_text vfio-strict probe-msi '0x0000000008090000 0x000000000809ffff msi'
+run_case vfio-lazy dynamic --viommu vfio -p "$A iommu.strict=0 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 3))"
+run_case vfio-passthrough all --viommu vfio -p "$A iommu.passthrough=1 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 4))"
+
+# --- 3. SIGTERM and SIGKILL mid-run: the next run still gets the device --------------------------
+signal_case() {  # signal_case SIGNAL EXPECTED-RC
+  _tag=vfio-sig$1
+  ( sleep 1; i=0; while ! grep -q RIG-L2-USERSPACE "/tmp/l2-$_tag.log" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+    sleep 2; kill -s "$1" "$(lkvm_pid)" ) &
+  _killer=$!
+  run_l2 "$_tag" "$LKVM" run $K -n "$_tag" --vfio-pci "$B" --viommu vfio -p "$A rigchecks=nvme rigsleep=60"
+  wait "$_killer" 2>/dev/null
+  if [ "$L2_RC" = "$2" ]; then rig_pass "$_tag/exit" "lkvm exit status $L2_RC after SIG$1"
+  else rig_fail "$_tag/exit" "lkvm exit status $L2_RC, wanted $2 ($(_l2_state))"; fi
+}
+signal_case TERM 143
+signal_case KILL 137
+run_case vfio-after-kill dynamic --viommu vfio -p "$A rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 5))"
+
+# --- 4. VFIO's DMA entry budget: a MAP beyond it is S_NOMEM, the guest keeps running ---------------
+LIMIT=/sys/module/vfio_iommu_type1/parameters/dma_entry_limit
+old_limit=$(cat "$LIMIT")
+echo "${RIG_DMA_LIMIT:-24}" >"$LIMIT"
+run_l2 vfio-budget "$LKVM" run $K -n vfio-budget --vfio-pci "$B" --viommu vfio \
+  -p "$A rigchecks=nvme,nvmeflood rignvmewait=40"
+echo "$old_limit" >"$LIMIT"
+l2_expect_text vfio-budget nomem-logged 'DMA entry budget exhausted'
+l2_expect_boot vfio-budget
+l2_expect vfio-budget nvmeflood
+l2_expect_rc vfio-budget 0
+
+# --- 5. back to L1's nvme driver: it reads what L2 wrote ------------------------------------------
+unbind_vfio "$B"
+i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if [ -b /dev/nvme0n1 ]; then
+  rig_pass vfio/release "$B back on the nvme driver"
+  check_eq vfio/l1-sees-l2-data "$(dd if=/dev/nvme0n1 bs=1M count=1 skip=$OFF iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)" "${plain_sum:-none}"
+  check_eq vfio/first-mib-untouched "$(dd if=/dev/nvme0n1 bs=1M count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)" "$l1_before"
+else
+  rig_fail vfio/release "/dev/nvme0n1 did not come back after unbinding $B"
+fi
+rig_finish
