@@ -74,7 +74,9 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     //    before its endpoints; every later slot is put behind it (vmm/viommu_setup.hpp).
     if (config_.viommu) {
         auto viommu = std::make_unique<ViommuSetup>(*config_.viommu);
-        add_virtio(viommu->take_device());
+        // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (reference 3.2, L8), so
+        // the kicking vCPU serves the request itself rather than wait for the event-loop thread.
+        add_virtio(viommu->take_device(), false);
         viommu->connect(*virtio_.back()->transport, virtio_.back()->node);
         viommu_ = std::move(viommu);  // set only now: the virtio-iommu is not its own endpoint
     }
@@ -108,7 +110,7 @@ Machine::~Machine() {
     if (viommu_ && config_.debug) log_debug("%s", viommu_->dump().c_str());
 }
 
-void Machine::add_virtio(std::unique_ptr<virtio::Device> device) {
+void Machine::add_virtio(std::unique_ptr<virtio::Device> device, bool doorbells) {
     const unsigned index = static_cast<unsigned>(virtio_.size());
     if (index >= layout::kVirtioMmioSlots) throw SetupError("too many virtio devices");
     const GuestRange window = layout::virtio_mmio_slot(index);
@@ -121,7 +123,7 @@ void Machine::add_virtio(std::unique_ptr<virtio::Device> device) {
     if (viommu_) viommu_->add_virtio_endpoint(index, *slot->transport, slot->node);
     // Queue kicks bypass the vCPU exit path: KVM signals an eventfd per queue (datamatch = index).
     const GuestPhysAddr notify{window.base().value + virtio::MmioTransport::queue_notify_offset()};
-    for (std::uint16_t q = 0; q < slot->transport->queue_count(); ++q)
+    for (std::uint16_t q = 0; doorbells && q < slot->transport->queue_count(); ++q)
         slot->doorbells.push_back(std::make_unique<kvm::IoEventFd>(vm_, notify, 4, q));
     bus_.add(window, *slot->transport, "virtio-" + name);
     log_debug("virtio-mmio slot %u: %s at 0x%" PRIx64 ", SPI %u, %u queues", index, name.c_str(), window.base().value,

@@ -66,7 +66,9 @@ private:
         devices::VirtioMmioNode node;
     };
 
-    void add_virtio(std::unique_ptr<virtio::Device> device);
+    // `doorbells`: queue kicks as ioeventfds served by the event loop; false: the kicking vCPU
+    // runs the queue inline in its MMIO exit.
+    void add_virtio(std::unique_ptr<virtio::Device> device, bool doorbells = true);
     void add_virtio_devices();
     void deliver_input(std::span<const std::uint8_t> bytes);
     void update_console_size();
