@@ -106,7 +106,18 @@ l2_expect_text vfio-strict probe-msi '0x0000000008090000 0x000000000809ffff msi'
 run_case vfio-lazy dynamic --viommu vfio -p "$A iommu.strict=0 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 3))"
 run_case vfio-passthrough all --viommu vfio -p "$A iommu.passthrough=1 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 4))"
 
-# --- 3. SIGTERM and SIGKILL mid-run: the next run still gets the device --------------------------
+# --- 3. a guest reboot: the machine is rebuilt, the device reset and assigned again ---------------
+token=$$-$(cut -d' ' -f1 /proc/uptime)
+run_l2 vfio-reboot "$LKVM" run $K -n vfio-reboot --vfio-pci "$B" --viommu vfio --debug \
+  -p "$A rigchecks=nvmereboot,nvmerw,msix rignvmeoff=$((OFF + 6)) rignvmetoken=$token"
+l2_expect_text vfio-reboot rebooted 'RIG-L2-REBOOT'
+l2_expect vfio-reboot nvmereboot nvmerw msix
+l2_expect_rc vfio-reboot 0
+n=$(tr -d '\r' <"$L2_LOG" | grep -c 'vfio: after teardown: 0 host DMA entries, 0 KiB pinned')
+if [ "$n" -ge 2 ]; then rig_pass vfio-reboot/teardown "both boots ended with 0 host DMA entries and 0 KiB pinned"
+else rig_fail vfio-reboot/teardown "$n clean teardown lines, wanted 2 (one per boot)"; fi
+
+# --- 4. SIGTERM and SIGKILL mid-run: the next run still gets the device --------------------------
 signal_case() {  # signal_case SIGNAL EXPECTED-RC
   _tag=vfio-sig$1
   ( sleep 1; i=0; while ! grep -q RIG-L2-USERSPACE "/tmp/l2-$_tag.log" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
@@ -121,7 +132,7 @@ signal_case TERM 143
 signal_case KILL 137
 run_case vfio-after-kill dynamic --viommu vfio -p "$A rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 5))"
 
-# --- 4. VFIO's DMA entry budget: a MAP beyond it is S_NOMEM, the guest keeps running ---------------
+# --- 5. VFIO's DMA entry budget: a MAP beyond it is S_NOMEM, the guest keeps running ---------------
 LIMIT=/sys/module/vfio_iommu_type1/parameters/dma_entry_limit
 old_limit=$(cat "$LIMIT")
 echo "${RIG_DMA_LIMIT:-24}" >"$LIMIT"
@@ -133,7 +144,7 @@ l2_expect_boot vfio-budget
 l2_expect vfio-budget nvmeflood
 l2_expect_rc vfio-budget 0
 
-# --- 5. back to L1's nvme driver: it reads what L2 wrote ------------------------------------------
+# --- 6. back to L1's nvme driver: it reads what L2 wrote ------------------------------------------
 unbind_vfio "$B"
 i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 if [ -b /dev/nvme0n1 ]; then
