@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             std::memcpy(buffer, &value, sizeof buffer);
             std::span<std::uint8_t> bytes(buffer, n);
             // Config space of device 0 (the function) or 1 (empty), any offset in 4 KiB.
-            const std::uint64_t ecam = (std::uint64_t{(shape >> 3) & 1} << 15) | (offset16 & 0xfff);
+            const std::uint64_t ecam = (static_cast<std::uint64_t>((shape >> 3) & 1) << 15) | (offset16 & 0xfff);
             // BAR window offsets near the initial BARs, or anywhere in the first 16 MiB.
             const std::uint64_t window = (shape & 0x80) ? (std::uint64_t{offset16} << 8) : offset16;
             switch (op % 10) {
