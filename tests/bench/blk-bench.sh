@@ -9,16 +9,16 @@
 # Each configuration boots N times (default 1; alternating, so host noise hits all alike); each boot
 # reads each size REPS times (default 3). Results are medians over all runs, in MB/s (1e6 bytes/s),
 # and ratios. Lines starting with RIG-BENCH are the results (copy: /mnt/results/blk-bench.txt).
-# Environment: N, REPS, BENCH_MB (disk size, default 64), COUNT_4K (default 2048), COUNT_1M
-# (default 48), CONFIGS (default: all six above, space separated).
+# Environment: N, REPS, BENCH_MB (disk size, default 64), COUNT_4K (default 1024), COUNT_1M
+# (default 64), CONFIGS (default: all six above, separated by spaces or commas).
 . /mnt/rig/lib.sh
 
 N=${N:-1}
 REPS=${REPS:-3}
 BENCH_MB=${BENCH_MB:-64}
-COUNT_4K=${COUNT_4K:-2048}
-COUNT_1M=${COUNT_1M:-48}
-CONFIGS=${CONFIGS:-"lkvm-none lkvm-strict lkvm-lazy qemu-none qemu-strict qemu-lazy"}
+COUNT_4K=${COUNT_4K:-1024}
+COUNT_1M=${COUNT_1M:-64}
+CONFIGS=$(echo "${CONFIGS:-lkvm-none lkvm-strict lkvm-lazy qemu-none qemu-strict qemu-lazy}" | tr ',' ' ')
 L2_TIMEOUT=${L2_TIMEOUT:-300}
 DATA=/tmp/blk-bench.tsv
 : >"$DATA"
