@@ -3,7 +3,7 @@
 #   lkvm-none     lkvm, no vIOMMU
 #   lkvm-strict   lkvm --viommu virtio, guest iommu.strict=1 (UNMAP + sync after every request)
 #   lkvm-lazy     lkvm --viommu virtio, guest iommu.strict=0 (UNMAPs batched by the flush queue)
-#   qemu-none     Debian's QEMU, virtio-blk-pci
+#   qemu-none     Debian's QEMU, virtio-blk-pci (modern only: iommu_platform needs it)
 #   qemu-strict   QEMU, virtio-blk-pci,iommu_platform=on + virtio-iommu-pci, iommu.strict=1
 #   qemu-lazy     the same with iommu.strict=0
 # Each configuration boots N times (default 1; alternating, so host noise hits all alike); each boot
@@ -39,10 +39,10 @@ bench_run() {  # bench_run CONFIG I
       run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 -n "$_tag" --console serial \
         -d "$IMG,ro" $_vi -p "console=ttyS0 quiet panic=-1 $_mode $CHECKS" ;;
     qemu-*)
-      _dev="-device virtio-blk-pci,drive=d0"; _mode=""
+      _dev="-device virtio-blk-pci,drive=d0,disable-legacy=on"; _mode=""
       case $_cfg in
-        qemu-strict) _dev="-device virtio-iommu-pci -device virtio-blk-pci,drive=d0,iommu_platform=on"; _mode="iommu.strict=1" ;;
-        qemu-lazy) _dev="-device virtio-iommu-pci -device virtio-blk-pci,drive=d0,iommu_platform=on"; _mode="iommu.strict=0" ;;
+        qemu-strict) _dev="-device virtio-iommu-pci -device virtio-blk-pci,drive=d0,iommu_platform=on,disable-legacy=on"; _mode="iommu.strict=1" ;;
+        qemu-lazy) _dev="-device virtio-iommu-pci -device virtio-blk-pci,drive=d0,iommu_platform=on,disable-legacy=on"; _mode="iommu.strict=0" ;;
       esac
       run_l2 "$_tag" $(qemu_l2_base 1 256) -serial stdio -drive "file=$IMG,if=none,id=d0,format=raw,readonly=on" $_dev \
         -append "console=ttyAMA0 quiet panic=-1 $_mode $CHECKS" ;;
