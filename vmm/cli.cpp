@@ -45,6 +45,11 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
+    run.add_option("--vfio-pci", c.vfio_pci,
+                   "assign host PCI function BDF (bound to vfio-pci) to the guest; repeatable")
+        ->type_name("BDF")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     o.viommu_option = run.add_option("--viommu", o.viommu,
                                      "put devices behind a virtio-iommu (guest-controlled DMA translation); "
                                      "alone: all devices, page_size=4K,bypass=1,input_bits=48")

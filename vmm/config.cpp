@@ -77,7 +77,7 @@ void check_memory(const VmConfig& c, const HostLimits& limits, std::vector<std::
         return;
     }
     if (limits.ipa_bits == 0) return;  // unknown host limits: checked when the VM is created
-    unsigned need = layout::ipa_bits_for(*bytes);
+    unsigned need = layout::ipa_bits_for(*bytes, !c.vfio_pci.empty());
     if (need > limits.ipa_bits) {
         std::uint64_t max_mib = layout::max_ram_for_ipa(limits.ipa_bits) >> 20;
         errors.push_back("-m/--mem " + std::to_string(c.mem_mib) + " needs " + std::to_string(need) +
@@ -130,6 +130,8 @@ std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {
                          " bytes; arm64 Linux accepts at most " + std::to_string(kMaxKernelParams - 1));
     if (c.viommu)
         for (std::string& e : check_viommu(*c.viommu)) errors.push_back(std::move(e));
+    if (c.viommu && c.viommu->vfio && !c.viommu->virtio && c.vfio_pci.empty())
+        errors.push_back("--viommu vfio: no assigned device to put behind it; add --vfio-pci BDF");
     std::size_t virtio_devices = c.disks.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
                                  (c.viommu ? 1 : 0);
     if (virtio_devices > layout::kVirtioMmioSlots)

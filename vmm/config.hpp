@@ -27,6 +27,7 @@ struct VmConfig {
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
     ConsoleKind console = ConsoleKind::Serial;
     bool rng = false;
+    std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest
     std::optional<ViommuConfig> viommu;  // --viommu; unset: no vIOMMU
     std::string name;                   // empty: main picks "guest-<pid>"
     std::string dump_dtb;               // non-empty: write the DTB there and exit

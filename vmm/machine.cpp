@@ -44,7 +44,7 @@ std::vector<std::uint8_t> random_seed() {
 Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     : config_(config),
       memory_(ram_ranges(config)),
-      vm_(kvm.create_vm(layout::ipa_bits_for(memory_.total_size()))),
+      vm_(kvm.create_vm(layout::ipa_bits_for(memory_.total_size(), !config.vfio_pci.empty()))),
       gic_node_(layout::kGicDist, layout::gic_redistributors(config.cpus), layout::kGicIts),
       stdout_(STDOUT_FILENO),
       uart_irq_(vm_, layout::kUartSpi),
@@ -58,7 +58,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     const GuestMemory::Region& ram = memory_.regions().front();
     vm_.add_memory(0, ram.range, ram.host);
     log_debug("RAM: %" PRIu64 " MiB at 0x%" PRIx64 ", %u-bit IPA", ram.range.size() >> 20, ram.range.base().value,
-              layout::ipa_bits_for(ram.range.size()));
+              layout::ipa_bits_for(ram.range.size(), !config_.vfio_pci.empty()));
 
     // 2. vCPUs: vCPU 0 boots the kernel, the others wait for PSCI CPU_ON.
     vcpus_.reserve(config_.cpus);
@@ -70,19 +70,37 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     // 4. The UART: boot console (earlycon) and ttyS0.
     bus_.add(layout::kUart, uart_, "uart");
 
-    // 5. vIOMMU (--viommu): the virtio-iommu takes the first virtio-mmio slot, so it probes
-    //    before its endpoints; every later slot is put behind it (vmm/viommu_setup.hpp).
+    // 5. PCIe host bridge and assigned functions (--vfio-pci): opened, reset, BARs placed; without
+    //    a vIOMMU all guest RAM is mapped for their DMA now (vmm/kvm/vfio_setup.hpp).
+    const bool vfio_behind_viommu = config_.viommu && config_.viommu->vfio;
+    if (!config_.vfio_pci.empty()) {
+        vfio_ = std::make_unique<kvm::VfioSetup>(vm_, memory_, config_.vfio_pci, vfio_behind_viommu);
+        vfio_->add_to_bus(bus_);
+    }
+
+    // 6. vIOMMU (--viommu): the virtio-iommu takes the first virtio-mmio slot, so it probes
+    //    before its endpoints; every later slot is put behind it (vmm/viommu_setup.hpp), and the
+    //    assigned functions with --viommu vfio (their host IOMMU bounds page sizes and IOVAs).
     if (config_.viommu) {
-        auto viommu = std::make_unique<ViommuSetup>(*config_.viommu);
+        ViommuConfig viommu_config = *config_.viommu;
+        devices::vfio::ViommuGeometry geometry{viommu_config.page_size_mask, viommu_config.input_first,
+                                               viommu_config.input_last};
+        if (vfio_ && vfio_behind_viommu) {
+            geometry = vfio_->narrow(geometry, kViommuMaxGranule);
+            viommu_config.page_size_mask = geometry.page_size_mask;
+            viommu_config.input_first = geometry.input_first;
+            viommu_config.input_last = geometry.input_last;
+        }
+        auto viommu = std::make_unique<ViommuSetup>(viommu_config);
         // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (reference 3.2, L8), so
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread.
         add_virtio(viommu->take_device(), false);
         viommu->connect(*virtio_.back()->transport, virtio_.back()->node);
         viommu_ = std::move(viommu);  // set only now: the virtio-iommu is not its own endpoint
+        if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), geometry);
     }
-    // 6. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
+    // 7. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
     add_virtio_devices();
-    // 7. (PCIe host bridge and VFIO functions: issue 6.)
 
     // 8. Kernel and initrd, read straight into guest RAM.
     BootFile kernel = BootFile::open(config_.kernel, "kernel");
@@ -107,6 +125,9 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
 }
 
 Machine::~Machine() {
+    // Assigned devices stop first (no more DMA), then their mappings go, before anything they
+    // could reach (the vIOMMU, guest RAM) is torn down.
+    if (vfio_) vfio_->stop();
     if (viommu_ && config_.debug) log_debug("%s", viommu_->dump().c_str());
 }
 
@@ -141,6 +162,7 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
     m.devices.push_back(&gic_node_);
     m.devices.push_back(&uart_);
     for (const auto& slot : virtio_) m.devices.push_back(&slot->node);
+    if (vfio_) m.devices.push_back(&vfio_->fdt_node());
     return fdt::build_machine_tree(m);
 }
 

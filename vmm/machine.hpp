@@ -25,6 +25,7 @@
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm/gic.hpp"
 #include "vmm/kvm/irq.hpp"
+#include "vmm/kvm/vfio_setup.hpp"
 #include "vmm/kvm/system.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/kvm/vm.hpp"
@@ -87,6 +88,9 @@ private:
     devices::FdOutput stdout_;
     kvm::SpiLevelLine uart_irq_;
     devices::Uart16550 uart_;
+    // --vfio-pci: PCIe host bridge and assigned functions. Before the slots and the vIOMMU, which
+    // hold its DMA mapper as their listener; ~Machine stops it first (no DMA, no mappings left).
+    std::unique_ptr<kvm::VfioSetup> vfio_;
     std::vector<std::unique_ptr<VirtioSlot>> virtio_;
     // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
     std::unique_ptr<ViommuSetup> viommu_;
