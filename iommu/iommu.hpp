@@ -72,6 +72,7 @@ struct EndpointStats {
     std::optional<DomainId> domain;
     bool has_listener = false;
     std::uint64_t attaches = 0, detaches = 0, probes = 0, faults = 0;
+    std::uint64_t translations = 0;  // accesses translated (or refused) for the endpoint's device
     // Mappings created in / removed from the endpoint's address space while it was attached
     // (over all the domains it was in), and those it can reach now.
     std::uint64_t maps = 0, unmaps = 0, live_mappings = 0;
@@ -188,6 +189,7 @@ private:
         // maps/unmaps of earlier domains, and the current domain's counts when it joined.
         std::uint64_t maps = 0, unmaps = 0, joined_maps = 0, joined_unmaps = 0;
         mutable std::atomic<std::uint64_t> faults{0};
+        mutable std::atomic<std::uint64_t> translations{0};  // relaxed: a statistic (lkvm stat)
         StatusCounts statuses{};
     };
     struct DomainState {

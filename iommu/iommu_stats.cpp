@@ -79,6 +79,7 @@ std::optional<EndpointStats> Iommu::endpoint_stats(EndpointId id) const {
     stats.detaches = endpoint.detaches;
     stats.probes = endpoint.probes;
     stats.faults = endpoint.faults.load(std::memory_order_relaxed);
+    stats.translations = endpoint.translations.load(std::memory_order_relaxed);
     stats.statuses = endpoint.statuses;
     return stats;
 }

@@ -41,6 +41,7 @@ bool Iommu::translate(EndpointId endpoint_id, vmm::Iova iova, std::uint64_t leng
         auto it = endpoints_.find(endpoint_id);
         if (it == endpoints_.end()) return false;  // not (or no longer) behind this IOMMU
         const Endpoint& endpoint = it->second;
+        endpoint.translations.fetch_add(1, std::memory_order_relaxed);
         if (!last) {
             // An access that wraps past 2^64 cannot be mapped: the byte after 2^64 - 1 faults.
             fault = Fault{endpoint_id, FaultReason::Mapping, access, ~std::uint64_t{0}};

@@ -136,10 +136,10 @@ std::string VmControl::stat() {
         }
         append(out,
                "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
-               " unmaps=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
+               " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
                e->id, label(device).c_str(), e->domain ? std::to_string(*e->domain).c_str() : "none",
-               bypass ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->attaches, e->detaches,
-               errors_of(e->statuses).c_str());
+               bypass ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations, e->attaches,
+               e->detaches, errors_of(e->statuses).c_str());
     }
     return out;
 }

@@ -91,10 +91,13 @@ TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint count
     std::string mapped = control.stat();
     CHECK(has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors="));
     CHECK_FALSE(has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors=none"));
-    CHECK(has_line(mapped, "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=2 maps=2 unmaps=0 attaches=1"));
+    CHECK(has_line(mapped, "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=2 maps=2 unmaps=0 translations=0 attaches=1"));
 
+    CHECK(rig.viommu.gpa_of(1, 0x20010) == 0x4000'1010u);
+    CHECK_FALSE(rig.viommu.gpa_of(1, 0x30000));
+    CHECK(has_line(control.stat(), "faults=1 live_mappings=2 maps=2 unmaps=0 translations=2 attaches=1"));
     REQUIRE(rig.viommu.unmap(7, 0x10000, 0x10fff) == VIRTIO_IOMMU_S_OK);
-    CHECK(has_line(control.stat(), "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=1 maps=2 unmaps=1"));
+    CHECK(has_line(control.stat(), "endpoint 1 device=blk0 domain=7 bypass=no faults=1 live_mappings=1 maps=2 unmaps=1"));
 
     vmm::ControlResponse dump = control.dump();
     CHECK(dump.ok);
