@@ -4,7 +4,8 @@
 #      list shows it, stat twice shows maps/unmaps rising, an injected fault reaches the guest's
 #      kernel log, a forced failed disk request does not stop it, and it powers off normally.
 #   2. Names: a live name is refused, a stale socket (VM killed with SIGKILL) is removed by
-#      `lkvm list` and replaced by the next VM of that name; `lkvm stop` ends a guest in order.
+#      `lkvm list` and replaced by the next VM of that name, whose socket outlives a guest reboot;
+#      `lkvm stop` ends a guest in order (exit 0), SIGTERM too (exit 143), both remove the socket.
 #   3. After every exit: no socket file, no process, `lkvm list` empty, `lkvm stat` a clear error.
 . /mnt/rig/lib.sh
 
@@ -163,12 +164,19 @@ else rig_fail ctl/list-removes-stale "no stale socket to remove (lkvm did not cr
 if claim_then_kill rig-stop; then
   ctl_error ctl/stat-stale "not running" "$LKVM" stat rig-stop
 else rig_fail ctl/stat-stale "no stale socket for rig-stop"; fi
+# This guest reboots once (blkpersist: write, reboot, verify) and then waits: its socket must
+# outlive the reboot, with the same name and pid.
 rm -f /tmp/ctl-stop.rc
-( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 128 -n rig-stop --console serial -p "$A rigend=hang"
+mkdisk /tmp/ctl-disk2.img 8 zero
+( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 128 -n rig-stop --console serial -d /tmp/ctl-disk2.img \
+    -p "$A rigchecks=blkpersist rigend=hang"
   echo "$L2_RC $L2_TIMEDOUT ${L2_BOOT_S:-none} $L2_TOTAL_S" >/tmp/ctl-stop.rc ) &
 stop_job=$!
-if wait_log /tmp/l2-ctl-stop.log RIG-L2-END 180; then
+if wait_log /tmp/l2-ctl-stop.log RIG-L2-END 240; then
   rig_pass ctl/stale-replaced "a VM named rig-stop booted over the stale socket"
+  if grep -q 'RIG-CHECK PASS blkpersist' /tmp/l2-ctl-stop.log && ctl stat rig-stop && grep -q '^vm rig-stop ' /tmp/ctl.out; then
+    rig_pass ctl/after-reboot "the guest rebooted; $(head -n 1 /tmp/ctl.out | cut -c1-80)"
+  else rig_fail ctl/after-reboot "no stat after the reboot: $(head -n 1 /tmp/ctl.out)"; fi
   if ctl stop rig-stop; then rig_pass ctl/stop "$(head -n 1 /tmp/ctl.out)"
   else rig_fail ctl/stop "rc=$?: $(head -n 1 /tmp/ctl.out)"; fi
 else rig_fail ctl/stale-replaced "the second rig-stop never booted: $(tail -n 1 /tmp/l2-ctl-stop.log 2>/dev/null)"; fi
@@ -180,10 +188,19 @@ l2_expect_rc ctl-stop 0
 if [ -e "$CTL_DIR/rig-stop.sock" ]; then rig_fail ctl/stop-no-socket "socket left behind"
 else rig_pass ctl/stop-no-socket "socket removed after lkvm stop"; fi
 
+# SIGTERM (or Ctrl-C) is an orderly exit too: the socket goes with it.
+setsid "$LKVM" run $K -c 1 -m 128 -n rig-term -p "$A rigend=hang" </dev/null >/tmp/ctl-term.log 2>&1 &
+term_pid=$!
+if wait_file "$CTL_DIR/rig-term.sock" 20; then
+  kill -TERM "$term_pid"; wait "$term_pid"; term_rc=$?
+  if [ ! -e "$CTL_DIR/rig-term.sock" ] && [ "$term_rc" = 143 ]; then rig_pass ctl/sigterm-cleanup "exit $term_rc, socket removed"
+  else rig_fail ctl/sigterm-cleanup "exit $term_rc; socket: $(ls "$CTL_DIR" | tr '\n' ' ')"; fi
+else kill -KILL "$term_pid" 2>/dev/null; rig_fail ctl/sigterm-cleanup "no socket appeared: $(head -n 1 /tmp/ctl-term.log)"; fi
+
 # --- 3. nothing left ---------------------------------------------------------------------------------
 if ctl list && [ "$(grep -vc '^NAME' /tmp/ctl.out)" = 0 ]; then rig_pass ctl/list-empty-after "no VM listed at the end"
 else rig_fail ctl/list-empty-after "$(tr '\n' '|' </tmp/ctl.out)"; fi
 left=$(ls -A "$CTL_DIR" 2>/dev/null | tr '\n' ' ')
 check_eq ctl/dir-empty "${left:-empty}" empty
-rm -f /tmp/ctl-disk.img
+rm -f /tmp/ctl-disk.img /tmp/ctl-disk2.img
 rig_finish
