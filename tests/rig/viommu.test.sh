@@ -92,5 +92,12 @@ l2_expect viommu-hvc viommu hvc blkrw rng iommumode
 l2_expect_text viommu-hvc hvc-seen RIG-HVC-HELLO
 l2_expect_rc viommu-hvc 0
 
+# --- 4. a guest reboot rebuilds the machine: the vIOMMU comes back with its boot state (bypass=0
+#        here, so nothing would work after the reset unless the driver attaches everything again) ---------
+run_l2 viommu-reboot "$LKVM" run $K -c 1 -m 256 -n viommu-reboot --console serial -d /tmp/vrw.img --viommu virtio,bypass=0 \
+  -p "$A rigchecks=viommu,blkpersist rigviommu=1"
+l2_expect viommu-reboot viommu blkwrite blkpersist
+l2_expect_rc viommu-reboot 0
+
 rm -f /tmp/vrw.img /tmp/vro.img
 rig_finish
