@@ -1,0 +1,54 @@
+// --vfio-pci and --viommu vfio on the command line and in validate() (issue 6's part of vmm/cli.cpp
+// and vmm/config.cpp).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "vmm/cli.hpp"
+#include "vmm/config.hpp"
+#include "vmm/layout.hpp"
+
+namespace {
+
+vmm::VmConfig run_config(std::vector<const char*> args) {
+    args.insert(args.begin(), "lkvm");
+    auto command = vmm::cli::parse(static_cast<int>(args.size()), args.data());
+    auto* run = std::get_if<vmm::cli::Run>(&command);
+    if (!run) FAIL("expected a run command, got: " << std::get<vmm::cli::Exit>(command).err);
+    return run->config;
+}
+
+bool has_error(const std::vector<std::string>& errors, const std::string& text) {
+    return std::any_of(errors.begin(), errors.end(), [&](const std::string& e) { return e.find(text) != std::string::npos; });
+}
+
+}  // namespace
+
+TEST_CASE("--vfio-pci is repeatable and keeps the BDFs as given; --viommu vfio selects only them") {
+    auto c = run_config({"run", "-k", "Image", "--vfio-pci", "0000:00:01.0", "--vfio-pci", "00:02.0", "--viommu", "vfio"});
+    CHECK(c.vfio_pci == std::vector<std::string>{"0000:00:01.0", "00:02.0"});
+    REQUIRE(c.viommu);
+    CHECK(c.viommu->vfio);
+    CHECK_FALSE(c.viommu->virtio);
+    auto plain = run_config({"run", "-k", "Image"});
+    CHECK(plain.vfio_pci.empty());
+}
+
+TEST_CASE("validate: --viommu vfio needs an assigned device; the bare --viommu does not") {
+    auto c = run_config({"run", "-k", "/nonexistent/Image", "--viommu", "vfio"});
+    CHECK(has_error(vmm::validate(c, {}), "--viommu vfio: no assigned device"));
+    c.vfio_pci = {"0000:00:01.0"};
+    CHECK_FALSE(has_error(vmm::validate(c, {}), "--viommu vfio"));
+    auto all = run_config({"run", "-k", "/nonexistent/Image", "--viommu"});
+    CHECK_FALSE(has_error(vmm::validate(all, {}), "--viommu vfio"));
+}
+
+TEST_CASE("validate: with --vfio-pci the IPA must reach the 64-bit PCIe window") {
+    auto c = run_config({"run", "-k", "/nonexistent/Image", "-m", "256", "--vfio-pci", "0000:00:01.0"});
+    const unsigned needed = vmm::layout::ipa_bits_for(256 << 20, true);
+    CHECK(needed == 40);
+    CHECK(has_error(vmm::validate(c, {8, needed - 1}), "-m/--mem 256 needs 40-bit"));
+    CHECK_FALSE(has_error(vmm::validate(c, {8, needed}), "-m/--mem"));
+}
