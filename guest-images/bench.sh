@@ -4,10 +4,13 @@
 #   boot   L2 boot time and memory (tests/bench/boot-bench.sh), N runs per VMM
 #   blk    virtio-blk sequential O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and behind one in
 #          strict and lazy mode (tests/bench/blk-bench.sh), BLK_N boots per configuration
+#   nvme   the L1 NVMe assigned with VFIO: O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and
+#          behind --viommu vfio strict/lazy, against QEMU vfio-pci and virtio-iommu-pci + vfio-pci
+#          (tests/bench/nvme-bench.sh), NVME_N boots per configuration
 #
 #   guest-images/bench.sh [N]        N runs per VMM for the boot benchmark (default 5)
 #
-# Environment: BENCHES (default "boot blk"), BLK_N (default 1), BLK_REPS (default 3),
+# Environment: BENCHES (default "boot blk nvme"), BLK_N (default 1), BLK_REPS (default 3), NVME_N (1), NVME_REPS (3),
 # RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
 # Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk}-bench.log.
 # TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute figures.
@@ -22,11 +25,12 @@ case $N in ''|*[!0-9]*) echo "bench: N must be a number, got '$N'" >&2; exit 2 ;
 # Show progress (one RIG-RESULT line per L2 run) and the results; the whole console goes to the log.
 set +e
 rc=0
-for b in ${BENCHES:-boot blk}; do
+for b in ${BENCHES:-boot blk nvme}; do
   case $b in
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
     blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
-    *) echo "bench: unknown benchmark '$b' (boot, blk)"; rc=2; continue ;;
+    nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
+    *) echo "bench: unknown benchmark '$b' (boot, blk, nvme)"; rc=2; continue ;;
   esac
   RIG_TIMEOUT=${RIG_TIMEOUT:-$timeout} "$RIG/run-l1.sh" "$REPO/tests/bench/$b-bench.sh" "${args[@]}" 2>&1 |
     grep --line-buffered -E '^(RIG-RESULT|RIG-BENCH|[a-z]+-bench:|run-l1:)' | grep --line-buffered -v '^RIG-BENCH raw:'
