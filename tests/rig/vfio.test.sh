@@ -127,6 +127,12 @@ l2_expect_text vfio-strict probe-msi '0x0000000008090000 0x000000000809ffff msi'
 run_case vfio-lazy dynamic --viommu vfio -p "$A iommu.strict=0 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 3))"
 run_case vfio-passthrough all --viommu vfio -p "$A iommu.passthrough=1 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 4))"
 
+# Boot bypass, a guest without the virtio-iommu driver: the nvme driver gives up waiting for its
+# IOMMU (deferred probe timeout) and DMAs untranslated; lkvm maps guest RAM one to one only once
+# the driver enables bus mastering.
+run_case vfio-bootbypass all --viommu vfio \
+  -p "$A rigmods=virtio_mmio,nvme rignvmewait=90 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 7))"
+
 # --- 3. a guest reboot: the machine is rebuilt, the device reset and assigned again ---------------
 token=$$-$(cut -d' ' -f1 /proc/uptime)
 run_l2 vfio-reboot "$LKVM" run $K -n vfio-reboot --vfio-pci "$B" --viommu vfio --debug \
