@@ -127,6 +127,14 @@ l2_expect_text vfio-strict probe-msi '0x0000000008090000 0x000000000809ffff msi'
 run_case vfio-lazy dynamic --viommu vfio -p "$A iommu.strict=0 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 3))"
 run_case vfio-passthrough all --viommu vfio -p "$A iommu.passthrough=1 rigchecks=nvme,nvmerw,msix rignvmeoff=$((OFF + 4))"
 
+# --viommu (all): an emulated virtio-blk (endpoint 0x10000 + slot) and the assigned NVMe (endpoint
+# = RID) behind the same virtio-iommu.
+mkdisk /tmp/vfio-blk.img 16 zero
+run_case vfio-all dynamic --viommu -d /tmp/vfio-blk.img \
+  -p "$A rigchecks=nvme,nvmerw,msix,blkrw rigblkdev=vda rignvmeoff=$((OFF + 8))"
+l2_expect vfio-all blkrw
+rm -f /tmp/vfio-blk.img
+
 # Boot bypass, a guest without the virtio-iommu driver: the nvme driver gives up waiting for its
 # IOMMU (deferred probe timeout) and DMAs untranslated; lkvm maps guest RAM one to one only once
 # the driver enables bus mastering.
