@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "tests/fuzz/fuzz_input.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "virtio/chain_io.hpp"
 #include "virtio/descriptor_chain.hpp"
@@ -45,19 +46,7 @@ private:
     std::uint64_t hole_;
 };
 
-struct Input {
-    const std::uint8_t* data;
-    std::size_t size;
-    std::size_t pos = 0;
-    template <class T>
-    T take() {
-        T value{};
-        const std::size_t n = std::min(sizeof(T), size - pos);
-        std::memcpy(&value, data + pos, n);
-        pos += n;
-        return value;
-    }
-};
+using fuzz::Input;
 
 void stream(const virtio::DescriptorChain& chain, const vmm::DmaMemory& memory) {
     std::uint8_t chunk[512];

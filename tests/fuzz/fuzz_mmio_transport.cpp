@@ -9,6 +9,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 
+#include "tests/fuzz/fuzz_input.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/recording_interrupt.hpp"
 #include "virtio/blk.hpp"
@@ -48,20 +49,7 @@ public:
     void write(std::span<const std::uint8_t>) override {}
 };
 
-struct Input {
-    const std::uint8_t* data;
-    std::size_t size;
-    std::size_t pos = 0;
-    bool empty() const { return pos >= size; }
-    template <class T>
-    T take() {
-        T value{};
-        const std::size_t n = std::min(sizeof(T), size - pos);
-        std::memcpy(&value, data + pos, n);
-        pos += n;
-        return value;
-    }
-};
+using fuzz::Input;
 
 void write_reg(virtio::MmioTransport& t, std::uint32_t offset, std::uint32_t value) {
     t.mmio_write(offset, {reinterpret_cast<const std::uint8_t*>(&value), 4});
@@ -133,7 +121,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             case 2: transport.notify(in.take<std::uint16_t>() % 4); break;  // ioeventfd path
             case 3: {  // the guest writes RAM (descriptors, rings, buffers)
                 const auto offset = in.take<std::uint16_t>() % kRamSize;
-                const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>(), size - std::min(in.pos, size));
+                const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>(), in.remaining());
                 const std::size_t fit = std::min<std::size_t>(length, kRamSize - offset);
                 ram.write(kRamBase + offset, {data + in.pos, fit});
                 in.pos += length;

@@ -15,6 +15,7 @@
 #include "devices/pci/host_bridge.hpp"
 #include "devices/vfio/dma_mapper.hpp"
 #include "iommu/iommu.hpp"
+#include "tests/fuzz/fuzz_input.hpp"
 #include "tests/support/vfio_test_env.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/log.hpp"
@@ -24,20 +25,7 @@ namespace {
 namespace layout = vmm::layout;
 using devices::vfio::testing::VfioFixture;
 
-struct Input {
-    const std::uint8_t* data;
-    std::size_t size;
-    std::size_t pos = 0;
-    bool empty() const { return pos >= size; }
-    template <class T>
-    T take() {
-        T value{};
-        const std::size_t n = std::min(sizeof(T), size - std::min(pos, size));
-        std::memcpy(&value, data + pos, n);
-        pos += n;
-        return value;
-    }
-};
+using fuzz::Input;
 
 constexpr std::size_t kSizes[] = {1, 2, 4, 8, 1, 2, 4, 4};
 
