@@ -34,7 +34,8 @@ const char* describe(ChainError error) {
 bool DescriptorChain::fail(ChainError error) {
     error_ = error;
     // An invalid chain exposes no buffers, so no caller can use half of it by mistake.
-    descriptors_.clear();
+    overflow_.clear();
+    count_ = 0;
     readable_count_ = 0;
     readable_bytes_ = writable_bytes_ = 0;
     return false;
@@ -45,9 +46,19 @@ bool DescriptorChain::append(std::uint64_t addr, std::uint32_t len, bool writabl
     const std::uint64_t total = readable_bytes_ + writable_bytes_ + len;  // <= 2^32 + 2^32: no wrap
     if (total > kMaxChainBytes) return fail(ChainError::TooManyBytes);
     // 2.7.4.2: readable buffers precede writable ones.
-    if (!writable && descriptors_.size() != readable_count_)
+    if (!writable && count_ != readable_count_)
         return fail(ChainError::ReadableAfterWritable);
-    descriptors_.push_back({vmm::Iova{addr}, len, writable});
+    const Descriptor descriptor{vmm::Iova{addr}, len, writable};
+    if (count_ < kInlineDescriptors) {
+        inline_[count_] = descriptor;
+    } else {
+        if (overflow_.empty()) {
+            overflow_.reserve(4 * kInlineDescriptors);
+            overflow_.assign(inline_.begin(), inline_.end());
+        }
+        overflow_.push_back(descriptor);
+    }
+    ++count_;
     if (writable) {
         writable_bytes_ += len;
     } else {

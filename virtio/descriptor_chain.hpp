@@ -2,6 +2,8 @@
 // sections 2.7.5 "The Virtqueue Descriptor Table" and 2.7.5.3 "Indirect Descriptors").
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -54,11 +56,9 @@ public:
     bool is_valid() const { return error_ == ChainError::None; }
     ChainError error() const { return error_; }
 
-    std::span<const Descriptor> descriptors() const { return descriptors_; }
-    std::span<const Descriptor> readable() const { return {descriptors_.data(), readable_count_}; }
-    std::span<const Descriptor> writable() const {
-        return std::span<const Descriptor>(descriptors_).subspan(readable_count_);
-    }
+    std::span<const Descriptor> descriptors() const { return {data(), count_}; }
+    std::span<const Descriptor> readable() const { return {data(), readable_count_}; }
+    std::span<const Descriptor> writable() const { return descriptors().subspan(readable_count_); }
     std::uint64_t readable_bytes() const { return readable_bytes_; }
     std::uint64_t writable_bytes() const { return writable_bytes_; }
 
@@ -67,9 +67,18 @@ private:
     bool fail(ChainError error);
     bool append(std::uint64_t addr, std::uint32_t len, bool writable);
 
+    const Descriptor* data() const { return overflow_.empty() ? inline_.data() : overflow_.data(); }
+
     std::uint16_t head_;
     ChainError error_ = ChainError::None;
-    std::vector<Descriptor> descriptors_;
+    // Small-buffer storage: chains of up to kInlineDescriptors (every virtio-iommu request, a
+    // 4 KiB block request) live inline and cost no heap allocation; a longer one moves to
+    // overflow_ (bounded by the walk: at most queue size + one indirect table). count_ is the
+    // number of descriptors wherever they are.
+    static constexpr std::size_t kInlineDescriptors = 16;
+    std::array<Descriptor, kInlineDescriptors> inline_;
+    std::vector<Descriptor> overflow_;
+    std::size_t count_ = 0;
     std::size_t readable_count_ = 0;
     std::uint64_t readable_bytes_ = 0;
     std::uint64_t writable_bytes_ = 0;

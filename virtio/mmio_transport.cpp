@@ -75,6 +75,7 @@ MmioTransport::MmioTransport(std::unique_ptr<Device> device, vmm::InterruptLine&
       queue_regs_(queue_count_),
       queues_(queue_count_),
       queue_ptrs_(queue_count_, nullptr),
+      kick_observers_(queue_count_, nullptr),
       device_(std::move(device)) {}
 
 MmioTransport::~MmioTransport() {
@@ -325,10 +326,53 @@ void MmioTransport::notify(std::uint16_t queue) {
     notify_locked(queue);
 }
 
-void MmioTransport::notify_locked(std::uint16_t queue) {
+Virtqueue* MmioTransport::runnable_queue(std::uint16_t queue) {
     // G3 and 2.1.2: nothing reaches the device before DRIVER_OK, after FAILED or while it waits
     // for a reset; G6: never a queue the driver did not make ready.
-    if (!active_ || (status_ & (kNeedsReset | kFailed)) || queue >= queue_count_ || !queues_[queue]) return;
+    if (!active_ || (status_ & (kNeedsReset | kFailed)) || queue >= queue_count_) return nullptr;
+    return queues_[queue].get();
+}
+
+void MmioTransport::notify_locked(std::uint16_t queue) {
+    if (!runnable_queue(queue)) return;
+    run_device_locked(queue);
+    // After the kick was served: a poller takes over the requests that follow it.
+    if (KickObserver* observer = kick_observers_[queue]) observer->kicked(queue);
+}
+
+MmioTransport::PollStatus MmioTransport::poll_queue(std::uint16_t queue) {
+    std::lock_guard lock(mutex_);
+    Virtqueue* q = runnable_queue(queue);
+    if (!q) return PollStatus::Inactive;
+    q->disable_notifications();
+    if (!q->has_pending()) {
+        check_queues_locked();  // the look may have found the ring unreachable
+        return q->is_broken() ? PollStatus::Inactive : PollStatus::Empty;
+    }
+    run_device_locked(queue);
+    return PollStatus::Processed;
+}
+
+MmioTransport::PollStatus MmioTransport::unpoll_queue(std::uint16_t queue) {
+    std::lock_guard lock(mutex_);
+    // A queue that stopped running is left alone: a reset brings a fresh one with kicks enabled,
+    // and a stopped device touches no ring (G3, 2.1.2).
+    Virtqueue* q = runnable_queue(queue);
+    if (!q) return PollStatus::Inactive;
+    if (!q->enable_notifications()) {
+        check_queues_locked();
+        return PollStatus::Empty;
+    }
+    run_device_locked(queue);
+    return PollStatus::Processed;
+}
+
+void MmioTransport::set_kick_observer(std::uint16_t queue, KickObserver* observer) {
+    std::lock_guard lock(mutex_);
+    if (queue < queue_count_) kick_observers_[queue] = observer;
+}
+
+void MmioTransport::run_device_locked(std::uint16_t queue) {
     try {
         device_->notify(queue);
     } catch (const std::exception& e) {

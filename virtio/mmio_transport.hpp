@@ -13,6 +13,7 @@
 #include "iommu/translator.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
+#include "virtio/queue_poller.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/dma_memory.hpp"
 #include "vmm/guest_memory.hpp"
@@ -26,6 +27,7 @@ namespace virtio {
 // Threads and locking: one mutex (mutex_) guards the register state *and* the device model.
 //  - vCPU threads call mmio_read()/mmio_write() (a QueueNotify write runs the device inline);
 //  - the event-loop thread calls notify(q) when the queue's ioeventfd fires;
+//  - a QueuePoller thread calls poll_queue()/unpoll_queue() (virtio/queue_poller.hpp);
 //  - host-side producers (console stdin, the IOMMU's fault path) call with_device();
 //  - the machine calls reset() on VM reset.
 // All of them take mutex_, so the device model sees one caller at a time and needs no lock of its
@@ -35,7 +37,7 @@ namespace virtio {
 // Wiring with KVM (done by the machine): register an ioeventfd per queue q on
 // base + queue_notify_offset(), 4 bytes, datamatch q, and call notify(q) when it fires; the
 // InterruptLine is an irqfd bound to the device's edge-triggered SPI.
-class MmioTransport final : public vmm::MmioDevice, private DeviceContext {
+class MmioTransport final : public vmm::MmioDevice, public PollTarget, private DeviceContext {
 public:
     static constexpr std::uint64_t kWindowSize = 0x200;
     static constexpr std::uint32_t kVendorId = 0x4d564b4c;  // "LKVM", little-endian
@@ -58,6 +60,12 @@ public:
     // QueueNotify for `queue` (from an MMIO write or an ioeventfd). Ignored unless DRIVER_OK is
     // set and the device is healthy (G3); spurious kicks are harmless (2.7.10).
     void notify(std::uint16_t queue);
+
+    // PollTarget, for a QueuePoller serving `queue` from its own thread (each takes the lock).
+    // Both are Inactive unless notify() would reach the device.
+    PollStatus poll_queue(std::uint16_t queue) override;
+    PollStatus unpoll_queue(std::uint16_t queue) override;
+    void set_kick_observer(std::uint16_t queue, KickObserver* observer) override;
 
     // Runs `fn(Device&)` under the transport lock, for host-side events (input arriving, an IOMMU
     // fault to post). The caller knows the concrete model type it created. A queue the function
@@ -99,6 +107,9 @@ private:
     bool features_acceptable();
     void activate();
     void notify_locked(std::uint16_t queue);
+    // The queue if notify() may reach the device now (G3, not broken-and-reported, not FAILED).
+    Virtqueue* runnable_queue(std::uint16_t queue);
+    void run_device_locked(std::uint16_t queue);
     void reset_locked();
     void check_queues_locked();
     std::uint64_t offered_features() const;
@@ -128,6 +139,7 @@ private:
     std::optional<vmm::DmaMemory> dma_;
     std::vector<std::unique_ptr<Virtqueue>> queues_;
     std::vector<Virtqueue*> queue_ptrs_;
+    std::vector<KickObserver*> kick_observers_;  // index = queue; set by pollers, kept over resets
     std::unique_ptr<Device> device_;
 };
 

@@ -92,9 +92,12 @@ std::optional<std::uint16_t> Virtqueue::read_avail_idx() {
 }
 
 bool Virtqueue::publish_avail_event() {
-    // avail_event sits after the used ring entries (2.7.8, struct virtq_used).
+    // avail_event sits after the used ring entries (2.7.8, struct virtq_used). Suppressed: one
+    // behind the next index we read. The driver's old idx of any batch is >= last_avail_idx_, so
+    // vring_need_event(last - 1, new, old) = (new - last) < (new - old) is false: no kick.
     const vmm::Iova where{layout_.used.value + kRingEntries + std::uint64_t{8} * layout_.size};
-    if (memory_->write_obj<std::uint16_t>(where, last_avail_idx_)) return true;
+    const std::uint16_t event = notify_enabled_ ? last_avail_idx_ : static_cast<std::uint16_t>(last_avail_idx_ - 1);
+    if (memory_->write_obj<std::uint16_t>(where, event)) return true;
     mark_broken("used ring unwritable");
     return false;
 }
@@ -106,7 +109,8 @@ std::optional<DescriptorChain> Virtqueue::pop() {
         auto avail_idx = read_avail_idx();
         if (!avail_idx) return std::nullopt;
         if (*avail_idx == last_avail_idx_) {
-            if (!event_idx_) return std::nullopt;
+            // Polling (notifications off): the poller looks again itself, no kick to arm.
+            if (!event_idx_ || !notify_enabled_) return std::nullopt;
             // Ask for a kick at the next entry, then look again: a driver that added a buffer
             // before seeing the new avail_event will not kick (2.7.10, the vhost pattern).
             if (!publish_avail_event()) return std::nullopt;
@@ -167,6 +171,39 @@ bool Virtqueue::add_used(std::uint16_t head, std::uint32_t len) {
     used_idx_ = next;
     added_since_check_ = true;
     return true;
+}
+
+bool Virtqueue::write_used_flags(std::uint16_t flags) {
+    if (memory_->write_obj<std::uint16_t>(vmm::Iova{layout_.used.value + kRingFlags}, flags)) return true;
+    mark_broken("used ring unwritable");
+    return false;
+}
+
+void Virtqueue::disable_notifications() {
+    if (broken_ || !notify_enabled_) return;
+    notify_enabled_ = false;
+    // With EVENT_IDX the driver ignores used.flags (2.7.10), and vice versa for avail_event.
+    if (event_idx_) publish_avail_event();
+    else write_used_flags(VRING_USED_F_NO_NOTIFY);
+}
+
+bool Virtqueue::enable_notifications() {
+    if (broken_) return false;
+    if (!notify_enabled_) {
+        notify_enabled_ = true;
+        if (event_idx_ ? !publish_avail_event() : !write_used_flags(0)) return false;
+    }
+    // 2.7.10: our suppression-field store must be visible before we read avail idx, as the
+    // driver's avail idx store is before its read of the field (virtio_mb in kick_prepare).
+    // Otherwise a buffer added in between would get neither a kick nor our attention.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return has_pending();
+}
+
+bool Virtqueue::has_pending() {
+    if (broken_) return false;
+    auto avail_idx = read_avail_idx();
+    return avail_idx && *avail_idx != last_avail_idx_;
 }
 
 bool Virtqueue::needs_notification() {

@@ -69,6 +69,23 @@ public:
     // vring_need_event() on used_event with EVENT_IDX, else avail.flags & NO_INTERRUPT (2.7.10).
     bool needs_notification();
 
+    // Driver-notification suppression for a device that polls the ring (2.7.10 / 2.7.7, the
+    // "device-side" half): while disabled, the driver is asked not to kick - used.flags gets
+    // VRING_USED_F_NO_NOTIFY, or with EVENT_IDX avail_event stays one behind the next index the
+    // device reads, an index the driver has already passed, so vring_need_event() is false for
+    // every batch it adds. Suppression is a hint: a driver may still kick and the device must
+    // cope. A fresh queue has notifications enabled.
+    void disable_notifications();
+    // Asks for kicks again, then (after a full fence, pairing with the driver's barrier between
+    // its avail idx store and its look at the suppression field) looks at avail idx once more:
+    // true when buffers arrived that the driver may not have kicked for - the caller must process
+    // them (or keep polling). false on a broken queue.
+    bool enable_notifications();
+    bool notifications_enabled() const { return notify_enabled_; }
+    // Whether the driver made buffers available that pop() has not taken yet (one read of avail
+    // idx; an avail idx too far ahead counts as pending, pop() then breaks the queue).
+    bool has_pending();
+
     bool is_broken() const { return broken_; }
     std::uint16_t size() const { return layout_.size; }
     const QueueLayout& layout() const { return layout_; }
@@ -81,6 +98,7 @@ private:
     Virtqueue(const QueueLayout& layout, const vmm::DmaMemory& memory, std::uint64_t features);
     std::optional<std::uint16_t> read_avail_idx();
     bool publish_avail_event();
+    bool write_used_flags(std::uint16_t flags);
     void mark_broken(const char* why);
 
     QueueLayout layout_;
@@ -88,6 +106,7 @@ private:
     bool indirect_ = false;
     bool event_idx_ = false;
     bool broken_ = false;
+    bool notify_enabled_ = true;
 
     std::uint16_t last_avail_idx_ = 0;  // next avail ring slot the device will consume
     std::uint16_t used_idx_ = 0;        // next used ring slot (== the used idx published)

@@ -96,9 +96,14 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
             c.input_first = *first;
             c.input_last = *last;
             range_given = true;
+        } else if (key == "poll") {
+            auto us = parse_number(value);
+            if (!us || *us > kMaxViommuPollUs)
+                return bad + "; use poll=US, microseconds from 0 (off) to " + std::to_string(kMaxViommuPollUs);
+            c.poll_us = static_cast<std::uint32_t>(*us);
         } else {
             return where + ": unknown option '" + std::string(key) +
-                   "'; the options are page_size=, bypass=, input_range= and input_bits=";
+                   "'; the options are page_size=, bypass=, input_range=, input_bits= and poll=";
         }
     }
     if (!devices_given) c.virtio = c.vfio = true;  // the bare flag (or options only): everything
@@ -130,7 +135,7 @@ std::vector<std::string> check_viommu(const ViommuConfig& c) {
 std::string describe(const ViommuConfig& c) {
     std::string kinds = c.virtio && c.vfio ? "virtio+vfio" : c.virtio ? "virtio" : c.vfio ? "vfio" : "none";
     return kinds + ", page_size_mask=" + hex(c.page_size_mask) + ", bypass=" + (c.boot_bypass ? "1" : "0") +
-           ", input=" + hex(c.input_first) + "-" + hex(c.input_last);
+           ", input=" + hex(c.input_first) + "-" + hex(c.input_last) + ", poll=" + std::to_string(c.poll_us) + "us";
 }
 
 }  // namespace vmm

@@ -7,6 +7,10 @@
 // 0x10000 + i (layout::virtio_mmio_endpoint); slot 0 is the virtio-iommu itself and no endpoint.
 // IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map, reference 3.6).
 //
+// Threads: with poll=US the request queue is also served by a QueuePoller thread owned here
+// (virtio/queue_poller.hpp); it goes through the transport lock like a kicking vCPU, so the lock
+// order below is unchanged.
+//
 // Lifetime: built before the slots and destroyed before them (the Machine declares it after its
 // slots), so the FaultForwarder unregisters before the transport it posts into goes away. A VM
 // reset rebuilds the Machine, hence a new model with config.bypass back at its boot value (D6).
@@ -27,6 +31,7 @@
 #include "iommu/virtio_iommu.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
+#include "virtio/queue_poller.hpp"
 #include "vmm/viommu_config.hpp"
 
 namespace vmm {
@@ -45,8 +50,12 @@ public:
     // The virtio-iommu device, for the caller to put behind a transport (once).
     std::unique_ptr<virtio::Device> take_device();
     // The transport and DT node the device went into: the node becomes the IOMMU
-    // (#iommu-cells = <1>, phandle) and translation faults reach the device's eventq.
+    // (#iommu-cells = <1>, phandle) and translation faults reach the device's eventq. With
+    // poll=US > 0 this starts the request-queue poller thread (asleep until the first kick).
     void connect(virtio::MmioTransport& transport, devices::VirtioMmioNode& node);
+    // Stops and joins the poller (idempotent; the destructor does it too). The machine calls it
+    // first at teardown, so no request is in flight while other devices stop.
+    void stop_polling();
 
     // Puts the emulated device in virtio-mmio slot `slot` behind the vIOMMU when the
     // configuration covers virtio devices: registers the endpoint, offers ACCESS_PLATFORM through
@@ -68,6 +77,8 @@ private:
     iommu::VirtioIommu* device_ = nullptr;
     virtio::MmioTransport* transport_ = nullptr;
     std::unique_ptr<iommu::FaultForwarder> forwarder_;
+    // Last: stopped and joined first, while the transport it polls and the forwarder exist.
+    std::unique_ptr<virtio::QueuePoller> poller_;
 };
 
 }  // namespace vmm

@@ -189,3 +189,55 @@ TEST_CASE("DescriptorChain copies descriptors once, so later guest writes do not
     CHECK(chain.readable_bytes() == 16);
     CHECK(chain.descriptors()[0].addr.value == t.buffer);
 }
+
+TEST_CASE("DescriptorChain keeps short chains inline and long ones intact past the inline capacity") {
+    // Chains of n descriptors in one indirect table (n readable then one writable), around the
+    // inline capacity (16) and well past it; each survives a copy and a move (the spans must
+    // follow the storage, not point into the original).
+    for (std::uint16_t n : {1, 2, 15, 16, 17, 40, 300}) {
+        CAPTURE(n);
+        Table t;
+        const std::uint16_t entries = static_cast<std::uint16_t>(n + 1);
+        const std::uint64_t indirect = t.ram.alloc(16ULL * entries, 16);
+        for (std::uint16_t i = 0; i < entries; ++i) {
+            const bool last = i == n;
+            t.set(indirect, i, t.buffer + i, static_cast<std::uint32_t>(i + 1),
+                  static_cast<std::uint16_t>(last ? VRING_DESC_F_WRITE : VRING_DESC_F_NEXT),
+                  static_cast<std::uint16_t>(i + 1));
+        }
+        t.set(0, indirect, 16U * entries, VRING_DESC_F_INDIRECT);
+        const DescriptorChain walked = t.walk(0);
+        REQUIRE(walked.is_valid());
+        DescriptorChain copy = walked;
+        const DescriptorChain moved = std::move(copy);
+        for (const DescriptorChain* chain : {&walked, &moved}) {
+            REQUIRE(chain->descriptors().size() == entries);
+            CHECK(chain->readable().size() == n);
+            CHECK(chain->writable().size() == 1);
+            bool same = true;
+            for (std::uint16_t i = 0; i < entries; ++i) {
+                const auto& d = chain->descriptors()[i];
+                same = same && d.addr.value == t.buffer + i && d.len == i + 1U && d.device_writable == (i == n);
+            }
+            CHECK(same);
+            CHECK(chain->readable_bytes() == std::uint64_t{n} * (n + 1) / 2);
+            CHECK(chain->writable_bytes() == n + 1U);
+        }
+    }
+}
+
+TEST_CASE("DescriptorChain that fails after the inline capacity exposes no buffers") {
+    Table t;
+    const std::uint64_t indirect = t.ram.alloc(16ULL * 20, 16);
+    for (std::uint16_t i = 0; i < 20; ++i)  // 18 writable, then a readable one: invalid order
+        t.set(indirect, i, t.buffer, 4, static_cast<std::uint16_t>((i < 18 ? VRING_DESC_F_WRITE : 0) | VRING_DESC_F_NEXT),
+              static_cast<std::uint16_t>(i + 1));
+    t.set(indirect, 19, t.buffer, 4, 0);
+    t.set(0, indirect, 16U * 20, VRING_DESC_F_INDIRECT);
+    const DescriptorChain chain = t.walk(0);
+    CHECK(chain.error() == ChainError::ReadableAfterWritable);
+    CHECK(chain.descriptors().empty());
+    CHECK(chain.readable().empty());
+    CHECK(chain.writable().empty());
+    CHECK(chain.writable_bytes() == 0);
+}

@@ -295,3 +295,87 @@ TEST_CASE("G7 Virtqueue never writes the descriptor table or the avail ring") {
     CHECK(r.ram.read_bytes(r.layout.avail.value, 6 + 2 * 8) == avail_before);
     CHECK(r.used_idx() == 2);
 }
+
+// ---- notification suppression for a polling device (2.7.10, reference 2.5; G8) -------------------
+
+namespace {
+
+// The driver's kick decision after adding buffers old..new (Linux virtqueue_kick_prepare_split).
+bool driver_would_kick(Rings& r, bool event_idx, std::uint16_t old_idx, std::uint16_t new_idx) {
+    if (event_idx) return vring_need_event(r.avail_event(), new_idx, old_idx) != 0;
+    return (r.ram.read_obj<std::uint16_t>(r.layout.used.value) & VRING_USED_F_NO_NOTIFY) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("G8 a polling device without EVENT_IDX sets VRING_USED_F_NO_NOTIFY and clears it again") {
+    Rings r(4);
+    auto q = r.queue();
+    CHECK(q->notifications_enabled());
+    CHECK(driver_would_kick(r, false, 0, 1));
+    q->disable_notifications();
+    CHECK_FALSE(q->notifications_enabled());
+    CHECK(r.ram.read_obj<std::uint16_t>(r.layout.used.value) == VRING_USED_F_NO_NOTIFY);
+    r.offer(0);
+    CHECK_FALSE(driver_would_kick(r, false, 0, 1));
+    REQUIRE(q->pop());
+    CHECK_FALSE(q->enable_notifications());  // nothing pending
+    CHECK(r.ram.read_obj<std::uint16_t>(r.layout.used.value) == 0);
+    CHECK(driver_would_kick(r, false, 1, 2));
+}
+
+TEST_CASE("G8 a polling device with EVENT_IDX keeps avail_event behind the driver: no batch kicks") {
+    Rings r(8);
+    auto q = r.queue(kEventIdx);
+    CHECK_FALSE(q->pop());  // arms avail_event = 0: the first buffer kicks
+    CHECK(driver_would_kick(r, true, 0, 1));
+    q->disable_notifications();
+    // Any batch the driver adds from where the device stands, one buffer or a full ring, and
+    // across the 16-bit wrap of the indices: never a kick.
+    std::uint16_t idx = 0;
+    unsigned kicks = 0, lost = 0;  // counted, so a failure is one report rather than 20000
+    for (int round = 0; round < 20000; ++round) {
+        const std::uint16_t batch = static_cast<std::uint16_t>(1 + round % 8);
+        for (std::uint16_t i = 0; i < batch; ++i) r.offer(i);
+        kicks += driver_would_kick(r, true, idx, static_cast<std::uint16_t>(idx + batch));
+        for (std::uint16_t i = 0; i < batch; ++i) lost += !q->pop();
+        idx = static_cast<std::uint16_t>(idx + batch);
+        kicks += driver_would_kick(r, true, idx, static_cast<std::uint16_t>(idx + 1));
+    }
+    CHECK(kicks == 0);
+    CHECK(lost == 0);
+    CHECK(q->last_avail_idx() == idx);
+    CHECK_FALSE(q->enable_notifications());
+    CHECK(r.avail_event() == idx);  // asks for a kick at the next buffer again
+    CHECK(driver_would_kick(r, true, idx, static_cast<std::uint16_t>(idx + 1)));
+}
+
+TEST_CASE("G8 re-enabling notifications reports buffers added while they were off (2.7.10 race)") {
+    for (bool event_idx : {false, true}) {
+        CAPTURE(event_idx);
+        Rings r(4);
+        auto q = r.queue(event_idx ? kEventIdx : 0);
+        q->disable_notifications();
+        CHECK_FALSE(q->has_pending());
+        r.offer(2);  // the driver saw "no kick needed" and will not kick
+        CHECK(q->has_pending());
+        CHECK(q->enable_notifications());  // the device must look at it itself
+        auto chain = q->pop();
+        REQUIRE(chain);
+        CHECK(chain->head() == 2);
+        CHECK_FALSE(q->has_pending());
+        CHECK_FALSE(q->enable_notifications());  // idempotent; still nothing
+    }
+}
+
+TEST_CASE("G8 suppression on a broken queue does nothing and reports nothing pending") {
+    Rings r(4);
+    auto q = r.queue();
+    r.set_avail_idx(9);  // more than the queue size ahead
+    CHECK_FALSE(q->pop());
+    REQUIRE(q->is_broken());
+    q->disable_notifications();
+    CHECK(r.ram.read_obj<std::uint16_t>(r.layout.used.value) == 0);
+    CHECK_FALSE(q->has_pending());
+    CHECK_FALSE(q->enable_notifications());
+}
