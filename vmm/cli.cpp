@@ -53,7 +53,7 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     o.viommu_option = run.add_option("--viommu", o.viommu,
                                      "put devices behind a virtio-iommu (guest-controlled DMA translation); "
                                      "alone: all devices, page_size=4K,bypass=1,input_bits=48")
-                          ->type_name("[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N]")
+                          ->type_name("[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]")
                           ->expected(0, 1);
     run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
@@ -115,6 +115,8 @@ Command parse(int argc, const char* const* argv) {
         "slot i is endpoint 0x10000+i (iommus = <&viommu 0x10000+i>), PCI functions use their\n"
         "requester ID. Endpoints offer VIRTIO_F_ACCESS_PLATFORM; bypass=1 lets them DMA\n"
         "untranslated until the guest's driver attaches them (also the iommu.passthrough=1 path).\n"
+        "poll=US: after a kick of its request queue a host thread serves the guest's MAP/UNMAP\n"
+        "requests without further kicks (no VM exit each) until US microseconds pass idle; 0 = off.\n"
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
         "-n NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
         "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"

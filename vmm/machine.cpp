@@ -93,7 +93,9 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
         }
         auto viommu = std::make_unique<ViommuSetup>(viommu_config);
         // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (reference 3.2, L8), so
-        // the kicking vCPU serves the request itself rather than wait for the event-loop thread.
+        // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
+        // with poll=US a poller thread (started by connect()) serves the requests after that kick
+        // with the guest's kicks suppressed.
         add_virtio(viommu->take_device(), false);
         viommu->connect(*virtio_.back()->transport, virtio_.back()->node);
         viommu_ = std::move(viommu);  // set only now: the virtio-iommu is not its own endpoint
@@ -125,8 +127,10 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
 }
 
 Machine::~Machine() {
-    // Assigned devices stop first (no more DMA), then their mappings go, before anything they
-    // could reach (the vIOMMU, guest RAM) is torn down.
+    // The vIOMMU's request-queue poller first (no request in flight, no thread left), then
+    // assigned devices (no more DMA), then their mappings go, before anything they could reach
+    // (the vIOMMU, guest RAM) is torn down.
+    if (viommu_) viommu_->stop_polling();
     if (vfio_) vfio_->stop();
     if (viommu_ && config_.debug) log_debug("%s", viommu_->dump().c_str());
 }
