@@ -207,6 +207,21 @@ nvme_bdf() {
   done
   return 1
 }
+# nvme_ns BDF : block device name (nvme0n1) of the first namespace of the NVMe controller at BDF, as
+# the host's nvme driver shows it; fails while there is none. Without NVMe multipath the namespace
+# sits under the controller (nvme/nvme0/nvme0n1); with it (Debian's kernels) the controller holds
+# a hidden path (nvme0c0n1) and the block device is the head, listed by the controller's subsystem.
+nvme_ns() {
+  for _c in /sys/bus/pci/devices/"$1"/nvme/nvme*; do
+    [ -e "$_c" ] || continue
+    for _n in "$_c"/nvme*n1 /sys/class/nvme-subsystem/*/nvme*n1; do
+      case ${_n##*/} in *c*) continue ;; esac
+      case $_n in /sys/class/nvme-subsystem/*) [ -e "${_n%/*}/${_c##*/}" ] || continue ;; esac
+      [ -e "/sys/block/${_n##*/}" ] && { echo "${_n##*/}"; return 0; }
+    done
+  done
+  return 1
+}
 # bind_vfio BDF : hand the device to vfio-pci; prints its IOMMU group number
 bind_vfio() {
   _d=/sys/bus/pci/devices/$1
