@@ -28,18 +28,18 @@ namespace vmm::layout {
 //  0x00_0d00_0000 ├──────────────────────────────┤
 //                 │ (free)                        │
 //  0x00_1000_0000 ├──────────────────────────────┤
-//                 │ PCIe ECAM (256 MiB, 256 buses)│  reserved for the generic ECAM host bridge
+//                 │ PCIe ECAM (256 MiB, 256 buses)│  the generic ECAM host bridge (--vfio-pci)
 //  0x00_2000_0000 ├──────────────────────────────┤
-//                 │ PCIe I/O window (64 KiB)      │  reserved (issue 6)
+//                 │ PCIe I/O window (64 KiB)      │  in the bridge's ranges; I/O BARs unused
 //  0x00_2001_0000 ├──────────────────────────────┤
 //                 │ (free)                        │
 //  0x00_4000_0000 ├──────────────────────────────┤
-//                 │ PCIe 32-bit MMIO window (1 G) │  reserved (issue 6)
+//                 │ PCIe 32-bit MMIO window (1 G) │  BARs of assigned functions
 //  0x00_8000_0000 ├──────────────────────────────┤
 //                 │ RAM (-m MiB), grows upward    │  kernel at the bottom, DTB at the top,
 //                 │ at most 510 GiB               │  initrd just below the DTB
 //  0x80_0000_0000 ├──────────────────────────────┤
-//                 │ PCIe 64-bit MMIO window       │  reserved (issue 6)
+//                 │ PCIe 64-bit MMIO window       │  64-bit BARs of assigned functions
 //                 │ (512 GiB)                     │
 //  0x100_0000_0000└──────────────────────────────┘
 //
