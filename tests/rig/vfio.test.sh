@@ -5,7 +5,8 @@
 # after exit (VmLck of lkvm, which VFIO type-1 charges for every pinned page), the device can be
 # assigned again after a clean exit, SIGTERM and SIGKILL, bad BDFs fail with one line, and a MAP
 # beyond VFIO's entry budget is S_NOMEM for a guest that keeps running.
-# Works with both NVMe layouts: run it once more with NVME_OPTS=,msix-exclusive-bar=on.
+# Works with both NVMe layouts: run it once more with NVME_OPTS=,msix-exclusive-bar=on
+# (make test covers that layout with vfio-exclusive-bar.test.sh, in an L1 boot of its own).
 . /mnt/rig/lib.sh
 
 LKVM=${LKVM:-lkvm}
