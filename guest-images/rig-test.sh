@@ -52,7 +52,9 @@ count_section() {
   rc=$(sed -n "s/^RIG-TEST-END $name rc=\\([0-9]*\\).*/\\1/p" <<<"$section" | tail -n 1)
   while IFS= read -r l; do problems+=("$name: ${l#RIG-CHECK FAIL }"); done < <(grep '^RIG-CHECK FAIL ' <<<"$section")
   if [ -z "$rc" ]; then
-    f=$((f + 1)); problems+=("$name: did not finish (L1 died or timed out; see $log)")
+    f=$((f + 1))
+    if [ "$log" = /dev/null ]; then problems+=("$name: did not run (no L1 boot; see run-l1's message above)")
+    else problems+=("$name: did not finish (L1 died or timed out; see $log)"); fi
   elif [ "$rc" != 0 ] && [ "$f" = 0 ]; then
     f=$((f + 1)); problems+=("$name: exited with status $rc but reported no failed check")
   elif [ "$p" = 0 ] && [ "$f" = 0 ]; then
@@ -89,9 +91,15 @@ run_batch() {
     done
     echo "exit 0"
   } >"$driver"
+  local stamp=$OUT/.$batch.started log=$OUT/l1-$batch.log
+  touch "$stamp"; sleep 1   # a log written by this boot is newer than the stamp (1 s mtime steps)
   env ${env[@]+"${env[@]}"} RIG_TIMEOUT="${RIG_TIMEOUT:-$((600 * $#))}" "$RIG/run-l1.sh" "$driver"
   local rc=$?
-  for t in "$@"; do count_section "$OUT/l1-$batch.log" "$(basename "$t" .sh)"; done
+  # No boot (run-l1.sh gave up before QEMU, e.g. waiting for another L1): the log, if any, is an
+  # old one and must not be counted.
+  [ "$log" -nt "$stamp" ] || log=/dev/null
+  rm -f "$stamp"
+  for t in "$@"; do count_section "$log" "$(basename "$t" .sh)"; done
   [ "$rc" = 0 ] || echo "rig-test: L1 boot '$batch' ended with status $rc"
 }
 
