@@ -56,8 +56,10 @@ ARM64_CXX ?= aarch64-linux-gnu-g++
 ARM64_SYSROOT := $(LKVM_CACHE)/arm64-libfdt
 ARM64_LIBFDT := $(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu/libfdt.a
 endif
-ARM64_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT)
-ARM64_LDFLAGS := -static -pthread
+# Sections per function and --gc-sections drop the unused parts of the static libc/libstdc++ (a
+# fifth of the text): less for the host to page in and keep resident for every VM.
+ARM64_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT) -ffunction-sections -fdata-sections
+ARM64_LDFLAGS := -static -pthread -Wl,--gc-sections
 
 objs = $(patsubst %.cpp,$(BUILD)/$(1)/obj/%.o,$(2))
 
