@@ -92,11 +92,16 @@ std::optional<std::uint16_t> Virtqueue::read_avail_idx() {
 }
 
 bool Virtqueue::publish_avail_event() {
-    // avail_event sits after the used ring entries (2.7.8, struct virtq_used). Suppressed: one
-    // behind the next index we read. The driver's old idx of any batch is >= last_avail_idx_, so
-    // vring_need_event(last - 1, new, old) = (new - last) < (new - old) is false: no kick.
+    // avail_event sits after the used ring entries (2.7.8, struct virtq_used). Suppressed: half
+    // the index space away from the next index we read. The driver kicks iff avail_event lies in
+    // [old, new) of the batch it just added (vring_need_event); whenever it looks, our index L is
+    // within [old - size, new] (at most `size` pending, and we never pass its idx), so
+    // (L + 0x8000 - old) mod 2^16 lies in [0x8000 - size, 0x8000 + size], never below new - old <=
+    // size for queues up to 16384 entries: no kick, even when we consumed the batch before the
+    // driver looked (one behind L would then be inside it). Bigger queues may get a spurious kick.
     const vmm::Iova where{layout_.used.value + kRingEntries + std::uint64_t{8} * layout_.size};
-    const std::uint16_t event = notify_enabled_ ? last_avail_idx_ : static_cast<std::uint16_t>(last_avail_idx_ - 1);
+    const std::uint16_t event =
+        notify_enabled_ ? last_avail_idx_ : static_cast<std::uint16_t>(last_avail_idx_ + 0x8000);
     if (memory_->write_obj<std::uint16_t>(where, event)) return true;
     mark_broken("used ring unwritable");
     return false;

@@ -71,9 +71,9 @@ public:
 
     // Driver-notification suppression for a device that polls the ring (2.7.10 / 2.7.7, the
     // "device-side" half): while disabled, the driver is asked not to kick - used.flags gets
-    // VRING_USED_F_NO_NOTIFY, or with EVENT_IDX avail_event stays one behind the next index the
-    // device reads, an index the driver has already passed, so vring_need_event() is false for
-    // every batch it adds. Suppression is a hint: a driver may still kick and the device must
+    // VRING_USED_F_NO_NOTIFY, or with EVENT_IDX avail_event is kept half the index space away
+    // from the next index the device reads, so vring_need_event() is false for every batch the
+    // driver adds (queues up to 16384 entries), also one the device consumed before it looked. Suppression is a hint: a driver may still kick and the device must
     // cope. A fresh queue has notifications enabled.
     void disable_notifications();
     // Asks for kicks again, then (after a full fence, pairing with the driver's barrier between

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <exception>
 
@@ -40,10 +41,19 @@ inline void cpu_relax() {
 // may want, short against the cost of one request.
 constexpr unsigned kRelaxPerPoll = 16;
 
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 }  // namespace
 
 QueuePoller::QueuePoller(PollTarget& target, std::uint16_t queue, std::chrono::nanoseconds idle)
-    : target_(target), queue_(queue), idle_(idle) {
+    : target_(target),
+      queue_(queue),
+      max_window_ns_(idle.count() > 0 ? idle.count() : 1),
+      min_window_ns_(max_window_ns_ / 4 > 0 ? max_window_ns_ / 4 : 1),
+      window_ns_(max_window_ns_) {
     thread_ = std::thread([this] { run(); });
     // Hooked only once the thread exists: a kick before this was served inline and needs nobody.
     try {
@@ -69,12 +79,35 @@ void QueuePoller::stop() {
 }
 
 QueuePollerStats QueuePoller::stats() const {
-    return {wakeups_.load(std::memory_order_relaxed), processed_.load(std::memory_order_relaxed),
-            late_arrivals_.load(std::memory_order_relaxed), polls_.load(std::memory_order_relaxed)};
+    return {kicks_.load(std::memory_order_relaxed),
+            wakeups_.load(std::memory_order_relaxed),
+            processed_.load(std::memory_order_relaxed),
+            late_arrivals_.load(std::memory_order_relaxed),
+            polls_.load(std::memory_order_relaxed),
+            static_cast<std::uint64_t>(window_ns_.load(std::memory_order_relaxed))};
 }
 
 void QueuePoller::kicked(std::uint16_t queue) noexcept {
-    if (queue == queue_) wake();
+    if (queue != queue_) return;
+    kicks_.fetch_add(1, std::memory_order_relaxed);
+    const std::int64_t now = now_ns();
+    const std::int64_t gap = now - last_kick_ns_;
+    last_kick_ns_ = now;
+    if (window_ns_.load(std::memory_order_relaxed) == 0) {
+        // Polling is off. A kick this close after the previous one is a request a poll of the
+        // longest window would have caught: try polling again, from the smallest window.
+        if (gap > max_window_ns_) return;
+        window_ns_.store(min_window_ns_, std::memory_order_relaxed);
+    }
+    wake();
+}
+
+void QueuePoller::adapt(bool productive) {
+    const std::int64_t w = window_ns_.load(std::memory_order_relaxed);
+    std::int64_t next = 0;
+    if (productive) next = w >= max_window_ns_ / 2 ? max_window_ns_ : std::max(2 * w, min_window_ns_);
+    else if (w / 2 >= min_window_ns_) next = w / 2;
+    window_ns_.store(next, std::memory_order_relaxed);
 }
 
 void QueuePoller::wake() {
@@ -104,6 +137,7 @@ void QueuePoller::run() {
             seen = doorbell_.load(std::memory_order_seq_cst);
             wakeups_.fetch_add(1, std::memory_order_relaxed);
             polling_.store(true, std::memory_order_relaxed);
+            bool productive = false;
             Clock::time_point last_work = Clock::now();
             // Bounded by the idle window: every iteration either finds work (a buffer the driver
             // posted, at most as fast as it can post them) or moves closer to the deadline.
@@ -113,17 +147,21 @@ void QueuePoller::run() {
                 if (status == PollStatus::Inactive) break;
                 if (status == PollStatus::Processed) {
                     processed_.fetch_add(1, std::memory_order_relaxed);
+                    productive = true;
                     last_work = Clock::now();
                     continue;
                 }
-                if (Clock::now() - last_work >= idle_) {
+                const std::chrono::nanoseconds window(window_ns_.load(std::memory_order_relaxed));
+                if (Clock::now() - last_work >= window) {
                     if (target_.unpoll_queue(queue_) != PollStatus::Processed) break;
                     late_arrivals_.fetch_add(1, std::memory_order_relaxed);
+                    productive = true;
                     last_work = Clock::now();
                     continue;
                 }
                 for (unsigned i = 0; i < kRelaxPerPoll; ++i) cpu_relax();
             }
+            adapt(productive);
             polling_.store(false, std::memory_order_relaxed);
         }
         // Leave the driver kicking: whoever serves the queue next (inline kicks) needs them.

@@ -10,7 +10,14 @@
 //         found → keep polling, none → asleep until the next kick
 //
 // The first request of a burst is served by the kick as without a poller; the poller only takes
-// over the ones after it. Every step on the queue goes through a PollTarget (the transport), which
+// over the ones after it.
+//
+// The window adapts (as KVM's halt polling does): a phase that served something doubles it (up to
+// the configured maximum), one that served nothing halves it, and below a quarter of the maximum
+// polling is off - kicks are then served inline only and the poller is not even woken, until two
+// kicks come closer together than the maximum window (a poll would have caught the second). So a
+// guest whose requests are far apart (or a host with no spare CPU, where spinning only steals time
+// from the vCPU) pays one clock read per kick and nothing else. Every step on the queue goes through a PollTarget (the transport), which
 // takes the transport lock: the kicking vCPU and the poller never process the queue at once, and
 // a queue that is reset, broken or not running yet is simply "inactive" for the poller.
 #pragma once
@@ -54,16 +61,19 @@ protected:
 };
 
 struct QueuePollerStats {
+    std::uint64_t kicks = 0;         // kicks seen
     std::uint64_t wakeups = 0;       // polling phases started by a kick
     std::uint64_t processed = 0;     // poll_queue() calls that found work (kicks saved)
     std::uint64_t late_arrivals = 0; // buffers found by the look after re-enabling kicks
     std::uint64_t polls = 0;         // poll_queue() calls in all
+    std::uint64_t window_ns = 0;     // the current window (0: polling off until kicks come closer)
 };
 
 class QueuePoller final : private KickObserver {
 public:
-    // Starts the thread (asleep until the first kick). `idle` > 0: how long to keep polling after
-    // the last buffer. `target` must outlive the poller.
+    // Starts the thread (asleep until the first kick). `idle` > 0: the longest the poller keeps
+    // polling after the last buffer (the adaptive window starts there). `target` must outlive the
+    // poller.
     QueuePoller(PollTarget& target, std::uint16_t queue, std::chrono::nanoseconds idle);
     // Unhooks from the target (no more kick notices), stops and joins the thread.
     ~QueuePoller();
@@ -83,9 +93,14 @@ private:
     void sleep_until_kick(std::uint32_t seen);
     void wake();
 
+    void adapt(bool productive);
+
     PollTarget& target_;
     const std::uint16_t queue_;
-    const std::chrono::nanoseconds idle_;
+    const std::int64_t max_window_ns_;
+    const std::int64_t min_window_ns_;  // max / 4: below it, polling is off
+    std::atomic<std::int64_t> window_ns_;
+    std::int64_t last_kick_ns_ = 0;  // written by kicked() only, under the transport lock
 
     // Doorbell: a generation count bumped by every kick (and by stop()), a futex word. asleep_
     // tells kickers whether a FUTEX_WAKE is needed (Dekker pair, both seq_cst).
@@ -94,7 +109,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> polling_{false};
 
-    std::atomic<std::uint64_t> wakeups_{0}, processed_{0}, late_arrivals_{0}, polls_{0};
+    std::atomic<std::uint64_t> kicks_{0}, wakeups_{0}, processed_{0}, late_arrivals_{0}, polls_{0};
     std::thread thread_;  // last: started when everything above exists
 };
 

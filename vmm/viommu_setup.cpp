@@ -74,11 +74,12 @@ std::string ViommuSetup::dump() const {
     }
     if (poller_) {
         const virtio::QueuePollerStats p = poller_->stats();
-        char line[200];
+        char line[256];
         std::snprintf(line, sizeof line,
-                      "request-queue poller: %" PRIu64 " wake-ups, %" PRIu64 " batches served without a kick, %" PRIu64
-                      " found after re-enabling kicks, %" PRIu64 " polls\n",
-                      p.wakeups, p.processed, p.late_arrivals, p.polls);
+                      "request-queue poller: %" PRIu64 " kicks, %" PRIu64 " wake-ups, %" PRIu64
+                      " batches served without a kick, %" PRIu64 " found after re-enabling kicks, %" PRIu64
+                      " polls, window %" PRIu64 " us\n",
+                      p.kicks, p.wakeups, p.processed, p.late_arrivals, p.polls, p.window_ns / 1000);
         out += line;
     }
     return out + iommu_->dump();

@@ -3,6 +3,10 @@
 #   lkvm-none     lkvm, no vIOMMU
 #   lkvm-strict   lkvm --viommu virtio, guest iommu.strict=1 (UNMAP + sync after every request)
 #   lkvm-lazy     lkvm --viommu virtio, guest iommu.strict=0 (UNMAPs batched by the flush queue)
+#   lkvm-strict-poll200, lkvm-lazy-poll200   the same with --viommu virtio,poll=200: the adaptive
+#                 request-queue poller (off by default), to see what it does here
+#   lkvm-strict-pollUS, lkvm-lazy-pollUS   any other window; lkvm-strict-nopoll, lkvm-lazy-nopoll:
+#                 poll=0 spelt out (the default)
 #   qemu-none     Debian's QEMU, virtio-blk-pci (modern only: iommu_platform needs it)
 #   qemu-strict   QEMU, virtio-blk-pci,iommu_platform=on + virtio-iommu-pci, iommu.strict=1
 #   qemu-lazy     the same with iommu.strict=0
@@ -18,7 +22,7 @@ REPS=${REPS:-3}
 BENCH_MB=${BENCH_MB:-64}
 COUNT_4K=${COUNT_4K:-1024}
 COUNT_1M=${COUNT_1M:-64}
-CONFIGS=$(echo "${CONFIGS:-lkvm-none lkvm-strict lkvm-lazy qemu-none qemu-strict qemu-lazy}" | tr ',' ' ')
+CONFIGS=$(echo "${CONFIGS:-lkvm-none lkvm-strict lkvm-lazy lkvm-strict-poll200 lkvm-lazy-poll200 qemu-none qemu-strict qemu-lazy}" | tr ',' ' ')
 L2_TIMEOUT=${L2_TIMEOUT:-300}
 DATA=/tmp/blk-bench.tsv
 : >"$DATA"
@@ -35,7 +39,14 @@ bench_run() {  # bench_run CONFIG I
   case $_cfg in
     lkvm-*)
       _vi=""; _mode=""
-      case $_cfg in lkvm-strict) _vi="--viommu virtio"; _mode="iommu.strict=1" ;; lkvm-lazy) _vi="--viommu virtio"; _mode="iommu.strict=0" ;; esac
+      case $_cfg in
+        lkvm-strict) _vi="--viommu virtio"; _mode="iommu.strict=1" ;;
+        lkvm-lazy) _vi="--viommu virtio"; _mode="iommu.strict=0" ;;
+        lkvm-strict-nopoll) _vi="--viommu virtio,poll=0"; _mode="iommu.strict=1" ;;
+        lkvm-lazy-nopoll) _vi="--viommu virtio,poll=0"; _mode="iommu.strict=0" ;;
+        lkvm-strict-poll[0-9]*) _vi="--viommu virtio,poll=${_cfg#lkvm-strict-poll}"; _mode="iommu.strict=1" ;;
+        lkvm-lazy-poll[0-9]*) _vi="--viommu virtio,poll=${_cfg#lkvm-lazy-poll}"; _mode="iommu.strict=0" ;;
+      esac
       run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 -n "$_tag" --console serial \
         -d "$IMG,ro" $_vi -p "console=ttyS0 quiet panic=-1 $_mode $CHECKS" ;;
     qemu-*)
@@ -77,7 +88,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
     qn=$(med qemu-none $bs); qs=$(med qemu-strict $bs); ql=$(med qemu-lazy $bs)
     echo "RIG-BENCH blk ratio bs=$bs lkvm strict/none=$(ratio "$ls" "$ln") lazy/none=$(ratio "$ll" "$ln")" \
       "qemu strict/none=$(ratio "$qs" "$qn") lazy/none=$(ratio "$ql" "$qn")" \
-      "lkvm/qemu none=$(ratio "$ln" "$qn") strict=$(ratio "$ls" "$qs") lazy=$(ratio "$ll" "$ql")"
+      "lkvm/qemu none=$(ratio "$ln" "$qn") strict=$(ratio "$ls" "$qs") lazy=$(ratio "$ll" "$ql")" \
+      "poll200/default strict=$(ratio "$(med lkvm-strict-poll200 $bs)" "$ls") lazy=$(ratio "$(med lkvm-lazy-poll200 $bs)" "$ll")"
   done
   echo "RIG-BENCH raw: config bs mbps"
   sed 's/^/RIG-BENCH raw: /' "$DATA"

@@ -270,6 +270,9 @@ TEST_CASE("QueuePoller on MmioTransport: one kick per burst, the rest served wit
             REQUIRE(done);
             ++completed;
         }
+        const virtio::QueuePollerStats st = poller.stats();
+        INFO("poller: kicks " << st.kicks << " wakeups " << st.wakeups << " processed " << st.processed << " late "
+                              << st.late_arrivals << " window " << st.window_ns);
         CHECK(kicks == 1);
         CHECK(completed == 51);
         CHECK(poller.stats().processed >= 1);
@@ -320,4 +323,53 @@ TEST_CASE("QueuePoller on MmioTransport survives a device reset and serves the r
     REQUIRE(eventually([&] { return poller.polling(); }));
     CHECK_FALSE(f.submit());  // polled again: no kick
     CHECK(eventually([&] { return f.driver.pop_used(0).has_value(); }));
+}
+
+TEST_CASE("QueuePoller halves an unproductive window down to off, and polls again when kicks come close") {
+    FakeTarget target;
+    QueuePoller poller(target, 3, 8ms);  // windows 8, 4, 2 ms, then off (below 8 / 4)
+    auto phase_over = [&](std::uint64_t wakeups) {
+        return eventually([&] { return poller.stats().wakeups == wakeups && !poller.polling(); });
+    };
+    CHECK(poller.stats().window_ns == 8'000'000);
+    target.post();  // the kick's buffer is served inline: the phase finds nothing
+    REQUIRE(phase_over(1));
+    CHECK(poller.stats().window_ns == 4'000'000);
+    std::this_thread::sleep_for(20ms);
+    target.post();
+    REQUIRE(phase_over(2));
+    CHECK(poller.stats().window_ns == 2'000'000);
+    std::this_thread::sleep_for(20ms);
+    target.post();
+    REQUIRE(phase_over(3));
+    CHECK(poller.stats().window_ns == 0);
+    // Off: kicks far apart are served inline and do not even wake the poller.
+    for (int i = 0; i < 3; ++i) {
+        std::this_thread::sleep_for(20ms);
+        target.post();
+    }
+    std::this_thread::sleep_for(20ms);
+    CHECK(poller.stats().wakeups == 3);
+    CHECK(poller.stats().kicks == 6);
+    // Two kicks closer than the longest window: a poll would have caught the second; back on.
+    target.post();  // 20 ms after the last one: still off
+    target.post();  // at once after it
+    REQUIRE(eventually([&] { return poller.stats().wakeups == 4; }));
+    CHECK(poller.stats().kicks == 8);
+    CHECK(target.get([&] { return target.served_inline + target.served_by_poller; }) == 8);
+    CHECK(target.get([&] { return target.wrong_queue; }) == 0);
+}
+
+TEST_CASE("QueuePoller doubles the window after a productive phase, up to the maximum") {
+    FakeTarget target;
+    QueuePoller poller(target, 3, 40ms);
+    target.post();
+    REQUIRE(eventually([&] { return poller.stats().wakeups == 1 && !poller.polling(); }));
+    CHECK(poller.stats().window_ns == 20'000'000);  // unproductive: halved
+    target.post();  // kick: window 20 ms, and this time a buffer follows without a kick
+    REQUIRE(eventually([&] { return target.get([&] { return target.suppressed; }); }));
+    target.post();
+    REQUIRE(eventually([&] { return poller.stats().wakeups == 2 && !poller.polling(); }));
+    CHECK(poller.stats().processed == 1);
+    CHECK(poller.stats().window_ns == 40'000'000);
 }
