@@ -8,14 +8,15 @@
 # Each configuration boots N times (default 1, alternating); each boot reads each size REPS times
 # (default 3). Medians in MB/s (1e6 bytes/s) and ratios; RIG-BENCH lines are the results (copy:
 # /mnt/results/nvme-bench.txt). Environment: N, REPS, COUNT_4K (default 1024), COUNT_1M (default
-# 64), CONFIGS (default: the five above).
+# 64), CONFIGS (default: the five above; space or comma separated, so that
+# `run-l1.sh tests/bench/nvme-bench.sh CONFIGS=lkvm-strict,qemu-strict` works).
 . /mnt/rig/lib.sh
 
 N=${N:-1}
 REPS=${REPS:-3}
 COUNT_4K=${COUNT_4K:-1024}
 COUNT_1M=${COUNT_1M:-64}
-CONFIGS=${CONFIGS:-"lkvm-none lkvm-strict lkvm-lazy qemu-none qemu-strict"}
+CONFIGS=$(echo "${CONFIGS:-lkvm-none lkvm-strict lkvm-lazy qemu-none qemu-strict}" | tr ',' ' ')  # commas: from a kernel command line
 L2_TIMEOUT=${L2_TIMEOUT:-400}
 DATA=/tmp/nvme-bench.tsv
 : >"$DATA"
