@@ -58,13 +58,7 @@ bench_run() {  # bench_run CONFIG I
       run_l2 "$_tag" $(qemu_l2_base 1 256) -serial stdio -drive "file=$IMG,if=none,id=d0,format=raw,readonly=on" $_dev \
         -append "console=ttyAMA0 quiet panic=-1 $_mode $CHECKS" ;;
   esac
-  if tr -d '\r' <"$L2_LOG" | grep -q '^RIG-CHECK PASS blkread'; then
-    tr -d '\r' <"$L2_LOG" | sed -n 's/^RIG-BLKREAD bs=\([^ ]*\) .* mbps=\([0-9.]*\).*/\1 \2/p' |
-      while read -r _bs _mbps; do echo "$_cfg $_bs $_mbps" >>"$DATA"; done
-  else
-    echo "blk-bench: $_cfg run $2 failed (rc=$L2_RC): $(tr -d '\r' <"$L2_LOG" | grep -m1 'RIG-CHECK FAIL' | cut -c1-160)"
-    bad=1
-  fi
+  blkread_record "$_cfg" "$_tag" "$DATA" || bad=1
 }
 
 i=1
@@ -73,10 +67,7 @@ while [ $i -le "$N" ]; do
   i=$((i + 1))
 done
 
-med() {  # med CONFIG BS
-  awk -v c="$1" -v b="$2" '$1 == c && $2 == b { print $3 }' "$DATA" | median
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+med() { bench_median "$DATA" "$1" "$2"; }  # med CONFIG BS
 
 {
   echo "RIG-BENCH virtio-blk sequential O_DIRECT reads in L2 (dd, QD1), ${BENCH_MB} MiB image in L1 tmpfs; N=$N boots x $REPS reps; median MB/s"

@@ -45,7 +45,6 @@ done
 col_median() {  # col_median VMM COLUMN [divisor]
   awk -v v="$1" -v c="$2" -v d="${3:-1}" '$1 == v { printf "%.2f\n", $c / d }' "$DATA" | median
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
 
 {
   echo "RIG-BENCH L2 boot, 1 vCPU, 256 MiB, no devices; N=$N per VMM; medians"

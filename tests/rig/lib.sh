@@ -200,6 +200,24 @@ median() {
   sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# ratio A B : A / B with two decimals; "-" when either is missing or B is 0
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+
+# Benchmarks (tests/bench/*-bench.sh) keep one "CONFIG BS MBPS" line per measurement in a file.
+# blkread_record CONFIG TAG FILE : appends the MB/s of each RIG-BLKREAD line of the last L2 run
+# ($L2_LOG) to FILE; says why and fails when that run's blkread check did not pass.
+blkread_record() {
+  if tr -d '\r' <"$L2_LOG" | grep -q '^RIG-CHECK PASS blkread'; then
+    tr -d '\r' <"$L2_LOG" | sed -n 's/^RIG-BLKREAD bs=\([^ ]*\) .* mbps=\([0-9.]*\).*/\1 \2/p' |
+      while read -r _bs _mbps; do echo "$1 $_bs $_mbps" >>"$3"; done
+  else
+    echo "bench: $2 failed (rc=$L2_RC): $(tr -d '\r' <"$L2_LOG" | grep -m1 'RIG-CHECK FAIL' | cut -c1-160)"
+    return 1
+  fi
+}
+# bench_median FILE CONFIG BS : median MB/s of CONFIG at block size BS
+bench_median() { awk -v c="$2" -v b="$3" '$1 == c && $2 == b { print $3 }' "$1" | median; }
+
 # nvme_bdf : PCI address of the first NVMe controller (class 0x010802)
 nvme_bdf() {
   for _d in /sys/bus/pci/devices/*; do
