@@ -105,6 +105,7 @@ std::string VmControl::stat() {
         if (forced) append(out, " forced_failures=%" PRIu64, *forced);
         out += '\n';
     }
+    if (parts_.vfio) out += parts_.vfio();
     if (!parts_.iommu) {
         out += "iommu none: this VM has no vIOMMU (start it with --viommu virtio for IOMMU counters)\n";
         return out;

@@ -35,6 +35,9 @@ struct VmControlParts {
     std::shared_ptr<iommu::Iommu> iommu;   // null: no vIOMMU
     virtio::MmioTransport* viommu = nullptr;  // the transport holding the iommu::VirtioIommu
     std::function<void()> stop;               // the orderly-shutdown path (as SIGTERM)
+    // Assigned PCI functions (--vfio-pci): their BARs and the host DMA state of each VFIO container
+    // (entries, pinned memory, maps/unmaps), one line each; null when nothing is assigned.
+    std::function<std::string()> vfio;
 };
 
 class VmControl final : public ControlTarget {

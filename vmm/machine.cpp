@@ -209,7 +209,7 @@ void Machine::deliver_input(std::span<const std::uint8_t> bytes) {
 }
 
 VmControlParts Machine::control_parts(std::function<void()> stop) {
-    VmControlParts parts{config_.name, config_.cpus, config_.mem_mib, {}, nullptr, nullptr, std::move(stop)};
+    VmControlParts parts{config_.name, config_.cpus, config_.mem_mib, {}, nullptr, nullptr, std::move(stop), nullptr};
     for (unsigned i = 0; i < virtio_.size(); ++i) {
         std::optional<std::uint32_t> endpoint;
         if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
@@ -220,6 +220,7 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
         parts.iommu = viommu_->model();
         parts.viommu = virtio_.front()->transport.get();  // the virtio-iommu has slot 0
     }
+    if (vfio_) parts.vfio = [this] { return vfio_->describe(); };
     return parts;
 }
 

@@ -172,3 +172,18 @@ TEST_CASE("VmControl without a vIOMMU: stat says so, dump and fault refuse") {
     CHECK_FALSE(control.dump().ok);
     CHECK(has_line(control.inject_fault(1, false, 0).detail, "has no vIOMMU"));
 }
+
+TEST_CASE("VmControl stat lists the assigned functions' DMA state, asked afresh on every stat") {
+    Rig rig;
+    vmm::VmControlParts parts = rig.parts(false);
+    int calls = 0;
+    parts.vfio = [&calls] {
+        ++calls;
+        return "vfio group 7: identity, 1 guest mappings, " + std::to_string(calls) + "/65535 host entries\n";
+    };
+    vmm::VmControl control(std::move(parts));
+    CHECK(has_line(control.stat(), "vfio group 7: identity, 1 guest mappings, 1/65535 host entries"));
+    const std::string second = control.stat();
+    CHECK(has_line(second, "2/65535 host entries"));
+    CHECK(second.find("vfio group 7") < second.find("iommu none"));
+}
