@@ -51,7 +51,7 @@ rm -f /tmp/l2-demo.log /tmp/demo-stat.txt
   pid=$(sed -n 's/^vm demo pid=\([0-9]*\) .*/\1/p' /tmp/demo-stat.txt)
   lck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
   echo "demo: while the guest runs, '$LKVM stat demo' in L1 says (the vIOMMU's live mappings are the"
-  echo "demo: guest's DMA mappings, mirrored one to one into VFIO):"
+  echo "demo: guest's DMA mappings; the 'vfio group' line is what lkvm put in the host IOMMU for them):"
   sed 's/^/demo:   /' /tmp/demo-stat.txt
   echo "demo: and lkvm (pid ${pid:-?}) has ${lck:-?} KiB of guest RAM pinned for DMA (VmLck), of 262144 KiB"
   echo "${lck:-none}" >/tmp/demo-vmlck
