@@ -47,11 +47,7 @@ bench_run() {  # bench_run CONFIG I
   blkread_record "$_cfg" "$_tag" "$DATA" || bad=1
 }
 
-i=1
-while [ $i -le "$N" ]; do
-  for c in $CONFIGS; do bench_run "$c" "$i"; done
-  i=$((i + 1))
-done
+bench_rounds "$N" $CONFIGS
 unbind_vfio "$B"
 
 med() { bench_median "$DATA" "$1" "$2"; }  # med CONFIG BS

@@ -3,12 +3,7 @@
 # The QEMU twin of this file is peer-qemu.test.sh (same L2 checks, Debian's QEMU as the VMM).
 . /mnt/rig/lib.sh
 
-LKVM=${LKVM:-lkvm}
-if ! command -v "$LKVM" >/dev/null 2>&1; then
-  rig_fail lkvm-present "no lkvm binary in /mnt/bin (build it: make lkvm; run-l1.sh copies \$LKVM_BIN)"
-  exit 1
-fi
-[ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-120}   # QEMU needs ~5 s for a plain boot here; a hang should not cost long
 
 A="console=ttyS0 quiet panic=-1"

@@ -9,12 +9,7 @@
 #   3. After every exit: no socket file, no process, `lkvm list` empty, `lkvm stat` a clear error.
 . /mnt/rig/lib.sh
 
-LKVM=${LKVM:-lkvm}
-if ! command -v "$LKVM" >/dev/null 2>&1; then
-  rig_fail lkvm-present "no lkvm binary in /mnt/bin (build it: make lkvm; run-l1.sh copies \$LKVM_BIN)"
-  exit 1
-fi
-[ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-240}
 A="console=ttyS0 quiet panic=-1"
 K="-k $L2_KERNEL -i $L2_INITRD"

@@ -50,6 +50,15 @@ check_eq() {
 }
 
 # rig_finish : summary line; exit status 1 if any check failed, 2 if there were no checks at all
+# rig_need_lkvm : sets LKVM (default: lkvm from /mnt/bin) and ends the script with a FAIL when that
+# binary or /dev/kvm is missing, so a broken L1 gives one clear line instead of a cascade.
+rig_need_lkvm() {
+  LKVM=${LKVM:-lkvm}
+  command -v "$LKVM" >/dev/null 2>&1 ||
+    { rig_fail lkvm-present "no lkvm binary in /mnt/bin (build it: make lkvm; run-l1.sh copies \$LKVM_BIN)"; rig_finish; }
+  [ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+}
+
 rig_finish() {
   _p=$(grep -c '^PASS' "$RIG_TALLY")
   _f=$(grep -c '^FAIL' "$RIG_TALLY")
@@ -214,6 +223,16 @@ blkread_record() {
     echo "bench: $2 failed (rc=$L2_RC): $(tr -d '\r' <"$L2_LOG" | grep -m1 'RIG-CHECK FAIL' | cut -c1-160)"
     return 1
   fi
+}
+# bench_rounds N CONFIG... : calls the script's bench_run CONFIG ROUND for every CONFIG, N rounds
+# (configurations alternate, so host noise hits them alike)
+bench_rounds() {
+  _rounds=$1; shift
+  _round=1
+  while [ "$_round" -le "$_rounds" ]; do
+    for _bench_cfg in "$@"; do bench_run "$_bench_cfg" "$_round"; done
+    _round=$((_round + 1))
+  done
 }
 # bench_median FILE CONFIG BS : median MB/s of CONFIG at block size BS
 bench_median() { awk -v c="$2" -v b="$3" '$1 == c && $2 == b { print $3 }' "$1" | median; }

@@ -7,8 +7,7 @@
 # (strict).
 . /mnt/rig/lib.sh
 
-LKVM=${LKVM:-lkvm}
-command -v "$LKVM" >/dev/null 2>&1 || { rig_fail lkvm-present "no lkvm in /mnt/bin"; rig_finish; }
+rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-150}
 A="console=ttyS0 quiet panic=-1"
 K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial"

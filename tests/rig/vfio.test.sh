@@ -9,9 +9,7 @@
 # (make test covers that layout with vfio-exclusive-bar.test.sh, in an L1 boot of its own).
 . /mnt/rig/lib.sh
 
-LKVM=${LKVM:-lkvm}
-command -v "$LKVM" >/dev/null 2>&1 || { rig_fail lkvm-present "no lkvm in /mnt/bin"; rig_finish; }
-[ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+rig_need_lkvm
 "$LKVM" run --help 2>&1 | grep -q -- --vfio-pci || { rig_fail vfio/flag "this lkvm has no --vfio-pci"; rig_finish; }
 L2_TIMEOUT=${L2_TIMEOUT:-150}
 A="console=ttyS0 quiet panic=-1"

@@ -6,9 +6,7 @@
 # reports the IOMMU groups' domain type. Plus --viommu errors and --dump-dtb.
 . /mnt/rig/lib.sh
 
-LKVM=${LKVM:-lkvm}
-command -v "$LKVM" >/dev/null 2>&1 || { rig_fail lkvm-present "no lkvm binary in /mnt/bin"; rig_finish; }
-[ -c /dev/kvm ] || { rig_fail kvm-present "/dev/kvm missing in L1"; rig_finish; }
+rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-150}
 
 A="console=ttyS0 quiet panic=-1"
