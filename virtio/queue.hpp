@@ -73,8 +73,9 @@ public:
     // "device-side" half): while disabled, the driver is asked not to kick - used.flags gets
     // VRING_USED_F_NO_NOTIFY, or with EVENT_IDX avail_event is kept half the index space away
     // from the next index the device reads, so vring_need_event() is false for every batch the
-    // driver adds (queues up to 16384 entries), also one the device consumed before it looked. Suppression is a hint: a driver may still kick and the device must
-    // cope. A fresh queue has notifications enabled.
+    // driver adds (queues up to 16384 entries), also one the device consumed before it looked.
+    // Suppression is a hint: a driver may still kick and the device must cope. A fresh queue has
+    // notifications enabled.
     void disable_notifications();
     // Asks for kicks again, then (after a full fence, pairing with the driver's barrier between
     // its avail idx store and its look at the suppression field) looks at avail idx once more:

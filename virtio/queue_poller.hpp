@@ -17,9 +17,11 @@
 // polling is off - kicks are then served inline only and the poller is not even woken, until two
 // kicks come closer together than the maximum window (a poll would have caught the second). So a
 // guest whose requests are far apart (or a host with no spare CPU, where spinning only steals time
-// from the vCPU) pays one clock read per kick and nothing else. Every step on the queue goes through a PollTarget (the transport), which
-// takes the transport lock: the kicking vCPU and the poller never process the queue at once, and
-// a queue that is reset, broken or not running yet is simply "inactive" for the poller.
+// from the vCPU) pays one clock read per kick and nothing else.
+//
+// Every step on the queue goes through a PollTarget (the transport), which takes the transport
+// lock: the kicking vCPU and the poller never process the queue at once, and a queue that is
+// reset, broken or not running yet is simply "inactive" for the poller.
 #pragma once
 
 #include <atomic>

@@ -7,10 +7,6 @@
 // 0x10000 + i (layout::virtio_mmio_endpoint); slot 0 is the virtio-iommu itself and no endpoint.
 // IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map, reference 3.6).
 //
-// Threads: with poll=US the request queue is also served by a QueuePoller thread owned here
-// (virtio/queue_poller.hpp); it goes through the transport lock like a kicking vCPU, so the lock
-// order below is unchanged.
-//
 // Lifetime: built before the slots and destroyed before them (the Machine declares it after its
 // slots), so the FaultForwarder unregisters before the transport it posts into goes away. A VM
 // reset rebuilds the Machine, hence a new model with config.bypass back at its boot value (D6).
@@ -18,7 +14,9 @@
 // Threads and locks: see iommu/virtio_iommu.hpp "Locking". A blk request that faults on the
 // event-loop thread holds its own transport lock, then the FaultForwarder takes the
 // virtio-iommu's transport lock (endpoint -> viommu, never the reverse: the viommu request path
-// takes only the Iommu lock, which faulting threads release before reporting).
+// takes only the Iommu lock, which faulting threads release before reporting). With poll=US the
+// request queue is also served by a QueuePoller thread owned here (virtio/queue_poller.hpp); it
+// goes through the transport lock like a kicking vCPU, so that order is unchanged.
 #pragma once
 
 #include <cstdint>
