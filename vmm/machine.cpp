@@ -257,7 +257,9 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
             loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
-                if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
+                // A pass that ran out of budget is continued on a later round of the loop, after
+                // the other devices, stdin and the signals that are ready now.
+                if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
             });
         }
     }
