@@ -183,7 +183,7 @@ void Machine::add_virtio_devices() {
     if (config_.console == ConsoleKind::Virtio) {
         virtio::ConsoleOptions options;
         if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
-        add_virtio(std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options));
+        add_virtio(std::make_unique<virtio::Console>(std::make_unique<devices::FdOutput>(STDOUT_FILENO), options));
         console_ = virtio_.back()->transport.get();
     }
 }
