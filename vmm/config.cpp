@@ -117,6 +117,11 @@ std::string kernel_params(const VmConfig& config) {
     return config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
 }
 
+std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors) {
+    if (!kvm_error.empty()) return {kvm_error};
+    return config_errors;
+}
+
 std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {
     std::vector<std::string> errors;
     check_kernel(c, errors);

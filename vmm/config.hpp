@@ -46,6 +46,11 @@ struct HostLimits {
 // machine can be built. Opens (and closes) the kernel, initrd and disk files to check them.
 std::vector<std::string> validate(const VmConfig& config, const HostLimits& limits);
 
+// What `lkvm run` prints before it builds anything, one line each. When /dev/kvm is unusable,
+// that line alone (it says how to fix it): the user acts on the first line, and the other errors
+// may only be echoes of it (limits validate() could not read without KVM). Else every config error.
+std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors);
+
 // The kernel command line the guest gets: -p as given, else a console on the chosen device.
 std::string kernel_params(const VmConfig& config);
 

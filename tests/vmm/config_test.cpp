@@ -139,3 +139,13 @@ TEST_CASE("validate rejects the same disk twice, bad names and overlong command 
     CHECK(mentions(errors, "-n/--name"));
     CHECK(mentions(errors, "-p/--params"));
 }
+
+// Issue 12: with /dev/kvm unusable, the first (and only) line is the KVM problem and its fix; the
+// config errors (some only echoes of the missing host limits) are not shown.
+TEST_CASE("startup_errors: a KVM problem alone, else every config error") {
+    const std::vector<std::string> config_errors{"-k/--kernel: no kernel given", "-c/--cpus 4: KVM on this host allows at most 0"};
+    const std::string kvm = "cannot open /dev/kvm: Permission denied; run lkvm as root or add your user to the group owning /dev/kvm";
+    CHECK(vmm::startup_errors(kvm, config_errors) == std::vector<std::string>{kvm});
+    CHECK(vmm::startup_errors("", config_errors) == config_errors);
+    CHECK(vmm::startup_errors("", {}).empty());
+}
