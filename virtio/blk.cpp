@@ -108,8 +108,8 @@ void Blk::reset() {
 
 void Blk::notify(std::uint16_t queue) {
     if (queue != 0 || !queue_) return;
-    // Bounded by the ring: pop() yields at most `size` chains per avail idx update; a guest that
-    // keeps refilling keeps this thread busy exactly as long as it keeps submitting I/O.
+    // Bounded by the transport's pass: pop() yields at most one ring's worth per notify, and a
+    // guest that keeps refilling gets the rest on a later pass (MmioTransport::notify).
     while (auto chain = queue_->pop()) process(*chain);
     if (queue_->needs_notification()) context_->signal_used(0);
 }
