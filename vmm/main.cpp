@@ -44,7 +44,7 @@ int run_vm(vmm::VmConfig config) {
     } catch (const vmm::SetupError& e) {
         kvm_error = e.what();
     }
-    std::vector<std::string> errors = vmm::validate(config, kvm ? kvm->limits() : vmm::HostLimits{});
+    std::vector<std::string> errors = vmm::validate(config, kvm ? kvm->limits() : vmm::kvm::HostLimits{});
     if (!kvm_error.empty()) std::fprintf(stderr, "lkvm: error: %s\n", kvm_error.c_str());
     for (const std::string& e : errors) std::fprintf(stderr, "lkvm: error: %s\n", e.c_str());
     if (!errors.empty()) return kExitUsage;
