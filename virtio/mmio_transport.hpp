@@ -58,7 +58,7 @@ public:
     void mmio_write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // QueueNotify for `queue` (from an MMIO write or an ioeventfd). Ignored unless DRIVER_OK is
-    // set and the device is healthy (G3); spurious kicks are harmless (2.7.10).
+    // set and the device is healthy (CONFORMANCE.md G3); spurious kicks are harmless (2.7.10).
     void notify(std::uint16_t queue);
 
     // PollTarget, for a QueuePoller serving `queue` from its own thread (each takes the lock).
@@ -107,7 +107,8 @@ private:
     bool features_acceptable();
     void activate();
     void notify_locked(std::uint16_t queue);
-    // The queue if notify() may reach the device now (G3, not broken-and-reported, not FAILED).
+    // The queue if notify() may reach the device now (CONFORMANCE.md G3, not broken-and-reported,
+    // not FAILED).
     Virtqueue* runnable_queue(std::uint16_t queue);
     void run_device_locked(std::uint16_t queue);
     void reset_locked();
