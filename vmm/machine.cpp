@@ -198,7 +198,7 @@ void Machine::add_virtio_devices() {
     if (config_.console == ConsoleKind::Virtio) {
         virtio::ConsoleOptions options;
         if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
-        auto console = std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options);
+        auto console = std::make_unique<virtio::Console>(std::make_unique<devices::FdOutput>(STDOUT_FILENO), options);
         virtio::Console& model = *console;
         console_ = virtio::DeviceHandle<virtio::Console>(*add_virtio(std::move(console), {.label = "console"}).transport, model);
     }
@@ -278,7 +278,9 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
             loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
-                if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
+                // A pass that ran out of budget is continued on a later round of the loop, after
+                // the other devices, stdin and the signals that are ready now.
+                if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
             });
         }
     }
