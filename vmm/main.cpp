@@ -45,7 +45,7 @@ int run_vm(vmm::VmConfig config) {
         kvm_error = e.what();
     }
     const std::vector<std::string> errors =
-        vmm::startup_errors(kvm_error, vmm::validate(config, kvm ? kvm->limits() : vmm::HostLimits{}));
+        vmm::startup_errors(kvm_error, vmm::validate(config, kvm ? kvm->limits() : vmm::kvm::HostLimits{}));
     for (const std::string& e : errors) std::fprintf(stderr, "lkvm: error: %s\n", e.c_str());
     if (!kvm) return kExitFailure;
     if (!errors.empty()) return kExitUsage;

@@ -33,7 +33,7 @@ std::vector<std::uint8_t> arm64_image() {
     return h;
 }
 
-const vmm::HostLimits kHost{8, 40};
+const vmm::kvm::HostLimits kHost{8, 40};
 
 bool mentions(const std::vector<std::string>& errors, const std::string& needle) {
     for (const auto& e : errors)
@@ -98,7 +98,7 @@ TEST_CASE("validate rejects -m 0, -c 0 and sizes beyond what KVM allows") {
 
     c.mem_mib = 4096;  // needs 33 bits
     c.cpus = 9;
-    errors = vmm::validate(c, vmm::HostLimits{8, 32});
+    errors = vmm::validate(c, vmm::kvm::HostLimits{8, 32});
     CHECK(mentions(errors, "KVM_CAP_ARM_VM_IPA_SIZE"));
     CHECK(mentions(errors, "use at most -m 2048"));
     CHECK(mentions(errors, "KVM_CAP_MAX_VCPUS"));
