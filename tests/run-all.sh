@@ -1,8 +1,8 @@
 #!/bin/bash
-# The whole test run (what `make test` and CI execute): the citation check, unit tests, the same
-# under ASan+UBSan, the fuzz corpora replayed under sanitizers, the arm64 lkvm build, and the rig
-# tests that boot real guests in the nested rig. Prints a final "N passed, N failed" line and fails
-# if any failed.
+# The whole test run (what `make test` and CI execute): the citation check, unit tests, the
+# host-setup script tests, the unit tests under ASan+UBSan, the fuzz corpora replayed under
+# sanitizers, the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
+# Prints a final "N passed, N failed" line and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -52,6 +52,11 @@ if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
 else
     count "unit build" 0 1
 fi
+
+stage "script tests (setup-host package logic, fake dpkg/apt)"
+for t in tests/guest-images/*_test.sh; do
+    [ -x "$t" ] && single "$(basename "$t" .sh)" "$t"
+done
 
 stage "unit tests (ASan + UBSan)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/asan/unit-tests"; then
