@@ -6,13 +6,13 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <iterator>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "iommu/mapping_tree.hpp"
+#include "vmm/log.hpp"
 
 namespace support {
 
@@ -34,7 +34,7 @@ public:
             case Op::InsertIfFree: {
                 const iommu::Mapping m{vmm::Iova{first}, vmm::Iova{last}, vmm::GuestPhysAddr{first ^ 0xabc000}, 1};
                 const bool free = is_free(first, last);
-                if (tree_.insert_if_free(m) != free) return "insert_if_free disagrees at " + hex(first);
+                if (tree_.insert_if_free(m) != free) return "insert_if_free disagrees at " + vmm::hex(first);
                 if (free) reference_.emplace(first, m);
                 break;
             }
@@ -44,7 +44,7 @@ public:
                 auto it = reference_.upper_bound(first);
                 if (b % 4 != 0 && it != reference_.begin()) key = std::prev(it)->first;
                 const bool present = reference_.erase(key) == 1;
-                if (tree_.erase(key) != present) return "erase disagrees at " + hex(key);
+                if (tree_.erase(key) != present) return "erase disagrees at " + vmm::hex(key);
                 break;
             }
             case Op::RemoveRange: {
@@ -54,24 +54,24 @@ public:
                 const bool ok = remove_range(first, range_last, expected);
                 std::vector<iommu::Mapping> removed;
                 if (tree_.remove_range(first, range_last, removed) != ok)
-                    return "remove_range result disagrees at " + hex(first);
-                if (removed != expected) return "remove_range removed other entries at " + hex(first);
+                    return "remove_range result disagrees at " + vmm::hex(first);
+                if (removed != expected) return "remove_range removed other entries at " + vmm::hex(first);
                 break;
             }
             case Op::Floor: {
                 const std::uint64_t key = first + b % kPage;
                 auto it = reference_.upper_bound(key);
                 const iommu::MappingTree::Cursor c = tree_.floor(key);
-                if (c.at_end() != (it == reference_.begin())) return "floor at_end disagrees at " + hex(key);
-                if (!c.at_end() && !(*c == std::prev(it)->second)) return "floor disagrees at " + hex(key);
+                if (c.at_end() != (it == reference_.begin())) return "floor at_end disagrees at " + vmm::hex(key);
+                if (!c.at_end() && !(*c == std::prev(it)->second)) return "floor disagrees at " + vmm::hex(key);
                 return walk_from(c, it == reference_.begin() ? reference_.end() : std::prev(it), b);
             }
             case Op::UpperBound: {
                 const std::uint64_t key = first + b % kPage;
                 auto it = reference_.upper_bound(key);
                 const iommu::MappingTree::Cursor c = tree_.upper_bound(key);
-                if (c.at_end() != (it == reference_.end())) return "upper_bound at_end disagrees at " + hex(key);
-                if (!c.at_end() && !(*c == it->second)) return "upper_bound disagrees at " + hex(key);
+                if (c.at_end() != (it == reference_.end())) return "upper_bound at_end disagrees at " + vmm::hex(key);
+                if (!c.at_end() && !(*c == it->second)) return "upper_bound disagrees at " + vmm::hex(key);
                 return walk_from(c, it, b);
             }
             case Op::Count: break;
@@ -85,7 +85,7 @@ public:
         auto it = reference_.begin();
         for (iommu::MappingTree::Cursor c = tree_.begin(); !c.at_end(); c.next(), ++it) {
             if (it == reference_.end()) return "tree has more entries";
-            if (!(*c == it->second)) return "iteration disagrees at " + hex(it->first);
+            if (!(*c == it->second)) return "iteration disagrees at " + vmm::hex(it->first);
         }
         if (it != reference_.end()) return "tree has fewer entries";
         return "";
@@ -94,12 +94,6 @@ public:
     std::size_t size() const { return reference_.size(); }
 
 private:
-    static std::string hex(std::uint64_t v) {
-        char buffer[24];
-        std::snprintf(buffer, sizeof buffer, "0x%llx", static_cast<unsigned long long>(v));
-        return buffer;
-    }
-
     bool is_free(std::uint64_t first, std::uint64_t last) const {
         auto it = reference_.upper_bound(last);  // entries starting after `last` cannot overlap
         return it == reference_.begin() || std::prev(it)->second.last.value < first;
