@@ -34,7 +34,7 @@ constexpr long kSysFchmodat2 = 452;
 // Open flags of Tlopen / Tlcreate: the client sends Linux's generic O_* values
 // (include/net/9p/9p.h P9_DOTL_*), which differ from arm64's for O_DIRECTORY and O_NOFOLLOW;
 // only the ones with a meaning for the server are translated, the rest are dropped.
-constexpr std::uint32_t kDotlAccmode = 3, kDotlCreate = 0100, kDotlExcl = 0200, kDotlTrunc = 01000,
+constexpr std::uint32_t kDotlAccmode = 3, kDotlExcl = 0200, kDotlTrunc = 01000,
                         kDotlAppend = 02000, kDotlDsync = 010000, kDotlSync = 04000000;
 
 int host_open_flags(std::uint32_t dotl) {
