@@ -14,6 +14,7 @@ struct RunOptions {
     VmConfig config;
     std::vector<std::string> disk_specs;
     std::vector<std::string> share_specs;
+    std::string rootfs;
     std::string params;
     std::string console = "serial";
     CLI::Option* params_option = nullptr;
@@ -49,6 +50,9 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->type_name("DIR[,TAG][,ro]")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    run.add_option("--rootfs", o.rootfs,
+                   "boot with host directory DIR as the root file system over virtio-9p (tag /dev/root)")
+        ->type_name("DIR");
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
@@ -209,6 +213,7 @@ Command parse(int argc, const char* const* argv) {
         if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");
         result.config.disks.push_back(disk);
     }
+    if (!options.rootfs.empty()) result.config.shares.push_back({options.rootfs, std::string(kRootShareTag), false});
     for (const std::string& spec : options.share_specs) {
         ShareConfig share;
         if (std::string error = parse_share(spec, share); !error.empty()) return usage_error(error, "lkvm run");

@@ -136,7 +136,10 @@ void check_name(const VmConfig& c, std::vector<std::string>& errors) {
 
 std::string kernel_params(const VmConfig& config) {
     if (config.params) return *config.params;
-    return config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
+    std::string params = config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
+    if (std::any_of(config.shares.begin(), config.shares.end(), [](const ShareConfig& s) { return s.tag == kRootShareTag; }))
+        params += " root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw";
+    return params;
 }
 
 std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {

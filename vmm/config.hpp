@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vmm/viommu_config.hpp"
@@ -59,6 +60,10 @@ std::string kernel_params(const VmConfig& config);
 
 // The kernel's command line limit on arm64 (COMMAND_LINE_SIZE, including the NUL).
 inline constexpr std::size_t kMaxKernelParams = 2048;
+
+// The tag of a share the guest boots from (kvmtool's convention): it adds root=/dev/root ... to
+// the default kernel command line.
+inline constexpr std::string_view kRootShareTag = "/dev/root";
 
 // Longest --9p tag (virtio::P9::kMaxTagLength: the config's tag, a mount source in the guest).
 inline constexpr std::size_t kMaxShareTag = 255;

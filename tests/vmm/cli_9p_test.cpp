@@ -77,3 +77,19 @@ TEST_CASE("validate: --9p needs an existing, readable directory and a unique tag
     }
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("--rootfs DIR (or --9p DIR,/dev/root) boots from the share: root=/dev/root rootfstype=9p") {
+    auto command = parse({"--rootfs", "/srv/root"});
+    auto* run = std::get_if<vmm::cli::Run>(&command);
+    REQUIRE(run);
+    REQUIRE(run->config.shares.size() == 1);
+    CHECK(run->config.shares[0].tag == "/dev/root");
+    CHECK(vmm::kernel_params(run->config) ==
+          "console=ttyS0 earlycon root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw");
+    auto kvmtool = parse({"--9p", "/srv/root,/dev/root"});
+    REQUIRE(std::get_if<vmm::cli::Run>(&kvmtool));
+    CHECK(vmm::kernel_params(std::get<vmm::cli::Run>(kvmtool).config).find("rootfstype=9p") != std::string::npos);
+    // -p wins: the user's command line is taken as given.
+    auto own = parse({"--rootfs", "/srv/root", "-p", "console=ttyS0"});
+    CHECK(vmm::kernel_params(std::get<vmm::cli::Run>(own).config) == "console=ttyS0");
+}
