@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -68,7 +69,9 @@ void check_fds() {
         const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
         if (n < 0) continue;  // closed in between
         const std::string path(target, static_cast<std::size_t>(n));
-        require(path == world->exported || path.rfind(world->exported + "/", 0) == 0);
+        const bool inside = path == world->exported || path.rfind(world->exported + "/", 0) == 0;
+        if (!inside) std::fprintf(stderr, "fuzz_p9: descriptor %d names %s, outside the export\n", fd, path.c_str());
+        require(inside);
     }
 }
 

@@ -6,7 +6,7 @@
 . /mnt/rig/lib.sh
 
 rig_need_lkvm
-L2_TIMEOUT=${L2_TIMEOUT:-200}
+L2_TIMEOUT=${L2_TIMEOUT:-300}
 
 A="console=ttyS0 quiet panic=-1"
 K="-k $L2_KERNEL -i $L2_INITRD"
@@ -54,6 +54,7 @@ touch /tmp/p9race.on
     rm -rf race.d; mkdir race.d; echo inside >race.d/secret
     rm -rf race; mv race.d race
     rm -rf race; ln -s "$OUT" race
+    sleep 0.05  # leave L1's CPUs to the VMM
   done ) &
 racer=$!
 
