@@ -1,5 +1,6 @@
 #!/bin/bash
-# The whole test run (what `make test` and CI execute): unit tests, the same under ASan+UBSan,
+# The whole test run (what `make test` and CI execute): unit tests, the host-setup script tests,
+# the unit tests under ASan+UBSan,
 # the fuzz corpora replayed under sanitizers, the arm64 lkvm build, and the rig tests that boot
 # real guests in the nested rig. Prints a final "N passed, N failed" line and fails if any failed.
 set -uo pipefail
@@ -46,6 +47,11 @@ if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
 else
     count "unit build" 0 1
 fi
+
+stage "script tests (setup-host package logic, fake dpkg/apt)"
+for t in tests/guest-images/*_test.sh; do
+    [ -x "$t" ] && single "$(basename "$t" .sh)" "$t"
+done
 
 stage "unit tests (ASan + UBSan)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/asan/unit-tests"; then
