@@ -31,7 +31,7 @@ CACHE=${LKVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lkvm-rig}
 SUITE=bookworm-backports
 WITH_QEMU=${WITH_QEMU:-1}
 L1_MODS=${L1_MODS:-"nvme vfio vfio_iommu_type1 vfio-pci 9pnet_virtio 9p virtio_blk virtio-rng"}
-L2_MODS=${L2_MODS:-"virtio-iommu virtio_mmio virtio_blk virtio-rng nvme"}
+L2_MODS=${L2_MODS:-"virtio-iommu virtio_mmio virtio_blk virtio-rng nvme netfs 9pnet 9pnet_virtio 9p"}
 EXTRA_L1=${EXTRA_L1:-$CACHE/extra-l1}
 FORCE=${FORCE:-0}
 

@@ -15,6 +15,8 @@ constexpr int kUsageError = 2;
 struct RunOptions {
     VmConfig config;
     std::vector<std::string> disk_specs;
+    std::vector<std::string> share_specs;
+    std::string rootfs;
     std::string params;
     std::string console = "serial";
     CLI::Option* params_option = nullptr;
@@ -44,6 +46,15 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->type_name("FILE[,ro]")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    run.add_option("--9p", o.share_specs,
+                   "share host directory DIR with the guest over virtio-9p (mount -t 9p -o trans=virtio TAG /mnt); "
+                   "TAG defaults to DIR's base name; ',ro' refuses writes (repeatable)")
+        ->type_name("DIR[,TAG][,ro]")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    run.add_option("--rootfs", o.rootfs,
+                   "boot with host directory DIR as the root file system over virtio-9p (tag /dev/root)")
+        ->type_name("DIR");
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
@@ -76,6 +87,37 @@ std::string parse_disk(const std::string& spec, DiskConfig& disk) {
         comma = next;
     }
     if (disk.path.empty()) return "-d/--disk " + spec + ": no file name; use -d FILE or -d FILE,ro";
+    return {};
+}
+
+// "DIR", "DIR,TAG", "DIR,ro", "DIR,TAG,ro". Returns an error text, or empty.
+std::string parse_share(const std::string& spec, ShareConfig& share) {
+    std::size_t comma = spec.find(',');
+    share.dir = spec.substr(0, comma);
+    bool tag_given = false;
+    while (comma != std::string::npos) {
+        std::size_t next = spec.find(',', comma + 1);
+        std::string opt = spec.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+        if (opt == "ro") share.read_only = true;
+        else if (opt == "rw") share.read_only = false;
+        else if (!tag_given && !opt.empty()) {
+            share.tag = opt;
+            tag_given = true;
+        } else
+            return "--9p " + spec + ": unexpected '" + opt + "'; use --9p DIR[,TAG][,ro]";
+        comma = next;
+    }
+    if (share.dir.empty()) return "--9p " + spec + ": no directory; use --9p DIR[,TAG][,ro]";
+    if (!tag_given) {
+        // kvmtool's default: the directory's base name ("/" and "." have none worth using).
+        std::string dir = share.dir;
+        while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+        const std::size_t slash = dir.rfind('/');
+        share.tag = slash == std::string::npos ? dir : dir.substr(slash + 1);
+        if (share.tag.empty() || share.tag == "." || share.tag == "..")
+            return "--9p " + spec + ": the directory has no base name to use as the tag; give one: --9p " + share.dir +
+                   ",TAG";
+    }
     return {};
 }
 
@@ -179,6 +221,12 @@ Command parse(int argc, const char* const* argv) {
         DiskConfig disk;
         if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");
         result.config.disks.push_back(disk);
+    }
+    if (!options.rootfs.empty()) result.config.shares.push_back({options.rootfs, std::string(kRootShareTag), false});
+    for (const std::string& spec : options.share_specs) {
+        ShareConfig share;
+        if (std::string error = parse_share(spec, share); !error.empty()) return usage_error(error, "lkvm run");
+        result.config.shares.push_back(share);
     }
     return result;
 }

@@ -1,6 +1,7 @@
 #include "vmm/config.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,6 +65,27 @@ void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
     }
 }
 
+void check_shares(const VmConfig& c, std::vector<std::string>& errors) {
+    std::set<std::string> tags;
+    for (const ShareConfig& share : c.shares) {
+        const std::string flag = "--9p " + quoted(share.dir);
+        struct stat st{};
+        if (share.dir.empty()) errors.push_back("--9p: empty directory name; use --9p DIR[,TAG][,ro]");
+        else if (::stat(share.dir.c_str(), &st) != 0)
+            errors.push_back(flag + ": " + std::strerror(errno) + "; give an existing host directory");
+        else if (!S_ISDIR(st.st_mode)) errors.push_back(flag + " is not a directory");
+        else if (::access(share.dir.c_str(), R_OK | X_OK) != 0)
+            errors.push_back(flag + ": not readable and searchable by lkvm (" + std::strerror(errno) + ")");
+        else if (!share.read_only && ::access(share.dir.c_str(), W_OK) != 0)
+            errors.push_back(flag + ": not writable by lkvm (" + std::strerror(errno) + "); share it read-only with ,ro");
+        if (share.tag.empty() || share.tag.size() > kMaxShareTag)
+            errors.push_back(flag + ": the tag " + quoted(share.tag) + " must be 1 to " + std::to_string(kMaxShareTag) +
+                             " bytes; give one with --9p DIR,TAG");
+        else if (!tags.insert(share.tag).second)
+            errors.push_back(flag + ": the tag " + quoted(share.tag) + " is used twice; give each share its own TAG");
+    }
+}
+
 void check_memory(const VmConfig& c, const kvm::HostLimits& limits, std::vector<std::string>& errors) {
     const std::uint64_t max_layout_mib = layout::kMaxRamSize >> 20;
     if (c.mem_mib == 0) {
@@ -114,7 +136,10 @@ void check_name(const VmConfig& c, std::vector<std::string>& errors) {
 
 std::string kernel_params(const VmConfig& config) {
     if (config.params) return *config.params;
-    return config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
+    std::string params = config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
+    if (std::any_of(config.shares.begin(), config.shares.end(), [](const ShareConfig& s) { return s.tag == kRootShareTag; }))
+        params += " root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw";
+    return params;
 }
 
 std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors) {
@@ -127,6 +152,7 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
     check_kernel(c, errors);
     check_initrd(c, errors);
     check_disks(c, errors);
+    check_shares(c, errors);
     check_memory(c, limits, errors);
     check_cpus(c, limits, errors);
     check_name(c, errors);
@@ -137,7 +163,7 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
         for (std::string& e : check_viommu(*c.viommu)) errors.push_back(std::move(e));
     if (c.viommu && c.viommu->vfio && !c.viommu->virtio && c.vfio_pci.empty())
         errors.push_back("--viommu vfio: no assigned device to put behind it; add --vfio-pci BDF");
-    std::size_t virtio_devices = c.disks.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
+    std::size_t virtio_devices = c.disks.size() + c.shares.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
                                  (c.viommu ? 1 : 0);
     if (virtio_devices > layout::kVirtioMmioSlots)
         errors.push_back("too many virtio devices (" + std::to_string(virtio_devices) + "); lkvm has " +

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vmm/kvm/system.hpp"
@@ -19,6 +20,13 @@ struct DiskConfig {
     bool read_only = false;
 };
 
+// --9p DIR[,TAG][,ro]: a host directory exported to the guest over virtio-9p.
+struct ShareConfig {
+    std::string dir;
+    std::string tag;  // the guest's mount source; default: the directory's base name
+    bool read_only = false;
+};
+
 struct VmConfig {
     std::string kernel;
     std::string initrd;                 // empty: none
@@ -26,6 +34,7 @@ struct VmConfig {
     unsigned cpus = 1;
     std::uint64_t mem_mib = 256;
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
+    std::vector<ShareConfig> shares;    // virtio-9p, in command-line order (after the disks)
     ConsoleKind console = ConsoleKind::Serial;
     bool rng = false;
     std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest
@@ -50,5 +59,12 @@ std::string kernel_params(const VmConfig& config);
 
 // The kernel's command line limit on arm64 (COMMAND_LINE_SIZE, including the NUL).
 inline constexpr std::size_t kMaxKernelParams = 2048;
+
+// The tag of a share the guest boots from (kvmtool's convention): it adds root=/dev/root ... to
+// the default kernel command line.
+inline constexpr std::string_view kRootShareTag = "/dev/root";
+
+// Longest --9p tag (virtio::P9::kMaxTagLength: the config's tag, a mount source in the guest).
+inline constexpr std::size_t kMaxShareTag = 255;
 
 }  // namespace vmm

@@ -16,6 +16,7 @@
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/console.hpp"
+#include "virtio/p9.hpp"
 #include "virtio/rng.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kernel_loader.hpp"
@@ -182,7 +183,8 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
     return fdt::build_machine_tree(m);
 }
 
-// Slots in a fixed order: the disks as given (vda, vdb, ...), then the rng, then the console.
+// Slots in a fixed order: the disks as given (vda, vdb, ...), the --9p shares as given, then the
+// rng, then the console.
 void Machine::add_virtio_devices() {
     for (std::size_t i = 0; i < config_.disks.size(); ++i) {
         const DiskConfig& disk = config_.disks[i];
@@ -193,6 +195,13 @@ void Machine::add_virtio_devices() {
         virtio::Blk& model = *blk;
         VirtioSlot& slot = add_virtio(std::move(blk), {.label = "blk" + std::to_string(i)});
         slot.blk = virtio::DeviceHandle<virtio::Blk>(*slot.transport, model);
+    }
+    static_assert(kMaxShareTag <= virtio::P9::kMaxTagLength);
+    for (const ShareConfig& share : config_.shares) {
+        devices::p9::ServerOptions options;
+        options.read_only = share.read_only;
+        add_virtio(std::make_unique<virtio::P9>(devices::p9::Server::open(share.dir, options), share.tag),
+                   {.label = "9p:" + share.tag});
     }
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>(), {.label = "rng"});
     if (config_.console == ConsoleKind::Virtio) {

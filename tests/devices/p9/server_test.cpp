@@ -1,0 +1,410 @@
+// devices::p9::Server against a scratch directory: basic operations, confinement (every escape
+// attempt of DEVELOPERS' hostile guest, including a racing host thread), ro, fid limits.
+#include "devices/p9/server.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/devices/p9/p9_client.hpp"
+
+using namespace p9test;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::unique_ptr<devices::p9::Server> serve(const Scratch& s, devices::p9::ServerOptions options = {}) {
+    return devices::p9::Server::open(s.exported.string(), options);
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+constexpr std::uint32_t kRoot = 1;
+
+}  // namespace
+
+TEST_CASE("p9 server: version, attach, create, write, read back, getattr, readdir") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version(1 << 20) == 0);
+    Decoder v = c.body();
+    CHECK(v.u32() == 512 * 1024 + 4096);  // clamped to the server's maximum
+    CHECK(v.str() == "9P2000.L");
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {}) == 0);  // clone
+    REQUIRE(c.lcreate(2, "hello.txt") == 0);
+    REQUIRE(c.write(2, 0, "hello, 9p") == 0);
+    CHECK(c.body().u32() == 9);
+    CHECK(c.read(2, 7, 100) == "9p");
+    CHECK(c.size_of(2) == 9);
+    REQUIRE(c.clunk(2) == 0);
+    CHECK(slurp(s.exported / "hello.txt") == "hello, 9p");
+
+    REQUIRE(c.mkdir(kRoot, "sub") == 0);
+    CHECK(fs::is_directory(s.exported / "sub"));
+    REQUIRE(c.walk(kRoot, 3, {}) == 0);
+    REQUIRE(c.lopen(3, kRdonly) == 0);
+    auto names = c.readdir(3);
+    CHECK(std::count(names.begin(), names.end(), "hello.txt") == 1);
+    CHECK(std::count(names.begin(), names.end(), "sub") == 1);
+    // A tiny count returns no entry rather than a partial one.
+    CHECK(c.readdir(3, 10).empty());
+    CHECK(c.clunk(3) == 0);
+    CHECK(c.clunk(3) == EBADF);
+}
+
+TEST_CASE("p9 server: symlink, readlink, rename keeps fids usable, unlinkat, statfs, locks") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.symlink(kRoot, "link", "/etc/passwd") == 0);
+    CHECK(fs::read_symlink(s.exported / "link") == "/etc/passwd");
+    REQUIRE(c.walk(kRoot, 2, {"link"}) == 0);
+    CHECK(c.last_qid().type == devices::p9::kQidSymlink);
+    REQUIRE(c.call(Type::Treadlink, [](Encoder& e) { e.u32(2); }) == 0);
+    CHECK(c.body().str() == "/etc/passwd");
+
+    REQUIRE(c.mkdir(kRoot, "a") == 0);
+    std::ofstream(s.exported / "a" / "f") << "data";
+    REQUIRE(c.walk(kRoot, 3, {"a", "f"}) == 0);
+    REQUIRE(c.renameat(kRoot, "a", kRoot, "b") == 0);
+    CHECK(fs::exists(s.exported / "b" / "f"));
+    // The fid walked before the rename still opens its file (its path followed the rename).
+    REQUIRE(c.lopen(3, kRdonly) == 0);
+    CHECK(c.read(3, 0, 10) == "data");
+    REQUIRE(c.walk(kRoot, 4, {"b"}) == 0);
+    CHECK(c.unlinkat(4, "f") == 0);
+    CHECK(!fs::exists(s.exported / "b" / "f"));
+    CHECK(c.unlinkat(kRoot, "b") == EISDIR);
+    CHECK(c.unlinkat(kRoot, "b", AT_REMOVEDIR) == 0);
+
+    REQUIRE(c.call(Type::Tstatfs, [](Encoder& e) { e.u32(kRoot); }) == 0);
+    Decoder st = c.body();
+    st.u32();
+    CHECK(st.u32() > 0);  // bsize
+
+    REQUIRE(c.walk(kRoot, 5, {}) == 0);
+    REQUIRE(c.lcreate(5, "locked") == 0);
+    auto lock = [&](std::uint32_t fid, std::uint8_t type) {
+        REQUIRE(c.call(Type::Tlock, [&](Encoder& e) {
+            e.u32(fid), e.u8(type), e.u32(0), e.u64(0), e.u64(0), e.u32(42), e.str("guest");
+        }) == 0);
+        return c.body().u8();
+    };
+    CHECK(lock(5, 1) == 0);  // write lock: P9_LOCK_SUCCESS
+    REQUIRE(c.walk(kRoot, 6, {"locked"}) == 0);
+    REQUIRE(c.lopen(6, kRdwr) == 0);
+    CHECK(lock(6, 1) == 1);  // another fid conflicts: P9_LOCK_BLOCKED
+    REQUIRE(c.call(Type::Tgetlock, [](Encoder& e) { e.u32(6), e.u8(1), e.u64(0), e.u64(0), e.u32(43), e.str("g2"); }) == 0);
+    CHECK(c.body().u8() == 1);  // the conflicting write lock is reported
+    CHECK(lock(5, 2) == 0);     // unlock
+    CHECK(lock(6, 1) == 0);
+    CHECK(c.call(Type::Tfsync, [](Encoder& e) { e.u32(6), e.u32(0); }) == 0);
+
+    // Missing xattr: ENODATA; the list of a plain file is readable (maybe empty).
+    CHECK(c.call(Type::Txattrwalk, [](Encoder& e) { e.u32(6), e.u32(7), e.str("user.none"); }) == ENODATA);
+    CHECK(c.call(Type::Txattrwalk, [](Encoder& e) { e.u32(6), e.u32(7), e.str(""); }) == 0);
+    CHECK(c.clunk(7) == 0);
+    // Truncation through setattr.
+    CHECK(c.write(6, 0, "0123456789") == 0);
+    CHECK(c.truncate(6, 4) == 0);
+    CHECK(fs::file_size(s.exported / "locked") == 4);
+}
+
+TEST_CASE("p9 server: a fid walked before a host rename of its parent still opens the file") {
+    Scratch s;
+    fs::create_directory(s.exported / "d");
+    std::ofstream(s.exported / "d" / "f") << "x";
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"d"}) == 0);
+    fs::rename(s.exported / "d", s.exported / "e");
+    // Walks continue from the fid's descriptor, not its old name.
+    REQUIRE(c.walk(2, 3, {"f"}) == 0);
+    CHECK(c.last_qid().type == devices::p9::kQidFile);
+}
+
+TEST_CASE("p9 server: .. at the root stays at the root, and names with '/' are refused") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {}) == 0);
+    const Qid root = c.last_qid();
+    REQUIRE(c.walk(kRoot, 5, {"..", "..", ".."}) == 0);
+    struct stat st{};
+    REQUIRE(::stat(s.exported.c_str(), &st) == 0);
+    CHECK(c.last_qid().path == st.st_ino);
+    (void)root;
+    // "../outside" from the root: `..` is the root again, then no "outside" in the export.
+    CHECK(c.walk(kRoot, 3, {"..", "outside"}) == 0xffffffff);
+    CHECK(c.walked() == 1);
+    CHECK(c.clunk(3) == EBADF);  // a short walk creates no fid
+    CHECK(c.walk(kRoot, 3, {"../outside"}) == EINVAL);
+    CHECK(c.walk(kRoot, 3, {"../outside/secret"}) == EINVAL);
+    CHECK(c.walk(kRoot, 3, {std::string("a\0b", 3)}) == EINVAL);
+    CHECK(c.mkdir(kRoot, "..") == EINVAL);
+    CHECK(c.mkdir(kRoot, "x/y") == EINVAL);
+    CHECK(c.lcreate(kRoot, "../escape") == EINVAL);
+    CHECK(c.renameat(kRoot, "..", kRoot, "z") == EINVAL);
+    CHECK(c.symlink(kRoot, "../l", "x") == EINVAL);
+    CHECK(!fs::exists(s.base / "escape"));
+    // A walk from a subdirectory back up with .. stays below the export.
+    REQUIRE(c.mkdir(kRoot, "sub") == 0);
+    REQUIRE(c.walk(kRoot, 4, {"sub", "..", "..", "sub"}) == 0);
+}
+
+TEST_CASE("p9 server: symlinks are never followed (absolute, to /, relative out, /proc magic links)") {
+    Scratch s;
+    fs::create_directory_symlink(s.outside, s.exported / "abs");
+    fs::create_directory_symlink("/", s.exported / "slash");
+    fs::create_directory_symlink("../outside", s.exported / "rel");
+    fs::create_symlink(s.outside / "secret", s.exported / "secretlink");
+    fs::create_directory_symlink("/proc/self/root", s.exported / "magic");
+    fs::create_directory_symlink("/proc", s.exported / "proc");
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    for (const char* link : {"abs", "slash", "rel", "magic", "proc"}) {
+        CAPTURE(link);
+        // The link itself can be walked to (the client reads it and resolves it in the guest)...
+        REQUIRE(c.walk(kRoot, 2, {link}) == 0);
+        CHECK(c.last_qid().type == devices::p9::kQidSymlink);
+        // ...but never through, nor opened, nor used as a directory.
+        CHECK(c.walk(2, 3, {"secret"}) == ENOTDIR);
+        CHECK(c.lopen(2, kRdonly) == ELOOP);
+        CHECK(c.lcreate(2, "planted") == ENOTDIR);
+        CHECK(c.mkdir(2, "planted") != 0);
+        CHECK(c.walk(kRoot, 3, {link, "secret"}) == 0xffffffff);
+        CHECK(c.clunk(2) == 0);
+    }
+    CHECK(c.walk(kRoot, 2, {"proc", "self", "root", "etc"}) == 0xffffffff);
+    REQUIRE(c.walk(kRoot, 2, {"secretlink"}) == 0);
+    CHECK(c.lopen(2, kRdonly) == ELOOP);
+    CHECK(c.lopen(2, kWronly | kTrunc) == ELOOP);
+    CHECK(c.truncate(2, 0) == EINVAL);
+    CHECK(c.call(Type::Txattrwalk, [](Encoder& e) { e.u32(2), e.u32(9), e.str("user.x"); }) == ENODATA);
+    CHECK(s.read_secret() == "secret");
+    CHECK(!fs::exists(s.outside / "planted"));
+    CHECK(!fs::exists("/planted"));
+}
+
+TEST_CASE("p9 server: a symlink the guest plants is data, not a way out") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.symlink(kRoot, "out", s.outside.string()) == 0);
+    REQUIRE(c.symlink(kRoot, "up", "..") == 0);
+    CHECK(c.walk(kRoot, 2, {"out", "secret"}) == 0xffffffff);
+    CHECK(c.walk(kRoot, 2, {"up", "outside"}) == 0xffffffff);
+    const std::uint32_t err = c.lcreate(kRoot, "out");  // O_CREAT never follows the planted link
+    CHECK((err == ELOOP || err == EEXIST));
+    REQUIRE(c.walk(kRoot, 2, {}) == 0);
+    CHECK(c.lcreate(2, "out", kRdwr | kCreate | kTrunc) != 0);
+    CHECK(s.read_secret() == "secret");
+}
+
+TEST_CASE("p9 server: a file replaced by a symlink after the walk is not opened (ESTALE/ELOOP)") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "inside";
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"f"}) == 0);
+    fs::remove(s.exported / "f");
+    fs::create_symlink(s.outside / "secret", s.exported / "f");
+    const std::uint32_t err = c.lopen(2, kRdwr | kTrunc);
+    CHECK((err == ESTALE || err == ELOOP));
+    CHECK(c.truncate(2, 0) != 0);
+    CHECK(s.read_secret() == "secret");
+}
+
+TEST_CASE("p9 server: a host thread swapping a directory and a symlink to outside never lets a walk out") {
+    Scratch s;
+    fs::create_directory(s.exported / "d");
+    std::ofstream(s.exported / "d" / "secret") << "inside";
+    fs::create_directory_symlink(s.outside, s.exported / "swap");
+    struct stat outside_secret{};
+    REQUIRE(::stat((s.outside / "secret").c_str(), &outside_secret) == 0);
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+
+    std::atomic<bool> stop{false};
+    std::atomic<unsigned> swaps{0};
+    std::thread racer([&] {
+        // Atomically exchange the real directory `d` and the symlink `swap` (renameat2).
+        while (!stop.load()) {
+            if (::renameat2(AT_FDCWD, (s.exported / "d").c_str(), AT_FDCWD, (s.exported / "swap").c_str(),
+                            RENAME_EXCHANGE) == 0)
+                swaps.fetch_add(1);
+        }
+    });
+    unsigned inside = 0;
+    for (int i = 0; i < 3000; ++i) {
+        const std::uint32_t err = c.walk(kRoot, 2, {"d", "secret"});
+        if (err != 0) continue;
+        CHECK(c.last_qid().path != outside_secret.st_ino);
+        std::uint32_t read_err = 0;
+        if (c.lopen(2, kRdonly) == 0) {
+            const std::string data = c.read(2, 0, 64, &read_err);
+            CHECK(data != "secret");
+            if (data == "inside") ++inside;
+        }
+        CHECK(c.clunk(2) == 0);
+    }
+    stop = true;
+    racer.join();
+    CHECK(swaps.load() > 0);
+    CHECK(inside > 0);  // the walk does succeed whenever `d` is the real directory
+    CHECK(s.read_secret() == "secret");
+}
+
+TEST_CASE("p9 server: ,ro refuses every write and still serves reads") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "ro data";
+    fs::create_directory(s.exported / "dir");
+    devices::p9::ServerOptions options;
+    options.read_only = true;
+    auto server = serve(s, options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"f"}) == 0);
+    CHECK(c.lopen(2, kWronly) == EROFS);
+    CHECK(c.lopen(2, kRdwr) == EROFS);
+    CHECK(c.lopen(2, kRdonly | kTrunc) == EROFS);
+    CHECK(c.truncate(2, 0) == EROFS);
+    REQUIRE(c.lopen(2, kRdonly) == 0);
+    CHECK(c.read(2, 0, 100) == "ro data");
+    CHECK(c.write(2, 0, "x") == EROFS);
+    CHECK(c.lcreate(kRoot, "new") == EROFS);
+    CHECK(c.mkdir(kRoot, "new") == EROFS);
+    CHECK(c.symlink(kRoot, "new", "f") == EROFS);
+    CHECK(c.unlinkat(kRoot, "f") == EROFS);
+    CHECK(c.unlinkat(kRoot, "dir", AT_REMOVEDIR) == EROFS);
+    CHECK(c.renameat(kRoot, "f", kRoot, "g") == EROFS);
+    CHECK(c.call(Type::Tlink, [](Encoder& e) { e.u32(kRoot), e.u32(2), e.str("hard"); }) == EROFS);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0644), e.u32(0), e.u32(0), e.u32(0); }) == EROFS);
+    CHECK(c.call(Type::Txattrcreate, [](Encoder& e) { e.u32(2), e.str("user.a"), e.u64(1), e.u32(0); }) == EROFS);
+    CHECK(c.call(Type::Tremove, [](Encoder& e) { e.u32(2); }) == EROFS);
+    CHECK(fs::exists(s.exported / "f"));
+    CHECK(slurp(s.exported / "f") == "ro data");
+    CHECK(!fs::exists(s.exported / "new"));
+}
+
+TEST_CASE("p9 server: fids are bounded per guest and freed by clunk and Tversion") {
+    Scratch s;
+    devices::p9::ServerOptions options;
+    options.max_fids = 8;
+    auto server = serve(s, options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    for (std::uint32_t fid = 2; fid <= 8; ++fid) REQUIRE(c.walk(kRoot, fid, {}) == 0);
+    CHECK(server->fid_count() == 8);
+    CHECK(c.walk(kRoot, 9, {}) == EMFILE);
+    CHECK(c.attach(9) == EMFILE);
+    CHECK(c.call(Type::Txattrwalk, [](Encoder& e) { e.u32(kRoot), e.u32(9), e.str(""); }) == EMFILE);
+    CHECK(c.walk(kRoot, 2, {}) == EEXIST);  // in use
+    REQUIRE(c.clunk(8) == 0);
+    CHECK(c.walk(kRoot, 9, {}) == 0);
+    REQUIRE(c.version() == 0);  // a new session drops every fid
+    CHECK(server->fid_count() == 0);
+    CHECK(c.walk(kRoot, 2, {}) == EBADF);
+}
+
+TEST_CASE("p9 server: no device nodes for the guest, and only regular files and directories open") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("sda"), e.u32(S_IFBLK | 0600), e.u32(8), e.u32(0), e.u32(0); }) == EPERM);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("mem"), e.u32(S_IFCHR | 0600), e.u32(1), e.u32(1), e.u32(0); }) == EPERM);
+    REQUIRE(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0600), e.u32(0), e.u32(0), e.u32(0); }) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"fifo"}) == 0);
+    CHECK(c.lopen(2, kRdonly) == EOPNOTSUPP);  // would block the serving thread
+}
+
+TEST_CASE("p9 server: malformed messages get Rlerror and never a crash") {
+    Scratch s;
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    std::vector<std::uint8_t> reply;
+
+    // Size field larger than the message, smaller, and below the header.
+    std::vector<std::uint8_t> msg = {20, 0, 0, 0, static_cast<std::uint8_t>(Type::Tclunk), 3, 0, 1, 0, 0, 0};
+    CHECK(c.send(msg) == EPROTO);
+    CHECK(c.reply()[5] == 3);  // the tag is echoed
+    msg[0] = 5;
+    CHECK(c.send(msg) == EPROTO);
+    server->handle(std::vector<std::uint8_t>{1, 2, 3}, reply, 1024);
+    REQUIRE(reply.size() == 11);
+    CHECK(reply[4] == static_cast<std::uint8_t>(Type::Rlerror));
+
+    // Truncated bodies.
+    CHECK(c.call(Type::Twalk, [](Encoder& e) { e.u32(kRoot), e.u32(2), e.u16(2), e.str("a"); }) == EPROTO);
+    CHECK(c.call(Type::Twalk, [](Encoder& e) { e.u32(kRoot), e.u32(2), e.u16(1), e.u16(50), e.u8('a'); }) == EPROTO);
+    CHECK(c.call(Type::Tlcreate, [](Encoder& e) { e.u32(kRoot), e.str("x"); }) == EPROTO);
+    CHECK(!fs::exists(s.exported / "x"));
+    // Twrite whose count exceeds the data that came, by a lot (no overflow on offset + count).
+    CHECK(c.call(Type::Twrite, [](Encoder& e) { e.u32(kRoot), e.u64(~0ull), e.u32(0xffffffff), e.u8(1); }) == EPROTO);
+    // Too many walk names, unknown types, Tauth.
+    CHECK(c.call(Type::Twalk, [](Encoder& e) {
+        e.u32(kRoot), e.u32(2), e.u16(17);
+        for (int i = 0; i < 17; ++i) e.str("a");
+    }) == EINVAL);
+    CHECK(c.call(static_cast<Type>(200), [](Encoder& e) { e.u32(0); }) == EOPNOTSUPP);
+    CHECK(c.call(Type::Tauth, [](Encoder& e) { e.u32(5), e.str("u"), e.str(""), e.u32(0); }) == EOPNOTSUPP);
+    // Offsets beyond off_t.
+    REQUIRE(c.walk(kRoot, 2, {}) == 0);
+    REQUIRE(c.lcreate(2, "f") == 0);
+    std::uint32_t err = 0;
+    c.read(2, ~0ull, 10, &err);
+    CHECK(err == EINVAL);
+    CHECK(c.write(2, ~0ull - 1, "ab") == EFBIG);
+    // A request larger than the negotiated msize.
+    REQUIRE(c.version(8192) == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    CHECK(c.call(Type::Tmkdir, [](Encoder& e) {
+        e.u32(kRoot), e.str(std::string(9000, 'a')), e.u32(0755), e.u32(0);
+    }) == EMSGSIZE);
+    // Reply room too small for any reply: nothing, not a partial message, and not executed.
+    server->handle(std::vector<std::uint8_t>{11, 0, 0, 0, static_cast<std::uint8_t>(Type::Tclunk), 1, 0, 1, 0, 0, 0}, reply, 10);
+    CHECK(reply.empty());
+    CHECK(server->fid_count() == 1);
+    // A read clipped to the room the guest gave.
+    REQUIRE(c.walk(kRoot, 3, {}) == 0);
+    REQUIRE(c.lcreate(3, "g") == 0);
+    REQUIRE(c.write(3, 0, std::string(100, 'z')) == 0);
+    CHECK(c.call(Type::Tread, [](Encoder& e) { e.u32(3), e.u64(0), e.u32(100); }, 31) == 0);
+    CHECK(c.reply().size() == 31);
+    CHECK(c.body().u32() == 20);
+}
