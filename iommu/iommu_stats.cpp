@@ -55,6 +55,7 @@ IommuStats Iommu::stats() const {
     stats.listener_failures = listener_failures_;
     stats.rollback_failures = rollback_failures_;
     stats.forced_detach_failures = forced_detach_failures_;
+    stats.blocked_endpoints = blocked_endpoints_;
     stats.unattached_bypass = unattached_bypass_;
     return stats;
 }
@@ -75,6 +76,7 @@ std::optional<EndpointStats> Iommu::endpoint_stats(EndpointId id) const {
         stats.live_mappings = endpoint.domain->domain.mapping_count();
     }
     stats.has_listener = endpoint.config.listener != nullptr;
+    stats.blocked = endpoint.blocked;
     stats.attaches = endpoint.attaches;
     stats.detaches = endpoint.detaches;
     stats.probes = endpoint.probes;
@@ -120,7 +122,7 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
         if (endpoint.domain)
             append(out, " domain %u", endpoint.domain->domain.id());
         else
-            append(out, " unattached");
+            append(out, endpoint.blocked ? " unattached (blocked: its host IOMMU could not follow)" : " unattached");
         append(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
                endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
         append_statuses(out, endpoint.statuses);
