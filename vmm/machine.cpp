@@ -183,7 +183,7 @@ void Machine::add_virtio_devices() {
     if (config_.console == ConsoleKind::Virtio) {
         virtio::ConsoleOptions options;
         if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
-        add_virtio(std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options));
+        add_virtio(std::make_unique<virtio::Console>(std::make_unique<devices::FdOutput>(STDOUT_FILENO), options));
         console_ = virtio_.back()->transport.get();
     }
 }
@@ -257,7 +257,9 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
             loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
-                if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
+                // A pass that ran out of budget is continued on a later round of the loop, after
+                // the other devices, stdin and the signals that are ready now.
+                if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
             });
         }
     }
