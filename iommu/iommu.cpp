@@ -169,9 +169,11 @@ void Iommu::block_listener(Endpoint& endpoint) {
 
 void Iommu::quarantine(Endpoint& endpoint) {
     ++blocked_endpoints_;
-    vmm::log_warn("iommu: endpoint %u: its external IOMMU could not follow; the endpoint is detached and its DMA "
-                  "blocked until the guest attaches it again",
-                  endpoint.config.id);
+    std::uint64_t dropped = 0;
+    if (log_.allow(&dropped))
+        vmm::log_warn("iommu: endpoint %u: its external IOMMU could not follow; the endpoint is detached and its DMA "
+                      "blocked until the guest attaches it again (%llu similar messages suppressed)",
+                      endpoint.config.id, static_cast<unsigned long long>(dropped));
     leave_domain(endpoint);
     block_listener(endpoint);
 }
@@ -431,7 +433,9 @@ bool Iommu::set_unattached_bypass(bool bypass) {
         settle_unattached(endpoint);
         if (endpoint.blocked && !was_blocked) {
             all_followed = false;
-            vmm::log_warn("iommu: endpoint %u: external IOMMU refused bypass=%d; the endpoint stays blocked", id, bypass);
+            if (log_.allow())
+                vmm::log_warn("iommu: endpoint %u: external IOMMU refused bypass=%d; the endpoint stays blocked", id,
+                              bypass);
         }
     }
     return all_followed;

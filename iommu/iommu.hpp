@@ -18,6 +18,7 @@
 #include "iommu/map_listener.hpp"
 #include "iommu/translator.hpp"
 #include "iommu/types.hpp"
+#include "vmm/log.hpp"
 
 namespace iommu {
 
@@ -248,6 +249,7 @@ private:
     std::uint64_t blocked_endpoints_ = 0;
     std::vector<Mapping> scratch_;  // UNMAP's collected mappings, reused to avoid allocation
     std::optional<EndpointId> map_refused_for_;  // see Batch::refused_map_endpoint
+    vmm::RateLimiter log_;  // guest-triggered warnings (an endpoint blocked)
 
     mutable std::mutex sink_lock_;
     FaultSink* sink_ = nullptr;
