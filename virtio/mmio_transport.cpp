@@ -281,7 +281,7 @@ bool MmioTransport::features_acceptable() {
                          name_.data(), static_cast<unsigned long long>(driver_features_ & ~offered));
         return false;
     }
-    // G1: a modern (version 2) device refuses to run without VIRTIO_F_VERSION_1.
+    // CONFORMANCE.md G1: a modern (version 2) device refuses to run without VIRTIO_F_VERSION_1.
     if (!has_feature(driver_features_, VIRTIO_F_VERSION_1)) {
         vmm::guest_error(log_, "%.*s: driver did not accept VIRTIO_F_VERSION_1", static_cast<int>(name_.size()),
                          name_.data());
@@ -291,7 +291,8 @@ bool MmioTransport::features_acceptable() {
 }
 
 void MmioTransport::activate() {
-    // 6.1 / reference G9: translate only if the driver agreed to program the IOMMU for us.
+    // virtio 1.2 6.1, CONFORMANCE.md G9: translate only if the driver agreed to program the IOMMU
+    // for us.
     if (translator_ && has_feature(driver_features_, VIRTIO_F_ACCESS_PLATFORM))
         dma_.emplace(memory_, translator_);
     else
@@ -333,8 +334,8 @@ bool MmioTransport::notify(std::uint16_t queue) {
 }
 
 Virtqueue* MmioTransport::runnable_queue(std::uint16_t queue) {
-    // G3 and 2.1.2: nothing reaches the device before DRIVER_OK, after FAILED or while it waits
-    // for a reset; G6: never a queue the driver did not make ready.
+    // CONFORMANCE.md G3 and 2.1.2: nothing reaches the device before DRIVER_OK, after FAILED or
+    // while it waits for a reset; CONFORMANCE.md G6: never a queue the driver did not make ready.
     if (!active_ || (status_ & (kNeedsReset | kFailed)) || queue >= queue_count_) return nullptr;
     return queues_[queue].get();
 }
@@ -363,7 +364,7 @@ MmioTransport::PollStatus MmioTransport::poll_queue(std::uint16_t queue) {
 MmioTransport::PollStatus MmioTransport::unpoll_queue(std::uint16_t queue) {
     std::lock_guard lock(mutex_);
     // A queue that stopped running is left alone: a reset brings a fresh one with kicks enabled,
-    // and a stopped device touches no ring (G3, 2.1.2).
+    // and a stopped device touches no ring (CONFORMANCE.md G3, 2.1.2).
     Virtqueue* q = runnable_queue(queue);
     if (!q) return PollStatus::Inactive;
     if (!q->enable_notifications()) {
@@ -396,7 +397,8 @@ bool MmioTransport::run_device_locked(std::uint16_t queue) {
     try {
         device_->notify(queue);
     } catch (const std::exception& e) {
-        // A bug (guest input must never throw); contain it to this device (architecture 6.7.5).
+        // A bug (guest input must never throw); contain it to this device (NEEDS_RESET), not the
+        // VMM.
         vmm::log_error("%.*s: exception while processing queue %u: %s", static_cast<int>(name_.size()),
                        name_.data(), queue, e.what());
         set_needs_reset();
@@ -444,13 +446,14 @@ void MmioTransport::write_config(std::uint64_t offset, std::span<const std::uint
 }
 
 void MmioTransport::signal_used(std::uint16_t /*queue*/) {
-    if (!active_ || (status_ & kFailed)) return;  // G3; 2.1: quiet after the driver gave up
+    if (!active_ || (status_ & kFailed)) return;  // CONFORMANCE.md G3; 2.1: quiet after the driver gave up
     interrupt_status_ |= kInterruptVring;
     irq_.trigger();
 }
 
 void MmioTransport::signal_config_change() {
-    // G6: a driver that read part of the old config sees the generation move and re-reads.
+    // CONFORMANCE.md G6: a driver that read part of the old config sees the generation move and
+    // re-reads.
     ++config_generation_;
     if (!(status_ & kDriverOk)) return;
     interrupt_status_ |= kInterruptConfig;
@@ -462,7 +465,8 @@ void MmioTransport::set_needs_reset() {
     vmm::guest_error(log_, "%.*s: device needs reset", static_cast<int>(name_.size()), name_.data());
     status_ |= kNeedsReset;
     halt_queues_locked();
-    // G4 / 2.1.2: with DRIVER_OK set, the driver must be told through a config-change interrupt.
+    // CONFORMANCE.md G4 / 2.1.2: with DRIVER_OK set, the driver must be told through a
+    // config-change interrupt.
     if (status_ & kDriverOk) {
         interrupt_status_ |= kInterruptConfig;
         irq_.trigger();
@@ -475,8 +479,8 @@ void MmioTransport::reset() {
 }
 
 void MmioTransport::reset_locked() {
-    // G5 / 2.4: the model drops its queues and per-driver state first, then the transport forgets
-    // every register; Status reads 0 as soon as this returns.
+    // CONFORMANCE.md G5 / 2.4: the model drops its queues and per-driver state first, then the
+    // transport forgets every register; Status reads 0 as soon as this returns.
     device_->reset();
     active_ = false;
     for (auto& q : queue_ptrs_) q = nullptr;

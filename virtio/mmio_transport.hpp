@@ -58,10 +58,10 @@ public:
     void mmio_write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // QueueNotify for `queue` from an ioeventfd, i.e. on a thread that serves other devices too
-    // (the event loop). Ignored unless DRIVER_OK is set and the device is healthy (G3); spurious
-    // kicks are harmless (2.7.10). One pass hands the device at most one ring's worth of buffers
-    // (Virtqueue::begin_pass): true means the driver posted more meanwhile and the caller must
-    // arrange another pass later (re-arm the ioeventfd), after the other ready events.
+    // (the event loop). Ignored unless DRIVER_OK is set and the device is healthy (CONFORMANCE.md G3);
+    // spurious kicks are harmless (2.7.10). One pass hands the device at most one ring's worth of
+    // buffers (Virtqueue::begin_pass): true means the driver posted more meanwhile and the caller
+    // must arrange another pass later (re-arm the ioeventfd), after the other ready events.
     [[nodiscard]] bool notify(std::uint16_t queue);
 
     // PollTarget, for a QueuePoller serving `queue` from its own thread (each takes the lock).
@@ -114,7 +114,8 @@ private:
     void activate();
     // One pass; true if the queue's budget ran out with buffers still pending.
     bool notify_locked(std::uint16_t queue);
-    // The queue if notify() may reach the device now (G3, not broken-and-reported, not FAILED).
+    // The queue if notify() may reach the device now (CONFORMANCE.md G3, not broken-and-reported,
+    // not FAILED).
     Virtqueue* runnable_queue(std::uint16_t queue);
     bool run_device_locked(std::uint16_t queue);
     void begin_pass_locked();

@@ -1,4 +1,4 @@
-// iommu::Iommu with external IOMMUs (MapListener, reference 4.2): fan-out of every change, rollback
+// iommu::Iommu with external IOMMUs (MapListener, as the VFIO DmaMapper): fan-out of every change, rollback
 // of a failed MAP/UNMAP so that the domain and every backend end up as before the request, and an
 // endpoint whose external IOMMU cannot follow an ATTACH/DETACH/reset ending detached and blocked;
 // resource caps answered with S_NOMEM; counters and the mapping dump.

@@ -106,7 +106,7 @@ TEST_CASE("G2 MmioTransport refuses FEATURES_OK for unoffered features or a subs
     f.driver.write_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);
     f.driver.write_reg(VIRTIO_MMIO_STATUS, kAck | kDriver | kFeaturesOk);
     CHECK((f.driver.status() & kFeaturesOk) == 0);
-    // G2: the same accepted set negotiates again after a reset.
+    // CONFORMANCE.md G2: the same accepted set negotiates again after a reset.
     CHECK(f.driver.negotiate());
     CHECK(f.driver.negotiate());
 }

@@ -32,7 +32,10 @@ struct TempImage {
 struct Rig {
     TempImage image;
     viommu_test::Harness viommu;
-    support::FakeDriver disk{std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{})};
+    std::unique_ptr<virtio::Blk> owned_blk =
+        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{});
+    virtio::Blk& blk = *owned_blk;
+    support::FakeDriver disk{std::move(owned_blk)};
     int stops = 0;
 
     vmm::VmControlParts parts(bool with_iommu) {
@@ -40,11 +43,15 @@ struct Rig {
         p.name = "vm1";
         p.cpus = 2;
         p.mem_mib = 256;
-        if (with_iommu) p.devices.push_back({0, &viommu.driver->transport(), std::nullopt});
-        p.devices.push_back({with_iommu ? 1u : 0u, &disk.transport(), with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt});
+        if (with_iommu) p.devices.push_back({.slot = 0, .label = "iommu", .transport = &viommu.driver->transport()});
+        p.devices.push_back({.slot = with_iommu ? 1u : 0u,
+                             .label = "blk0",
+                             .transport = &disk.transport(),
+                             .endpoint = with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt,
+                             .blk = virtio::DeviceHandle<virtio::Blk>(disk.transport(), blk)});
         if (with_iommu) {
             p.iommu = viommu.iommu;
-            p.viommu = &viommu.driver->transport();
+            p.viommu = virtio::DeviceHandle<iommu::VirtioIommu>(viommu.driver->transport(), *viommu.device);
         }
         p.stop = [this] { ++stops; };
         return p;
