@@ -65,7 +65,7 @@ bool Iommu::remove_endpoint(EndpointId id) {
     if (it == endpoints_.end()) return false;
     Endpoint& endpoint = it->second;
     // The device is going away: block whatever its IOMMU still holds.
-    if (MapListener* listener = endpoint.config.listener.get()) force_listener_detach(id, *listener, false);
+    block_listener(endpoint);
     leave_domain(endpoint);
     endpoints_.erase(it);
     return true;
@@ -118,58 +118,71 @@ Status Iommu::listener_status(ListenerResult result) {
     }
 }
 
-void Iommu::restore_listener(Endpoint& endpoint, DomainState* domain) {
-    MapListener* listener = endpoint.config.listener.get();
-    const EndpointId id = endpoint.config.id;
-    if (listener->attach(id, domain->domain.id(), domain->domain.is_bypass()) != ListenerResult::Ok) {
-        ++rollback_failures_;
-        vmm::log_error("iommu: endpoint %u: cannot restore domain %u in its external IOMMU", id,
-                       domain->domain.id());
-        return;
-    }
-    bool ok = domain->domain.all_of(
-        [&](const Mapping& mapping) { return listener->map(id, mapping) == ListenerResult::Ok; });
-    if (!ok) {
-        ++rollback_failures_;
-        vmm::log_error("iommu: endpoint %u: cannot restore the mappings of domain %u", id, domain->domain.id());
-    }
-}
+namespace {
 
-Status Iommu::move_listener(Endpoint& endpoint, DomainState* from, DomainState* to, DomainId to_id,
-                            bool to_bypass) {
+// A domain's mappings as attach() sees them (none for an endpoint joining a new domain).
+class DomainMappings final : public MappingSource {
+public:
+    explicit DomainMappings(const Domain* domain) : domain_(domain) {}
+    std::size_t size() const override { return domain_ ? domain_->mapping_count() : 0; }
+    bool all_of(const std::function<bool(const Mapping&)>& fn) const override {
+        return !domain_ || domain_->all_of(fn);
+    }
+
+private:
+    const Domain* domain_;
+};
+
+}  // namespace
+
+Status Iommu::move_listener(Endpoint& endpoint, DomainState* to, DomainId to_id, bool to_bypass) {
     MapListener* listener = endpoint.config.listener.get();
     if (!listener) return Status::Ok;
     const EndpointId id = endpoint.config.id;
-    // Implicit detach first (CONFORMANCE.md D20: exactly like DETACH then ATTACH).
-    if (from) {
-        Status status = listener_status(listener->detach(id, unattached_bypass_));
-        if (status != Status::Ok) return status;
+    // Implicit detach first (CONFORMANCE.md D20: exactly like DETACH then ATTACH), into the blocked state: the
+    // guest cannot observe the endpoint between the two steps, so nothing is mapped for it.
+    if (endpoint.domain) {
+        if (Status status = listener_status(listener->detach(id, false)); status != Status::Ok) return status;
     }
-    Status status = listener_status(listener->attach(id, to_id, to_bypass));
-    if (status == Status::Ok && to) {
-        // Replay the domain's mappings into the newly attached address space (a VFIO container,
-        // devices/vfio/dma_mapper.hpp).
-        ListenerResult failure = ListenerResult::Ok;
-        to->domain.all_of([&](const Mapping& mapping) {
-            failure = listener->map(id, mapping);
-            return failure == ListenerResult::Ok;
-        });
-        status = listener_status(failure);
-        if (status != Status::Ok && listener->detach(id, unattached_bypass_) != ListenerResult::Ok)
-            ++rollback_failures_;
-    }
-    if (status != Status::Ok && from) restore_listener(endpoint, from);
-    return status;
+    // The listener replays the domain's mappings (a VFIO container, devices/vfio/dma_mapper.hpp) and sees them all first.
+    return listener_status(listener->attach(id, to_id, to_bypass, DomainMappings(to ? &to->domain : nullptr)));
 }
 
-void Iommu::force_listener_detach(EndpointId id, MapListener& listener, bool bypass) {
-    // This detach cannot be refused (reset, unplug): retry once, then report the host state stale.
+void Iommu::block_listener(Endpoint& endpoint) {
+    MapListener* listener = endpoint.config.listener.get();
+    if (!listener) return;
+    const EndpointId id = endpoint.config.id;
+    endpoint.blocked = true;
+    // The listener contract's fallback maps nothing; retry once, then report the host stale.
     for (int attempt = 0; attempt < 2; ++attempt) {
-        if (listener.detach(id, bypass) == ListenerResult::Ok) return;
+        if (listener->detach(id, false) == ListenerResult::Ok) return;
         ++listener_failures_;
     }
     ++forced_detach_failures_;
-    vmm::log_error("iommu: endpoint %u: external IOMMU failed to detach; it may keep stale mappings", id);
+    vmm::log_error("iommu: endpoint %u: external IOMMU failed to block it; it may keep stale mappings", id);
+}
+
+void Iommu::quarantine(Endpoint& endpoint) {
+    ++blocked_endpoints_;
+    std::uint64_t dropped = 0;
+    if (log_.allow(&dropped))
+        vmm::log_warn("iommu: endpoint %u: its external IOMMU could not follow; the endpoint is detached and its DMA "
+                      "blocked until the guest attaches it again (%llu similar messages suppressed)",
+                      endpoint.config.id, static_cast<unsigned long long>(dropped));
+    leave_domain(endpoint);
+    block_listener(endpoint);
+}
+
+void Iommu::settle_unattached(Endpoint& endpoint) {
+    MapListener* listener = endpoint.config.listener.get();
+    if (!listener) return;
+    if (listener->detach(endpoint.config.id, unattached_bypass_) == ListenerResult::Ok) {
+        endpoint.blocked = false;
+        return;
+    }
+    ++listener_failures_;
+    ++blocked_endpoints_;
+    block_listener(endpoint);
 }
 
 void Iommu::leave_domain(Endpoint& endpoint) {
@@ -220,8 +233,12 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
         if (domains_.size() - (frees_one ? 1 : 0) >= limits_.max_domains) return finish(Status::NoMem);
     }
 
-    if (Status status = move_listener(endpoint, endpoint.domain, to, domain_id, bypass); status != Status::Ok)
+    if (Status status = move_listener(endpoint, to, domain_id, bypass); status != Status::Ok) {
+        // Moving cannot be done: the endpoint ends blocked, out of its old domain (which dies if
+        // it was the last member), never back in it with host state the model might drop.
+        quarantine(endpoint);
         return finish(status);
+    }
 
     leave_domain(endpoint);  // CONFORMANCE.md D20 implicit detach; `to` survives (it is another domain)
     if (!to) {
@@ -232,6 +249,7 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
     to->domain.add_member(endpoint_id, endpoint.config.listener.get());
     to->reserved.insert(to->reserved.end(), endpoint.config.reserved.begin(), endpoint.config.reserved.end());
     endpoint.domain = to;
+    endpoint.blocked = false;
     endpoint.joined_maps = to->maps;
     endpoint.joined_unmaps = to->unmaps;
     return finish(Status::Ok);
@@ -251,7 +269,11 @@ Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
     if (!endpoint.domain || endpoint.domain->domain.id() != domain_id) return finish(Status::Inval);
     if (MapListener* listener = endpoint.config.listener.get()) {
         Status status = listener_status(listener->detach(endpoint_id, unattached_bypass_));
-        if (status != Status::Ok) return finish(status);
+        if (status != Status::Ok) {
+            // E.g. bypass needs guest RAM mapped and it does not fit: detached, but blocked.
+            quarantine(endpoint);
+            return finish(status);
+        }
     }
     leave_domain(endpoint);  // CONFORMANCE.md D27, D28
     return finish(Status::Ok);
@@ -260,8 +282,15 @@ Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
 Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end,
                          std::uint64_t phys_start, std::uint32_t flags) {
     DomainState* state = find_domain(domain_id);
+    map_refused_for_.reset();
     auto finish = [&](Status status) {
-        if (state) ++state->statuses[index(status)];
+        if (!state) return status;
+        ++state->statuses[index(status)];
+        if (status != Status::Ok && !map_refused_for_) {
+            const auto& members = state->domain.listener_members().empty() ? state->domain.members()
+                                                                            : state->domain.listener_members();
+            if (!members.empty()) map_refused_for_ = members.front().endpoint;
+        }
         return status;
     };
     // CONFORMANCE.md D31 (and D35: MMIO only with F_MMIO, which the geometry's flag mask encodes).
@@ -291,10 +320,15 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     for (std::size_t i = 0; i < members.size(); ++i) {
         Status status = listener_status(members[i].listener->map(members[i].endpoint, mapping));
         if (status == Status::Ok) continue;
+        map_refused_for_ = members[i].endpoint;
+        std::vector<EndpointId> stale;
         for (std::size_t j = 0; j < i; ++j)  // undo on the endpoints already updated
-            if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok) ++rollback_failures_;
+            if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok)
+                stale.push_back(members[j].endpoint);
         state->domain.erase(mapping);
-        return finish(status);
+        finish(status);
+        quarantine_all(stale);  // may end the domain
+        return status;
     }
     ++live_mappings_;
     ++state->maps;
@@ -326,15 +360,22 @@ Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::ui
             if (status == Status::Ok) continue;
             // Undo: put back what this endpoint and the ones before it already removed, and the
             // domain's own copy.
+            // An endpoint whose undo fails lacks mappings the model has: it is blocked rather
+            // than left to fail every later UNMAP of them.
+            std::vector<EndpointId> stale;
             auto remap = [&](const Domain::Member& member, std::size_t count) {
                 for (std::size_t m = 0; m < count; ++m)
-                    if (member.listener->map(member.endpoint, scratch_[m]) != ListenerResult::Ok)
-                        ++rollback_failures_;
+                    if (member.listener->map(member.endpoint, scratch_[m]) != ListenerResult::Ok) {
+                        stale.push_back(member.endpoint);
+                        return;
+                    }
             };
             remap(members[i], k);
             for (std::size_t j = 0; j < i; ++j) remap(members[j], scratch_.size());
             for (const Mapping& mapping : scratch_) state->domain.insert(mapping);
-            return finish(status);
+            finish(status);
+            quarantine_all(stale);  // may end the domain
+            return status;
         }
     }
     live_mappings_ -= scratch_.size();
@@ -362,6 +403,14 @@ const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {
     return &it->second.config.reserved;
 }
 
+void Iommu::quarantine_all(const std::vector<EndpointId>& ids) {
+    for (EndpointId id : ids) {
+        ++rollback_failures_;
+        auto it = endpoints_.find(id);
+        if (it != endpoints_.end() && it->second.domain) quarantine(it->second);
+    }
+}
+
 void Iommu::Batch::count_endpoint_status(EndpointId endpoint_id, Status status) {
     auto it = iommu_.endpoints_.find(endpoint_id);
     if (it != iommu_.endpoints_.end()) ++it->second.statuses[index(status)];
@@ -372,23 +421,20 @@ void Iommu::Batch::count_endpoint_status(EndpointId endpoint_id, Status status) 
 bool Iommu::set_unattached_bypass(bool bypass) {
     std::unique_lock lock(lock_);
     if (bypass == unattached_bypass_) return true;
-    std::vector<Endpoint*> done;
-    for (auto& [id, endpoint] : endpoints_) {
-        MapListener* listener = endpoint.config.listener.get();
-        if (!listener || endpoint.domain) continue;
-        if (listener->detach(id, bypass) == ListenerResult::Ok) {
-            done.push_back(&endpoint);
-            continue;
-        }
-        ++listener_failures_;
-        for (Endpoint* undo : done)
-            if (undo->config.listener->detach(undo->config.id, unattached_bypass_) != ListenerResult::Ok)
-                ++rollback_failures_;
-        vmm::log_warn("iommu: endpoint %u: external IOMMU refused bypass=%d; bypass unchanged", id, bypass);
-        return false;
-    }
     unattached_bypass_ = bypass;
-    return true;
+    bool all_followed = true;
+    for (auto& [id, endpoint] : endpoints_) {
+        if (!endpoint.config.listener || endpoint.domain) continue;
+        const bool was_blocked = endpoint.blocked;
+        settle_unattached(endpoint);
+        if (endpoint.blocked && !was_blocked) {
+            all_followed = false;
+            if (log_.allow())
+                vmm::log_warn("iommu: endpoint %u: external IOMMU refused bypass=%d; the endpoint stays blocked", id,
+                              bypass);
+        }
+    }
+    return all_followed;
 }
 
 bool Iommu::unattached_bypass() const {
@@ -399,11 +445,15 @@ bool Iommu::unattached_bypass() const {
 void Iommu::reset() {
     std::unique_lock lock(lock_);
     for (auto& [id, endpoint] : endpoints_) {
-        if (!endpoint.domain) continue;
-        endpoint.maps += endpoint.domain->maps - endpoint.joined_maps;
-        endpoint.unmaps += endpoint.domain->unmaps - endpoint.joined_unmaps;
-        endpoint.domain = nullptr;
-        if (MapListener* listener = endpoint.config.listener.get()) force_listener_detach(id, *listener, unattached_bypass_);
+        if (!endpoint.domain && !endpoint.blocked) continue;
+        if (endpoint.domain) {
+            endpoint.maps += endpoint.domain->maps - endpoint.joined_maps;
+            endpoint.unmaps += endpoint.domain->unmaps - endpoint.joined_unmaps;
+            endpoint.domain = nullptr;
+        }
+        // The unattached mode, or blocked if the external IOMMU cannot provide it (e.g. bypass
+        // needs guest RAM pinned beyond RLIMIT_MEMLOCK): never the old domain's state.
+        settle_unattached(endpoint);
     }
     domains_.clear();
     live_mappings_ = 0;

@@ -18,6 +18,7 @@
 #include "iommu/map_listener.hpp"
 #include "iommu/translator.hpp"
 #include "iommu/types.hpp"
+#include "vmm/log.hpp"
 
 namespace iommu {
 
@@ -56,6 +57,9 @@ struct Fault {
     FaultReason reason = FaultReason::Unknown;
     Access access = Access::Read;
     std::uint64_t address = 0;  // always valid (FAULT_F_ADDRESS)
+    // A refused MAP reported as a fault: the refused mapping's kMapRead/kMapWrite, reported
+    // as the record's READ/WRITE flags instead of `access`.
+    std::optional<std::uint32_t> map_flags;
 };
 
 // Receives translation faults of emulated endpoints (the virtio-iommu eventq). Called from the
@@ -72,6 +76,7 @@ struct EndpointStats {
     EndpointId id = 0;
     std::optional<DomainId> domain;
     bool has_listener = false;
+    bool blocked = false;  // unattached with DMA blocked, even if unattached endpoints bypass
     std::uint64_t attaches = 0, detaches = 0, probes = 0, faults = 0;
     std::uint64_t translations = 0;  // accesses translated (or refused) for the endpoint's device
     // Mappings created in / removed from the endpoint's address space while it was attached
@@ -93,9 +98,10 @@ struct IommuStats {
     std::uint64_t maps = 0, unmaps = 0, faults = 0;
     std::uint64_t faults_undelivered = 0;  // no sink registered
     std::uint64_t listener_failures = 0;   // listener calls that failed (request rejected)
-    std::uint64_t rollback_failures = 0;   // undo calls that failed: host state may be stale
-    // Detaches the model cannot refuse (device reset, hot-unplug) that failed even when retried:
-    // that endpoint's host IOMMU may keep stale mappings.
+    std::uint64_t rollback_failures = 0;   // undo calls that failed (that endpoint was blocked)
+    // Endpoints detached and blocked because their external IOMMU could not follow a change.
+    std::uint64_t blocked_endpoints = 0;
+    // Blocks that failed even when retried: that endpoint's host IOMMU may keep stale mappings.
     std::uint64_t forced_detach_failures = 0;
     bool unattached_bypass = false;
 };
@@ -141,6 +147,9 @@ public:
         // PROBE: the endpoint's reserved regions, or null for an unknown endpoint. Valid while the
         // batch lives.
         const std::vector<ResvRegion>* probe(EndpointId endpoint);
+        // After a MAP that was not Ok: the endpoint to report the refusal for (the one whose
+        // external IOMMU refused it, else the domain's first); none if the domain does not exist.
+        std::optional<EndpointId> refused_map_endpoint() const { return iommu_.map_refused_for_; }
         void count_endpoint_status(EndpointId endpoint, Status status);
 
     private:
@@ -161,7 +170,7 @@ public:
     }
 
     // Whether unattached endpoints bypass (5.13.6.2: BYPASS_CONFIG offered and bypass = 1).
-    // Listeners of unattached endpoints follow; false (nothing changed) if one refuses.
+    // Listeners of unattached endpoints follow; one that cannot is blocked (false returned).
     bool set_unattached_bypass(bool bypass);
     bool unattached_bypass() const;
     // Device reset: every endpoint leaves its domain, all domains die (CONFORMANCE.md D14). Bypass
@@ -187,6 +196,9 @@ private:
     struct Endpoint {
         EndpointConfig config;
         DomainState* domain = nullptr;
+        // Unattached, and its external IOMMU blocked because it could not follow a change: DMA
+        // fails even if unattached endpoints bypass, until it attaches or bypass changes.
+        bool blocked = false;
         std::uint64_t attaches = 0, detaches = 0, probes = 0;
         // maps/unmaps of earlier domains, and the current domain's counts when it joined.
         std::uint64_t maps = 0, unmaps = 0, joined_maps = 0, joined_unmaps = 0;
@@ -211,13 +223,17 @@ private:
     Status check_domain_id(DomainId domain) const;
     DomainState* find_domain(DomainId id);
     Status listener_status(ListenerResult result);
-    // Listener steps of moving `endpoint` out of `from` (may be null) into `to` (exists or
-    // will be created with `to_bypass`, empty). All or nothing.
-    Status move_listener(Endpoint& endpoint, DomainState* from, DomainState* to, DomainId to_id, bool to_bypass);
-    // Re-attach a listener endpoint to `domain` and replay its mappings (rollback helper).
-    void restore_listener(Endpoint& endpoint, DomainState* domain);
+    // Listener steps of moving `endpoint` out of its domain (if any) into `to` (exists, or null:
+    // will be created with `to_bypass`, empty). On failure the caller quarantines it.
+    Status move_listener(Endpoint& endpoint, DomainState* to, DomainId to_id, bool to_bypass);
+    // After a listener failure: the endpoint's external IOMMU maps nothing (blocked).
+    void block_listener(Endpoint& endpoint);
+    // The endpoint leaves its domain and is blocked (its listener could not follow a change).
+    void quarantine(Endpoint& endpoint);
+    void quarantine_all(const std::vector<EndpointId>& ids);
+    // The listener of an unattached endpoint takes the unattached mode, or is blocked.
+    void settle_unattached(Endpoint& endpoint);
     void leave_domain(Endpoint& endpoint);
-    void force_listener_detach(EndpointId id, MapListener& listener, bool bypass);
     bool translate_locked(const Endpoint& endpoint, std::uint64_t first, std::uint64_t last, Access access,
                           FragmentVisitor& visitor, std::optional<Fault>& fault) const;
     void deliver_fault(const Fault& fault) const;
@@ -232,7 +248,10 @@ private:
     std::size_t live_mappings_ = 0;
     std::uint64_t total_maps_ = 0, total_unmaps_ = 0;
     std::uint64_t listener_failures_ = 0, rollback_failures_ = 0, forced_detach_failures_ = 0;
+    std::uint64_t blocked_endpoints_ = 0;
     std::vector<Mapping> scratch_;  // UNMAP's collected mappings, reused to avoid allocation
+    std::optional<EndpointId> map_refused_for_;  // see Batch::refused_map_endpoint
+    vmm::RateLimiter log_;  // guest-triggered warnings (an endpoint blocked)
 
     mutable std::mutex sink_lock_;
     FaultSink* sink_ = nullptr;

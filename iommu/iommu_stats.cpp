@@ -45,6 +45,7 @@ IommuStats Iommu::stats() const {
     stats.listener_failures = listener_failures_;
     stats.rollback_failures = rollback_failures_;
     stats.forced_detach_failures = forced_detach_failures_;
+    stats.blocked_endpoints = blocked_endpoints_;
     stats.unattached_bypass = unattached_bypass_;
     return stats;
 }
@@ -65,6 +66,7 @@ std::optional<EndpointStats> Iommu::endpoint_stats(EndpointId id) const {
         stats.live_mappings = endpoint.domain->domain.mapping_count();
     }
     stats.has_listener = endpoint.config.listener != nullptr;
+    stats.blocked = endpoint.blocked;
     stats.attaches = endpoint.attaches;
     stats.detaches = endpoint.detaches;
     stats.probes = endpoint.probes;
@@ -110,7 +112,7 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
         if (endpoint.domain)
             vmm::append_format(out, " domain %u", endpoint.domain->domain.id());
         else
-            vmm::append_format(out, " unattached");
+            vmm::append_format(out, endpoint.blocked ? " unattached (blocked: its host IOMMU could not follow)" : " unattached");
         vmm::append_format(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
                endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
         append_statuses(out, endpoint.statuses);

@@ -44,7 +44,7 @@ bool Iommu::translate(EndpointId endpoint_id, vmm::Iova iova, std::uint64_t leng
         endpoint.translations.fetch_add(1, std::memory_order_relaxed);
         if (!last) {
             // An access that wraps past 2^64 cannot be mapped: the byte after 2^64 - 1 faults.
-            fault = Fault{endpoint_id, FaultReason::Mapping, access, ~std::uint64_t{0}};
+            fault = Fault{endpoint_id, FaultReason::Mapping, access, ~std::uint64_t{0}, {}};
         } else {
             ok = translate_locked(endpoint, iova.value, *last, access, visitor, fault);
         }
@@ -70,14 +70,14 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
         if (!region.overlaps(first, last)) continue;
         if (region.kind == ResvKind::Msi && first >= region.first.value && last <= region.last.value)
             return identity();
-        fault = Fault{id, FaultReason::Mapping, access, std::max(first, region.first.value)};
+        fault = Fault{id, FaultReason::Mapping, access, std::max(first, region.first.value), {}};
         return false;
     }
 
     const DomainState* state = endpoint.domain;
     if (!state) {
-        if (unattached_bypass_) return identity();  // CONFORMANCE.md D13
-        fault = Fault{id, FaultReason::Domain, access, first};  // CONFORMANCE.md D11
+        if (unattached_bypass_ && !endpoint.blocked) return identity();  // CONFORMANCE.md D13
+        fault = Fault{id, FaultReason::Domain, access, first, {}};  // CONFORMANCE.md D11
         return false;
     }
     if (state->domain.is_bypass()) return identity();  // rule 1b
@@ -94,7 +94,7 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
     std::uint64_t at = first;
     for (;;) {
         if (!mapping || !(mapping->flags & need)) {  // CONFORMANCE.md D34: permissions are enforced
-            fault = Fault{id, FaultReason::Mapping, access, at};
+            fault = Fault{id, FaultReason::Mapping, access, at, {}};
             return false;
         }
         if (mapping->last.value >= last) break;

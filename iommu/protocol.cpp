@@ -96,8 +96,13 @@ virtio_iommu_fault encode_fault(const Fault& fault) {
     wire.reason = static_cast<std::uint8_t>(fault.reason);
     // CONFORMANCE.md D55: only defined flags. The address is always known here (D57 allows omitting
     // it).
-    const std::uint32_t flags = VIRTIO_IOMMU_FAULT_F_ADDRESS |
-                                (fault.access == Access::Write ? VIRTIO_IOMMU_FAULT_F_WRITE : VIRTIO_IOMMU_FAULT_F_READ);
+    std::uint32_t flags = VIRTIO_IOMMU_FAULT_F_ADDRESS;
+    if (fault.map_flags) {
+        flags |= (*fault.map_flags & kMapRead) ? VIRTIO_IOMMU_FAULT_F_READ : 0u;
+        flags |= (*fault.map_flags & kMapWrite) ? VIRTIO_IOMMU_FAULT_F_WRITE : 0u;
+    } else {
+        flags |= fault.access == Access::Write ? VIRTIO_IOMMU_FAULT_F_WRITE : VIRTIO_IOMMU_FAULT_F_READ;
+    }
     wire.flags = htole32(flags);
     wire.endpoint = htole32(fault.endpoint);  // CONFORMANCE.md D56
     wire.address = htole64(fault.address);

@@ -131,10 +131,10 @@ void VirtioIommu::write_config(std::uint32_t offset, std::span<const std::uint8_
 void VirtioIommu::apply_bypass(std::uint8_t value) {
     // 5.13.6.2: unattached endpoints bypass iff BYPASS_CONFIG is offered and bypass = 1,
     // even if the driver did not accept the feature (CONFORMANCE.md D13).
-    if (iommu_->set_unattached_bypass(offered(VIRTIO_IOMMU_F_BYPASS_CONFIG) && value == 1))
-        bypass_ = value;
-    else
-        ++stats_.rejected_config_writes;  // an external IOMMU refused: keep the old value
+    // An external IOMMU that cannot follow (bypass needs guest RAM pinned) keeps its endpoint
+    // blocked; the field still takes the value, as the other endpoints did.
+    iommu_->set_unattached_bypass(offered(VIRTIO_IOMMU_F_BYPASS_CONFIG) && value == 1);
+    bypass_ = value;
 }
 
 void VirtioIommu::restore_boot_state() { apply_bypass(initial_bypass_); }
@@ -249,6 +249,7 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
         status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP)
                      ? batch.map(map->domain, map->virt_start, map->virt_end, map->phys_start, map->flags)
                      : Status::Unsupp;
+        if (status != Status::Ok && status != Status::Unsupp) report_refused_map(*map, status, batch);
     } else if (const auto* unmap = std::get_if<protocol::UnmapRequest>(&request)) {
         status = negotiated(VIRTIO_IOMMU_F_MAP_UNMAP) ? batch.unmap(unmap->domain, unmap->virt_start, unmap->virt_end)
                                                       : Status::Unsupp;
@@ -268,10 +269,31 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
 
 // ---- event queue (5.13.6.9) ---------------------------------------------------------------------
 
-void VirtioIommu::post_fault(const Fault& fault) {
+void VirtioIommu::report_refused_map(const protocol::MapRequest& map, Status status, const Iommu::Batch& batch) {
+    // The status stays what virtio 1.2 5.13.6.5 asks (older drivers read it); the record is for
+    // drivers that queue MAPs without reading their status (Linux 6.8 and later), which would
+    // otherwise believe the mapping exists and see their device's DMA fail with no reason given.
+    const std::optional<EndpointId> endpoint = batch.refused_map_endpoint();
+    if (!endpoint) return;  // no such domain: no endpoint to name
+    ++stats_.map_refusals;
+    if (!refusal_reports_.allow()) {
+        ++stats_.refusals_rate_limited;
+        return;
+    }
+    const Fault fault{*endpoint, FaultReason::Mapping, Access::Read, map.virt_start, map.flags};
+    if (post_fault(fault)) {
+        ++stats_.refusals_reported;
+        vmm::log_debug("virtio-iommu: MAP of domain %u at IOVA %#llx answered %s, reported as a fault of endpoint %u",
+                       map.domain, static_cast<unsigned long long>(map.virt_start), status_name(status), *endpoint);
+    } else {
+        ++stats_.refusals_no_buffer;
+    }
+}
+
+bool VirtioIommu::post_fault(const Fault& fault) {
     if (!eventq_) {
         ++stats_.faults_dropped;
-        return;
+        return false;
     }
     const virtio_iommu_fault report = protocol::encode_fault(fault);
     // Skip (return unwritten) buffers too small for a report: CONFORMANCE.md D58 forbids spreading
@@ -291,11 +313,12 @@ void VirtioIommu::post_fault(const Fault& fault) {
         eventq_->add_used(chain->head(), writer.failed() ? 0 : writer.bytes_written());
         ++stats_.faults_posted;
         if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
-        return;
+        return true;
     }
     // CONFORMANCE.md D59: no buffer: drop (never block the faulting device) and count.
     ++stats_.faults_dropped;
     if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
+    return false;
 }
 
 // ---- wiring helpers --------------------------------------------------------------------------------

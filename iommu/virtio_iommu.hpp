@@ -14,10 +14,12 @@
 // is ever queued: with no buffer posted the report is dropped and counted (CONFORMANCE.md D59).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
 #include "iommu/iommu.hpp"
+#include "iommu/protocol.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/log.hpp"
@@ -55,6 +57,11 @@ struct VirtioIommuStats {
     std::uint64_t faults_dropped = 0;      // no event buffer posted, or the device not running
     std::uint64_t bad_event_buffers = 0;   // eventq buffers too small for a report (CONFORMANCE.md D58)
     std::uint64_t rejected_config_writes = 0;
+    // MAPs answered with an error, each reported as a MAPPING fault on the eventq (guests since
+    // Linux 6.8 do not read a MAP's status): reported, skipped by the rate limit, or dropped for
+    // lack of an event buffer. map_refusals = reported + rate_limited + no_buffer.
+    std::uint64_t map_refusals = 0;
+    std::uint64_t refusals_reported = 0, refusals_rate_limited = 0, refusals_no_buffer = 0;
 };
 
 class VirtioIommu final : public virtio::Device {
@@ -86,8 +93,8 @@ public:
     void notify(std::uint16_t queue) override;
 
     // ---- host side (transport lock held)
-    // Posts a fault report into the next eventq buffer, or drops it (counted).
-    void post_fault(const Fault& fault);
+    // Posts a fault report into the next eventq buffer, or drops it (counted); true if posted.
+    bool post_fault(const Fault& fault);
     // VM reset (after the transport's reset): config.bypass back to its initial value
     // (CONFORMANCE.md D6).
     void restore_boot_state();
@@ -102,6 +109,8 @@ private:
     // Handles one request chain; returns the used length.
     std::uint32_t process(const virtio::DescriptorChain& chain, Iommu::Batch& batch);
     Status execute_probe(EndpointId endpoint, std::span<std::uint8_t> area, Iommu::Batch& batch);
+    // A MAP answered `status` != OK: also a fault record for the guest, rate-limited.
+    void report_refused_map(const protocol::MapRequest& map, Status status, const Iommu::Batch& batch);
 
     std::shared_ptr<Iommu> iommu_;
     const VirtioIommuConfig config_;
@@ -119,6 +128,9 @@ private:
     std::vector<std::uint8_t> probe_buffer_;  // probe_size + tail, reused
     VirtioIommuStats stats_;
     vmm::RateLimiter log_;
+    // Refused-MAP fault records: a burst of 10 per second at most, so that a flood of refusals
+    // (a guest mapping far past its budget) cannot take every event buffer.
+    vmm::RateLimiter refusal_reports_{10, std::chrono::seconds(1)};
 };
 
 // Wires an Iommu's faults to the eventq of the VirtioIommu inside `transport`. Register it after

@@ -77,8 +77,13 @@ std::string VmControl::stat() {
            s.unattached_bypass ? "bypass" : "blocked");
     if (parts_.viommu) {
         const iommu::VirtioIommuStats v = parts_.viommu.with([](iommu::VirtioIommu& viommu) { return viommu.stats(); });
-        append_format(out, " requests=%" PRIu64 " errors=%s faults_posted=%" PRIu64 " faults_dropped=%" PRIu64, v.requests,
-               errors_of(v.statuses).c_str(), v.faults_posted, v.faults_dropped);
+        append_format(out,
+                      " requests=%" PRIu64 " errors=%s faults_posted=%" PRIu64 " faults_dropped=%" PRIu64
+                      " map_refusals=%" PRIu64 " refusals_reported=%" PRIu64 " refusals_dropped=%" PRIu64
+                      " (rate_limited=%" PRIu64 " no_buffer=%" PRIu64 ")",
+                      v.requests, errors_of(v.statuses).c_str(), v.faults_posted, v.faults_dropped, v.map_refusals,
+                      v.refusals_reported, v.refusals_rate_limited + v.refusals_no_buffer, v.refusals_rate_limited,
+                      v.refusals_no_buffer);
     }
     out += '\n';
     for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats())
@@ -99,9 +104,10 @@ std::string VmControl::stat() {
         append_format(out,
                "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
                " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
-               e->id, device.label.c_str(), e->domain ? std::to_string(*e->domain).c_str() : "none",
-               bypass ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations, e->attaches,
-               e->detaches, errors_of(e->statuses).c_str());
+               e->id, device.label.c_str(),
+               e->domain ? std::to_string(*e->domain).c_str() : (e->blocked ? "none(blocked)" : "none"),
+               bypass && !e->blocked ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations,
+               e->attaches, e->detaches, errors_of(e->statuses).c_str());
     }
     return out;
 }
@@ -117,7 +123,7 @@ ControlResponse VmControl::inject_fault(std::uint32_t endpoint, bool write, std:
     if (!parts_.iommu->has_endpoint(endpoint))
         return ControlResponse::failure("no endpoint " + std::to_string(endpoint) + "; the endpoints are: " + endpoint_list());
     const iommu::Fault fault{endpoint, iommu::FaultReason::Mapping, write ? iommu::Access::Write : iommu::Access::Read,
-                             address};
+                             address, {}};
     const bool posted = parts_.viommu.with([&](iommu::VirtioIommu& viommu) {
         const std::uint64_t before = viommu.stats().faults_posted;
         viommu.post_fault(fault);

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
+#include <utility>
 
 #include "vmm/error.hpp"
 
@@ -139,21 +140,24 @@ std::vector<DmaMapper::Fragment> DmaMapper::identity_fragments(const Space& spac
     return out;
 }
 
-ListenerResult DmaMapper::map_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads, bool writes,
-                                        const char* what) {
-    if (fragments.empty()) return ListenerResult::Ok;
-    std::uint64_t bytes = 0;
-    for (const Fragment& f : fragments) bytes += f.size;
+std::vector<DmaMapper::Fragment> DmaMapper::fragments_for(const iommu::Mapping& mapping) const {
+    // MMIO mappings (the guest's MSI doorbell) and mappings nobody may use are kept in the model
+    // only: VFIO cannot map device memory of the guest, and refuses maps without R or W.
+    if (!(mapping.flags & (iommu::kMapRead | iommu::kMapWrite)) || (mapping.flags & iommu::kMapMmio)) return {};
+    return fragments_for(mapping.first.value, mapping.gpa.value,
+                         mapping.gpa.value + (mapping.last.value - mapping.first.value));
+}
+
+bool DmaMapper::fits(Space& space, std::uint64_t entries, std::uint64_t bytes, const char* what, std::uint64_t iova) {
     std::uint64_t dropped = 0;
-    if (space.entries + fragments.size() > space.entry_limit) {
+    if (space.entries + entries > space.entry_limit) {
         ++space.counters.budget_refusals;
         if (log_.allow(&dropped))
-            vmm::log_warn("vfio: %s: DMA entry budget exhausted (%" PRIu64 " of %" PRIu64
-                          " entries in use, vfio_iommu_type1.dma_entry_limit); %s at IOVA 0x%" PRIx64
+            vmm::log_warn("vfio: %s: DMA entry budget exhausted (%" PRIu64 " of %" PRIu64 " entries in use, %" PRIu64
+                          " more needed, vfio_iommu_type1.dma_entry_limit); %s at IOVA 0x%" PRIx64
                           " answered S_NOMEM (%" PRIu64 " similar messages suppressed)",
-                          space.counters.name.c_str(), space.entries, space.entry_limit, what, fragments.front().iova,
-                          dropped);
-        return ListenerResult::NoMemory;
+                          space.counters.name.c_str(), space.entries, space.entry_limit, entries, what, iova, dropped);
+        return false;
     }
     if (memlock_budget_ && pinned_ + bytes > *memlock_budget_) {
         ++space.counters.budget_refusals;
@@ -161,66 +165,127 @@ ListenerResult DmaMapper::map_fragments(Space& space, const std::vector<Fragment
             vmm::log_warn("vfio: %s: locked-memory budget exhausted (%s pinned, %s more needed, RLIMIT_MEMLOCK allows %s); "
                           "%s at IOVA 0x%" PRIx64 " answered S_NOMEM (%" PRIu64 " similar messages suppressed)",
                           space.counters.name.c_str(), kib(pinned_).c_str(), kib(bytes).c_str(),
-                          kib(*memlock_budget_).c_str(), what, fragments.front().iova, dropped);
-        return ListenerResult::NoMemory;
+                          kib(*memlock_budget_).c_str(), what, iova, dropped);
+        return false;
     }
+    return true;
+}
+
+void DmaMapper::warn_if_near_budget(Space& space) {
+    // Once per container: at 90 % of a budget, say what runs out and how to raise it, before
+    // the guest's MAPs start failing (which guests since Linux 6.8 do not notice).
+    if (space.near_limit_warned) return;
+    const bool entries_near = space.entries * 10 >= space.entry_limit * 9;
+    const bool memlock_near = memlock_budget_ && pinned_ * 10 >= *memlock_budget_ * 9;
+    if (!entries_near && !memlock_near) return;
+    space.near_limit_warned = true;
+    vmm::log_warn("vfio: %s: DMA budget nearly used: %" PRIu64 " of %" PRIu64
+                  " host entries (vfio_iommu_type1.dma_entry_limit), %s pinned of %s (RLIMIT_MEMLOCK); MAPs beyond "
+                  "are refused. Raise the module parameter dma_entry_limit, raise ulimit -l, or use --viommu "
+                  "page_size=2M so that the guest maps in 2M granules",
+                  space.counters.name.c_str(), space.entries, space.entry_limit, kib(pinned_).c_str(),
+                  memlock_budget_ ? kib(*memlock_budget_).c_str() : "unlimited");
+}
+
+ListenerResult DmaMapper::map_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads, bool writes,
+                                        const char* what) {
+    if (fragments.empty()) return ListenerResult::Ok;
+    std::uint64_t bytes = 0;
+    for (const Fragment& f : fragments) bytes += f.size;
+    if (!fits(space, fragments.size(), bytes, what, fragments.front().iova)) return ListenerResult::NoMemory;
     for (std::size_t i = 0; i < fragments.size(); ++i) {
         const Fragment& f = fragments[i];
         const int r = space.container->map_dma(f.iova, f.size, f.host, reads, writes);
         if (r == 0) {
             ++space.counters.host_maps;
+            ++space.entries;
+            space.pinned += f.size;
+            pinned_ += f.size;
             continue;
         }
         ++space.counters.host_failures;
+        std::uint64_t dropped = 0;
         if (log_.allow(&dropped))
             vmm::log_warn("vfio: %s: VFIO_IOMMU_MAP_DMA of %s at IOVA 0x%" PRIx64 " for %s failed: %s",
                           space.counters.name.c_str(), kib(f.size).c_str(), f.iova, what, std::strerror(-r));
-        for (std::size_t j = 0; j < i; ++j) {  // all or nothing
-            if (space.container->unmap_dma(fragments[j].iova, fragments[j].size) == 0) ++space.counters.host_unmaps;
-            else ++space.counters.host_failures;
-        }
+        // All or nothing; no record holds these fragments yet, so a rebuild drops them too.
+        drop(space, std::vector<Fragment>(fragments.begin(), fragments.begin() + static_cast<std::ptrdiff_t>(i)));
         return from_errno(r);
     }
-    space.entries += fragments.size();
-    space.pinned += bytes;
-    pinned_ += bytes;
+    warn_if_near_budget(space);
     return ListenerResult::Ok;
 }
 
-ListenerResult DmaMapper::unmap_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads,
-                                          bool writes) {
-    std::uint64_t bytes = 0;
-    for (std::size_t i = 0; i < fragments.size(); ++i) {
-        const Fragment& f = fragments[i];
-        const int r = space.container->unmap_dma(f.iova, f.size);
+void DmaMapper::account_unmapped(Space& space, const Fragment& fragment) {
+    ++space.counters.host_unmaps;
+    space.entries -= std::min<std::uint64_t>(space.entries, 1);
+    space.pinned -= std::min(space.pinned, fragment.size);
+    pinned_ -= std::min(pinned_, fragment.size);
+}
+
+bool DmaMapper::drop(Space& space, const std::vector<Fragment>& fragments) {
+    if (fragments.empty()) return true;
+    // Nothing else in the container (e.g. a blocked endpoint's whole domain): one ioctl.
+    if (space.entries == fragments.size() && space.container->unmap_all() == 0) {
+        for (const Fragment& f : fragments) account_unmapped(space, f);
+        return true;
+    }
+    bool failed = false;
+    for (const Fragment& f : fragments) {
+        int r = space.container->unmap_dma(f.iova, f.size);
+        if (r != 0) {
+            ++space.counters.host_failures;
+            r = space.container->unmap_dma(f.iova, f.size);  // once more: the failure may be transient
+        }
         if (r == 0) {
-            ++space.counters.host_unmaps;
-            bytes += f.size;
+            account_unmapped(space, f);
             continue;
         }
         ++space.counters.host_failures;
-        vmm::log_error("vfio: %s: VFIO_IOMMU_UNMAP_DMA at IOVA 0x%" PRIx64 " failed: %s", space.counters.name.c_str(),
-                       f.iova, std::strerror(-r));
-        // Put back what this call removed, so the mapping is whole again (all or nothing).
-        for (std::size_t j = 0; j < i; ++j) {
-            const Fragment& g = fragments[j];
-            if (space.container->map_dma(g.iova, g.size, g.host, reads, writes) == 0) {
-                ++space.counters.host_maps;
-                bytes -= g.size;
-            } else {
-                ++space.counters.host_failures;
-                vmm::log_error("vfio: %s: cannot restore IOVA 0x%" PRIx64 " after a failed unmap", space.counters.name.c_str(),
-                               g.iova);
-            }
-        }
-        space.pinned -= std::min(space.pinned, bytes);
-        pinned_ -= std::min(pinned_, bytes);
-        return from_errno(r);
+        vmm::log_error("vfio: %s: VFIO_IOMMU_UNMAP_DMA at IOVA 0x%" PRIx64 " failed twice: %s; emptying the container",
+                       space.counters.name.c_str(), f.iova, std::strerror(-r));
+        failed = true;
     }
-    space.entries -= std::min<std::uint64_t>(space.entries, fragments.size());
-    space.pinned -= std::min(space.pinned, bytes);
-    pinned_ -= std::min(pinned_, bytes);
-    return ListenerResult::Ok;
+    return !failed || rebuild(space);
+}
+
+bool DmaMapper::rebuild(Space& space) {
+    ++space.counters.rebuilds;
+    if (space.container->unmap_all() != 0 && space.container->unmap_all() != 0) {
+        ++space.counters.stale;
+        vmm::log_error("vfio: %s: the host refuses to unmap; the container may keep stale DMA entries",
+                       space.counters.name.c_str());
+        return false;
+    }
+    space.counters.host_unmaps += space.entries;
+    pinned_ -= std::min(pinned_, space.pinned);
+    space.entries = 0;
+    space.pinned = 0;
+    // Refill with what the records hold; whatever cannot be mapped again is left out of the
+    // host (never more than the records, which never exceed what the model allows).
+    auto refill = [&](std::vector<Fragment>& fragments, bool reads, bool writes) {
+        std::erase_if(fragments, [&](const Fragment& f) {
+            if (space.container->map_dma(f.iova, f.size, f.host, reads, writes) != 0) {
+                ++space.counters.host_failures;
+                return true;
+            }
+            ++space.counters.host_maps;
+            ++space.entries;
+            space.pinned += f.size;
+            pinned_ += f.size;
+            return false;
+        });
+    };
+    if (space.identity) {
+        refill(space.identity_fragments, true, true);
+        space.identity = !space.identity_fragments.empty();
+    }
+    for (auto& [first, mapping] : space.mappings) {
+        const std::size_t before = mapping.fragments.size();
+        refill(mapping.fragments, mapping.mapping.flags & iommu::kMapRead, mapping.mapping.flags & iommu::kMapWrite);
+        if (mapping.fragments.size() != before) ++space.counters.lost_mappings;
+    }
+    return true;
 }
 
 std::optional<iommu::DomainId> DmaMapper::translated_domain(const Space& space, iommu::EndpointId except) const {
@@ -253,152 +318,154 @@ ListenerResult DmaMapper::reconcile_identity(Space& space) {
         vmm::log_debug("vfio: %s: bypass: guest RAM mapped one to one", space.counters.name.c_str());
         return r;
     }
-    ListenerResult r = unmap_fragments(space, space.identity_fragments, true, true);
-    if (r != ListenerResult::Ok) return r;
     space.identity = false;
-    space.identity_fragments.clear();
+    drop(space, std::exchange(space.identity_fragments, {}));
     vmm::log_debug("vfio: %s: bypass identity map dropped", space.counters.name.c_str());
-    return r;
-}
-
-ListenerResult DmaMapper::release_holder(Space& space, iommu::EndpointId endpoint) {
-    std::vector<std::uint64_t> released;  // mappings this call removed from the host
-    for (auto& [first, mapping] : space.mappings) {
-        auto holder = std::find(mapping.holders.begin(), mapping.holders.end(), endpoint);
-        if (holder == mapping.holders.end()) continue;
-        if (mapping.holders.size() > 1) continue;  // another endpoint of the space keeps it
-        const bool reads = mapping.mapping.flags & iommu::kMapRead, writes = mapping.mapping.flags & iommu::kMapWrite;
-        ListenerResult r = unmap_fragments(space, mapping.fragments, reads, writes);
-        if (r != ListenerResult::Ok) {
-            // All or nothing: map back what this call already removed.
-            for (std::uint64_t key : released) {
-                HostMapping& back = space.mappings.at(key);
-                const bool br = back.mapping.flags & iommu::kMapRead, bw = back.mapping.flags & iommu::kMapWrite;
-                if (map_fragments(space, back.fragments, br, bw, "rollback") != ListenerResult::Ok)
-                    vmm::log_error("vfio: %s: cannot restore IOVA 0x%" PRIx64 " after a failed detach",
-                                   space.counters.name.c_str(), key);
-            }
-            return r;
-        }
-        released.push_back(first);
-    }
-    for (auto it = space.mappings.begin(); it != space.mappings.end();) {
-        std::erase(it->second.holders, endpoint);
-        it = it->second.holders.empty() ? space.mappings.erase(it) : std::next(it);
-    }
     return ListenerResult::Ok;
 }
 
-ListenerResult DmaMapper::detach(iommu::EndpointId id, bool bypass) {
-    std::lock_guard guard(lock_);
-    if (shut_down_) return ListenerResult::Ok;
-    Endpoint* e = find(id);
-    if (!e) return ListenerResult::Failed;
-    Space& space = *e->space;
-    const Endpoint before = *e;
-    // Leaving a translated domain for bypass is two host steps (drop its mappings, map RAM);
-    // keep what the first removed so that a refused second step can be undone.
-    std::map<std::uint64_t, HostMapping> kept;
-    if (e->mode == Mode::Domain) {
-        if (bypass) kept = space.mappings;
-        ListenerResult r = release_holder(space, id);
-        if (r != ListenerResult::Ok) return r;
-    }
-    e->mode = bypass ? Mode::Bypass : Mode::Blocked;
-    ListenerResult r = reconcile_identity(space);
-    if (r == ListenerResult::Ok) return r;
-    *e = before;
-    for (auto& [first, mapping] : kept) {
-        auto it = space.mappings.find(first);
-        if (it != space.mappings.end()) {
-            it->second.holders = mapping.holders;
+bool DmaMapper::release_holder(Space& space, iommu::EndpointId endpoint) {
+    std::vector<Fragment> released;  // host entries no other endpoint of the space holds
+    for (auto it = space.mappings.begin(); it != space.mappings.end();) {
+        std::erase(it->second.holders, endpoint);
+        if (!it->second.holders.empty()) {
+            ++it;
             continue;
         }
-        const bool reads = mapping.mapping.flags & iommu::kMapRead, writes = mapping.mapping.flags & iommu::kMapWrite;
-        if (map_fragments(space, mapping.fragments, reads, writes, "rollback") == ListenerResult::Ok)
-            space.mappings.emplace(first, std::move(mapping));
-        else
-            vmm::log_error("vfio: %s: endpoint %u: cannot restore IOVA 0x%" PRIx64 " after a refused bypass",
-                           space.counters.name.c_str(), id, first);
+        released.insert(released.end(), it->second.fragments.begin(), it->second.fragments.end());
+        it = space.mappings.erase(it);
     }
-    return r;
+    return drop(space, released);
 }
 
-ListenerResult DmaMapper::attach(iommu::EndpointId id, iommu::DomainId domain, bool bypass) {
+void DmaMapper::block(Endpoint& e, iommu::EndpointId id) {
+    release_holder(*e.space, id);
+    e.mode = Mode::Blocked;
+    reconcile_identity(*e.space);  // only ever drops the identity map here
+}
+
+template <class Fn>
+ListenerResult DmaMapper::with_endpoint(iommu::EndpointId id, bool translated_only, Fn&& fn) {
     std::lock_guard guard(lock_);
     if (shut_down_) return ListenerResult::Ok;
     Endpoint* e = find(id);
-    if (!e) return ListenerResult::Failed;
-    Space& space = *e->space;
-    if (!bypass) {
-        auto other = translated_domain(space, id);
+    if (!e || (translated_only && e->mode != Mode::Domain)) return ListenerResult::Failed;
+    return fn(*e, *e->space);
+}
+
+ListenerResult DmaMapper::detach(iommu::EndpointId id, bool bypass) {
+    return with_endpoint(id, false, [&](Endpoint& e, Space& space) {
+        const bool clean = release_holder(space, id);
+        e.mode = bypass ? Mode::Bypass : Mode::Blocked;
+        ListenerResult r = reconcile_identity(space);
+        // Bypass refused (the identity map does not fit): blocked, never the old domain.
+        if (r != ListenerResult::Ok && bypass) {
+            block(e, id);
+            return r;
+        }
+        // Blocked: done once nothing of the endpoint is left, whether or not an identity map a
+        // container-mate wants could be made.
+        return clean ? ListenerResult::Ok : ListenerResult::Failed;
+    });
+}
+
+ListenerResult DmaMapper::replay(Space& space, iommu::EndpointId id, const iommu::MappingSource& mappings) {
+    // Pass 1, no host call: what the host must add (a container-mate in the same domain already
+    // holds every mapping). One ATTACH can then cost at most the budget's worth of MAP_DMA.
+    std::uint64_t entries = 0, bytes = 0, first_iova = 0;
+    bool conflict = false;
+    mappings.all_of([&](const iommu::Mapping& mapping) {
+        auto it = space.mappings.find(mapping.first.value);
+        if (it != space.mappings.end()) {
+            conflict = !(it->second.mapping == mapping);
+            return !conflict;
+        }
+        for (const Fragment& f : fragments_for(mapping)) {
+            if (entries == 0) first_iova = f.iova;
+            ++entries;
+            bytes += f.size;
+        }
+        return true;
+    });
+    if (conflict) return ListenerResult::Invalid;
+    if (!fits(space, entries, bytes, "ATTACH (replay of the domain's mappings)", first_iova))
+        return ListenerResult::NoMemory;
+    // Pass 2.
+    ListenerResult result = ListenerResult::Ok;
+    mappings.all_of([&](const iommu::Mapping& mapping) {
+        auto it = space.mappings.find(mapping.first.value);
+        if (it != space.mappings.end()) {
+            if (std::find(it->second.holders.begin(), it->second.holders.end(), id) == it->second.holders.end())
+                it->second.holders.push_back(id);
+            return true;
+        }
+        HostMapping host{mapping, fragments_for(mapping), {id}};
+        result = map_fragments(space, host.fragments, mapping.flags & iommu::kMapRead, mapping.flags & iommu::kMapWrite,
+                               "ATTACH replay");
+        if (result != ListenerResult::Ok) return false;
+        space.mappings.emplace(mapping.first.value, std::move(host));
+        return true;
+    });
+    return result;
+}
+
+ListenerResult DmaMapper::attach(iommu::EndpointId id, iommu::DomainId domain, bool bypass,
+                                 const iommu::MappingSource& mappings) {
+    return with_endpoint(id, false, [&](Endpoint& e, Space& space) {
+        ListenerResult r = ListenerResult::Ok;
+        const auto other = bypass ? std::nullopt : translated_domain(space, id);
         if (other && *other != domain) {
             std::uint64_t dropped = 0;
             if (log_.allow(&dropped))
                 vmm::log_warn("vfio: %s: endpoint %u cannot join domain %u while another function of its host IOMMU "
                               "group is in domain %u (the host cannot isolate them); ATTACH answered S_INVAL",
                               space.counters.name.c_str(), id, domain, *other);
-            return ListenerResult::Invalid;
+            r = ListenerResult::Invalid;
+        } else {
+            e.mode = bypass ? Mode::BypassDomain : Mode::Domain;
+            e.domain = domain;
+            r = reconcile_identity(space);
+            if (r == ListenerResult::Ok && !bypass) r = replay(space, id, mappings);
         }
-    }
-    const Endpoint before = *e;
-    e->mode = bypass ? Mode::BypassDomain : Mode::Domain;
-    e->domain = domain;
-    ListenerResult r = reconcile_identity(space);
-    if (r != ListenerResult::Ok) *e = before;
-    return r;
+        // The contract: a failed attach leaves the endpoint blocked (what the replay added goes).
+        if (r != ListenerResult::Ok) block(e, id);
+        return r;
+    });
 }
 
 ListenerResult DmaMapper::map(iommu::EndpointId id, const iommu::Mapping& mapping) {
-    std::lock_guard guard(lock_);
-    if (shut_down_) return ListenerResult::Ok;
-    Endpoint* e = find(id);
-    if (!e || e->mode != Mode::Domain) return ListenerResult::Failed;
-    Space& space = *e->space;
-    auto it = space.mappings.find(mapping.first.value);
-    if (it != space.mappings.end()) {
-        // Another endpoint of this container (same guest domain) already put it in the host.
-        if (!(it->second.mapping == mapping)) return ListenerResult::Invalid;
-        if (std::find(it->second.holders.begin(), it->second.holders.end(), id) == it->second.holders.end()) {
-            it->second.holders.push_back(id);
-            ++space.counters.shared_hits;
+    return with_endpoint(id, true, [&](Endpoint&, Space& space) {
+        auto it = space.mappings.find(mapping.first.value);
+        if (it != space.mappings.end()) {
+            // Another endpoint of this container (same guest domain) already put it in the host.
+            if (!(it->second.mapping == mapping)) return ListenerResult::Invalid;
+            if (std::find(it->second.holders.begin(), it->second.holders.end(), id) == it->second.holders.end()) {
+                it->second.holders.push_back(id);
+                ++space.counters.shared_hits;
+            }
+            return ListenerResult::Ok;
         }
-        return ListenerResult::Ok;
-    }
-    const bool reads = mapping.flags & iommu::kMapRead, writes = mapping.flags & iommu::kMapWrite;
-    HostMapping host{mapping, {}, {id}};
-    // MMIO mappings (the guest's MSI doorbell) and mappings nobody may use are kept in the model
-    // only: VFIO cannot map device memory of the guest, and refuses maps without R or W.
-    if ((reads || writes) && !(mapping.flags & iommu::kMapMmio)) {
-        host.fragments = fragments_for(mapping.first.value, mapping.gpa.value,
-                                       mapping.gpa.value + (mapping.last.value - mapping.first.value));
-        ListenerResult r = map_fragments(space, host.fragments, reads, writes, "MAP");
-        if (r != ListenerResult::Ok) return r;
-    }
-    space.mappings.emplace(mapping.first.value, std::move(host));
-    return ListenerResult::Ok;
+        HostMapping host{mapping, fragments_for(mapping), {id}};
+        ListenerResult r = map_fragments(space, host.fragments, mapping.flags & iommu::kMapRead,
+                                         mapping.flags & iommu::kMapWrite, "MAP");
+        if (r == ListenerResult::Ok) space.mappings.emplace(mapping.first.value, std::move(host));
+        return r;
+    });
 }
 
 ListenerResult DmaMapper::unmap(iommu::EndpointId id, const iommu::Mapping& mapping) {
-    std::lock_guard guard(lock_);
-    if (shut_down_) return ListenerResult::Ok;
-    Endpoint* e = find(id);
-    if (!e || e->mode != Mode::Domain) return ListenerResult::Failed;
-    Space& space = *e->space;
-    auto it = space.mappings.find(mapping.first.value);
-    if (it == space.mappings.end() || !(it->second.mapping == mapping)) return ListenerResult::Failed;
-    auto& holders = it->second.holders;
-    auto holder = std::find(holders.begin(), holders.end(), id);
-    if (holder == holders.end()) return ListenerResult::Failed;
-    if (holders.size() == 1) {
-        const bool reads = mapping.flags & iommu::kMapRead, writes = mapping.flags & iommu::kMapWrite;
-        ListenerResult r = unmap_fragments(space, it->second.fragments, reads, writes);
-        if (r != ListenerResult::Ok) return r;
+    return with_endpoint(id, true, [&](Endpoint&, Space& space) {
+        auto it = space.mappings.find(mapping.first.value);
+        if (it == space.mappings.end() || !(it->second.mapping == mapping)) return ListenerResult::Failed;
+        auto& holders = it->second.holders;
+        auto holder = std::find(holders.begin(), holders.end(), id);
+        if (holder == holders.end()) return ListenerResult::Failed;
+        holders.erase(holder);
+        if (!holders.empty()) return ListenerResult::Ok;
+        const std::vector<Fragment> fragments = std::move(it->second.fragments);
         space.mappings.erase(it);
-        return ListenerResult::Ok;
-    }
-    holders.erase(holder);
-    return ListenerResult::Ok;
+        return drop(space, fragments) ? ListenerResult::Ok : ListenerResult::Failed;
+    });
 }
 
 void DmaMapper::set_bus_master(iommu::EndpointId id, bool enabled) {
@@ -438,11 +505,11 @@ std::string DmaMapper::describe() const {
         std::snprintf(line, sizeof line,
                       "vfio %s: %s, %" PRIu64 " guest mappings, %" PRIu64 "/%" PRIu64 " host entries, %" PRIu64
                       " KiB pinned, host maps %" PRIu64 " unmaps %" PRIu64 ", shared %" PRIu64 ", refused %" PRIu64
-                      ", host failures %" PRIu64 "\n",
+                      ", host failures %" PRIu64 ", rebuilds %" PRIu64 ", lost %" PRIu64 ", stale %" PRIu64 "\n",
                       s.name.c_str(),
                       s.identity ? "identity" : (s.domain ? ("domain " + std::to_string(*s.domain)).c_str() : "empty"),
                       s.guest_mappings, s.host_mappings, s.entry_limit, s.pinned_bytes >> 10, s.host_maps, s.host_unmaps,
-                      s.shared_hits, s.budget_refusals, s.host_failures);
+                      s.shared_hits, s.budget_refusals, s.host_failures, s.rebuilds, s.lost_mappings, s.stale);
         text += line;
     }
     return text;

@@ -51,6 +51,11 @@ struct DmaSpaceStats {
     std::uint64_t shared_hits = 0;        // MAPs served by a mapping another endpoint holds
     std::uint64_t budget_refusals = 0;    // S_NOMEM answered before asking the host
     std::uint64_t host_failures = 0;      // ioctls the host refused
+    // A host unmap failed even when retried: the container was emptied (VFIO_DMA_UNMAP_FLAG_ALL)
+    // and refilled with what it should hold; mappings it could not refill are lost (their DMA
+    // faults) but stay known, so the guest can still UNMAP them.
+    std::uint64_t rebuilds = 0, lost_mappings = 0;
+    std::uint64_t stale = 0;  // even emptying the container failed: it may hold stale entries
 };
 
 struct DmaMapperStats {
@@ -81,7 +86,8 @@ public:
 
     // ---- iommu::MapListener
     iommu::ListenerResult detach(iommu::EndpointId endpoint, bool bypass) override;
-    iommu::ListenerResult attach(iommu::EndpointId endpoint, iommu::DomainId domain, bool bypass) override;
+    iommu::ListenerResult attach(iommu::EndpointId endpoint, iommu::DomainId domain, bool bypass,
+                                 const iommu::MappingSource& mappings) override;
     iommu::ListenerResult map(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
     iommu::ListenerResult unmap(iommu::EndpointId endpoint, const iommu::Mapping& mapping) override;
 
@@ -104,17 +110,20 @@ private:
     };
     struct HostMapping {
         iommu::Mapping mapping;
-        std::vector<Fragment> fragments;       // empty for record-only mappings (MMIO, no R/W)
+        // Exactly the entries the host holds for it: empty for record-only mappings (MMIO, no
+        // R/W) and for mappings lost in a rebuild.
+        std::vector<Fragment> fragments;
         std::vector<iommu::EndpointId> holders;
     };
     struct Space {
         std::shared_ptr<Container> container;
         std::vector<iommu::EndpointId> endpoints;
         std::uint64_t entry_limit = 0;
-        std::uint64_t entries = 0;
+        std::uint64_t entries = 0;  // host entries, always exactly what the container holds
         std::uint64_t pinned = 0;
         bool static_identity = false;  // no vIOMMU: never changes
         bool identity = false;
+        bool near_limit_warned = false;
         std::vector<Fragment> identity_fragments;
         std::map<std::uint64_t, HostMapping> mappings;  // by first IOVA
         DmaSpaceStats counters;
@@ -127,22 +136,40 @@ private:
         bool bus_master = false;
     };
 
+    // The preamble every listener call shares: lock, nothing to do after shutdown(), the
+    // endpoint must be known (and, for map/unmap, in a translated domain).
+    template <class Fn>
+    iommu::ListenerResult with_endpoint(iommu::EndpointId endpoint, bool translated_only, Fn&& fn);
     Space& space_for(const std::shared_ptr<Container>& container);
     Endpoint* find(iommu::EndpointId endpoint);
     // The host fragments for guest [gpa, gpa + size) at `iova`: the parts backed by RAM.
     std::vector<Fragment> fragments_for(std::uint64_t iova, std::uint64_t gpa, std::uint64_t size) const;
+    std::vector<Fragment> fragments_for(const iommu::Mapping& mapping) const;
     std::vector<Fragment> identity_fragments(const Space& space) const;
+    // Whether `entries` more host entries pinning `bytes` fit the container's entry budget and
+    // RLIMIT_MEMLOCK; logs the refusal (rate-limited) if not.
+    bool fits(Space& space, std::uint64_t entries, std::uint64_t bytes, const char* what, std::uint64_t iova);
+    void warn_if_near_budget(Space& space);
     // All or nothing: maps every fragment or none (budget checked first).
     iommu::ListenerResult map_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads,
                                         bool writes, const char* what);
-    iommu::ListenerResult unmap_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads,
-                                          bool writes);
+    // Removes fragments the records no longer hold from the host. Cannot be refused: an unmap
+    // that fails twice empties and refills the container (rebuild). False only if even that
+    // failed.
+    bool drop(Space& space, const std::vector<Fragment>& fragments);
+    bool rebuild(Space& space);
+    void account_unmapped(Space& space, const Fragment& fragment);
     // The domain the space's translated members share, if any.
     std::optional<iommu::DomainId> translated_domain(const Space& space, iommu::EndpointId except) const;
-    // Makes the identity map match what the members need; all or nothing.
+    // Makes the identity map match what the members need. Only adding it can fail.
     iommu::ListenerResult reconcile_identity(Space& space);
-    // Drops `endpoint` as a holder of every mapping of its space (host unmap when it was the last).
-    iommu::ListenerResult release_holder(Space& space, iommu::EndpointId endpoint);
+    // Drops `endpoint` as a holder of every mapping of its space (host unmap when it was the
+    // last). False only if the host kept some (see drop()).
+    bool release_holder(Space& space, iommu::EndpointId endpoint);
+    // The listener contract's fallback: nothing of the endpoint stays in the host.
+    void block(Endpoint& endpoint, iommu::EndpointId id);
+    // ATTACH into a translated domain: the whole replay is checked against the budget first.
+    iommu::ListenerResult replay(Space& space, iommu::EndpointId endpoint, const iommu::MappingSource& mappings);
     void teardown(Space& space);
 
     const vmm::GuestMemory& memory_;

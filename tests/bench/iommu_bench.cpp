@@ -53,7 +53,7 @@ public:
 class CountingListener final : public iommu::MapListener {
 public:
     iommu::ListenerResult detach(iommu::EndpointId, bool) override { return iommu::ListenerResult::Ok; }
-    iommu::ListenerResult attach(iommu::EndpointId, iommu::DomainId, bool) override {
+    iommu::ListenerResult attach(iommu::EndpointId, iommu::DomainId, bool, const iommu::MappingSource&) override {
         return iommu::ListenerResult::Ok;
     }
     iommu::ListenerResult map(iommu::EndpointId, const iommu::Mapping&) override {

@@ -35,7 +35,7 @@ void require(bool ok) {
     if (!ok) __builtin_trap();
 }
 
-// Every listener endpoint mirrors the model (the rollback guarantee), and counters agree.
+// Every listener endpoint mirrors the model (rollback, or blocked when it cannot follow), and counters agree.
 void check_invariants(const iommu::Iommu& model, const MockIommuBackend& backend) {
     require(backend.violations() == 0);
     std::uint64_t live = 0;
@@ -49,8 +49,8 @@ void check_invariants(const iommu::Iommu& model, const MockIommuBackend& backend
         const auto stats = model.endpoint_stats(id);
         require(stats.has_value());
         if (!stats->domain) {
-            require(state.mode == (model.unattached_bypass() ? MockIommuBackend::Mode::Bypass
-                                                              : MockIommuBackend::Mode::Blocked));
+            require(state.mode == (model.unattached_bypass() && !stats->blocked ? MockIommuBackend::Mode::Bypass
+                                                                                : MockIommuBackend::Mode::Blocked));
             continue;
         }
         require(state.mode == MockIommuBackend::Mode::Domain && state.domain == *stats->domain);

@@ -1,6 +1,7 @@
-// iommu::Iommu with external IOMMUs (MapListener, as the VFIO DmaMapper): fan-out of every change,
-// and rollback on failure so that the domain and every backend end up exactly as before the
-// request; resource caps answered with S_NOMEM; counters and the mapping dump.
+// iommu::Iommu with external IOMMUs (MapListener, as the VFIO DmaMapper): fan-out of every change, rollback
+// of a failed MAP/UNMAP so that the domain and every backend end up as before the request, and an
+// endpoint whose external IOMMU cannot follow an ATTACH/DETACH/reset ending detached and blocked;
+// resource caps answered with S_NOMEM; counters and the mapping dump.
 #include "iommu/iommu.hpp"
 
 #include <doctest/doctest.h>
@@ -42,7 +43,8 @@ void check_mirrors(const Model& m) {
         const auto stats = m.iommu->endpoint_stats(id);
         REQUIRE(stats);
         if (!stats->domain) {
-            CHECK(state.mode == (m.iommu->unattached_bypass() ? Mode::Bypass : Mode::Blocked));
+            CHECK(state.mode == (m.iommu->unattached_bypass() && !stats->blocked ? Mode::Bypass : Mode::Blocked));
+            CHECK(state.mappings.empty());
             continue;
         }
         CHECK(state.mode == Mode::Domain);
@@ -92,30 +94,36 @@ TEST_CASE("UNMAP failing on one endpoint re-maps what the others and it already 
     check_mirrors(m);
 }
 
-TEST_CASE("ATTACH failing while replaying the new domain restores the endpoint's previous domain") {
+TEST_CASE("ATTACH the external IOMMU cannot follow leaves the endpoint blocked, out of its old domain") {
     Model m;
     REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
     REQUIRE(m.iommu->attach(11, 2, 0) == Status::Ok);
     for (std::uint64_t page = 0; page < 3; ++page) REQUIRE(m.map_page(1, page) == Status::Ok);
     for (std::uint64_t page = 10; page < 15; ++page) REQUIRE(m.map_page(2, page) == Status::Ok);
-    const auto before = m.backend->states();
-    m.backend->fail_after(3, ListenerResult::NoMemory, Op::Map);  // the 4th replayed mapping
+    m.backend->set_budget(4);  // domain 2's five mappings do not fit the replay
     CHECK(m.iommu->attach(10, 2, 0) == Status::NoMem);
-    CHECK(m.backend->states() == before);
-    CHECK(m.iommu->endpoint_stats(10)->domain == 1u);
-    CHECK(m.iommu->mappings(1)->size() == 3);  // domain 1 did not die
+    CHECK_FALSE(m.iommu->endpoint_stats(10)->domain);
+    CHECK(m.iommu->endpoint_stats(10)->blocked);
+    CHECK_FALSE(m.iommu->domain_stats(1));  // domain 1 died with its last member (D28)
+    CHECK(m.backend->state(10)->mode == Mode::Blocked);
+    CHECK(m.backend->state(10)->mappings.empty());
+    CHECK(m.iommu->stats().blocked_endpoints == 1);
     check_mirrors(m);
-    // Failing at the detach or at the attach step changes nothing either.
+    m.backend->set_budget(100);
+    // Failing at the implicit detach or at the attach step ends the same way.
     for (Op op : {Op::Detach, Op::Attach}) {
-        m.backend->fail_after(0, ListenerResult::Failed, op);  // one-shot: the undo may succeed
+        REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
+        REQUIRE(m.map_page(1, 0) == Status::Ok);
+        m.backend->fail_after(0, ListenerResult::Failed, op);  // one-shot: the block succeeds
         CHECK(m.iommu->attach(10, 2, 0) == Status::DevErr);
         m.backend->clear_failures();
-        CHECK(m.iommu->stats().rollback_failures == 0);
-        CHECK(m.backend->states() == before);
+        CHECK_FALSE(m.iommu->endpoint_stats(10)->domain);
+        CHECK(m.backend->state(10)->mode == Mode::Blocked);
+        CHECK(m.iommu->stats().forced_detach_failures == 0);
         check_mirrors(m);
     }
     CHECK(m.iommu->attach(10, 2, 0) == Status::Ok);
-    CHECK_FALSE(m.iommu->domain_stats(1));
+    CHECK_FALSE(m.iommu->endpoint_stats(10)->blocked);
     check_mirrors(m);
 }
 
@@ -128,19 +136,25 @@ TEST_CASE("ATTACH into a new domain failing at attach leaves no domain behind") 
     check_mirrors(m);
 }
 
-TEST_CASE("DETACH failing in the external IOMMU leaves the endpoint attached") {
+TEST_CASE("DETACH into bypass the external IOMMU refuses leaves the endpoint detached and blocked") {
     Model m;
     REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
     REQUIRE(m.map_page(1, 0) == Status::Ok);
-    m.backend->fail_endpoint(10, Op::Detach, ListenerResult::Failed);
-    CHECK(m.iommu->detach(10, 1) == Status::DevErr);
-    CHECK(m.iommu->endpoint_stats(10)->domain == 1u);
-    CHECK(m.iommu->mappings(1)->size() == 1);
+    REQUIRE(m.iommu->set_unattached_bypass(true));
+    m.backend->refuse_bypass(10);
+    CHECK(m.iommu->detach(10, 1) == Status::NoMem);
+    CHECK_FALSE(m.iommu->endpoint_stats(10)->domain);
+    CHECK(m.iommu->endpoint_stats(10)->blocked);
+    CHECK_FALSE(m.iommu->mappings(1));
+    CHECK(m.backend->state(10)->mode == Mode::Blocked);
+    CHECK(m.backend->state(10)->mappings.empty());
+    check_mirrors(m);
     m.backend->clear_failures();
+    CHECK(m.iommu->attach(10, 1, 0) == Status::Ok);  // the guest can attach it again
     check_mirrors(m);
 }
 
-TEST_CASE("A failed undo is counted, so the VMM can tell the host IOMMU may be stale") {
+TEST_CASE("A failed undo blocks that endpoint, so the host never keeps what the model dropped") {
     Model m;
     for (iommu::EndpointId ep : {10u, 11u}) REQUIRE(m.iommu->attach(ep, 5, 0) == Status::Ok);
     m.backend->fail_endpoint(11, Op::Map, ListenerResult::Failed);
@@ -148,6 +162,11 @@ TEST_CASE("A failed undo is counted, so the VMM can tell the host IOMMU may be s
     CHECK(m.map_page(5, 0) == Status::DevErr);
     CHECK(m.iommu->stats().rollback_failures == 1);
     CHECK(m.iommu->mappings(5)->empty());
+    CHECK_FALSE(m.iommu->endpoint_stats(10)->domain);
+    CHECK(m.iommu->endpoint_stats(11)->domain == 5u);
+    CHECK(m.backend->state(10)->mappings.empty());
+    m.backend->clear_failures();
+    check_mirrors(m);
 }
 
 TEST_CASE("An exhausted backend budget (VFIO dma_entry_limit) answers S_NOMEM through the ring") {
@@ -164,7 +183,7 @@ TEST_CASE("An exhausted backend budget (VFIO dma_entry_limit) answers S_NOMEM th
     CHECK(backend->violations() == 0);
 }
 
-TEST_CASE("Unattached external endpoints follow bypass; a refusal keeps the old value") {
+TEST_CASE("Unattached external endpoints follow bypass; one that cannot is blocked") {
     Model m;
     CHECK(m.backend->state(10)->mode == Mode::Blocked);
     REQUIRE(m.iommu->attach(12, 3, 0) == Status::Ok);
@@ -172,24 +191,29 @@ TEST_CASE("Unattached external endpoints follow bypass; a refusal keeps the old 
     CHECK(m.backend->state(10)->mode == Mode::Bypass);
     CHECK(m.backend->state(11)->mode == Mode::Bypass);
     CHECK(m.backend->state(12)->mode == Mode::Domain);  // attached: unaffected
-    m.backend->fail_endpoint(11, Op::Detach, ListenerResult::Failed);
-    CHECK_FALSE(m.iommu->set_unattached_bypass(false));
+    CHECK(m.iommu->set_unattached_bypass(false));
+    m.backend->refuse_bypass(11);
+    CHECK_FALSE(m.iommu->set_unattached_bypass(true));
     CHECK(m.iommu->unattached_bypass());
-    CHECK(m.backend->state(10)->mode == Mode::Bypass);  // undone
+    CHECK(m.backend->state(10)->mode == Mode::Bypass);
+    CHECK(m.backend->state(11)->mode == Mode::Blocked);
+    CHECK(m.iommu->endpoint_stats(11)->blocked);
     m.backend->clear_failures();
     check_mirrors(m);
-    // Through the device: a bypass write the host refuses does not change the config field.
+    // Through the device: the config field takes the guest's value; the endpoint whose host
+    // cannot bypass stays blocked until bypass is written again.
     auto backend = std::make_shared<MockIommuBackend>();
     viommu_test::Options options = viommu_test::with_backend(backend);
     options.config.boot_bypass = false;
     viommu_test::Harness h(options);
     REQUIRE(h.start());
-    backend->fail_endpoint(10, Op::Detach, ListenerResult::Failed);
-    h.driver->write_config(36, 1, 1);
-    CHECK(h.config(36, 1) == 0);
-    backend->clear_failures();
+    backend->refuse_bypass(10);
     h.driver->write_config(36, 1, 1);
     CHECK(h.config(36, 1) == 1);
+    CHECK(backend->state(10)->mode == Mode::Blocked);
+    backend->clear_failures();
+    h.driver->write_config(36, 1, 0);
+    h.driver->write_config(36, 1, 1);
     CHECK(backend->state(10)->mode == Mode::Bypass);
 }
 
@@ -226,6 +250,20 @@ TEST_CASE("Reset retries a failed external detach, and reports stale host state 
     m.backend->clear_failures();
     CHECK(m.iommu->remove_endpoint(10));
     CHECK(m.backend->state(10)->mode == Mode::Blocked);
+}
+
+TEST_CASE("Regression: a reset whose bypass the external IOMMU refuses blocks the endpoint, dropping its domain") {
+    Model m;
+    REQUIRE(m.iommu->attach(10, 1, 0) == Status::Ok);
+    REQUIRE(m.map_page(1, 0x100) == Status::Ok);
+    REQUIRE(m.iommu->set_unattached_bypass(true));
+    m.backend->refuse_bypass(10);
+    m.iommu->reset();
+    CHECK(m.backend->state(10)->mode == Mode::Blocked);
+    CHECK(m.backend->state(10)->mappings.empty());
+    CHECK(m.iommu->endpoint_stats(10)->blocked);
+    CHECK(m.iommu->stats().forced_detach_failures == 0);
+    check_mirrors(m);
 }
 
 TEST_CASE("Random requests with random backend failures keep every backend equal to the model") {

@@ -77,7 +77,7 @@ TEST_CASE("encode_probe_properties writes 24-byte RESV_MEM properties and zeroes
 }
 
 TEST_CASE("encode_fault lays out a 24-byte report with only defined bits set") {
-    const auto wire = encode_fault({5, iommu::FaultReason::Mapping, iommu::Access::Write, 0x1234'5678'9abc});
+    const auto wire = encode_fault({5, iommu::FaultReason::Mapping, iommu::Access::Write, 0x1234'5678'9abc, {}});
     std::uint8_t bytes[24];
     std::memcpy(bytes, &wire, 24);
     CHECK(bytes[0] == VIRTIO_IOMMU_FAULT_R_MAPPING);
@@ -85,6 +85,10 @@ TEST_CASE("encode_fault lays out a 24-byte report with only defined bits set") {
     CHECK(wire.flags == (VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
     CHECK(wire.endpoint == 5);
     CHECK(wire.address == 0x1234'5678'9abc);
+    // A refused MAP reports the mapping's permissions.
+    const auto refused = encode_fault({5, iommu::FaultReason::Mapping, iommu::Access::Read, 0x1000,
+                                       iommu::kMapRead | iommu::kMapWrite});
+    CHECK(refused.flags == (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
     const auto tail = make_tail(iommu::Status::Range);
     CHECK((tail.status == 5 && tail.reserved[0] == 0 && tail.reserved[1] == 0 && tail.reserved[2] == 0));
 }

@@ -1,6 +1,7 @@
-// MockIommuBackend: see the header. Every method is all-or-nothing, like the contract asks.
+// MockIommuBackend: see the header. Every method follows the contract of iommu/map_listener.hpp.
 #include "tests/support/mock_iommu_backend.hpp"
 
+#include <algorithm>
 #include <iterator>
 
 namespace iommu::testing {
@@ -32,7 +33,14 @@ ListenerResult MockIommuBackend::finish(Op op, EndpointId endpoint, ListenerResu
 
 ListenerResult MockIommuBackend::detach(EndpointId endpoint, bool bypass) {
     ListenerResult injected;
-    if (should_fail(Op::Detach, endpoint, injected)) return finish(Op::Detach, endpoint, injected);
+    const bool refused = bypass && std::find(bypass_refused_.begin(), bypass_refused_.end(), endpoint) != bypass_refused_.end();
+    if (refused) injected = ListenerResult::NoMemory;
+    if (refused || should_fail(Op::Detach, endpoint, injected)) {
+        // A refused bypass leaves the endpoint blocked; a refused block (the host would not
+        // unmap) leaves it as it was, which the model must count as stale host state.
+        if (bypass && !counting_only_) states_[endpoint] = EndpointState{};
+        return finish(Op::Detach, endpoint, injected);
+    }
     if (!counting_only_) {
         EndpointState& state = states_[endpoint];
         state = EndpointState{};
@@ -41,19 +49,25 @@ ListenerResult MockIommuBackend::detach(EndpointId endpoint, bool bypass) {
     return finish(Op::Detach, endpoint, ListenerResult::Ok);
 }
 
-ListenerResult MockIommuBackend::attach(EndpointId endpoint, DomainId domain, bool bypass) {
+ListenerResult MockIommuBackend::attach(EndpointId endpoint, DomainId domain, bool bypass,
+                                        const MappingSource& mappings) {
     ListenerResult injected;
-    if (should_fail(Op::Attach, endpoint, injected)) return finish(Op::Attach, endpoint, injected);
-    if (!counting_only_) {
-        EndpointState& state = states_[endpoint];
-        if (state.mode == Mode::Domain)
-            violation("attach of endpoint " + std::to_string(endpoint) + " while in domain " +
-                      std::to_string(state.domain));
-        state = EndpointState{};
-        state.mode = Mode::Domain;
-        state.domain = domain;
-        state.domain_bypass = bypass;
-    }
+    const bool fail = should_fail(Op::Attach, endpoint, injected);
+    if (counting_only_) return finish(Op::Attach, endpoint, fail ? injected : ListenerResult::Ok);
+    EndpointState& state = states_[endpoint];
+    if (state.mode == Mode::Domain)
+        violation("attach of endpoint " + std::to_string(endpoint) + " while in domain " + std::to_string(state.domain));
+    if (bypass && mappings.size() != 0) violation("attach to a bypass domain with mappings");
+    state = EndpointState{};  // a failed attach leaves the endpoint blocked
+    if (fail) return finish(Op::Attach, endpoint, injected);
+    if (budget_ && mappings.size() > *budget_) return finish(Op::Attach, endpoint, ListenerResult::NoMemory);
+    state.mode = Mode::Domain;
+    state.domain = domain;
+    state.domain_bypass = bypass;
+    mappings.all_of([&](const Mapping& mapping) {
+        state.mappings.emplace(mapping.first.value, mapping);
+        return true;
+    });
     return finish(Op::Attach, endpoint, ListenerResult::Ok);
 }
 
@@ -107,6 +121,7 @@ void MockIommuBackend::fail_endpoint(EndpointId endpoint, Op op, ListenerResult 
 void MockIommuBackend::clear_failures() {
     fail_countdown_.reset();
     endpoint_failures_.clear();
+    bypass_refused_.clear();
 }
 
 const MockIommuBackend::EndpointState* MockIommuBackend::state(EndpointId endpoint) const {

@@ -34,7 +34,7 @@ public:
     };
 
     ListenerResult detach(EndpointId endpoint, bool bypass) override;
-    ListenerResult attach(EndpointId endpoint, DomainId domain, bool bypass) override;
+    ListenerResult attach(EndpointId endpoint, DomainId domain, bool bypass, const MappingSource& mappings) override;
     ListenerResult map(EndpointId endpoint, const Mapping& mapping) override;
     ListenerResult unmap(EndpointId endpoint, const Mapping& mapping) override;
 
@@ -44,6 +44,9 @@ public:
     void fail_after(std::size_t successes, ListenerResult result, std::optional<Op> only = std::nullopt);
     // Every call of kind `op` for `endpoint` fails with `result` until clear_failures().
     void fail_endpoint(EndpointId endpoint, Op op, ListenerResult result);
+    // detach(endpoint, true) fails with NoMemory (the endpoint ends blocked), like a bypass
+    // identity map beyond RLIMIT_MEMLOCK, until clear_failures().
+    void refuse_bypass(EndpointId endpoint) { bypass_refused_.push_back(endpoint); }
     void clear_failures();
     // At most `mappings` live mappings per endpoint; a map beyond answers NoMemory.
     void set_budget(std::size_t mappings) { budget_ = mappings; }
@@ -84,6 +87,7 @@ private:
     };
     std::vector<EndpointFailure> endpoint_failures_;
     std::optional<std::size_t> budget_;
+    std::vector<EndpointId> bypass_refused_;
 };
 
 }  // namespace iommu::testing

@@ -223,17 +223,20 @@ TEST_CASE("An identity (bypass) domain maps on demand and unmaps when the endpoi
     CHECK(rig.entries(0) == 0);
 }
 
-TEST_CASE("A refused bypass identity map leaves the endpoint where it was") {
+TEST_CASE("A refused bypass identity map leaves the endpoint blocked, not in its domain") {
     Rig rig(false, 1);  // room for one entry; the identity map needs two
     rig.add(8, 0);
     rig.mapper->set_bus_master(8, true);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0, 0xfff, kRam0, kRW) == Status::Ok);
     CHECK(rig.model->set_unattached_bypass(true));  // no unattached endpoint to move
-    CHECK(rig.model->detach(8, 1) == Status::NoMem);               // bypass refused: still in domain 1
-    CHECK(rig.entries(0) == 1);
-    CHECK(rig.model->unmap(1, 0, 0xfff) == Status::Ok);
+    CHECK(rig.model->detach(8, 1) == Status::NoMem);  // bypass refused: detached and blocked
     CHECK(rig.entries(0) == 0);
+    CHECK(rig.model->endpoint_stats(8)->blocked);
+    CHECK_FALSE(rig.model->mappings(1));
+    CHECK(rig.model->attach(8, 1, 0) == Status::Ok);  // the guest can start over
+    CHECK(rig.model->map(1, 0, 0xfff, kRam0, kRW) == Status::Ok);
+    CHECK(rig.entries(0) == 1);
 }
 
 TEST_CASE("Functions of one host group cannot be split across guest domains") {
@@ -303,4 +306,55 @@ TEST_CASE("Identity maps skip guest RAM the host cannot translate") {
     REQUIRE(dma.size() == 2);
     CHECK(dma[1].iova == kRam1);
     CHECK(dma[1].size == kMiB);
+}
+
+TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the function blocked, not in its old domain") {
+    // Issue 14 item 1: Status 0 with bypass = 1 while a bus-mastering function is attached and the
+    // identity map exceeds RLIMIT_MEMLOCK. The forced detach failed, the mapper rolled back to the
+    // old domain and the guest's mapping stayed in the host IOMMU with no model mapping left.
+    Rig rig;
+    rig.kernel.set_memlock_budget(64 * 1024);  // one 4 KiB mapping fits, 8 MiB of guest RAM does not
+    rig.mapper = std::make_shared<DmaMapper>(rig.memory, rig.kernel);
+    rig.add(8, 0);
+    REQUIRE(rig.model->attach(8, 1, 0) == Status::Ok);
+    REQUIRE(rig.model->map(1, 0x100000, 0x100fff, kRam0, kRW) == Status::Ok);
+    rig.mapper->set_bus_master(8, true);
+    REQUIRE(rig.model->set_unattached_bypass(true));  // no unattached endpoint to follow it
+    REQUIRE(rig.entries(0) == 1);
+    rig.model->reset();
+    CHECK(rig.entries(0) == 0);  // blocked: nothing of the old domain, no identity map
+    CHECK(rig.mapper->stats().pinned_bytes == 0);
+    CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
+    CHECK(rig.model->mappings(1)->empty());
+    CHECK(rig.entries(0) == 0);
+}
+
+TEST_CASE("Regression: ATTACH into a domain too big for the VFIO budget is refused before any host ioctl") {
+    // Issue 14 item 2: replaying a domain that the guest filled through an emulated endpoint
+    // issued a MAP_DMA per mapping, then as many UNMAP_DMA, before answering S_NOMEM.
+    Rig rig(false, 100);
+    rig.model->add_endpoint({1, {}, nullptr});  // emulated
+    REQUIRE(rig.model->attach(1, 1, 0) == Status::Ok);
+    for (std::uint64_t i = 0; i < 200; ++i)
+        REQUIRE(rig.model->map(1, i * 0x1000, i * 0x1000 + 0xfff, kRam0 + (i % 1024) * 0x1000, kRW) == Status::Ok);
+    rig.add(8, 0);
+    const unsigned maps = rig.kernel.map_calls(), unmaps = rig.kernel.unmap_calls();
+    CHECK(rig.model->attach(8, 1, 0) == Status::NoMem);
+    CHECK(rig.kernel.map_calls() == maps);
+    CHECK(rig.kernel.unmap_calls() == unmaps);
+    CHECK(rig.entries(0) == 0);
+    CHECK(rig.mapper->stats().spaces[0].budget_refusals == 1);
+    CHECK(rig.model->mappings(1)->size() == 200);  // the emulated endpoint's domain is untouched
+
+    // When it fits, one MAP_DMA per mapping; a host failure part way is undone with one
+    // UNMAP_DMA (the container held nothing else), not one per mapping.
+    REQUIRE(rig.model->unmap(1, 50 * 0x1000, ~std::uint64_t{0} >> 16) == Status::Ok);
+    rig.kernel.fail_map_after(30, EIO);
+    CHECK(rig.model->attach(8, 1, 0) == Status::DevErr);
+    CHECK(rig.kernel.map_calls() - maps == 31);
+    CHECK(rig.kernel.unmap_calls() - unmaps == 1);
+    CHECK(rig.entries(0) == 0);
+    CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
+    CHECK(rig.kernel.map_calls() - maps == 81);
+    CHECK(rig.entries(0) == 50);
 }

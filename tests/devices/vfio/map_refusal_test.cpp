@@ -1,0 +1,123 @@
+// Refused MAPs of a VFIO endpoint reach the guest as MAPPING fault records on the eventq (guests
+// since Linux 6.8 never read a MAP's status), rate-limited, and counted; the status itself stays
+// S_NOMEM.
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <vector>
+
+#include "devices/vfio/dma_mapper.hpp"
+#include "devices/vfio/group.hpp"
+#include "tests/iommu/viommu_harness.hpp"
+#include "tests/support/fake_driver.hpp"
+#include "tests/support/mock_vfio_kernel.hpp"
+
+namespace {
+
+using devices::vfio::Container;
+using devices::vfio::DmaMapper;
+using devices::vfio::Group;
+using devices::vfio::testing::MockVfioKernel;
+using viommu_test::S;
+using iommu::Status;
+
+constexpr std::uint64_t kRam = support::FakeGuestRam::kDefaultBase;
+constexpr std::uint64_t kPage = 4096;
+constexpr iommu::EndpointId kEndpoint = 8;
+
+// A VFIO endpoint whose container takes `entry_limit` host entries, behind the virtio-iommu.
+struct VfioBehindViommu {
+    MockVfioKernel kernel;
+    vmm::GuestMemory memory{std::vector<vmm::GuestRange>{*vmm::GuestRange::make(vmm::GuestPhysAddr{kRam}, 8 << 20)}};
+    std::shared_ptr<Container> container;
+    std::shared_ptr<Group> group;
+    std::shared_ptr<DmaMapper> mapper;
+    std::unique_ptr<viommu_test::Harness> h;
+
+    explicit VfioBehindViommu(std::uint32_t entry_limit) {
+        kernel.add_device("0000:00:01.0", 1);
+        kernel.set_dma_limit(entry_limit);
+        container = std::make_shared<Container>(kernel, "container of group 1");
+        group = std::make_shared<Group>(kernel, 1, container);
+        mapper = std::make_shared<DmaMapper>(memory, kernel);
+        mapper->add_endpoint(kEndpoint, container);
+        viommu_test::Options options;
+        options.endpoints.push_back({kEndpoint, {}, mapper});
+        h = std::make_unique<viommu_test::Harness>(options);
+    }
+    std::uint8_t map_page(std::uint64_t page) {
+        return h->map(1, page * kPage, page * kPage + kPage - 1, kRam + page * kPage);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("A MAP refused for the VFIO budget answers S_NOMEM and posts a MAPPING fault for the endpoint and IOVA") {
+    VfioBehindViommu v(4);
+    REQUIRE(v.h->start());
+    for (int i = 0; i < 4; ++i) v.h->post_event_buffer();
+    REQUIRE(v.h->attach(kEndpoint, 1) == S(Status::Ok));
+    for (std::uint64_t page = 0; page < 4; ++page) REQUIRE(v.map_page(page) == S(Status::Ok));
+    CHECK_FALSE(v.h->next_event());  // nothing refused yet
+    // Read-only and read-write refusals, each one record with the refused mapping's flags.
+    CHECK(v.h->map(1, 0x10 * kPage, 0x11 * kPage - 1, kRam, VIRTIO_IOMMU_MAP_F_READ) == S(Status::NoMem));
+    CHECK(v.map_page(0x20) == S(Status::NoMem));
+    for (std::uint64_t iova : {0x10 * kPage, 0x20 * kPage}) {
+        CAPTURE(iova);
+        auto event = v.h->next_event();
+        REQUIRE(event);
+        CHECK(event->used == 24);
+        CHECK(event->fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
+        CHECK(event->fault.endpoint == kEndpoint);
+        CHECK(event->fault.address == iova);
+        const std::uint32_t rw = iova == 0x10 * kPage ? VIRTIO_IOMMU_FAULT_F_READ
+                                                      : VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE;
+        CHECK(event->fault.flags == (VIRTIO_IOMMU_FAULT_F_ADDRESS | rw));
+    }
+    CHECK_FALSE(v.h->next_event());
+    // Two buffers left: two more refusals reported, the third dropped for lack of a buffer.
+    for (std::uint64_t page = 0x30; page < 0x33; ++page) CHECK(v.map_page(page) == S(Status::NoMem));
+    const auto s = v.h->device->stats();
+    CHECK(s.map_refusals == 5);
+    CHECK(s.refusals_reported == 4);
+    CHECK(s.refusals_no_buffer == 1);
+    CHECK(s.refusals_rate_limited == 0);
+    CHECK(v.mapper->stats().spaces[0].budget_refusals == 5);
+    // The guest goes on: an UNMAP makes room and the MAP succeeds, with no record.
+    CHECK(v.h->unmap(1, 0, kPage - 1) == S(Status::Ok));
+    CHECK(v.map_page(0x40) == S(Status::Ok));
+    CHECK(v.h->device->stats().map_refusals == 5);
+}
+
+TEST_CASE("A flood of refused MAPs is rate-limited: refusals = reported + rate-limited + no buffer") {
+    VfioBehindViommu v(1);
+    REQUIRE(v.h->start());
+    for (int i = 0; i < 60; ++i) v.h->post_event_buffer();
+    REQUIRE(v.h->attach(kEndpoint, 1) == S(Status::Ok));
+    REQUIRE(v.map_page(0) == S(Status::Ok));
+    for (std::uint64_t page = 1; page <= 200; ++page) CHECK(v.map_page(page) == S(Status::NoMem));
+    const auto s = v.h->device->stats();
+    CHECK(s.map_refusals == 200);
+    CHECK(s.refusals_rate_limited > 0);  // 200 in far less than the 20 s 10 per second would need
+    CHECK(s.refusals_reported < 60);     // the eventq is never drained by the flood
+    CHECK(s.map_refusals == s.refusals_reported + s.refusals_rate_limited + s.refusals_no_buffer);
+    std::uint64_t events = 0;
+    while (v.h->next_event()) ++events;
+    CHECK(events == s.refusals_reported);
+}
+
+TEST_CASE("MAPs refused by the model itself are reported too; a MAP into no domain names no endpoint") {
+    VfioBehindViommu v(16);
+    REQUIRE(v.h->start());
+    for (int i = 0; i < 4; ++i) v.h->post_event_buffer();
+    REQUIRE(v.h->attach(kEndpoint, 1) == S(Status::Ok));
+    REQUIRE(v.map_page(0) == S(Status::Ok));
+    CHECK(v.map_page(0) == S(Status::Inval));  // overlaps
+    auto event = v.h->next_event();
+    REQUIRE(event);
+    CHECK(event->fault.endpoint == kEndpoint);
+    CHECK(event->fault.address == 0);
+    CHECK(v.h->map(7, 0, kPage - 1, kRam) == S(Status::NoEnt));
+    CHECK_FALSE(v.h->next_event());
+    CHECK(v.h->device->stats().map_refusals == 1);
+}
