@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "vmm/net_config.hpp"
 #include "vmm/viommu_config.hpp"
 
 namespace vmm {
@@ -25,6 +26,7 @@ struct VmConfig {
     unsigned cpus = 1;
     std::uint64_t mem_mib = 256;
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
+    std::vector<NetConfig> nets;        // -n/--network, in command-line order (mode=none: no device)
     ConsoleKind console = ConsoleKind::Serial;
     bool rng = false;
     std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest

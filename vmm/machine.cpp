@@ -12,10 +12,13 @@
 #include <thread>
 #include <tuple>
 
+#include "devices/net/slirp_backend.hpp"
+#include "devices/net/tap_backend.hpp"
 #include "fdt/machine_tree.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/console.hpp"
+#include "virtio/net.hpp"
 #include "virtio/rng.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kernel_loader.hpp"
@@ -170,7 +173,8 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
     return fdt::build_machine_tree(m);
 }
 
-// Slots in a fixed order: the disks as given (vda, vdb, ...), then the rng, then the console.
+// Slots in a fixed order: the disks as given (vda, vdb, ...), the NICs as given (eth0, ...), then
+// the rng, then the console.
 void Machine::add_virtio_devices() {
     for (std::size_t i = 0; i < config_.disks.size(); ++i) {
         const DiskConfig& disk = config_.disks[i];
@@ -178,6 +182,19 @@ void Machine::add_virtio_devices() {
         options.read_only = disk.read_only;
         options.serial = "lkvm-disk" + std::to_string(i);
         add_virtio(std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options));
+    }
+    unsigned nic = 0;
+    for (const NetConfig& net : config_.nets) {
+        if (net.mode == NetMode::None) continue;
+        std::unique_ptr<virtio::NetBackend> backend;
+        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(net);
+        else backend = std::make_unique<devices::net::TapBackend>(net);
+        log_debug("net%u: %s, mac %s", nic, backend->describe().c_str(), format_mac(nic_mac(net, nic)).c_str());
+        virtio::NetOptions options;
+        options.mac = nic_mac(net, nic++);
+        add_virtio(std::make_unique<virtio::Net>(std::move(backend), options));
+        virtio::MmioTransport* transport = virtio_.back()->transport.get();
+        nics_.push_back({transport, transport->with_device([](virtio::Device& d) { return &static_cast<virtio::Net&>(d).backend(); })});
     }
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>());
     if (config_.console == ConsoleKind::Virtio) {
@@ -252,6 +269,16 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
     };
     if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
+    // NICs: frames from the backend move into the guest on this thread, under the transport lock;
+    // a backend with sockets and timers of its own (slirp) is serviced here too.
+    for (const Nic& nic : nics_) {
+        virtio::MmioTransport& transport = *nic.transport;
+        loop.add(nic.backend->receive_fd(), "net receive", [&transport] {
+            transport.with_device([](virtio::Device& d) { static_cast<virtio::Net&>(d).receive_from_backend(); });
+        });
+        if (nic.backend->service_fd() >= 0)
+            loop.add(nic.backend->service_fd(), "net service", [backend = nic.backend] { backend->service(); });
+    }
     for (const auto& slot : virtio_) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];

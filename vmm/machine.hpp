@@ -17,6 +17,7 @@
 #include "devices/virtio_mmio_node.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
+#include "virtio/net_backend.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control_server.hpp"
@@ -95,6 +96,12 @@ private:
     // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
     std::unique_ptr<ViommuSetup> viommu_;
     virtio::MmioTransport* console_ = nullptr;  // the virtio-console slot with --console virtio
+    // -n/--network: each NIC's slot and its backend (owned by the virtio::Net in that slot).
+    struct Nic {
+        virtio::MmioTransport* transport;
+        virtio::NetBackend* backend;
+    };
+    std::vector<Nic> nics_;
     std::vector<std::uint8_t> dtb_;
 };
 
