@@ -8,6 +8,7 @@
 
 #include "iommu/virtio_iommu.hpp"
 #include "virtio/blk.hpp"
+#include "virtio/net.hpp"
 
 namespace vmm {
 namespace {
@@ -52,15 +53,32 @@ std::optional<iommu::VirtioIommuStats> viommu_stats(virtio::MmioTransport* trans
 }  // namespace
 
 VmControl::VmControl(VmControlParts parts) : parts_(std::move(parts)) {
-    unsigned disks = 0;
+    unsigned disks = 0, nics = 0;
     for (const VmControlDevice& device : parts_.devices) {
         const std::string_view name = device.transport->name();
         if (name == "virtio-blk") labels_.push_back("blk" + std::to_string(disks++));
+        else if (name == "virtio-net") labels_.push_back("net" + std::to_string(nics++));
         else if (name == "virtio-rng") labels_.push_back("rng");
         else if (name == "virtio-console") labels_.push_back("console");
         else if (name == "virtio-iommu") labels_.push_back("iommu");
         else labels_.emplace_back(name);
     }
+}
+
+// A NIC's packet, byte and drop counters and its backend; empty for other devices.
+std::string VmControl::net_counters(virtio::MmioTransport& transport) {
+    return transport.with_device([](virtio::Device& d) {
+        std::string out;
+        auto* net = dynamic_cast<virtio::Net*>(&d);
+        if (!net) return out;
+        const virtio::NetStats& s = net->stats();
+        append(out,
+               " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
+               " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64 " backend=\"%s\"",
+               s.rx_packets, s.rx_bytes, s.rx_dropped, s.rx_errors, s.tx_packets, s.tx_bytes, s.tx_dropped, s.tx_errors,
+               net->backend().describe().c_str());
+        return out;
+    });
 }
 
 std::string VmControl::label(const VmControlDevice& device) const {
@@ -103,6 +121,7 @@ std::string VmControl::stat() {
             return blk->forced_failures();
         });
         if (forced) append(out, " forced_failures=%" PRIu64, *forced);
+        out += net_counters(*device.transport);
         out += '\n';
     }
     if (parts_.vfio) out += parts_.vfio();

@@ -51,10 +51,11 @@ public:
     ControlResponse fail_next(std::string_view target, unsigned count) override;
 
 private:
-    // "blk0", "blk1" (disks in command-line order), "rng", "console", "iommu", else the device name.
+    // "blk0", "blk1" (disks in command-line order), "net0", "net1" (NICs likewise), "rng", "console", "iommu", else the device name.
     std::string label(const VmControlDevice& device) const;
     const VmControlDevice* find_device(std::string_view target) const;
     std::string endpoint_list() const;
+    static std::string net_counters(virtio::MmioTransport& transport);
 
     VmControlParts parts_;
     std::vector<std::string> labels_;  // per device

@@ -18,6 +18,7 @@ modprobe tun 2>/dev/null
 
 mkdisk /tmp/netblob 8 urandom
 SHA=$(file_sha /tmp/netblob)
+BYTES=$((8 * 1024 * 1024))
 SRC_PORT=5000
 
 # serve PORT : one connection on 0.0.0.0:PORT gets the file (in the background, bounded).
@@ -32,7 +33,7 @@ send_when_listening() {
     _i=0
     while [ $_i -lt 1200 ] && ! grep -q RIG-NET-LISTEN "/tmp/l2-$1.log" 2>/dev/null; do sleep 0.1; _i=$((_i + 1)); done
     sleep 0.5
-    timeout 60 nc -w 3 127.0.0.1 "$2" </tmp/netblob >/dev/null 2>&1
+    timeout 150 nc 127.0.0.1 "$2" </tmp/netblob >/dev/null 2>&1
   ) &
 }
 
@@ -69,7 +70,7 @@ user_case() {  # TAG HOSTPORT EXTRA-LKVM-ARGS... -- EXTRA-CMDLINE
   send_when_listening "$_t" "$_hp"
   # shellcheck disable=SC2086
   run_l2 "$_t" "$LKVM" run $K -c 1 -m 256 --name "$_t" --console serial -n "mode=user,hostfwd=tcp:$_hp-7000" $_args \
-    -p "$A $* rigchecks=netdhcp,netfetch,netlisten rignetip=10.0.2.15 rignetsrc=10.0.2.2:$SRC_PORT rignetport=7000 rignetsha=$SHA"
+    -p "$A $* rigchecks=netdhcp,netfetch,netlisten rignetip=10.0.2.15 rignetsrc=10.0.2.2:$SRC_PORT rignetport=7000 rignetsha=$SHA rignetbytes=$BYTES"
   l2_expect "$_t" netdhcp netfetch netlisten
   l2_expect_rc "$_t" 0
   kill "$SERVE_PID" 2>/dev/null
@@ -81,7 +82,7 @@ user_case net-user-viommu 6002 --viommu virtio -- iommu.strict=1
 # --- 2. tap mode: a tap lkvm creates in L1, nothing else on it -------------------------------------------
 serve $SRC_PORT
 run_l2 net-tap "$LKVM" run $K -c 1 -m 256 --name net-tap --console serial -n mode=tap,tapif=lkvmtap0,host_ip=192.168.33.1 \
-  -p "$A rigchecks=netdhcp,netping,netfetch rignetaddr=192.168.33.15/24 rignetip=192.168.33.15 rignetping=192.168.33.1 rignetsrc=192.168.33.1:$SRC_PORT rignetsha=$SHA"
+  -p "$A rigchecks=netdhcp,netping,netfetch rignetaddr=192.168.33.15/24 rignetip=192.168.33.15 rignetping=192.168.33.1 rignetsrc=192.168.33.1:$SRC_PORT rignetsha=$SHA rignetbytes=$BYTES"
 l2_expect net-tap netdhcp netping netfetch
 l2_expect_rc net-tap 0
 kill "$SERVE_PID" 2>/dev/null
