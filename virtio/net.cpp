@@ -104,19 +104,22 @@ void Net::notify(std::uint16_t queue) {
 // ---- receive (5.1.6.4) ------------------------------------------------------------------------
 
 void Net::receive_from_backend() {
+    if (!receive_) {
+        // No driver: the link is down as far as these frames are concerned. Bounded per call.
+        for (std::size_t i = 0; i < kReceiveBatch && backend_->receive(scratch_) != 0; ++i) ++stats_.rx_dropped;
+        return;
+    }
+    deliver_pending();
     // Bounded per call; the backend's fd stays readable while it has more, so the loop returns.
-    for (std::size_t i = 0; i < kReceiveBatch; ++i) {
+    // Once a frame finds no buffer it is held and the rest stay in the backend (backpressure:
+    // receive_stalled() tells the machine to stop polling until the driver refills).
+    for (std::size_t i = 0; i < kReceiveBatch && pending_.empty(); ++i) {
         const std::size_t n = backend_->receive(scratch_);
         if (n == 0) break;
         const std::span<const std::uint8_t> frame(scratch_.data(), std::min(n, scratch_.size()));
-        if (!receive_) {
-            ++stats_.rx_dropped;  // no driver: the link is down as far as the frame is concerned
-            continue;
-        }
-        if (pending_.empty() && deliver(frame) != Delivery::NoBuffers) continue;
-        hold(frame);
+        if (deliver(frame) == Delivery::NoBuffers) hold(frame);
     }
-    if (receive_ && receive_->needs_notification()) context_->signal_used(kReceiveQueue);
+    if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
 }
 
 void Net::hold(std::span<const std::uint8_t> frame) {

@@ -42,7 +42,8 @@ public:
     // An Ethernet frame with a VLAN tag and a 64 KiB GSO payload, plus the vnet header: the
     // largest a tap hands over or a TSO guest sends.
     static constexpr std::size_t kMaxFrame = 65550 + 12;
-    // Frames held while the guest has no receive buffers; more are dropped (and counted).
+    // Frames held while the guest has no receive buffers (receive_from_backend() holds one and
+    // then leaves the rest in the backend; the bound is a safety net), more are dropped, counted.
     static constexpr std::size_t kMaxPendingFrames = 256;
     // Frames taken from the backend per receive_from_backend() call (the fd stays readable).
     static constexpr std::size_t kReceiveBatch = 64;
@@ -63,6 +64,10 @@ public:
 
     // The backend's receive_fd() is readable: move its frames into the guest's receive buffers.
     void receive_from_backend();
+    // A frame waits for receive buffers: the backend need not be polled until the driver kicks
+    // the receive queue (the machine stops watching receive_fd() meanwhile, so frames queue up in
+    // the backend, a tap's kernel queue or slirp's queue, instead of being dropped here).
+    bool receive_stalled() const { return receive_ != nullptr && !pending_.empty(); }
 
     const NetStats& stats() const { return stats_; }
     NetBackend& backend() { return *backend_; }

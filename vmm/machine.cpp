@@ -5,6 +5,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -270,22 +271,51 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     };
     if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
     // NICs: frames from the backend move into the guest on this thread, under the transport lock;
-    // a backend with sockets and timers of its own (slirp) is serviced here too.
+    // a backend with sockets and timers of its own (slirp) is serviced here too. While a frame
+    // waits for receive buffers the backend's fd is not watched (backpressure); the driver's
+    // next receive-queue kick (below) watches it again.
+    struct NicLoop {
+        virtio::MmioTransport* transport;
+        int fd;
+        bool watched = false;
+        std::function<void()> receive;
+    };
+    std::vector<std::unique_ptr<NicLoop>> nic_loops;
+    auto stalled = [](virtio::MmioTransport& t) {
+        return t.with_device([](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); });
+    };
     for (const Nic& nic : nics_) {
-        virtio::MmioTransport& transport = *nic.transport;
-        loop.add(nic.backend->receive_fd(), "net receive", [&transport] {
-            transport.with_device([](virtio::Device& d) { static_cast<virtio::Net&>(d).receive_from_backend(); });
-        });
+        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.transport, nic.backend->receive_fd(), true, {}}));
+        n.receive = [&n, &loop, stalled] {
+            n.transport->with_device([](virtio::Device& d) { static_cast<virtio::Net&>(d).receive_from_backend(); });
+            if (stalled(*n.transport)) {
+                loop.remove(n.fd);
+                n.watched = false;
+            }
+        };
+        loop.add(n.fd, "net receive", n.receive);
         if (nic.backend->service_fd() >= 0)
             loop.add(nic.backend->service_fd(), "net service", [backend = nic.backend] { backend->service(); });
     }
+    auto rewatch = [&](virtio::MmioTransport& transport, std::size_t queue) {
+        if (queue != virtio::Net::kReceiveQueue) return;
+        for (auto& n : nic_loops)
+            if (n->transport == &transport && !n->watched && !stalled(transport)) {
+                loop.add(n->fd, "net receive", n->receive);
+                n->watched = true;
+            }
+    };
     for (const auto& slot : virtio_) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
-            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
-                if (doorbell.consume()) transport.notify(static_cast<std::uint16_t>(q));
-            });
+            const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return n.transport == &transport; });
+            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q),
+                     [&doorbell, &transport, q, nic, &rewatch] {
+                         if (!doorbell.consume()) return;
+                         transport.notify(static_cast<std::uint16_t>(q));
+                         if (nic) rewatch(transport, q);
+                     });
         }
     }
 

@@ -30,7 +30,10 @@ namespace devices::net {
 
 class SlirpBackend final : public virtio::NetBackend {
 public:
-    static constexpr std::size_t kMaxQueuedFrames = 1024;
+    // Enough for a full TCP receive window of the guest (Linux grows it to a few MiB) in 1514-byte
+    // frames: while the guest is short of buffers, slirp's flows queue here instead of losing
+    // frames to its (SACK-less) retransmission timers.
+    static constexpr std::size_t kMaxQueuedFrames = 4096;
 
     // Throws vmm::SetupError naming the -n parameter at fault (a hostfwd port already in use).
     explicit SlirpBackend(const vmm::NetConfig& config);
