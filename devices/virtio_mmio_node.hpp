@@ -1,5 +1,6 @@
-// The device-tree node of one virtio-mmio slot: reg, one edge-rising SPI, dma-coherent, and
-// (behind the vIOMMU) iommus = <&viommu endpoint>. Binding: virtio/mmio.yaml (reference 3.6).
+// The device-tree node of one virtio-mmio slot: reg, one edge-rising SPI, dma-coherent, and (behind
+// the vIOMMU) iommus = <&viommu endpoint>. Binding:
+// Documentation/devicetree/bindings/virtio/mmio.yaml.
 #pragma once
 
 #include <cstdint>

@@ -14,7 +14,7 @@ set -euo pipefail
 say() { printf 'setup-host: %s\n' "$*"; }
 die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 
-APT_ETC=${APT_ETC:-/etc/apt}   # overridable only to test the source parsing
+APT_ETC=${APT_ETC:-/etc/apt}   # overridable only to test the source parsing and the package logic
 BPO_FILE=$APT_ETC/sources.list.d/lkvm-rig-backports.sources
 QEMU_MIN=1:10.0   # the rig needs QEMU >= 10 (bookworm itself ships 7.2)
 
@@ -38,7 +38,13 @@ case $ARCH in
   *) die "unsupported host architecture '$ARCH' (amd64 and arm64 are supported)" ;;
 esac
 
-is_installed() { [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]; }
+# Installed in the native architecture (or as an "all" package). With the arm64 dpkg architecture
+# added, `dpkg-query -W libfdt-dev` also matches libfdt-dev:arm64 alone, which the native unit
+# build cannot link (-lfdt), so every instance is listed with its architecture.
+installed_arches() { dpkg-query -W -f='${db:Status-Abbrev}|${Architecture}\n' "$1" 2>/dev/null | sed -n 's/^ii |//p'; }
+is_installed() { installed_arches "$1" | grep -qxE "$ARCH|all"; }
+# The installed foreign instances of a package, as pkg:arch.
+foreign_instances() { installed_arches "$1" | grep -vxE "$ARCH|all" | sed "s/^/$1:/"; }
 qemu_ok() {
   local v
   v=$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null) || return 1
@@ -46,8 +52,11 @@ qemu_ok() {
 }
 
 missing=()
+replaced=()   # foreign instances that block a native install (libfdt-dev:arm64 is not Multi-Arch: same)
 for p in "${BUILD_PKGS[@]}" "${RIG_PKGS[@]}" "${CROSS_PKGS[@]}"; do
-  is_installed "$p" || missing+=("$p")
+  is_installed "$p" && continue
+  missing+=("$p")  # a plain name is the native architecture's package for apt-get
+  while read -r f; do [ -n "$f" ] && replaced+=("$f"); done < <(foreign_instances "$p")
 done
 need_qemu=0
 [ "$WANT_QEMU" = 1 ] && ! qemu_ok && need_qemu=1
@@ -132,7 +141,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 # --no-remove: never let an install take away something already installed (abort instead).
-APT=(apt-get -y -q --no-remove -o Dpkg::Use-Pty=0 -o APT::Install-Recommends=false)
+APT_BASE=(apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Install-Recommends=false)
+APT=("${APT_BASE[@]}" --no-remove)
 log=$(mktemp /tmp/lkvm-setup-host.XXXXXX.log)
 run_apt() {
   if ! "${APT[@]}" "$@" >>"$log" 2>&1; then
@@ -140,10 +150,23 @@ run_apt() {
     die "apt-get $* failed (full log: $log)"
   fi
 }
+# The same for the one step that is meant to remove packages (the ones it names).
+run_apt_removing() {
+  if ! "${APT_BASE[@]}" "$@" >>"$log" 2>&1; then
+    tail -n 25 "$log" >&2
+    die "apt-get $* failed (full log: $log)"
+  fi
+}
 say "apt-get update"
 run_apt update
+if [ ${#replaced[@]} -gt 0 ]; then
+  # The cross build does not need them installed: it extracts its arm64 libraries into the cache
+  # (guest-images/arm64-libfdt.sh). Removed explicitly, so --no-remove below still guards the rest.
+  say "replacing ${replaced[*]} with the native package (they cannot be installed side by side)"
+  run_apt_removing remove "${replaced[@]}"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  say "installing: ${missing[*]}"
+  say "installing ($ARCH): ${missing[*]}"
   run_apt install "${missing[@]}"
 fi
 if [ "$need_qemu" = 1 ]; then

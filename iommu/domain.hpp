@@ -27,7 +27,8 @@ public:
 
     // Does any mapping share an address with [first, last]? (first <= last)
     bool overlaps(std::uint64_t first, std::uint64_t last) const;
-    // MAP: adds the mapping unless it overlaps one (D30); false and no change if it does.
+    // MAP: adds the mapping unless it overlaps one (CONFORMANCE.md D30); false and no change if it
+    // does.
     bool insert_if_free(const Mapping& mapping) { return mappings_.insert_if_free(mapping); }
     // Undo helpers: put back / take out mappings exactly as they were.
     void insert(const Mapping& mapping) { mappings_.insert(mapping); }

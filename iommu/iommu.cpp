@@ -1,5 +1,5 @@
 // iommu::Iommu requests and lifecycle: ATTACH/DETACH/MAP/UNMAP/PROBE semantics of virtio 1.2
-// 5.13.6.3-5.13.6.8, domain lifetime (reference 1.7), bypass (1.5) and listener fan-out with
+// 5.13.6.3-5.13.6.8, domain lifetime (5.13.6.4), bypass (5.13.6.2) and listener fan-out with
 // rollback. Translation and observability live in iommu_translate.cpp and iommu_stats.cpp.
 #include "iommu/iommu.hpp"
 
@@ -16,12 +16,6 @@ namespace {
 
 std::size_t index(Status status) { return static_cast<std::size_t>(status); }
 
-std::string hex(std::uint64_t value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%#llx", static_cast<unsigned long long>(value));
-    return text;
-}
-
 void validate_regions(const EndpointConfig& config, const Limits& limits) {
     const std::string who = "iommu endpoint " + std::to_string(config.id);
     if (config.reserved.size() > limits.max_reserved_regions)
@@ -34,12 +28,13 @@ void validate_regions(const EndpointConfig& config, const Limits& limits) {
     for (std::size_t i = 0; i < sorted.size(); ++i) {
         const ResvRegion& r = sorted[i];
         if (r.first > r.last)
-            throw vmm::SetupError(who + ": reserved region " + hex(r.first.value) + " ends before it starts");
+            throw vmm::SetupError(who + ": reserved region " + vmm::hex(r.first.value) + " ends before it starts");
         if (r.kind != ResvKind::Reserved && r.kind != ResvKind::Msi)
             throw vmm::SetupError(who + ": unknown reserved region kind");
-        // D51: no overlapping RESV_MEM regions for one endpoint. D50: at most one MSI region.
+        // CONFORMANCE.md D51: no overlapping RESV_MEM regions for one endpoint. D50: at most one
+        // MSI region.
         if (i > 0 && sorted[i - 1].last >= r.first)
-            throw vmm::SetupError(who + ": reserved regions overlap at " + hex(r.first.value));
+            throw vmm::SetupError(who + ": reserved regions overlap at " + vmm::hex(r.first.value));
         if (r.kind == ResvKind::Msi && ++msi_regions > 1)
             throw vmm::SetupError(who + ": more than one MSI region");
     }
@@ -103,7 +98,7 @@ Geometry Iommu::geometry() const {
 // ---- helpers -------------------------------------------------------------------------------------
 
 Status Iommu::check_domain_id(DomainId domain) const {
-    // Reference 1.9: a domain outside domain_range is out of range.
+    // A domain outside domain_range is out of range (5.13.4).
     if (domain < geometry_.domain_first || domain > geometry_.domain_last) return Status::Range;
     return Status::Ok;
 }
@@ -145,14 +140,15 @@ Status Iommu::move_listener(Endpoint& endpoint, DomainState* from, DomainState* 
     MapListener* listener = endpoint.config.listener.get();
     if (!listener) return Status::Ok;
     const EndpointId id = endpoint.config.id;
-    // Implicit detach first (D20: exactly like DETACH then ATTACH).
+    // Implicit detach first (CONFORMANCE.md D20: exactly like DETACH then ATTACH).
     if (from) {
         Status status = listener_status(listener->detach(id, unattached_bypass_));
         if (status != Status::Ok) return status;
     }
     Status status = listener_status(listener->attach(id, to_id, to_bypass));
     if (status == Status::Ok && to) {
-        // Replay the domain's mappings into the newly attached address space (reference 4.2).
+        // Replay the domain's mappings into the newly attached address space (a VFIO container,
+        // devices/vfio/dma_mapper.hpp).
         ListenerResult failure = ListenerResult::Ok;
         to->domain.all_of([&](const Mapping& mapping) {
             failure = listener->map(id, mapping);
@@ -184,7 +180,7 @@ void Iommu::leave_domain(Endpoint& endpoint) {
     endpoint.unmaps += state->unmaps - endpoint.joined_unmaps;
     state->domain.remove_member(endpoint.config.id);
     if (state->domain.members().empty()) {
-        // Reference 1.7 / D28: the domain dies with its mappings when its last endpoint leaves.
+        // CONFORMANCE.md D28: the domain dies with its mappings when its last endpoint leaves.
         live_mappings_ -= state->domain.mapping_count();
         domains_.erase(state->domain.id());
         return;
@@ -200,23 +196,23 @@ void Iommu::leave_domain(Endpoint& endpoint) {
 
 Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uint32_t flags) {
     auto it = endpoints_.find(endpoint_id);
-    if (it == endpoints_.end()) return Status::NoEnt;  // D17
+    if (it == endpoints_.end()) return Status::NoEnt;  // CONFORMANCE.md D17
     Endpoint& endpoint = it->second;
     auto finish = [&](Status status) {
         ++endpoint.statuses[index(status)];
         if (status == Status::Ok) ++endpoint.attaches;
         return status;
     };
-    if (flags & ~geometry_.attach_flags) return finish(Status::Inval);  // D16
+    if (flags & ~geometry_.attach_flags) return finish(Status::Inval);  // CONFORMANCE.md D16
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
     const bool bypass = (flags & VIRTIO_IOMMU_ATTACH_F_BYPASS) != 0;
 
     DomainState* to = find_domain(domain_id);
     if (to) {
-        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // D19
+        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // CONFORMANCE.md D19
         if (to == endpoint.domain) return finish(Status::Ok);              // already there
-        // D21: the endpoint's reserved regions must be compatible with the domain: no existing
-        // mapping may cover them, or the endpoint would reach what it must not.
+        // CONFORMANCE.md D21: the endpoint's reserved regions must be compatible with the domain:
+        // no existing mapping may cover them, or the endpoint would reach what it must not.
         for (const ResvRegion& region : endpoint.config.reserved)
             if (to->domain.overlaps(region.first.value, region.last.value)) return finish(Status::Unsupp);
     } else {
@@ -227,9 +223,9 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
     if (Status status = move_listener(endpoint, endpoint.domain, to, domain_id, bypass); status != Status::Ok)
         return finish(status);
 
-    leave_domain(endpoint);  // D20 implicit detach; `to` survives (it is another domain)
+    leave_domain(endpoint);  // CONFORMANCE.md D20 implicit detach; `to` survives (it is another domain)
     if (!to) {
-        auto state = std::make_unique<DomainState>(domain_id, bypass);  // D23
+        auto state = std::make_unique<DomainState>(domain_id, bypass);  // CONFORMANCE.md D23
         to = state.get();
         domains_.emplace(domain_id, std::move(state));
     }
@@ -243,7 +239,7 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
 
 Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
     auto it = endpoints_.find(endpoint_id);
-    if (it == endpoints_.end()) return Status::NoEnt;  // D25
+    if (it == endpoints_.end()) return Status::NoEnt;  // CONFORMANCE.md D25
     Endpoint& endpoint = it->second;
     auto finish = [&](Status status) {
         ++endpoint.statuses[index(status)];
@@ -251,13 +247,13 @@ Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
         return status;
     };
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    // D26: unknown domain, or endpoint not in it.
+    // CONFORMANCE.md D26: unknown domain, or endpoint not in it.
     if (!endpoint.domain || endpoint.domain->domain.id() != domain_id) return finish(Status::Inval);
     if (MapListener* listener = endpoint.config.listener.get()) {
         Status status = listener_status(listener->detach(endpoint_id, unattached_bypass_));
         if (status != Status::Ok) return finish(status);
     }
-    leave_domain(endpoint);  // D27, D28
+    leave_domain(endpoint);  // CONFORMANCE.md D27, D28
     return finish(Status::Ok);
 }
 
@@ -268,28 +264,28 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
         if (state) ++state->statuses[index(status)];
         return status;
     };
-    // D31 (and D35: MMIO only with F_MMIO, which the geometry's flag mask encodes).
+    // CONFORMANCE.md D31 (and D35: MMIO only with F_MMIO, which the geometry's flag mask encodes).
     if (flags & ~geometry_.map_flags) return finish(Status::Inval);
-    // R16: virt_end must be strictly greater than virt_start (reference 1.9).
+    // virt_end must be strictly greater than virt_start (the driver's rule, virtio 1.2 5.13.6.5.1).
     if (virt_end <= virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
     if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
-    // D29: virt_start, phys_start and virt_end + 1 aligned to the granule (virt_end + 1 may wrap
-    // to 0 for a mapping that ends at 2^64 - 1, which is aligned).
+    // CONFORMANCE.md D29: virt_start, phys_start and virt_end + 1 aligned to the granule (virt_end
+    // + 1 may wrap to 0 for a mapping that ends at 2^64 - 1, which is aligned).
     const std::uint64_t granule_mask = geometry_.granule - 1;
     if ((virt_start | phys_start | (virt_end + 1)) & granule_mask) return finish(Status::Range);
     // The physical range must not wrap past 2^64.
     if (!vmm::checked_add(phys_start, virt_end - virt_start)) return finish(Status::Range);
-    if (!state) return Status::NoEnt;                                  // D32
-    if (state->domain.is_bypass()) return finish(Status::Inval);       // D33
-    for (const ResvRegion& region : state->reserved)                   // D52
+    if (!state) return Status::NoEnt;                                  // CONFORMANCE.md D32
+    if (state->domain.is_bypass()) return finish(Status::Inval);       // CONFORMANCE.md D33
+    for (const ResvRegion& region : state->reserved)                   // CONFORMANCE.md D52
         if (region.overlaps(virt_start, virt_end)) return finish(Status::Inval);
     if (state->domain.mapping_count() >= limits_.max_mappings_per_domain || live_mappings_ >= limits_.max_mappings)
         return finish(state->domain.overlaps(virt_start, virt_end) ? Status::Inval : Status::NoMem);
 
     const Mapping mapping{vmm::Iova{virt_start}, vmm::Iova{virt_end}, vmm::GuestPhysAddr{phys_start}, flags};
-    // Insert first (one tree walk that also checks overlap, D30); no translation can see it
-    // before the lock is released, so undoing it on a listener failure is invisible.
+    // Insert first (one tree walk that also checks overlap, CONFORMANCE.md D30); no translation can
+    // see it before the lock is released, so undoing it on a listener failure is invisible.
     if (!state->domain.insert_if_free(mapping)) return finish(Status::Inval);
     const auto& members = state->domain.listener_members();
     for (std::size_t i = 0; i < members.size(); ++i) {
@@ -315,10 +311,11 @@ Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::ui
     if (virt_end < virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
     if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
-    if (!state) return Status::NoEnt;                             // D37
-    if (state->domain.is_bypass()) return finish(Status::Inval);  // D38
+    if (!state) return Status::NoEnt;                             // CONFORMANCE.md D37
+    if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D38
     scratch_.clear();
-    // D39: the whole range is checked before anything is removed; D40: unmapped parts are fine.
+    // CONFORMANCE.md D39: the whole range is checked before anything is removed; D40: unmapped
+    // parts are fine.
     if (Status status = state->domain.remove_range(virt_start, virt_end, scratch_); status != Status::Ok)
         return finish(status);
 
@@ -360,7 +357,7 @@ Status Iommu::Batch::unmap(DomainId domain, std::uint64_t virt_start, std::uint6
 
 const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {
     auto it = iommu_.endpoints_.find(endpoint_id);
-    if (it == iommu_.endpoints_.end()) return nullptr;  // D42
+    if (it == iommu_.endpoints_.end()) return nullptr;  // CONFORMANCE.md D42
     ++it->second.probes;
     return &it->second.config.reserved;
 }

@@ -1,6 +1,6 @@
 // iommu::Iommu: the IOMMU model behind a virtio-iommu device (virtio 1.2 section 5.13):
 // endpoints registered by the VMM, domains created by ATTACH, mappings, bypass rules (5.13.6.3,
-// reference 1.5), per-endpoint Translator views for emulated devices, and fan-out of every
+// 5.13.4), per-endpoint Translator views for emulated devices, and fan-out of every
 // address-space change to external IOMMUs (MapListener) with rollback on failure.
 #pragma once
 
@@ -43,7 +43,8 @@ struct Geometry {
 
 struct EndpointConfig {
     EndpointId id = 0;
-    // Reported by PROBE as RESV_MEM properties. Must not overlap; at most one Msi region (D50, D51).
+    // Reported by PROBE as RESV_MEM properties. Must not overlap; at most one Msi region
+    // (CONFORMANCE.md D50, D51).
     std::vector<ResvRegion> reserved;
     // External IOMMU that mirrors this endpoint's address space (VFIO). Null for an emulated
     // endpoint, whose DMA goes through translator(id).
@@ -159,11 +160,12 @@ public:
         return Batch(*this).unmap(domain, virt_start, virt_end);
     }
 
-    // Whether unattached endpoints bypass (reference 1.5: BYPASS_CONFIG offered and bypass = 1).
+    // Whether unattached endpoints bypass (5.13.6.2: BYPASS_CONFIG offered and bypass = 1).
     // Listeners of unattached endpoints follow; false (nothing changed) if one refuses.
     bool set_unattached_bypass(bool bypass);
     bool unattached_bypass() const;
-    // Device reset: every endpoint leaves its domain, all domains die (D14). Bypass is kept.
+    // Device reset: every endpoint leaves its domain, all domains die (CONFORMANCE.md D14). Bypass
+    // is kept.
     void reset();
 
     // Emulated endpoints' DMA (what translator(id) calls). See Translator::translate.
@@ -198,7 +200,7 @@ private:
         std::uint64_t maps = 0, unmaps = 0;
         mutable std::atomic<std::uint64_t> faults{0};
         StatusCounts statuses{};
-        std::vector<ResvRegion> reserved;  // union of the members' regions (checked by MAP, D52)
+        std::vector<ResvRegion> reserved;  // union of the members' regions (checked by MAP, CONFORMANCE.md D52)
     };
 
     Status attach_locked(EndpointId endpoint, DomainId domain, std::uint32_t flags);

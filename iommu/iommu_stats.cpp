@@ -2,29 +2,19 @@
 // VMM to expose (e.g. on a debug socket or at exit).
 #include <algorithm>
 #include <cinttypes>
-#include <cstdarg>
 #include <cstdio>
 #include <mutex>
 #include <shared_mutex>
 
 #include "iommu/iommu.hpp"
+#include "vmm/log.hpp"
 
 namespace iommu {
 namespace {
 
-void append(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
-void append(std::string& out, const char* format, ...) {
-    char line[256];
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(line, sizeof line, format, args);
-    va_end(args);
-    out += line;
-}
-
 void append_statuses(std::string& out, const StatusCounts& counts) {
     for (std::size_t i = 0; i < counts.size(); ++i)
-        if (counts[i]) append(out, " %s=%" PRIu64, status_name(static_cast<Status>(i)), counts[i]);
+        if (counts[i]) vmm::append_format(out, " %s=%" PRIu64, status_name(static_cast<Status>(i)), counts[i]);
 }
 
 }  // namespace
@@ -108,7 +98,7 @@ std::optional<std::vector<Mapping>> Iommu::mappings(DomainId id) const {
 std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     std::shared_lock lock(lock_);
     std::string out;
-    append(out, "iommu: %zu endpoints, %zu domains, %zu mappings, unattached %s\n", endpoints_.size(),
+    vmm::append_format(out, "iommu: %zu endpoints, %zu domains, %zu mappings, unattached %s\n", endpoints_.size(),
            domains_.size(), live_mappings_, unattached_bypass_ ? "bypass" : "blocked");
     // Sorted by ID so that two dumps compare line by line.
     std::vector<EndpointId> endpoint_ids;
@@ -116,17 +106,17 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     std::sort(endpoint_ids.begin(), endpoint_ids.end());
     for (EndpointId id : endpoint_ids) {
         const Endpoint& endpoint = endpoints_.at(id);
-        append(out, "endpoint %u: %s", id, endpoint.config.listener ? "external" : "emulated");
+        vmm::append_format(out, "endpoint %u: %s", id, endpoint.config.listener ? "external" : "emulated");
         if (endpoint.domain)
-            append(out, " domain %u", endpoint.domain->domain.id());
+            vmm::append_format(out, " domain %u", endpoint.domain->domain.id());
         else
-            append(out, " unattached");
-        append(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
+            vmm::append_format(out, " unattached");
+        vmm::append_format(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
                endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
         append_statuses(out, endpoint.statuses);
         out += '\n';
         for (const ResvRegion& region : endpoint.config.reserved)
-            append(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n", region.kind == ResvKind::Msi ? "msi" : "reserved",
+            vmm::append_format(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n", region.kind == ResvKind::Msi ? "msi" : "reserved",
                    region.first.value, region.last.value);
     }
     std::vector<DomainId> domain_ids;
@@ -135,7 +125,7 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     for (DomainId id : domain_ids) {
         const DomainState* state = domains_.at(id).get();
         const Domain& domain = state->domain;
-        append(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
+        vmm::append_format(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
                domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
                state->faults.load(std::memory_order_relaxed));
         append_statuses(out, state->statuses);
@@ -143,10 +133,10 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
         std::size_t listed = 0;
         domain.all_of([&](const Mapping& m) {
             if (listed++ == max_mappings_per_domain) {
-                append(out, "  ... %zu more\n", domain.mapping_count() - max_mappings_per_domain);
+                vmm::append_format(out, "  ... %zu more\n", domain.mapping_count() - max_mappings_per_domain);
                 return false;
             }
-            append(out, "  [%#" PRIx64 ", %#" PRIx64 "] -> %#" PRIx64 " %s%s%s\n", m.first.value, m.last.value,
+            vmm::append_format(out, "  [%#" PRIx64 ", %#" PRIx64 "] -> %#" PRIx64 " %s%s%s\n", m.first.value, m.last.value,
                    m.gpa.value, (m.flags & kMapRead) ? "r" : "-", (m.flags & kMapWrite) ? "w" : "-",
                    (m.flags & kMapMmio) ? " mmio" : "");
             return true;

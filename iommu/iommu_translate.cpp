@@ -1,5 +1,5 @@
 // iommu::Iommu translation for emulated endpoints: IOVA -> guest-physical with permission checks
-// and the bypass rules of virtio 1.2 5.13.6.3 (reference 1.5, 4.2), plus fault delivery (5.13.7).
+// and the bypass rules of virtio 1.2 5.13.6.2 and 5.13.6.3, plus fault delivery (5.13.6.9).
 #include <mutex>
 #include <shared_mutex>
 
@@ -64,8 +64,8 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
     const EndpointId id = endpoint.config.id;
     auto identity = [&] { return visitor.visit(vmm::GuestPhysAddr{first}, last - first + 1); };
 
-    // Reserved regions first, whatever the domain (D53): an MSI window reaches the interrupt
-    // controller untranslated; any other reserved IOVA is never accessible.
+    // Reserved regions first, whatever the domain (CONFORMANCE.md D53): an MSI window reaches the
+    // interrupt controller untranslated; any other reserved IOVA is never accessible.
     for (const ResvRegion& region : endpoint.config.reserved) {
         if (!region.overlaps(first, last)) continue;
         if (region.kind == ResvKind::Msi && first >= region.first.value && last <= region.last.value)
@@ -76,8 +76,8 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
 
     const DomainState* state = endpoint.domain;
     if (!state) {
-        if (unattached_bypass_) return identity();  // reference 1.5 rule 1a
-        fault = Fault{id, FaultReason::Domain, access, first};  // D11
+        if (unattached_bypass_) return identity();  // CONFORMANCE.md D13
+        fault = Fault{id, FaultReason::Domain, access, first};  // CONFORMANCE.md D11
         return false;
     }
     if (state->domain.is_bypass()) return identity();  // rule 1b
@@ -93,7 +93,7 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
     // then deliver. Both walks are bounded by the number of mappings in the domain.
     std::uint64_t at = first;
     for (;;) {
-        if (!mapping || !(mapping->flags & need)) {  // D34: permissions are enforced
+        if (!mapping || !(mapping->flags & need)) {  // CONFORMANCE.md D34: permissions are enforced
             fault = Fault{id, FaultReason::Mapping, access, at};
             return false;
         }

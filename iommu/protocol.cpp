@@ -1,4 +1,4 @@
-// virtio-iommu request parsing and response encoding (virtio 1.2 5.13.6, 5.13.7).
+// virtio-iommu request parsing and response encoding (virtio 1.2 5.13.6, 5.13.6.9).
 #include "iommu/protocol.hpp"
 
 #include <endian.h>
@@ -73,32 +73,33 @@ Request parse_request(const ReadableBytes& readable, std::uint64_t readable_tota
 }
 
 bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std::uint8_t> area) {
-    std::memset(area.data(), 0, area.size());  // D48; a zero header is the NONE terminator
-    if (regions.size() > area.size() / kResvMemSize) return false;  // D47: then write no property
+    std::memset(area.data(), 0, area.size());  // CONFORMANCE.md D48; a zero header is the NONE terminator
+    if (regions.size() > area.size() / kResvMemSize) return false;  // CONFORMANCE.md D47: then write no property
     std::size_t offset = 0;
     for (const ResvRegion& region : regions) {
         virtio_iommu_probe_resv_mem property;
-        std::memset(&property, 0, sizeof property);  // D44 (type bits 12-15) and D49 reserved
+        std::memset(&property, 0, sizeof property);  // CONFORMANCE.md D44 (type bits 12-15) and D49 reserved
         property.head.type = htole16(VIRTIO_IOMMU_PROBE_T_RESV_MEM);
-        property.head.length = htole16(kResvMemSize - sizeof(virtio_iommu_probe_property));  // D45
+        property.head.length = htole16(kResvMemSize - sizeof(virtio_iommu_probe_property));  // CONFORMANCE.md D45
         property.subtype = static_cast<std::uint8_t>(region.kind);
         property.start = htole64(region.first.value);
         property.end = htole64(region.last.value);
         std::memcpy(area.data() + offset, &property, sizeof property);
-        offset += sizeof property;  // D46: the next property starts length + 4 bytes later
+        offset += sizeof property;  // CONFORMANCE.md D46: the next property starts length + 4 bytes later
     }
     return true;
 }
 
 virtio_iommu_fault encode_fault(const Fault& fault) {
     virtio_iommu_fault wire;
-    std::memset(&wire, 0, sizeof wire);  // D54: reserved and reserved1 zero
+    std::memset(&wire, 0, sizeof wire);  // CONFORMANCE.md D54: reserved and reserved1 zero
     wire.reason = static_cast<std::uint8_t>(fault.reason);
-    // D55: only defined flags. The address is always known here (D57 allows omitting it).
+    // CONFORMANCE.md D55: only defined flags. The address is always known here (D57 allows omitting
+    // it).
     const std::uint32_t flags = VIRTIO_IOMMU_FAULT_F_ADDRESS |
                                 (fault.access == Access::Write ? VIRTIO_IOMMU_FAULT_F_WRITE : VIRTIO_IOMMU_FAULT_F_READ);
     wire.flags = htole32(flags);
-    wire.endpoint = htole32(fault.endpoint);  // D56
+    wire.endpoint = htole32(fault.endpoint);  // CONFORMANCE.md D56
     wire.address = htole64(fault.address);
     return wire;
 }

@@ -39,9 +39,9 @@ struct AttachRequest {
     DomainId domain;
     EndpointId endpoint;
     std::uint32_t flags;
-    bool reserved_zero;  // D15: the device checks it
+    bool reserved_zero;  // CONFORMANCE.md D15: the device checks it
 };
-struct DetachRequest {  // reserved is ignored (D24)
+struct DetachRequest {  // reserved is ignored (CONFORMANCE.md D24)
     DomainId domain;
     EndpointId endpoint;
 };
@@ -50,14 +50,14 @@ struct MapRequest {
     std::uint64_t virt_start, virt_end, phys_start;
     std::uint32_t flags;
 };
-struct UnmapRequest {  // reserved is ignored (D36 allows it)
+struct UnmapRequest {  // reserved is ignored (CONFORMANCE.md D36 allows it)
     DomainId domain;
     std::uint64_t virt_start, virt_end;
 };
-struct ProbeRequest {  // the 64 reserved bytes are ignored (D41)
+struct ProbeRequest {  // the 64 reserved bytes are ignored (CONFORMANCE.md D41)
     EndpointId endpoint;
 };
-// An unknown type, or no head: the buffer goes back unwritten (D9, D12).
+// An unknown type, or no head: the buffer goes back unwritten (CONFORMANCE.md D9, D12).
 struct Unparsable {};
 // A known type whose readable part is shorter than its fixed size: answered with S_INVAL.
 struct TooShort {
@@ -70,17 +70,17 @@ using Request = std::variant<Unparsable, TooShort, AttachRequest, DetachRequest,
 using ReadableBytes = std::array<std::uint8_t, kMaxReadable>;
 
 // `readable_total` is the length of the whole readable part (how much of `readable` the guest
-// actually provided). head.reserved is ignored (D10).
+// actually provided). head.reserved is ignored (CONFORMANCE.md D10).
 Request parse_request(const ReadableBytes& readable, std::uint64_t readable_total);
 
-// Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per
-// region and zeroes the rest (D44-D49). false (area zeroed) if the regions do not fit.
+// Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per region
+// and zeroes the rest (CONFORMANCE.md D44-D49). false (area zeroed) if the regions do not fit.
 bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std::uint8_t> area);
 
 virtio_iommu_fault encode_fault(const Fault& fault);
 
 inline virtio_iommu_req_tail make_tail(Status status) {
-    // D10: tail.reserved written as zero.
+    // CONFORMANCE.md D10: tail.reserved written as zero.
     return virtio_iommu_req_tail{static_cast<std::uint8_t>(status), {0, 0, 0}};
 }
 

@@ -1,12 +1,14 @@
 // The seam between a DMA-capable device model and the IOMMU that translates its accesses.
 // Leaf interface: it depends on nothing but address types, so devices never see the IOMMU model.
+// It belongs to the ground of vmm (with DmaMemory, its user); the IOMMU model implements it under
+// the names iommu::Translator, iommu::FragmentVisitor and iommu::Access.
 #pragma once
 
 #include <cstdint>
 
 #include "vmm/address.hpp"
 
-namespace iommu {
+namespace vmm {
 
 enum class Access : std::uint8_t { Read = 1, Write = 2 };
 
@@ -14,7 +16,7 @@ enum class Access : std::uint8_t { Read = 1, Write = 2 };
 class FragmentVisitor {
 public:
     // Return false to stop the walk (the whole access then fails).
-    virtual bool visit(vmm::GuestPhysAddr gpa, std::uint64_t length) = 0;
+    virtual bool visit(GuestPhysAddr gpa, std::uint64_t length) = 0;
 
 protected:
     ~FragmentVisitor() = default;
@@ -31,8 +33,14 @@ public:
     // so an UNMAP that overlaps cannot complete until the access is over (strict unmap). If any
     // byte is untranslatable the visitor is not called, a fault is reported for the endpoint, and
     // the result is false. length 0 is rejected.
-    virtual bool translate(vmm::Iova iova, std::uint64_t length, Access access,
+    virtual bool translate(Iova iova, std::uint64_t length, Access access,
                            FragmentVisitor& visitor) const = 0;
 };
 
+}  // namespace vmm
+
+namespace iommu {
+using vmm::Access;
+using vmm::FragmentVisitor;
+using vmm::Translator;
 }  // namespace iommu

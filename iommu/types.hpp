@@ -55,7 +55,7 @@ struct Mapping {
     friend bool operator==(const Mapping&, const Mapping&) = default;
 };
 
-// A RESV_MEM probe property (virtio 1.2 5.13.6.8.2.1): IOVAs the driver must not map.
+// A RESV_MEM probe property (virtio 1.2 5.13.6.8.1): IOVAs the driver must not map.
 enum class ResvKind : std::uint8_t {
     Reserved = VIRTIO_IOMMU_RESV_MEM_T_RESERVED,  // never usable (e.g. host IOVA holes)
     Msi = VIRTIO_IOMMU_RESV_MEM_T_MSI,            // MSI doorbell, reaches the irqchip untranslated
@@ -72,7 +72,7 @@ struct ResvRegion {
     friend bool operator==(const ResvRegion&, const ResvRegion&) = default;
 };
 
-// Fault reasons of virtio_iommu_fault.reason (virtio 1.2 5.13.7).
+// Fault reasons of virtio_iommu_fault.reason (virtio 1.2 5.13.6.9).
 enum class FaultReason : std::uint8_t {
     Unknown = VIRTIO_IOMMU_FAULT_R_UNKNOWN,
     Domain = VIRTIO_IOMMU_FAULT_R_DOMAIN,    // endpoint not attached (and not in bypass)

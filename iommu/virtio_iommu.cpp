@@ -28,7 +28,8 @@ const std::uint64_t VirtioIommu::kSupportedFeatures =
 namespace {
 
 void validate(const VirtioIommuConfig& config, const Limits& limits) {
-    if (config.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");  // D4
+    // CONFORMANCE.md D4
+    if (config.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
     if (config.input_first > config.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
     const std::uint64_t granule = std::uint64_t{1} << std::countr_zero(config.page_size_mask);
     if (config.input_first & (granule - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
@@ -68,7 +69,8 @@ std::uint16_t VirtioIommu::queue_max_size(std::uint16_t queue) const {
 }
 
 bool VirtioIommu::accept_features(std::uint64_t features) {
-    // Any subset of what was offered works (G2); the transport already refused unoffered bits.
+    // Any subset of what was offered works (CONFORMANCE.md G2); the transport already refused
+    // unoffered bits.
     negotiated_ = features;
     Geometry geometry;
     geometry.granule = std::uint64_t{1} << std::countr_zero(config_.page_size_mask);
@@ -113,8 +115,9 @@ void VirtioIommu::read_config(std::uint32_t offset, std::span<std::uint8_t> data
 }
 
 void VirtioIommu::write_config(std::uint32_t offset, std::span<const std::uint8_t> data) {
-    // Only `bypass` is driver-writable (R2), with an 8-bit access, when BYPASS_CONFIG was
-    // negotiated, and only 0 or 1 (D7: the device never presents another value).
+    // Only `bypass` is driver-writable (virtio 1.2 5.13.4.1), with an 8-bit access, when
+    // BYPASS_CONFIG was negotiated, and only 0 or 1 (CONFORMANCE.md D7: the device never presents
+    // another value).
     const bool ok = offset == offsetof(virtio_iommu_config, bypass) && data.size() == 1 &&
                     negotiated(VIRTIO_IOMMU_F_BYPASS_CONFIG) && data[0] <= 1;
     if (!ok) {
@@ -126,8 +129,8 @@ void VirtioIommu::write_config(std::uint32_t offset, std::span<const std::uint8_
 }
 
 void VirtioIommu::apply_bypass(std::uint8_t value) {
-    // Reference 1.5: unattached endpoints bypass iff BYPASS_CONFIG is offered and bypass = 1,
-    // even if the driver did not accept the feature (D13).
+    // 5.13.6.2: unattached endpoints bypass iff BYPASS_CONFIG is offered and bypass = 1,
+    // even if the driver did not accept the feature (CONFORMANCE.md D13).
     if (iommu_->set_unattached_bypass(offered(VIRTIO_IOMMU_F_BYPASS_CONFIG) && value == 1))
         bypass_ = value;
     else
@@ -152,7 +155,7 @@ void VirtioIommu::reset() {
     context_ = nullptr;
     memory_ = nullptr;
     negotiated_ = 0;
-    // D14 / G5: no endpoint stays attached, every domain dies; bypass is kept (D6).
+    // CONFORMANCE.md D14 / G5: no endpoint stays attached, every domain dies; bypass is kept (D6).
     iommu_->reset();
     iommu_->set_geometry(Geometry{});
 }
@@ -160,11 +163,11 @@ void VirtioIommu::reset() {
 // ---- request queue (5.13.6) ------------------------------------------------------------------------
 
 void VirtioIommu::notify(std::uint16_t queue) {
-    // The eventq needs no kick: its buffers are taken when a fault happens (L10).
+    // The eventq needs no kick: its buffers are taken when a fault happens (CONFORMANCE.md L10).
     if (queue != kRequestQueue || !requestq_) return;
     bool added = false;
-    // L7: every request posted so far, in ring order. Bounded: an honest driver never has more
-    // than a queue's worth outstanding per kick (Linux syncs before adding more).
+    // CONFORMANCE.md L7: every request posted so far, in ring order. Bounded: an honest driver
+    // never has more than a queue's worth outstanding per kick (Linux syncs before adding more).
     const std::uint32_t budget = 4u * requestq_->size();
     for (std::uint32_t done = 0; done < budget;) {
         // The model's lock is taken once per chunk, not per request; chunks bound how long a
@@ -178,8 +181,8 @@ void VirtioIommu::notify(std::uint16_t queue) {
                 break;
             }
             const std::uint32_t used = process(*chain, batch);
-            // 1.7: the new state is in force before the driver sees the request complete; L8:
-            // requests complete inline, the guest vCPU is spinning for them.
+            // The new state is in force before the driver sees the request complete; requests
+            // complete inline, the guest vCPU is spinning for them (CONFORMANCE.md L8).
             requestq_->add_used(chain->head(), used);
             added = true;
         }
@@ -191,8 +194,8 @@ Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> a
     std::memset(area.data(), 0, area.size());
     if (!negotiated(VIRTIO_IOMMU_F_PROBE)) return Status::Unsupp;
     const std::vector<ResvRegion>* regions = batch.probe(endpoint);
-    if (!regions) return Status::NoEnt;  // D42
-    // D47: a properties area smaller than probe_size gets no property at all.
+    if (!regions) return Status::NoEnt;  // CONFORMANCE.md D42
+    // CONFORMANCE.md D47: a properties area smaller than probe_size gets no property at all.
     if (area.size() < config_.probe_size) return Status::Inval;
     return protocol::encode_probe_properties(*regions, area) ? Status::Ok : Status::Inval;
 }
@@ -210,8 +213,8 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     const std::uint8_t type = copied > 0 ? readable[0] : 0;
     const bool is_probe = type == VIRTIO_IOMMU_T_PROBE && !std::holds_alternative<protocol::Unparsable>(request);
 
-    // D9 unknown type, D12 no head or no room for a tail, D43 PROBE without F_PROBE offered:
-    // the buffer goes back unwritten with used length 0.
+    // CONFORMANCE.md D9 unknown type, D12 no head or no room for a tail, D43 PROBE without F_PROBE
+    // offered: the buffer goes back unwritten with used length 0.
     if (std::holds_alternative<protocol::Unparsable>(request) || writable < protocol::kTailSize ||
         (is_probe && !offered(VIRTIO_IOMMU_F_PROBE))) {
         ++stats_.unanswered;
@@ -221,8 +224,9 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
         return 0;
     }
 
-    // PROBE answers probe_size bytes of properties then the tail (L3: used length probe_size + 4,
-    // also on error). A smaller writable area gets its tail in its last 4 bytes (reference 1.8).
+    // PROBE answers probe_size bytes of properties then the tail (CONFORMANCE.md L3: used length
+    // probe_size + 4, also on error). A smaller writable area gets its tail in its last 4 bytes
+    // (5.13.6.2).
     std::span<std::uint8_t> area;
     if (is_probe) {
         const std::uint64_t room = writable - protocol::kTailSize;
@@ -233,7 +237,7 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
 
     Status status = Status::Inval;  // TooShort: the readable part misses fields
     if (const auto* attach = std::get_if<protocol::AttachRequest>(&request)) {
-        if (!attach->reserved_zero) {  // D15
+        if (!attach->reserved_zero) {  // CONFORMANCE.md D15
             status = Status::Inval;
             batch.count_endpoint_status(attach->endpoint, status);
         } else {
@@ -262,7 +266,7 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     return writer.failed() ? 0 : writer.bytes_written();
 }
 
-// ---- event queue (5.13.7) --------------------------------------------------------------------------
+// ---- event queue (5.13.6.9) ---------------------------------------------------------------------
 
 void VirtioIommu::post_fault(const Fault& fault) {
     if (!eventq_) {
@@ -270,8 +274,8 @@ void VirtioIommu::post_fault(const Fault& fault) {
         return;
     }
     const virtio_iommu_fault report = protocol::encode_fault(fault);
-    // Skip (return unwritten) buffers too small for a report: D58 forbids spreading a report over
-    // several buffers. Bounded by the queue size.
+    // Skip (return unwritten) buffers too small for a report: CONFORMANCE.md D58 forbids spreading
+    // a report over several buffers. Bounded by the queue size.
     for (std::uint32_t n = 0; n < eventq_->size(); ++n) {
         std::optional<virtio::DescriptorChain> chain = eventq_->pop();
         if (!chain) break;
@@ -289,7 +293,7 @@ void VirtioIommu::post_fault(const Fault& fault) {
         if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
         return;
     }
-    // D59: no buffer: drop (never block the faulting device) and count.
+    // CONFORMANCE.md D59: no buffer: drop (never block the faulting device) and count.
     ++stats_.faults_dropped;
     if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
 }

@@ -2,16 +2,16 @@
 // virtio::Device on any transport: features, configuration space, the request queue (requests
 // in ring order, exact status and used lengths) and fault reports on the event queue.
 //
-// Locking. The transport's lock guards this object: every virtio::Device call arrives with it
-// held, and so must post_fault() / restore_boot_state() / stats() (use transport.with_device(), as
+// Locking. The transport's lock guards this object: every virtio::Device call arrives with it held,
+// and so must post_fault() / restore_boot_state() / stats() (use transport.with_device(), as
 // FaultForwarder does). A translation fault happens on the faulting endpoint's thread (a blk
 // worker, holding *its* transport lock): the Iommu finds the fault under its shared lock, drops
 // that lock, then calls the FaultSink, which takes this device's transport lock and posts the
-// report into a buffer the driver put on the eventq without a kick (L10). Lock order is thus
-// endpoint transport -> virtio-iommu transport, and the Iommu lock is never held while waiting
-// for a transport lock. The request path takes virtio-iommu transport -> Iommu lock, which
-// cannot wait on a faulting thread because faulting threads release the Iommu lock first. No
-// event is ever queued: with no buffer posted the report is dropped and counted (D59).
+// report into a buffer the driver put on the eventq without a kick (CONFORMANCE.md L10). Lock order
+// is thus endpoint transport -> virtio-iommu transport, and the Iommu lock is never held while
+// waiting for a transport lock. The request path takes virtio-iommu transport -> Iommu lock, which
+// cannot wait on a faulting thread because faulting threads release the Iommu lock first. No event
+// is ever queued: with no buffer posted the report is dropped and counted (CONFORMANCE.md D59).
 #pragma once
 
 #include <cstdint>
@@ -29,8 +29,9 @@ class DescriptorChain;
 namespace iommu {
 
 struct VirtioIommuConfig {
-    // Lowest set bit = granule (L2: at most the guest page size; reference 4.2: at least the host
-    // VFIO page size). Every instance of a VM must use the same mask (L14).
+    // Lowest set bit = granule (CONFORMANCE.md L2: at most the guest page size; for VFIO endpoints
+    // at least the host VFIO page size). Every instance of a VM must use the same mask
+    // (CONFORMANCE.md L14).
     std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
     std::uint64_t input_first = 0;
     std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
@@ -38,7 +39,7 @@ struct VirtioIommuConfig {
     std::uint32_t domain_last = ~std::uint32_t{0};
     std::uint32_t probe_size = 512;
     // Initial (and VM-reset) value of config.bypass: unattached endpoints bypass until the driver
-    // attaches them (D5, L11).
+    // attaches them (CONFORMANCE.md D5, L11).
     bool boot_bypass = true;
     // Device features to offer, intersected with kSupportedFeatures (to switch features off).
     std::uint64_t features = ~std::uint64_t{0};
@@ -52,7 +53,7 @@ struct VirtioIommuStats {
     std::uint64_t unanswered = 0;  // returned with used length 0 (unknown type, no tail room, ...)
     std::uint64_t faults_posted = 0;
     std::uint64_t faults_dropped = 0;      // no event buffer posted, or the device not running
-    std::uint64_t bad_event_buffers = 0;   // eventq buffers too small for a report (D58)
+    std::uint64_t bad_event_buffers = 0;   // eventq buffers too small for a report (CONFORMANCE.md D58)
     std::uint64_t rejected_config_writes = 0;
 };
 
@@ -62,11 +63,11 @@ public:
     static constexpr std::uint16_t kEventQueue = 1;
     // Requests handled under one hold of the model's lock (see notify()).
     static constexpr std::uint32_t kRequestsPerLock = 64;
-    // Offered device and ring features; never the legacy F_BYPASS (D2, D3).
+    // Offered device and ring features; never the legacy F_BYPASS (CONFORMANCE.md D2, D3).
     static const std::uint64_t kSupportedFeatures;
 
-    // Throws vmm::SetupError for an invalid config (D4 page_size_mask == 0, empty ranges, a
-    // probe_size too small for the Iommu's reserved-region limit, bad queue sizes).
+    // Throws vmm::SetupError for an invalid config (CONFORMANCE.md D4 page_size_mask == 0, empty
+    // ranges, a probe_size too small for the Iommu's reserved-region limit, bad queue sizes).
     VirtioIommu(std::shared_ptr<Iommu> iommu, const VirtioIommuConfig& config);
     ~VirtioIommu() override;
 
@@ -87,7 +88,8 @@ public:
     // ---- host side (transport lock held)
     // Posts a fault report into the next eventq buffer, or drops it (counted).
     void post_fault(const Fault& fault);
-    // VM reset (after the transport's reset): config.bypass back to its initial value (D6).
+    // VM reset (after the transport's reset): config.bypass back to its initial value
+    // (CONFORMANCE.md D6).
     void restore_boot_state();
     VirtioIommuStats stats() const { return stats_; }
     std::uint8_t bypass() const { return bypass_; }

@@ -1,7 +1,8 @@
 #!/bin/bash
-# The whole test run (what `make test` and CI execute): unit tests, the same under ASan+UBSan,
-# the fuzz corpora replayed under sanitizers, the arm64 lkvm build, and the rig tests that boot
-# real guests in the nested rig. Prints a final "N passed, N failed" line and fails if any failed.
+# The whole test run (what `make test` and CI execute): the citation check, unit tests, the
+# host-setup script tests, the unit tests under ASan+UBSan, the fuzz corpora replayed under
+# sanitizers, the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
+# Prints a final "N passed, N failed" line and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -40,12 +41,22 @@ doctest_stage() {  # doctest_stage NAME BINARY [env...]
     count "$name" "$p" "${f:-0}"
 }
 
+stage "citations (every comment, test name, script and README cites what is in the tree)"
+single "check-citations" tests/check-citations.sh
+cit=$(tests/check-citations.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-citations.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+if [ -n "$cit" ]; then count "check-citations.test" $cit; else count "check-citations.test" 0 1; fi
+
 stage "unit tests (native)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
     doctest_stage "unit" "$BUILD/native/unit-tests"
 else
     count "unit build" 0 1
 fi
+
+stage "script tests (setup-host package logic, fake dpkg/apt)"
+for t in tests/guest-images/*_test.sh; do
+    [ -x "$t" ] && single "$(basename "$t" .sh)" "$t"
+done
 
 stage "unit tests (ASan + UBSan)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/asan/unit-tests"; then

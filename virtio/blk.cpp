@@ -20,11 +20,15 @@ static_assert(sizeof(virtio_blk_outhdr) == 16, "5.2.6: type, reserved, sector");
 
 // Streams guest buffers to / from the backend piece by piece, inside DmaMemory::access (so an
 // IOMMU mapping cannot go away mid-transfer), without an intermediate copy.
-class ReadFromBackend final : public vmm::HostVisitor {
+class BackendTransfer final : public vmm::HostVisitor {
 public:
-    ReadFromBackend(BlockBackend& backend, std::uint64_t offset) : backend_(backend), offset_(offset) {}
+    enum class Direction { ToGuest, FromGuest };  // a read request, a write request
+    BackendTransfer(BlockBackend& backend, std::uint64_t offset, Direction direction)
+        : backend_(backend), offset_(offset), direction_(direction) {}
     bool visit(std::uint8_t* host, std::uint64_t length) override {
-        if (!backend_.read_at(offset_, {host, length})) return false;
+        const bool done = direction_ == Direction::ToGuest ? backend_.read_at(offset_, {host, length})
+                                                           : backend_.write_at(offset_, {host, length});
+        if (!done) return false;
         offset_ += length;
         return true;
     }
@@ -32,20 +36,7 @@ public:
 private:
     BlockBackend& backend_;
     std::uint64_t offset_;
-};
-
-class WriteToBackend final : public vmm::HostVisitor {
-public:
-    WriteToBackend(BlockBackend& backend, std::uint64_t offset) : backend_(backend), offset_(offset) {}
-    bool visit(std::uint8_t* host, std::uint64_t length) override {
-        if (!backend_.write_at(offset_, {host, length})) return false;
-        offset_ += length;
-        return true;
-    }
-
-private:
-    BlockBackend& backend_;
-    std::uint64_t offset_;
+    const Direction direction_;
 };
 
 // Writes `length` zero bytes at the writer's position, in 4 KiB pieces (bounded by the chain's
@@ -108,8 +99,8 @@ void Blk::reset() {
 
 void Blk::notify(std::uint16_t queue) {
     if (queue != 0 || !queue_) return;
-    // Bounded by the ring: pop() yields at most `size` chains per avail idx update; a guest that
-    // keeps refilling keeps this thread busy exactly as long as it keeps submitting I/O.
+    // Bounded by the transport's pass: pop() yields at most one ring's worth per notify, and a
+    // guest that keeps refilling gets the rest on a later pass (MmioTransport::notify).
     while (auto chain = queue_->pop()) process(*chain);
     if (queue_->needs_notification()) context_->signal_used(0);
 }
@@ -132,7 +123,7 @@ std::uint8_t Blk::read_request(std::uint64_t sector, const DescriptorChain& chai
     std::uint64_t offset = 0;
     if (!in_capacity(sector, data_len, &offset)) return VIRTIO_BLK_S_IOERR;
     ChainWriter data(chain, *memory_);
-    ReadFromBackend transfer(*backend_, offset);
+    BackendTransfer transfer(*backend_, offset, BackendTransfer::Direction::ToGuest);
     if (data.visit(data_len, transfer)) return VIRTIO_BLK_S_OK;
     vmm::guest_error(log_, "virtio-blk: read at sector %llu failed (host I/O or guest buffer)",
                      static_cast<unsigned long long>(sector));
@@ -150,7 +141,7 @@ std::uint8_t Blk::write_request(std::uint64_t sector, const DescriptorChain& cha
     const std::uint64_t length = data.remaining();
     std::uint64_t offset = 0;
     if (!in_capacity(sector, length, &offset)) return VIRTIO_BLK_S_IOERR;
-    WriteToBackend transfer(*backend_, offset);
+    BackendTransfer transfer(*backend_, offset, BackendTransfer::Direction::FromGuest);
     if (data.visit(length, transfer)) return VIRTIO_BLK_S_OK;
     vmm::guest_error(log_, "virtio-blk: write at sector %llu failed (host I/O or guest buffer)",
                      static_cast<unsigned long long>(sector));

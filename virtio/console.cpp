@@ -3,11 +3,9 @@
 
 #include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
 
 #include "virtio/chain_io.hpp"
@@ -20,16 +18,6 @@ namespace {
 constexpr std::uint32_t kEmergWriteOffset = offsetof(virtio_console_config, emerg_wr);
 
 }  // namespace
-
-void FdSink::write(std::span<const std::uint8_t> bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;  // EAGAIN on a full non-blocking fd, or a closed terminal: drop
-        done += static_cast<std::size_t>(n);
-    }
-}
 
 Console::Console(std::unique_ptr<ConsoleSink> output, ConsoleOptions options)
     : output_(std::move(output)), options_(options) {

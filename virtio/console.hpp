@@ -13,22 +13,11 @@
 
 namespace virtio {
 
-// Where guest console output goes (a host fd, or a buffer in tests).
+// Where guest console output goes (lkvm's stdout: devices::FdOutput; a buffer in tests).
 class ConsoleSink {
 public:
     virtual ~ConsoleSink() = default;
     virtual void write(std::span<const std::uint8_t> bytes) = 0;
-};
-
-// Writes to a host fd it does not own (typically stdout). Blocking fds block the caller; on a
-// non-blocking fd output that does not fit is dropped rather than stalling the device.
-class FdSink final : public ConsoleSink {
-public:
-    explicit FdSink(int fd) : fd_(fd) {}
-    void write(std::span<const std::uint8_t> bytes) override;
-
-private:
-    int fd_;
 };
 
 struct ConsoleOptions {

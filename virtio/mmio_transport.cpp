@@ -181,8 +181,13 @@ void MmioTransport::write_register(std::uint64_t offset, std::uint32_t value) {
             return;
         case VIRTIO_MMIO_QUEUE_SEL: queue_sel_ = value; return;
         case VIRTIO_MMIO_QUEUE_NOTIFY:
-            // Without VIRTIO_F_NOTIFICATION_DATA the value is the queue index (4.2.2).
-            if (value <= 0xffff) notify_locked(static_cast<std::uint16_t>(value));
+            // Without VIRTIO_F_NOTIFICATION_DATA the value is the queue index (4.2.2). The kicking
+            // vCPU (a queue without an ioeventfd, as the virtio-iommu's) has no doorbell to re-arm
+            // and delays only its own guest: it serves pass after pass until the ring is drained.
+            // Bounded by what the driver posts meanwhile, as a kick with a budget would be.
+            if (value <= 0xffff)
+                while (notify_locked(static_cast<std::uint16_t>(value))) {
+                }
             return;
         case VIRTIO_MMIO_INTERRUPT_ACK: interrupt_status_ &= ~value; return;
         case VIRTIO_MMIO_STATUS: write_status(value); return;
@@ -244,6 +249,7 @@ void MmioTransport::write_status(std::uint32_t value) {
     if (requested <= 0xff && !(current & kFailed) && requested == (current | kFailed)) {
         // 2.1: the driver gave up. The device stays quiet until reset.
         status_ |= kFailed;
+        halt_queues_locked();
         return;
     }
     const std::optional<StatusStep> step = (requested <= 0xff && !(current & kFailed))
@@ -275,7 +281,7 @@ bool MmioTransport::features_acceptable() {
                          name_.data(), static_cast<unsigned long long>(driver_features_ & ~offered));
         return false;
     }
-    // G1: a modern (version 2) device refuses to run without VIRTIO_F_VERSION_1.
+    // CONFORMANCE.md G1: a modern (version 2) device refuses to run without VIRTIO_F_VERSION_1.
     if (!has_feature(driver_features_, VIRTIO_F_VERSION_1)) {
         vmm::guest_error(log_, "%.*s: driver did not accept VIRTIO_F_VERSION_1", static_cast<int>(name_.size()),
                          name_.data());
@@ -285,7 +291,8 @@ bool MmioTransport::features_acceptable() {
 }
 
 void MmioTransport::activate() {
-    // 6.1 / reference G9: translate only if the driver agreed to program the IOMMU for us.
+    // virtio 1.2 6.1, CONFORMANCE.md G9: translate only if the driver agreed to program the IOMMU
+    // for us.
     if (translator_ && has_feature(driver_features_, VIRTIO_F_ACCESS_PLATFORM))
         dma_.emplace(memory_, translator_);
     else
@@ -321,23 +328,24 @@ void MmioTransport::activate() {
     active_ = true;
 }
 
-void MmioTransport::notify(std::uint16_t queue) {
+bool MmioTransport::notify(std::uint16_t queue) {
     std::lock_guard lock(mutex_);
-    notify_locked(queue);
+    return notify_locked(queue);
 }
 
 Virtqueue* MmioTransport::runnable_queue(std::uint16_t queue) {
-    // G3 and 2.1.2: nothing reaches the device before DRIVER_OK, after FAILED or while it waits
-    // for a reset; G6: never a queue the driver did not make ready.
+    // CONFORMANCE.md G3 and 2.1.2: nothing reaches the device before DRIVER_OK, after FAILED or
+    // while it waits for a reset; CONFORMANCE.md G6: never a queue the driver did not make ready.
     if (!active_ || (status_ & (kNeedsReset | kFailed)) || queue >= queue_count_) return nullptr;
     return queues_[queue].get();
 }
 
-void MmioTransport::notify_locked(std::uint16_t queue) {
-    if (!runnable_queue(queue)) return;
-    run_device_locked(queue);
+bool MmioTransport::notify_locked(std::uint16_t queue) {
+    if (!runnable_queue(queue)) return false;
+    const bool more = run_device_locked(queue);
     // After the kick was served: a poller takes over the requests that follow it.
     if (KickObserver* observer = kick_observers_[queue]) observer->kicked(queue);
+    return more;
 }
 
 MmioTransport::PollStatus MmioTransport::poll_queue(std::uint16_t queue) {
@@ -349,21 +357,21 @@ MmioTransport::PollStatus MmioTransport::poll_queue(std::uint16_t queue) {
         check_queues_locked();  // the look may have found the ring unreachable
         return q->is_broken() ? PollStatus::Inactive : PollStatus::Empty;
     }
-    run_device_locked(queue);
+    run_device_locked(queue);  // a pass left over is the poller's next poll_queue()
     return PollStatus::Processed;
 }
 
 MmioTransport::PollStatus MmioTransport::unpoll_queue(std::uint16_t queue) {
     std::lock_guard lock(mutex_);
     // A queue that stopped running is left alone: a reset brings a fresh one with kicks enabled,
-    // and a stopped device touches no ring (G3, 2.1.2).
+    // and a stopped device touches no ring (CONFORMANCE.md G3, 2.1.2).
     Virtqueue* q = runnable_queue(queue);
     if (!q) return PollStatus::Inactive;
     if (!q->enable_notifications()) {
         check_queues_locked();
         return PollStatus::Empty;
     }
-    run_device_locked(queue);
+    run_device_locked(queue);  // Processed: the poller keeps polling, also for what is left over
     return PollStatus::Processed;
 }
 
@@ -372,16 +380,32 @@ void MmioTransport::set_kick_observer(std::uint16_t queue, KickObserver* observe
     if (queue < queue_count_) kick_observers_[queue] = observer;
 }
 
-void MmioTransport::run_device_locked(std::uint16_t queue) {
+void MmioTransport::begin_pass_locked() {
+    // One ring's worth per queue and pass: every buffer the driver had posted when the pass
+    // began, no more (the vhost "weight"; at most `size` can be outstanding, 2.7).
+    for (const auto& q : queues_)
+        if (q) q->begin_pass(q->size());
+}
+
+void MmioTransport::halt_queues_locked() {
+    for (const auto& q : queues_)
+        if (q) q->halt();
+}
+
+bool MmioTransport::run_device_locked(std::uint16_t queue) {
+    begin_pass_locked();
     try {
         device_->notify(queue);
     } catch (const std::exception& e) {
-        // A bug (guest input must never throw); contain it to this device (architecture 6.7.5).
+        // A bug (guest input must never throw); contain it to this device (NEEDS_RESET), not the
+        // VMM.
         vmm::log_error("%.*s: exception while processing queue %u: %s", static_cast<int>(name_.size()),
                        name_.data(), queue, e.what());
         set_needs_reset();
     }
     check_queues_locked();
+    Virtqueue* q = runnable_queue(queue);
+    return q && q->budget_exhausted() && q->has_pending();
 }
 
 void MmioTransport::check_queues_locked() {
@@ -422,13 +446,14 @@ void MmioTransport::write_config(std::uint64_t offset, std::span<const std::uint
 }
 
 void MmioTransport::signal_used(std::uint16_t /*queue*/) {
-    if (!active_) return;  // G3
+    if (!active_ || (status_ & kFailed)) return;  // CONFORMANCE.md G3; 2.1: quiet after the driver gave up
     interrupt_status_ |= kInterruptVring;
     irq_.trigger();
 }
 
 void MmioTransport::signal_config_change() {
-    // G6: a driver that read part of the old config sees the generation move and re-reads.
+    // CONFORMANCE.md G6: a driver that read part of the old config sees the generation move and
+    // re-reads.
     ++config_generation_;
     if (!(status_ & kDriverOk)) return;
     interrupt_status_ |= kInterruptConfig;
@@ -439,7 +464,9 @@ void MmioTransport::set_needs_reset() {
     if (status_ & kNeedsReset) return;
     vmm::guest_error(log_, "%.*s: device needs reset", static_cast<int>(name_.size()), name_.data());
     status_ |= kNeedsReset;
-    // G4 / 2.1.2: with DRIVER_OK set, the driver must be told through a config-change interrupt.
+    halt_queues_locked();
+    // CONFORMANCE.md G4 / 2.1.2: with DRIVER_OK set, the driver must be told through a
+    // config-change interrupt.
     if (status_ & kDriverOk) {
         interrupt_status_ |= kInterruptConfig;
         irq_.trigger();
@@ -452,8 +479,8 @@ void MmioTransport::reset() {
 }
 
 void MmioTransport::reset_locked() {
-    // G5 / 2.4: the model drops its queues and per-driver state first, then the transport forgets
-    // every register; Status reads 0 as soon as this returns.
+    // CONFORMANCE.md G5 / 2.4: the model drops its queues and per-driver state first, then the
+    // transport forgets every register; Status reads 0 as soon as this returns.
     device_->reset();
     active_ = false;
     for (auto& q : queue_ptrs_) q = nullptr;

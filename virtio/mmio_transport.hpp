@@ -57,9 +57,12 @@ public:
     void mmio_read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void mmio_write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
-    // QueueNotify for `queue` (from an MMIO write or an ioeventfd). Ignored unless DRIVER_OK is
-    // set and the device is healthy (G3); spurious kicks are harmless (2.7.10).
-    void notify(std::uint16_t queue);
+    // QueueNotify for `queue` from an ioeventfd, i.e. on a thread that serves other devices too
+    // (the event loop). Ignored unless DRIVER_OK is set and the device is healthy (CONFORMANCE.md G3);
+    // spurious kicks are harmless (2.7.10). One pass hands the device at most one ring's worth of
+    // buffers (Virtqueue::begin_pass): true means the driver posted more meanwhile and the caller
+    // must arrange another pass later (re-arm the ioeventfd), after the other ready events.
+    [[nodiscard]] bool notify(std::uint16_t queue);
 
     // PollTarget, for a QueuePoller serving `queue` from its own thread (each takes the lock).
     // Both are Inactive unless notify() would reach the device.
@@ -70,9 +73,12 @@ public:
     // Runs `fn(Device&)` under the transport lock, for host-side events (input arriving, an IOMMU
     // fault to post). The caller knows the concrete model type it created. A queue the function
     // broke is reported to the driver (NEEDS_RESET) afterwards.
+    // Every queue is halted once the driver set FAILED or the device DEVICE_NEEDS_RESET, so `fn`
+    // cannot fill the driver's buffers then (2.1.2), and it gets one ring's worth per queue.
     template <class F>
     decltype(auto) with_device(F&& fn) {
         std::lock_guard lock(mutex_);
+        begin_pass_locked();
         struct CheckAfter {
             MmioTransport& transport;
             ~CheckAfter() { transport.check_queues_locked(); }
@@ -106,10 +112,15 @@ private:
     void write_queue_register(std::uint64_t offset, std::uint32_t value);
     bool features_acceptable();
     void activate();
-    void notify_locked(std::uint16_t queue);
-    // The queue if notify() may reach the device now (G3, not broken-and-reported, not FAILED).
+    // One pass; true if the queue's budget ran out with buffers still pending.
+    bool notify_locked(std::uint16_t queue);
+    // The queue if notify() may reach the device now (CONFORMANCE.md G3, not broken-and-reported,
+    // not FAILED).
     Virtqueue* runnable_queue(std::uint16_t queue);
-    void run_device_locked(std::uint16_t queue);
+    bool run_device_locked(std::uint16_t queue);
+    void begin_pass_locked();
+    // FAILED or DEVICE_NEEDS_RESET: no queue touches a ring again until reset (2.1.2).
+    void halt_queues_locked();
     void reset_locked();
     void check_queues_locked();
     std::uint64_t offered_features() const;

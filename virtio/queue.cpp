@@ -110,7 +110,11 @@ bool Virtqueue::publish_avail_event() {
 std::optional<DescriptorChain> Virtqueue::pop() {
     // Bounded: each iteration consumes one avail entry, and at most `size` can be pending.
     for (std::uint32_t attempt = 0; attempt <= layout_.size; ++attempt) {
-        if (broken_) return std::nullopt;
+        if (broken_ || halted_) return std::nullopt;
+        if (pass_budget_ == 0) {
+            budget_exhausted_ = true;
+            return std::nullopt;
+        }
         auto avail_idx = read_avail_idx();
         if (!avail_idx) return std::nullopt;
         if (*avail_idx == last_avail_idx_) {
@@ -142,6 +146,7 @@ std::optional<DescriptorChain> Virtqueue::pop() {
             return std::nullopt;
         }
         ++last_avail_idx_;
+        if (pass_budget_ != UINT32_MAX) --pass_budget_;
         if (event_idx_ && !publish_avail_event()) return std::nullopt;
 
         DescriptorChain chain = DescriptorChain::walk(*memory_, layout_.desc, layout_.size, *head, indirect_);
@@ -156,7 +161,7 @@ std::optional<DescriptorChain> Virtqueue::pop() {
 }
 
 bool Virtqueue::add_used(std::uint16_t head, std::uint32_t len) {
-    if (broken_) return false;
+    if (broken_ || halted_) return false;
     if (head >= layout_.size) return false;  // not a head pop() can have returned: a device bug
     const std::uint64_t slot = used_idx_ % layout_.size;
     vring_used_elem elem{};
@@ -185,7 +190,7 @@ bool Virtqueue::write_used_flags(std::uint16_t flags) {
 }
 
 void Virtqueue::disable_notifications() {
-    if (broken_ || !notify_enabled_) return;
+    if (broken_ || halted_ || !notify_enabled_) return;
     notify_enabled_ = false;
     // With EVENT_IDX the driver ignores used.flags (2.7.10), and vice versa for avail_event.
     if (event_idx_) publish_avail_event();
@@ -193,7 +198,7 @@ void Virtqueue::disable_notifications() {
 }
 
 bool Virtqueue::enable_notifications() {
-    if (broken_) return false;
+    if (broken_ || halted_) return false;
     if (!notify_enabled_) {
         notify_enabled_ = true;
         if (event_idx_ ? !publish_avail_event() : !write_used_flags(0)) return false;
@@ -206,7 +211,7 @@ bool Virtqueue::enable_notifications() {
 }
 
 bool Virtqueue::rewind(const PopMark& mark) {
-    if (broken_ || mark.malformed_chains != malformed_chains_) return false;
+    if (broken_ || halted_ || mark.malformed_chains != malformed_chains_) return false;
     last_avail_idx_ = mark.last_avail_idx;
     if (!event_idx_ || !notify_enabled_) return true;
     auto avail_idx = read_avail_idx();
@@ -218,13 +223,13 @@ bool Virtqueue::rewind(const PopMark& mark) {
 }
 
 bool Virtqueue::has_pending() {
-    if (broken_) return false;
+    if (broken_ || halted_) return false;
     auto avail_idx = read_avail_idx();
     return avail_idx && *avail_idx != last_avail_idx_;
 }
 
 bool Virtqueue::needs_notification() {
-    if (broken_ || !added_since_check_) return false;
+    if (broken_ || halted_ || !added_since_check_) return false;
     added_since_check_ = false;
     // The used idx store must be visible before we read the driver's suppression field, and the
     // driver orders the other way round: a full fence on both sides (2.7.10 / vhost_notify).

@@ -98,6 +98,24 @@ public:
     };
     PopMark mark() const { return {last_avail_idx_, malformed_chains_}; }
     bool rewind(const PopMark& mark);
+    // Fairness between the queues one thread serves (the event loop serves every device): the
+    // transport opens a pass with begin_pass(budget) before it calls into the device, and pop()
+    // hands out at most `budget` avail entries in it. A pass that ran out says so
+    // (budget_exhausted()); the transport then arranges another pass later instead of letting a
+    // driver that re-posts as fast as it is served keep the thread (the vhost "weight"). Outside
+    // a pass (a queue used directly, as in device tests) pop() is unbounded.
+    void begin_pass(std::uint32_t budget) {
+        pass_budget_ = budget;
+        budget_exhausted_ = false;
+    }
+    bool budget_exhausted() const { return budget_exhausted_; }
+
+    // The driver set FAILED or the device DEVICE_NEEDS_RESET: from now on the queue touches no
+    // ring (pop() yields nothing, add_used() and the suppression calls write nothing) until the
+    // transport drops it at reset (virtio 1.2 section 2.1.2). Unlike a broken queue this is no
+    // error of its own.
+    void halt() { halted_ = true; }
+    bool is_halted() const { return halted_; }
 
     bool is_broken() const { return broken_; }
     std::uint16_t size() const { return layout_.size; }
@@ -120,6 +138,9 @@ private:
     bool event_idx_ = false;
     bool broken_ = false;
     bool notify_enabled_ = true;
+    bool halted_ = false;
+    bool budget_exhausted_ = false;
+    std::uint32_t pass_budget_ = UINT32_MAX;
 
     std::uint16_t last_avail_idx_ = 0;  // next avail ring slot the device will consume
     std::uint16_t used_idx_ = 0;        // next used ring slot (== the used idx published)

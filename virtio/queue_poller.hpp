@@ -1,6 +1,7 @@
 // virtio::QueuePoller: adaptive polling of one virtqueue by a host thread, so a driver that
-// busy-waits for its buffers (Linux's virtio-iommu syncs every MAP/UNMAP that way, reference 3.2)
-// gets them served without a kick, i.e. without a VM exit per request.
+// busy-waits for its buffers (Linux's virtio-iommu syncs every MAP/UNMAP that way,
+// drivers/iommu/virtio-iommu.c __viommu_sync_req()) gets them served without a kick, i.e. without a
+// VM exit per request.
 //
 //   asleep ──kick served (inline, by the vCPU)──▶ polling: driver kicks suppressed (2.7.10),
 //     ▲                                            avail ring looked at in a loop, every new

@@ -20,11 +20,6 @@ void MmioBus::add(GuestRange range, MmioDevice& device, std::string name) {
     entries_.insert(at, Entry{range, &device, std::move(name)});
 }
 
-void MmioBus::remove(MmioDevice& device) {
-    std::unique_lock guard(lock_);
-    std::erase_if(entries_, [&](const Entry& e) { return e.device == &device; });
-}
-
 const MmioBus::Entry* MmioBus::find(GuestPhysAddr addr, std::uint64_t size) const {
     auto access = GuestRange::make(addr, size);
     if (!access) return nullptr;

@@ -27,7 +27,6 @@ public:
     // Registers `device` (not owned; it must outlive the bus's users) at `range`. Throws
     // SetupError on overlap with another device.
     void add(GuestRange range, MmioDevice& device, std::string name);
-    void remove(MmioDevice& device);
 
     // False when no single device claims the whole access (then reads return zeros).
     bool read(GuestPhysAddr addr, std::span<std::uint8_t> data);
@@ -41,7 +40,7 @@ private:
     };
     const Entry* find(GuestPhysAddr addr, std::uint64_t size) const;
 
-    mutable std::shared_mutex lock_;  // exclusive only while devices are added, removed or moved
+    mutable std::shared_mutex lock_;  // exclusive only while devices are added (at setup)
     std::vector<Entry> entries_;      // sorted by base, non-overlapping
     RateLimiter unclaimed_log_;
 };

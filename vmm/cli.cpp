@@ -4,6 +4,8 @@
 
 #include <sstream>
 
+#include "devices/vfio/group.hpp"
+
 namespace vmm::cli {
 namespace {
 
@@ -184,6 +186,13 @@ Command parse(int argc, const char* const* argv) {
         if (std::string error = parse_network(spec, net); !error.empty()) return usage_error(error, "lkvm run");
         result.config.nets.push_back(net);
     }
+    // BDF syntax here, before any KVM or VFIO setup; whether the device exists is checked there.
+    for (const std::string& bdf : result.config.vfio_pci)
+        if (!devices::vfio::normalize_bdf(bdf))
+            return usage_error("--vfio-pci " + bdf +
+                                   ": not a PCI address; expected DDDD:BB:DD.F or BB:DD.F (hex, device 00-1f, "
+                                   "function 0-7), e.g. 0000:01:00.0",
+                               "lkvm run");
     for (const std::string& spec : options.disk_specs) {
         DiskConfig disk;
         if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");

@@ -64,7 +64,7 @@ void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
     }
 }
 
-void check_memory(const VmConfig& c, const HostLimits& limits, std::vector<std::string>& errors) {
+void check_memory(const VmConfig& c, const kvm::HostLimits& limits, std::vector<std::string>& errors) {
     const std::uint64_t max_layout_mib = layout::kMaxRamSize >> 20;
     if (c.mem_mib == 0) {
         errors.push_back("-m/--mem 0: the guest needs RAM; give its size in MiB, e.g. -m 256");
@@ -87,7 +87,7 @@ void check_memory(const VmConfig& c, const HostLimits& limits, std::vector<std::
     }
 }
 
-void check_cpus(const VmConfig& c, const HostLimits& limits, std::vector<std::string>& errors) {
+void check_cpus(const VmConfig& c, const kvm::HostLimits& limits, std::vector<std::string>& errors) {
     if (c.cpus == 0) {
         errors.push_back("-c/--cpus 0: the guest needs at least one vCPU, e.g. -c 1");
         return;
@@ -117,7 +117,12 @@ std::string kernel_params(const VmConfig& config) {
     return config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
 }
 
-std::vector<std::string> validate(const VmConfig& c, const HostLimits& limits) {
+std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors) {
+    if (!kvm_error.empty()) return {kvm_error};
+    return config_errors;
+}
+
+std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limits) {
     std::vector<std::string> errors;
     check_kernel(c, errors);
     check_initrd(c, errors);

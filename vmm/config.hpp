@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "vmm/net_config.hpp"
+#include "vmm/kvm/system.hpp"
 #include "vmm/viommu_config.hpp"
 
 namespace vmm {
@@ -37,16 +38,14 @@ struct VmConfig {
     bool no_reboot = false;
 };
 
-// What the host's KVM allows, queried by vmm::kvm::System (KVM_CAP_MAX_VCPUS,
-// KVM_CAP_ARM_VM_IPA_SIZE).
-struct HostLimits {
-    unsigned max_vcpus = 0;
-    unsigned ipa_bits = 0;
-};
-
 // Every problem with `config`, each one line naming the flag and how to fix it; empty when the
 // machine can be built. Opens (and closes) the kernel, initrd and disk files to check them.
-std::vector<std::string> validate(const VmConfig& config, const HostLimits& limits);
+std::vector<std::string> validate(const VmConfig& config, const kvm::HostLimits& limits);
+
+// What `lkvm run` prints before it builds anything, one line each. When /dev/kvm is unusable,
+// that line alone (it says how to fix it): the user acts on the first line, and the other errors
+// may only be echoes of it (limits validate() could not read without KVM). Else every config error.
+std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors);
 
 // The kernel command line the guest gets: -p as given, else a console on the chosen device.
 std::string kernel_params(const VmConfig& config);

@@ -3,25 +3,12 @@
 #include <unistd.h>
 
 #include <cinttypes>
-#include <cstdarg>
 #include <cstdio>
 
-#include "iommu/virtio_iommu.hpp"
-#include "virtio/blk.hpp"
-#include "virtio/net.hpp"
+#include "vmm/log.hpp"
 
 namespace vmm {
 namespace {
-
-void append(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
-void append(std::string& out, const char* format, ...) {
-    char line[512];
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(line, sizeof line, format, args);
-    va_end(args);
-    out += line;
-}
 
 // "none" or "INVAL:2,RANGE:1": every status but OK that was answered.
 std::string errors_of(const iommu::StatusCounts& counts) {
@@ -29,7 +16,7 @@ std::string errors_of(const iommu::StatusCounts& counts) {
     for (std::size_t i = 0; i < counts.size(); ++i) {
         if (i == static_cast<std::size_t>(iommu::Status::Ok) || counts[i] == 0) continue;
         if (!out.empty()) out += ',';
-        append(out, "%s:%" PRIu64, iommu::status_name(static_cast<iommu::Status>(i)), counts[i]);
+        append_format(out, "%s:%" PRIu64, iommu::status_name(static_cast<iommu::Status>(i)), counts[i]);
     }
     return out.empty() ? "none" : out;
 }
@@ -40,56 +27,14 @@ std::string endpoints_of(const std::vector<iommu::EndpointId>& endpoints) {
     return out.empty() ? "none" : out;
 }
 
-// The virtio-iommu's own counters, under its transport lock.
-std::optional<iommu::VirtioIommuStats> viommu_stats(virtio::MmioTransport* transport) {
-    if (!transport) return std::nullopt;
-    return transport->with_device([](virtio::Device& device) -> std::optional<iommu::VirtioIommuStats> {
-        auto* viommu = dynamic_cast<iommu::VirtioIommu*>(&device);
-        if (!viommu) return std::nullopt;
-        return viommu->stats();
-    });
-}
-
 }  // namespace
 
-VmControl::VmControl(VmControlParts parts) : parts_(std::move(parts)) {
-    unsigned disks = 0, nics = 0;
-    for (const VmControlDevice& device : parts_.devices) {
-        const std::string_view name = device.transport->name();
-        if (name == "virtio-blk") labels_.push_back("blk" + std::to_string(disks++));
-        else if (name == "virtio-net") labels_.push_back("net" + std::to_string(nics++));
-        else if (name == "virtio-rng") labels_.push_back("rng");
-        else if (name == "virtio-console") labels_.push_back("console");
-        else if (name == "virtio-iommu") labels_.push_back("iommu");
-        else labels_.emplace_back(name);
-    }
-}
-
-// A NIC's packet, byte and drop counters and its backend; empty for other devices.
-std::string VmControl::net_counters(virtio::MmioTransport& transport) {
-    return transport.with_device([](virtio::Device& d) {
-        std::string out;
-        auto* net = dynamic_cast<virtio::Net*>(&d);
-        if (!net) return out;
-        const virtio::NetStats& s = net->stats();
-        append(out,
-               " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
-               " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64 " backend=\"%s\"",
-               s.rx_packets, s.rx_bytes, s.rx_dropped, s.rx_errors, s.tx_packets, s.tx_bytes, s.tx_dropped, s.tx_errors,
-               net->backend().describe().c_str());
-        return out;
-    });
-}
-
-std::string VmControl::label(const VmControlDevice& device) const {
-    return labels_[static_cast<std::size_t>(&device - parts_.devices.data())];
-}
+VmControl::VmControl(VmControlParts parts) : parts_(std::move(parts)) {}
 
 const VmControlDevice* VmControl::find_device(std::string_view target) const {
     const auto number = parse_control_number(target);
-    for (std::size_t i = 0; i < parts_.devices.size(); ++i) {
-        const VmControlDevice& device = parts_.devices[i];
-        if (labels_[i] == target) return &device;
+    for (const VmControlDevice& device : parts_.devices) {
+        if (device.label == target) return &device;
         if (number && device.endpoint && *device.endpoint == *number) return &device;
     }
     return nullptr;
@@ -98,7 +43,7 @@ const VmControlDevice* VmControl::find_device(std::string_view target) const {
 std::string VmControl::endpoint_list() const {
     std::string out;
     for (const VmControlDevice& device : parts_.devices)
-        if (device.endpoint) out += (out.empty() ? "" : ", ") + std::to_string(*device.endpoint) + " (" + label(device) + ")";
+        if (device.endpoint) out += (out.empty() ? "" : ", ") + std::to_string(*device.endpoint) + " (" + device.label + ")";
     return out.empty() ? "none" : out;
 }
 
@@ -108,20 +53,25 @@ void VmControl::stop() {
 
 std::string VmControl::stat() {
     std::string out;
-    append(out, "vm %s pid=%d vcpus=%u ram_mib=%" PRIu64 " devices=%zu viommu=%s\n", parts_.name.c_str(),
+    append_format(out, "vm %s pid=%d vcpus=%u ram_mib=%" PRIu64 " devices=%zu viommu=%s\n", parts_.name.c_str(),
            static_cast<int>(::getpid()), parts_.cpus, parts_.mem_mib, parts_.devices.size(),
            parts_.iommu ? "virtio" : "none");
     for (const VmControlDevice& device : parts_.devices) {
-        append(out, "device %s slot=%u type=%.*s", label(device).c_str(), device.slot,
+        append_format(out, "device %s slot=%u type=%.*s", device.label.c_str(), device.slot,
                static_cast<int>(device.transport->name().size()), device.transport->name().data());
-        if (device.endpoint) append(out, " endpoint=%u", *device.endpoint);
-        const auto forced = device.transport->with_device([](virtio::Device& d) -> std::optional<std::uint64_t> {
-            auto* blk = dynamic_cast<virtio::Blk*>(&d);
-            if (!blk) return std::nullopt;
-            return blk->forced_failures();
-        });
-        if (forced) append(out, " forced_failures=%" PRIu64, *forced);
-        out += net_counters(*device.transport);
+        if (device.endpoint) append_format(out, " endpoint=%u", *device.endpoint);
+        if (device.blk)
+            append_format(out, " forced_failures=%" PRIu64, device.blk.with([](virtio::Blk& blk) { return blk.forced_failures(); }));
+        if (device.net)
+            device.net.with([&](virtio::Net& net) {
+                const virtio::NetStats& n = net.stats();
+                append_format(out,
+                              " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
+                              " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64
+                              " backend=\"%s\"",
+                              n.rx_packets, n.rx_bytes, n.rx_dropped, n.rx_errors, n.tx_packets, n.tx_bytes,
+                              n.tx_dropped, n.tx_errors, net.backend().describe().c_str());
+            });
         out += '\n';
     }
     if (parts_.vfio) out += parts_.vfio();
@@ -130,17 +80,19 @@ std::string VmControl::stat() {
         return out;
     }
     const iommu::IommuStats s = parts_.iommu->stats();
-    append(out,
+    append_format(out,
            "iommu endpoints=%" PRIu64 " domains=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
            " faults=%" PRIu64 " unattached=%s",
            s.endpoints, s.domains, s.live_mappings, s.maps, s.unmaps, s.faults,
            s.unattached_bypass ? "bypass" : "blocked");
-    if (const auto v = viommu_stats(parts_.viommu))
-        append(out, " requests=%" PRIu64 " errors=%s faults_posted=%" PRIu64 " faults_dropped=%" PRIu64, v->requests,
-               errors_of(v->statuses).c_str(), v->faults_posted, v->faults_dropped);
+    if (parts_.viommu) {
+        const iommu::VirtioIommuStats v = parts_.viommu.with([](iommu::VirtioIommu& viommu) { return viommu.stats(); });
+        append_format(out, " requests=%" PRIu64 " errors=%s faults_posted=%" PRIu64 " faults_dropped=%" PRIu64, v.requests,
+               errors_of(v.statuses).c_str(), v.faults_posted, v.faults_dropped);
+    }
     out += '\n';
     for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats())
-        append(out,
+        append_format(out,
                "domain %u endpoints=%s bypass=%s live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
                " faults=%" PRIu64 " errors=%s\n",
                d.id, endpoints_of(d.endpoints).c_str(), d.bypass ? "yes" : "no", d.live_mappings, d.maps, d.unmaps,
@@ -154,10 +106,10 @@ std::string VmControl::stat() {
             const auto d = parts_.iommu->domain_stats(*e->domain);
             bypass = d && d->bypass;
         }
-        append(out,
+        append_format(out,
                "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
                " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
-               e->id, label(device).c_str(), e->domain ? std::to_string(*e->domain).c_str() : "none",
+               e->id, device.label.c_str(), e->domain ? std::to_string(*e->domain).c_str() : "none",
                bypass ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations, e->attaches,
                e->detaches, errors_of(e->statuses).c_str());
     }
@@ -176,17 +128,14 @@ ControlResponse VmControl::inject_fault(std::uint32_t endpoint, bool write, std:
         return ControlResponse::failure("no endpoint " + std::to_string(endpoint) + "; the endpoints are: " + endpoint_list());
     const iommu::Fault fault{endpoint, iommu::FaultReason::Mapping, write ? iommu::Access::Write : iommu::Access::Read,
                              address};
-    std::optional<bool> posted = parts_.viommu->with_device([&](virtio::Device& device) -> std::optional<bool> {
-        auto* viommu = dynamic_cast<iommu::VirtioIommu*>(&device);
-        if (!viommu) return std::nullopt;
-        const std::uint64_t before = viommu->stats().faults_posted;
-        viommu->post_fault(fault);
-        return viommu->stats().faults_posted > before;
+    const bool posted = parts_.viommu.with([&](iommu::VirtioIommu& viommu) {
+        const std::uint64_t before = viommu.stats().faults_posted;
+        viommu.post_fault(fault);
+        return viommu.stats().faults_posted > before;
     });
-    if (!posted) return ControlResponse::failure("internal error: the vIOMMU slot holds no virtio-iommu");
     char what[96];
     std::snprintf(what, sizeof what, "%s at %#" PRIx64, write ? "write" : "read", address);
-    if (!*posted)
+    if (!posted)
         return ControlResponse::failure("fault for endpoint " + std::to_string(endpoint) + " (" + what +
                                         ") dropped: the guest's virtio-iommu driver has no event buffer posted");
     return ControlResponse::success("fault reported for endpoint " + std::to_string(endpoint) + " (" + what +
@@ -197,23 +146,18 @@ ControlResponse VmControl::fail_next(std::string_view target, unsigned count) {
     const VmControlDevice* device = find_device(target);
     if (!device) {
         std::string disks;
-        for (std::size_t i = 0; i < parts_.devices.size(); ++i)
-            if (labels_[i].starts_with("blk")) disks += (disks.empty() ? "" : ", ") + labels_[i];
+        for (const VmControlDevice& d : parts_.devices)
+            if (d.blk) disks += (disks.empty() ? "" : ", ") + d.label;
         return ControlResponse::failure("fail-next: no device '" + std::string(target.substr(0, 40)) +
                                         "'; name a disk (" + (disks.empty() ? "this VM has none" : disks) +
                                         ") or its endpoint id (" + endpoint_list() + ")");
     }
-    const bool done = device->transport->with_device([&](virtio::Device& d) {
-        auto* blk = dynamic_cast<virtio::Blk*>(&d);
-        if (!blk) return false;
-        blk->fail_next_requests(count);
-        return true;
-    });
-    if (!done)
-        return ControlResponse::failure("fail-next: " + label(*device) + " is a " + std::string(device->transport->name()) +
+    if (!device->blk)
+        return ControlResponse::failure("fail-next: " + device->label + " is a " + std::string(device->transport->name()) +
                                         "; only virtio-blk requests can be failed");
+    device->blk.with([&](virtio::Blk& blk) { blk.fail_next_requests(count); });
     std::string detail = "the next " + std::to_string(count) + " request" + (count == 1 ? "" : "s") + " of " +
-                         label(*device);
+                         device->label;
     if (device->endpoint) detail += " (endpoint " + std::to_string(*device->endpoint) + ")";
     return ControlResponse::success(detail + " will fail with VIRTIO_BLK_S_IOERR");
 }

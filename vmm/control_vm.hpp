@@ -1,5 +1,6 @@
 // vmm::VmControl: the ControlTarget of a running VM, built by Machine::run from the machine's parts
-// (non-owning pointers into the Machine). Portable and unit-tested over real transports and
+// (non-owning: transports and typed handles to the device models the Machine created, so nothing
+// here looks a device up by name or casts it). Portable and unit-tested over real transports and
 // devices: the Machine only lists what it has.
 //
 // Threads: every call runs on the event-loop thread. Devices are reached through
@@ -16,6 +17,10 @@
 #include <vector>
 
 #include "iommu/iommu.hpp"
+#include "iommu/virtio_iommu.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/device_handle.hpp"
+#include "virtio/net.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/control_target.hpp"
 
@@ -23,8 +28,11 @@ namespace vmm {
 
 struct VmControlDevice {
     unsigned slot = 0;                             // virtio-mmio slot
+    std::string label{};                           // what the user names it: "blk0", "rng", "console", "iommu"
     virtio::MmioTransport* transport = nullptr;    // never null
-    std::optional<std::uint32_t> endpoint;         // behind the vIOMMU: its endpoint ID
+    std::optional<std::uint32_t> endpoint{};       // behind the vIOMMU: its endpoint ID
+    virtio::DeviceHandle<virtio::Blk> blk{};       // a disk: its model (fail-next, forced failures)
+    virtio::DeviceHandle<virtio::Net> net{};       // a NIC ("net0", ...): its counters
 };
 
 struct VmControlParts {
@@ -33,7 +41,7 @@ struct VmControlParts {
     std::uint64_t mem_mib = 0;
     std::vector<VmControlDevice> devices;  // slot order
     std::shared_ptr<iommu::Iommu> iommu;   // null: no vIOMMU
-    virtio::MmioTransport* viommu = nullptr;  // the transport holding the iommu::VirtioIommu
+    virtio::DeviceHandle<iommu::VirtioIommu> viommu;  // its virtio-iommu (unset: no vIOMMU)
     std::function<void()> stop;               // the orderly-shutdown path (as SIGTERM)
     // Assigned PCI functions (--vfio-pci): their BARs and the host DMA state of each VFIO container
     // (entries, pinned memory, maps/unmaps), one line each; null when nothing is assigned.
@@ -51,14 +59,10 @@ public:
     ControlResponse fail_next(std::string_view target, unsigned count) override;
 
 private:
-    // "blk0", "blk1" (disks in command-line order), "net0", "net1" (NICs likewise), "rng", "console", "iommu", else the device name.
-    std::string label(const VmControlDevice& device) const;
     const VmControlDevice* find_device(std::string_view target) const;
     std::string endpoint_list() const;
-    static std::string net_counters(virtio::MmioTransport& transport);
 
     VmControlParts parts_;
-    std::vector<std::string> labels_;  // per device
 };
 
 }  // namespace vmm

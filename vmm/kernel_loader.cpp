@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "vmm/error.hpp"
+#include "vmm/log.hpp"
 
 namespace vmm {
 namespace {
@@ -30,12 +31,6 @@ std::uint64_t le64(std::span<const std::uint8_t> bytes, std::size_t offset) {
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v & ~(a - 1); }
 std::uint64_t mib_up(std::uint64_t bytes) { return (bytes + (1ull << 20) - 1) >> 20; }
-std::string hex(std::uint64_t v) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(v));
-    return text;
-}
-
 }  // namespace
 
 ImageHeader ImageHeader::parse(std::span<const std::uint8_t> bytes, const std::string& what) {

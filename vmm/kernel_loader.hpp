@@ -1,5 +1,5 @@
 // arm64 Linux boot: the Image header, where kernel, initrd and DTB go in guest RAM, and loading
-// files straight into guest memory. Documentation/arch/arm64/booting.rst (reference 4.5).
+// files straight into guest memory. Documentation/arch/arm64/booting.rst.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
-// The arm64 guest-physical memory map and interrupt numbering: every address and SPI lkvm gives
-// the guest is defined here and nowhere else. GIC sizes: reference 4.3; RAM/kernel: booting.rst.
+// The arm64 guest-physical memory map and interrupt numbering: every address and SPI lkvm gives the
+// guest is defined here and nowhere else. GIC sizes:
+// Documentation/virt/kvm/devices/arm-vgic-v3.rst; RAM/kernel: booting.rst.
 #pragma once
 
 #include <bit>
@@ -117,8 +118,9 @@ constexpr GuestRange virtio_mmio_slot(unsigned index) {
 }
 constexpr std::uint32_t virtio_mmio_spi(unsigned index) { return kVirtioMmioSpiBase + index; }
 
-// virtio-iommu endpoint IDs (the cell of `iommus = <&viommu EPID>`, reference 3.6). Stable: they
-// follow from the command line alone.
+// virtio-iommu endpoint IDs (the cell of `iommus = <&viommu EPID>`,
+// Documentation/devicetree/bindings/virtio/mmio.yaml). Stable: they follow from the command line
+// alone.
 //   0x00000-0x0ffff  PCI functions: EPID = requester ID (bus << 8 | dev << 3 | fn), through the
 //                    host bridge's iommu-map = <0 &viommu 0 0x10000>
 //   0x10000 + i      the virtio-mmio device in slot i. With --viommu, slot 0 is the virtio-iommu

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 namespace vmm {
 
@@ -13,6 +14,11 @@ enum class LogLevel { Error = 0, Warn = 1, Info = 2, Debug = 3 };
 
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
+
+// `value` in hex for messages: "0x1f", and "0x0" for zero (printf's %#x would print a bare "0").
+std::string hex(std::uint64_t value);
+// Appends printf-style text to `out` (any length; for stat lines and dumps).
+void append_format(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
 void log_error(const char* format, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char* format, ...) __attribute__((format(printf, 1, 2)));

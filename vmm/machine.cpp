@@ -78,7 +78,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     //    a vIOMMU all guest RAM is mapped for their DMA now (vmm/kvm/vfio_setup.hpp).
     const bool vfio_behind_viommu = config_.viommu && config_.viommu->vfio;
     if (!config_.vfio_pci.empty()) {
-        vfio_ = std::make_unique<kvm::VfioSetup>(vm_, memory_, config_.vfio_pci, vfio_behind_viommu);
+        vfio_ = std::make_unique<VfioSetup>(vm_, memory_, config_.vfio_pci, vfio_behind_viommu);
         vfio_->add_to_bus(bus_);
     }
 
@@ -96,13 +96,13 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
             viommu_config.input_last = geometry.input_last;
         }
         auto viommu = std::make_unique<ViommuSetup>(viommu_config);
-        // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (reference 3.2, L8), so
+        // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (CONFORMANCE.md L8), so
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
         // with poll=US a poller thread (started by connect()) serves the requests after that kick
         // with the guest's kicks suppressed.
-        add_virtio(viommu->take_device(), false);
-        viommu->connect(*virtio_.back()->transport, virtio_.back()->node);
-        viommu_ = std::move(viommu);  // set only now: the virtio-iommu is not its own endpoint
+        VirtioSlot& slot = add_virtio(viommu->take_device(), {.label = "iommu", .doorbells = false, .behind_viommu = false});
+        viommu->connect(*slot.transport, slot.node);
+        viommu_ = std::move(viommu);
         if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), geometry);
     }
     // 7. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
@@ -139,7 +139,7 @@ Machine::~Machine() {
     if (viommu_ && config_.debug) log_debug("%s", viommu_->dump().c_str());
 }
 
-void Machine::add_virtio(std::unique_ptr<virtio::Device> device, bool doorbells) {
+Machine::VirtioSlot& Machine::add_virtio(std::unique_ptr<virtio::Device> device, SlotOptions options) {
     const unsigned index = static_cast<unsigned>(virtio_.size());
     if (index >= layout::kVirtioMmioSlots) throw SetupError("too many virtio devices");
     const GuestRange window = layout::virtio_mmio_slot(index);
@@ -148,20 +148,33 @@ void Machine::add_virtio(std::unique_ptr<virtio::Device> device, bool doorbells)
 
     auto irq = std::make_unique<kvm::IrqfdLine>(vm_, spi);
     auto transport = std::make_unique<virtio::MmioTransport>(std::move(device), *irq, memory_);
-    auto slot = std::make_unique<VirtioSlot>(VirtioSlot{std::move(irq), std::move(transport), {}, {window, spi}});
-    if (viommu_) viommu_->add_virtio_endpoint(index, *slot->transport, slot->node);
+    auto slot = std::make_unique<VirtioSlot>(VirtioSlot{.irq = std::move(irq),
+                                                        .transport = std::move(transport),
+                                                        .doorbells = {},
+                                                        .node = {window, spi},
+                                                        .label = std::move(options.label),
+                                                        .blk = {},
+                                                        .net = {}});
+    if (viommu_ && options.behind_viommu) viommu_->add_virtio_endpoint(index, *slot->transport, slot->node);
     // Queue kicks bypass the vCPU exit path: KVM signals an eventfd per queue (datamatch = index).
     const GuestPhysAddr notify{window.base().value + virtio::MmioTransport::queue_notify_offset()};
-    for (std::uint16_t q = 0; doorbells && q < slot->transport->queue_count(); ++q)
+    for (std::uint16_t q = 0; options.doorbells && q < slot->transport->queue_count(); ++q)
         slot->doorbells.push_back(std::make_unique<kvm::IoEventFd>(vm_, notify, 4, q));
     bus_.add(window, *slot->transport, "virtio-" + name);
     log_debug("virtio-mmio slot %u: %s at 0x%" PRIx64 ", SPI %u, %u queues", index, name.c_str(), window.base().value,
               spi, slot->transport->queue_count());
     virtio_.push_back(std::move(slot));
+    return *virtio_.back();
 }
 
 std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> initrd) const {
-    fdt::MachineDescription m{memory_.regions().front().range, {}, kernel_params(config_), initrd, "", random_seed(), {}};
+    fdt::MachineDescription m{.ram = memory_.regions().front().range,
+                              .cpu_mpidrs = {},
+                              .bootargs = kernel_params(config_),
+                              .initrd = initrd,
+                              .stdout_path = "",
+                              .rng_seed = random_seed(),
+                              .devices = {}};
     for (const kvm::Vcpu& vcpu : vcpus_) m.cpu_mpidrs.push_back(vcpu.mpidr());
     // earlycon with no arguments and the kernel's default console both follow stdout-path.
     char path[32];
@@ -182,27 +195,34 @@ void Machine::add_virtio_devices() {
         virtio::BlkOptions options;
         options.read_only = disk.read_only;
         options.serial = "lkvm-disk" + std::to_string(i);
-        add_virtio(std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options));
+        auto blk = std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options);
+        virtio::Blk& model = *blk;
+        VirtioSlot& slot = add_virtio(std::move(blk), {.label = "blk" + std::to_string(i)});
+        slot.blk = virtio::DeviceHandle<virtio::Blk>(*slot.transport, model);
     }
-    unsigned nic = 0;
-    for (const NetConfig& net : config_.nets) {
+    for (std::size_t i = 0, nic = 0; i < config_.nets.size(); ++i) {
+        const NetConfig& net = config_.nets[i];
         if (net.mode == NetMode::None) continue;
         std::unique_ptr<virtio::NetBackend> backend;
         if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(net);
         else backend = std::make_unique<devices::net::TapBackend>(net);
-        log_debug("net%u: %s, mac %s", nic, backend->describe().c_str(), format_mac(nic_mac(net, nic)).c_str());
         virtio::NetOptions options;
-        options.mac = nic_mac(net, nic++);
-        add_virtio(std::make_unique<virtio::Net>(std::move(backend), options));
-        virtio::MmioTransport* transport = virtio_.back()->transport.get();
-        nics_.push_back({transport, transport->with_device([](virtio::Device& d) { return &static_cast<virtio::Net&>(d).backend(); })});
+        options.mac = nic_mac(net, static_cast<unsigned>(nic));
+        log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());
+        virtio::NetBackend* backend_ptr = backend.get();
+        auto model_ptr = std::make_unique<virtio::Net>(std::move(backend), options);
+        virtio::Net& model = *model_ptr;
+        VirtioSlot& slot = add_virtio(std::move(model_ptr), {.label = "net" + std::to_string(nic++)});
+        slot.net = virtio::DeviceHandle<virtio::Net>(*slot.transport, model);
+        nics_.push_back({slot.net, backend_ptr});
     }
-    if (config_.rng) add_virtio(std::make_unique<virtio::Rng>());
+    if (config_.rng) add_virtio(std::make_unique<virtio::Rng>(), {.label = "rng"});
     if (config_.console == ConsoleKind::Virtio) {
         virtio::ConsoleOptions options;
         if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
-        add_virtio(std::make_unique<virtio::Console>(std::make_unique<virtio::FdSink>(STDOUT_FILENO), options));
-        console_ = virtio_.back()->transport.get();
+        auto console = std::make_unique<virtio::Console>(std::make_unique<devices::FdOutput>(STDOUT_FILENO), options);
+        virtio::Console& model = *console;
+        console_ = virtio::DeviceHandle<virtio::Console>(*add_virtio(std::move(console), {.label = "console"}).transport, model);
     }
 }
 
@@ -215,28 +235,34 @@ std::optional<std::pair<std::uint16_t, std::uint16_t>> Machine::terminal_size() 
 void Machine::update_console_size() {
     auto size = terminal_size();
     if (!console_ || !size) return;
-    console_->with_device([&](virtio::Device& d) { static_cast<virtio::Console&>(d).set_size(size->first, size->second); });
+    console_.with([&](virtio::Console& console) { console.set_size(size->first, size->second); });
 }
 
 void Machine::deliver_input(std::span<const std::uint8_t> bytes) {
     if (console_) {
-        console_->with_device([&](virtio::Device& d) { static_cast<virtio::Console&>(d).receive_input(bytes); });
+        console_.with([&](virtio::Console& console) { console.receive_input(bytes); });
         return;
     }
     uart_.receive(bytes);
 }
 
 VmControlParts Machine::control_parts(std::function<void()> stop) {
-    VmControlParts parts{config_.name, config_.cpus, config_.mem_mib, {}, nullptr, nullptr, std::move(stop), nullptr};
+    VmControlParts parts{.name = config_.name,
+                         .cpus = config_.cpus,
+                         .mem_mib = config_.mem_mib,
+                         .devices = {},
+                         .iommu = viommu_ ? viommu_->model() : nullptr,
+                         .viommu = viommu_ ? viommu_->device() : virtio::DeviceHandle<iommu::VirtioIommu>(),
+                         .stop = std::move(stop),
+                         .vfio = nullptr};
     for (unsigned i = 0; i < virtio_.size(); ++i) {
+        const VirtioSlot& slot = *virtio_[i];
         std::optional<std::uint32_t> endpoint;
         if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
             endpoint = layout::virtio_mmio_endpoint(i);
-        parts.devices.push_back({i, virtio_[i]->transport.get(), endpoint});
-    }
-    if (viommu_) {
-        parts.iommu = viommu_->model();
-        parts.viommu = virtio_.front()->transport.get();  // the virtio-iommu has slot 0
+        parts.devices.push_back(
+            {.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint, .blk = slot.blk,
+             .net = slot.net});
     }
     if (vfio_) parts.vfio = [this] { return vfio_->describe(); };
     return parts;
@@ -275,20 +301,19 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     // waits for receive buffers the backend's fd is not watched (backpressure); the driver's
     // next receive-queue kick (below) watches it again.
     struct NicLoop {
-        virtio::MmioTransport* transport;
+        virtio::DeviceHandle<virtio::Net> net;
         int fd;
         bool watched = false;
         std::function<void()> receive;
     };
     std::vector<std::unique_ptr<NicLoop>> nic_loops;
-    auto stalled = [](virtio::MmioTransport& t) {
-        return t.with_device([](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); });
-    };
     for (const Nic& nic : nics_) {
-        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.transport, nic.backend->receive_fd(), true, {}}));
-        n.receive = [&n, &loop, stalled] {
-            n.transport->with_device([](virtio::Device& d) { static_cast<virtio::Net&>(d).receive_from_backend(); });
-            if (stalled(*n.transport)) {
+        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), true, {}}));
+        n.receive = [&n, &loop] {
+            if (n.net.with([](virtio::Net& net) {
+                    net.receive_from_backend();
+                    return net.receive_stalled();
+                })) {
                 loop.remove(n.fd);
                 n.watched = false;
             }
@@ -300,7 +325,8 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     auto rewatch = [&](virtio::MmioTransport& transport, std::size_t queue) {
         if (queue != virtio::Net::kReceiveQueue) return;
         for (auto& n : nic_loops)
-            if (n->transport == &transport && !n->watched && !stalled(transport)) {
+            if (&n->net.transport() == &transport && !n->watched &&
+                !n->net.with([](virtio::Net& net) { return net.receive_stalled(); })) {
                 loop.add(n->fd, "net receive", n->receive);
                 n->watched = true;
             }
@@ -309,11 +335,12 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
-            const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return n.transport == &transport; });
+            const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return &n.net.transport() == &transport; });
             loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q),
                      [&doorbell, &transport, q, nic, &rewatch] {
-                         if (!doorbell.consume()) return;
-                         transport.notify(static_cast<std::uint16_t>(q));
+                         // A pass that ran out of budget is continued on a later round of the loop,
+                         // after the other devices, stdin and the signals that are ready now.
+                         if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
                          if (nic) rewatch(transport, q);
                      });
         }

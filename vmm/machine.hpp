@@ -1,7 +1,7 @@
 // vmm::Machine owns one running VM: guest RAM, the KVM VM and vCPUs, the GIC, the bus and every
 // device, the device tree. The constructor builds it in boot order (one readable function);
 // run() starts the vCPU threads, runs the event loop, and tears the threads down. A reset is
-// served by destroying the Machine and building a fresh one (main.cpp). Architecture doc 6.5.
+// served by destroying the Machine and building a fresh one (main.cpp).
 #pragma once
 
 #include <cstdint>
@@ -15,9 +15,12 @@
 #include "devices/gic_v3_node.hpp"
 #include "devices/uart_16550.hpp"
 #include "devices/virtio_mmio_node.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/console.hpp"
 #include "virtio/device.hpp"
+#include "virtio/device_handle.hpp"
 #include "virtio/mmio_transport.hpp"
-#include "virtio/net_backend.hpp"
+#include "virtio/net.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control_server.hpp"
@@ -66,11 +69,22 @@ private:
         std::unique_ptr<virtio::MmioTransport> transport;
         std::vector<std::unique_ptr<kvm::IoEventFd>> doorbells;  // index = queue
         devices::VirtioMmioNode node;
+        std::string label;                    // the control channel's name for it ("blk0", "rng", ...)
+        virtio::DeviceHandle<virtio::Blk> blk;  // a disk's model
+        virtio::DeviceHandle<virtio::Net> net;  // a NIC's model
+    };
+    struct SlotOptions {
+        std::string label{};
+        // Queue kicks as ioeventfds served by the event loop; false: the kicking vCPU runs the
+        // queue inline in its MMIO exit.
+        bool doorbells = true;
+        // Put the device behind the vIOMMU (when there is one and it covers virtio devices); the
+        // virtio-iommu itself is not its own endpoint.
+        bool behind_viommu = true;
     };
 
-    // `doorbells`: queue kicks as ioeventfds served by the event loop; false: the kicking vCPU
-    // runs the queue inline in its MMIO exit.
-    void add_virtio(std::unique_ptr<virtio::Device> device, bool doorbells = true);
+    // Puts `device` into the next virtio-mmio slot and returns that slot.
+    VirtioSlot& add_virtio(std::unique_ptr<virtio::Device> device, SlotOptions options);
     void add_virtio_devices();
     void deliver_input(std::span<const std::uint8_t> bytes);
     void update_console_size();
@@ -91,14 +105,14 @@ private:
     devices::Uart16550 uart_;
     // --vfio-pci: PCIe host bridge and assigned functions. Before the slots and the vIOMMU, which
     // hold its DMA mapper as their listener; ~Machine stops it first (no DMA, no mappings left).
-    std::unique_ptr<kvm::VfioSetup> vfio_;
+    std::unique_ptr<VfioSetup> vfio_;
     std::vector<std::unique_ptr<VirtioSlot>> virtio_;
     // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
     std::unique_ptr<ViommuSetup> viommu_;
-    virtio::MmioTransport* console_ = nullptr;  // the virtio-console slot with --console virtio
-    // -n/--network: each NIC's slot and its backend (owned by the virtio::Net in that slot).
+    virtio::DeviceHandle<virtio::Console> console_;  // with --console virtio
+    // -n/--network: each NIC's model and its backend (owned by that model).
     struct Nic {
-        virtio::MmioTransport* transport;
+        virtio::DeviceHandle<virtio::Net> net;
         virtio::NetBackend* backend;
     };
     std::vector<Nic> nics_;

@@ -35,8 +35,8 @@ void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
 
 int run_vm(vmm::VmConfig config) {
     using vmm::RunResult;
-    // Opening /dev/kvm first gives the host's limits to validate(); without KVM the config errors
-    // are still reported, after the KVM one.
+    // Opening /dev/kvm first gives the host's limits to validate(); without KVM only the KVM
+    // problem is reported (vmm::startup_errors).
     std::optional<vmm::kvm::System> kvm;
     std::string kvm_error;
     try {
@@ -44,11 +44,11 @@ int run_vm(vmm::VmConfig config) {
     } catch (const vmm::SetupError& e) {
         kvm_error = e.what();
     }
-    std::vector<std::string> errors = vmm::validate(config, kvm ? kvm->limits() : vmm::HostLimits{});
-    if (!kvm_error.empty()) std::fprintf(stderr, "lkvm: error: %s\n", kvm_error.c_str());
+    const std::vector<std::string> errors =
+        vmm::startup_errors(kvm_error, vmm::validate(config, kvm ? kvm->limits() : vmm::kvm::HostLimits{}));
     for (const std::string& e : errors) std::fprintf(stderr, "lkvm: error: %s\n", e.c_str());
-    if (!errors.empty()) return kExitUsage;
     if (!kvm) return kExitFailure;
+    if (!errors.empty()) return kExitUsage;
     if (config.name.empty()) config.name = "guest-" + std::to_string(::getpid());
 
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is

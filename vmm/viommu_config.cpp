@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <optional>
 
+#include "vmm/log.hpp"
+
 namespace vmm {
 namespace {
 
@@ -38,12 +40,6 @@ std::optional<std::uint64_t> parse_page_size(std::string_view text) {
     if (!size || *size == 0 || !std::has_single_bit(*size) || *size > (std::uint64_t{1} << (63 - shift)))
         return std::nullopt;
     return ~((*size << shift) - 1);
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-    return buf;
 }
 
 }  // namespace

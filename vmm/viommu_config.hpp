@@ -12,10 +12,10 @@
 //                                 larger power of two (Linux then maps big contiguous buffers in
 //                                 one MAP); 64K likewise from 64 KiB; MASK a number (0x...), whose
 //                                 lowest set bit is the granule. Default 4K.
-//     bypass=0|1                  boot value of config.bypass (5.13.4, reference 1.5): whether
+//     bypass=0|1                  boot value of config.bypass (5.13.4, CONFORMANCE.md D13): whether
 //                                 endpoints DMA untranslated until the driver attaches them.
 //                                 Default 1 (QEMU's boot-bypass default): guests without the driver
-//                                 keep working. Restored on VM reset, kept over device reset (D6).
+//                                 keep working. Restored on VM reset, kept over device reset (CONFORMANCE.md D6).
 //     input_range=START-END       IOVA window the driver may map (inclusive END). Default 48 bits.
 //     input_bits=N                the same as input_range=0-(2^N - 1), 12 <= N <= 64.
 //     poll=US                     adaptive polling of the request queue: after a kick, a host
@@ -65,7 +65,7 @@ std::vector<std::string> check_viommu(const ViommuConfig& config);
 std::string describe(const ViommuConfig& config);
 
 // Largest granule accepted: no arm64 guest has pages larger than 64 KiB, and Linux refuses a
-// granule above its PAGE_SIZE (reference 3.1, L2).
+// granule above its PAGE_SIZE (CONFORMANCE.md L2).
 inline constexpr std::uint64_t kViommuMaxGranule = 64 * 1024;
 
 }  // namespace vmm

@@ -5,11 +5,13 @@
 //
 // Endpoint IDs (stable, also in vmm/layout.hpp and the README): virtio-mmio slot i is endpoint
 // 0x10000 + i (layout::virtio_mmio_endpoint); slot 0 is the virtio-iommu itself and no endpoint.
-// IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map, reference 3.6).
+// IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map,
+// Documentation/devicetree/bindings/pci/pci-iommu.txt).
 //
 // Lifetime: built before the slots and destroyed before them (the Machine declares it after its
 // slots), so the FaultForwarder unregisters before the transport it posts into goes away. A VM
-// reset rebuilds the Machine, hence a new model with config.bypass back at its boot value (D6).
+// reset rebuilds the Machine, hence a new model with config.bypass back at its boot value
+// (CONFORMANCE.md D6).
 //
 // Threads and locks: see iommu/virtio_iommu.hpp "Locking". A blk request that faults on the
 // event-loop thread holds its own transport lock, then the FaultForwarder takes the
@@ -28,6 +30,7 @@
 #include "iommu/iommu.hpp"
 #include "iommu/virtio_iommu.hpp"
 #include "virtio/device.hpp"
+#include "virtio/device_handle.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "virtio/queue_poller.hpp"
 #include "vmm/viommu_config.hpp"
@@ -65,6 +68,11 @@ public:
     const ViommuConfig& config() const { return config_; }
     // The model, for other endpoint kinds (VFIO functions register with a MapListener).
     const std::shared_ptr<iommu::Iommu>& model() const { return iommu_; }
+    // The virtio-iommu in its transport, once connected (for the control channel).
+    virtio::DeviceHandle<iommu::VirtioIommu> device() const {
+        return transport_ ? virtio::DeviceHandle<iommu::VirtioIommu>(*transport_, *device_)
+                          : virtio::DeviceHandle<iommu::VirtioIommu>();
+    }
     // Counters and mappings (for --debug at exit and for the control channel).
     std::string dump() const;
 

@@ -109,7 +109,7 @@ void HostBridge::write_fdt(fdt::Writer& w, const fdt::Context& context) const {
         lo(m64.base().value), hi(m64.size()), lo(m64.size())};
     w.property_u32s("ranges", ranges);
     // MSIs go to the ITS with DeviceID = RID; DMA goes through the virtio-iommu with endpoint
-    // ID = RID (reference 3.6).
+    // ID = RID (Documentation/devicetree/bindings/pci/pci-iommu.txt).
     w.property_u32s("msi-map", {0, context.phandle(fdt::Phandle::Its), 0, kRidSpace});
     if (behind_iommu_) w.property_u32s("iommu-map", {0, context.phandle(fdt::Phandle::Iommu), 0, kRidSpace});
     // lkvm's devices (and VFIO through the host IOMMU) are cache-coherent.

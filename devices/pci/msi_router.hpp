@@ -1,6 +1,7 @@
 // devices::pci::MsiRouter: the seam between a function's MSI-X vectors and the interrupt
-// controller. With KVM an eventfd becomes an irqfd on an MSI route to the vITS (reference 4.3,
-// 4.4); tests record the calls. Leaf interface.
+// controller. With KVM an eventfd becomes an irqfd on an MSI route to the vITS
+// (Documentation/virt/kvm/devices/arm-vgic-its.rst, KVM_SET_GSI_ROUTING in api.rst); tests record
+// the calls. Leaf interface.
 #pragma once
 
 #include <cstdint>

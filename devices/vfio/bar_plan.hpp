@@ -1,8 +1,9 @@
 // How one BAR of an assigned function reaches the guest: which parts are given to it directly
 // (mmapped from the VFIO device, a KVM memory slot: no exits) and which are trapped (MSI-X table
-// and PBA pages, parts the host will not let us mmap, BARs smaller than a page). Trapping only
-// the MSI-X pages keeps the registers that share the BAR direct, which is the layout of QEMU's
-// default NVMe and of many real devices (rig.md section 9, pitfall 5).
+// and PBA pages, parts the host will not let us mmap, BARs smaller than a page). Trapping only the
+// MSI-X pages keeps the registers that share the BAR direct, which is the layout of QEMU's default
+// NVMe and of many real devices (the rig's emulated NVMe shows both layouts:
+// tests/rig/vfio-exclusive-bar.test.sh).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 // devices::vfio::Container: one VFIO type-1 container (/dev/vfio/vfio, VFIO_TYPE1v2_IOMMU), i.e.
-// one host IOMMU address space, and what the host says about it: page sizes, usable IOVA ranges
-// and the remaining DMA entry budget (reference 4.1: VFIO_IOMMU_GET_INFO and its capabilities).
+// one host IOMMU address space, and what the host says about it: page sizes, usable IOVA ranges and
+// the remaining DMA entry budget (include/uapi/linux/vfio.h: VFIO_IOMMU_GET_INFO and its
+// capabilities).
 #pragma once
 
 #include <cstdint>

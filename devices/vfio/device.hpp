@@ -1,6 +1,6 @@
 // devices::vfio::Device: one assigned PCI function's VFIO device fd: regions (BARs, config space;
 // sparse-mmap and MSI-X-mappable capabilities), IRQ indexes, reset, and bounds-checked region
-// I/O and mmap (include/uapi/linux/vfio.h; reference 4.1 "vfio-pci regions").
+// I/O and mmap (include/uapi/linux/vfio.h, VFIO_PCI_*_REGION_INDEX).
 #pragma once
 
 #include <linux/vfio.h>

@@ -1,8 +1,9 @@
 // devices::vfio::DmaMapper: the iommu::MapListener that mirrors virtio-iommu address spaces into
-// VFIO type-1 containers (reference 4.2): MAP -> VFIO_IOMMU_MAP_DMA with the guest's READ/WRITE,
-// UNMAP -> VFIO_IOMMU_UNMAP_DMA, ATTACH/DETACH move an endpoint's host state, bypass maps guest
-// RAM one to one on demand, and the container's budget (dma_entry_limit, RLIMIT_MEMLOCK) is
-// checked before the host is asked, so an exhausted budget is S_NOMEM with a clear log line.
+// VFIO type-1 containers (drivers/vfio/vfio_iommu_type1.c): MAP -> VFIO_IOMMU_MAP_DMA with the
+// guest's READ/WRITE, UNMAP -> VFIO_IOMMU_UNMAP_DMA, ATTACH/DETACH move an endpoint's host state,
+// bypass maps guest RAM one to one on demand, and the container's budget (dma_entry_limit,
+// RLIMIT_MEMLOCK) is checked before the host is asked, so an exhausted budget is S_NOMEM with a
+// clear log line.
 //
 // Container policy (why a "space" is a container, and who shares one):
 //  * A VFIO group cannot leave its container while its device fd is open (UNSET_CONTAINER ->

@@ -1,7 +1,8 @@
 // devices::vfio::Group: one host IOMMU group (/dev/vfio/N), the unit VFIO isolates: checked for
-// viability, attached to a Container for its lifetime (reference 4.1: a group with an open device
-// cannot leave its container, VFIO_GROUP_UNSET_CONTAINER -> EBUSY). Also the sysfs look-ups that
-// turn a user's BDF into a group, with one clear line for every way that can fail.
+// viability, attached to a Container for its lifetime (Documentation/driver-api/vfio.rst: a group
+// with an open device cannot leave its container, VFIO_GROUP_UNSET_CONTAINER -> EBUSY). Also the
+// sysfs look-ups that turn a user's BDF into a group, with one clear line for every way that can
+// fail.
 #pragma once
 
 #include <memory>

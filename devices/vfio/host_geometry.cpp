@@ -76,7 +76,8 @@ std::vector<iommu::ResvRegion> endpoint_reserved_regions(const HostIommuInfo& ho
     }
     reserved = merged(std::move(reserved));
 
-    // 2. Carve the MSI doorbell out: it is reported as MSI, and regions must not overlap (D51).
+    // 2. Carve the MSI doorbell out: it is reported as MSI, and regions must not overlap
+    // (CONFORMANCE.md D51).
     if (msi) {
         std::vector<IovaRange> carved;
         for (const IovaRange& r : reserved) {

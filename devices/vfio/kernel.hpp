@@ -1,8 +1,8 @@
-// devices::vfio::Kernel: everything lkvm asks of the host for VFIO (the legacy container/group
-// API of include/uapi/linux/vfio.h, reference 4.1) and the sysfs facts around it, behind one small
-// seam: HostKernel issues the system calls; tests/support/mock_vfio_kernel.hpp emulates them so
-// the VFIO code is unit-tested and fuzzed on any host. KernelFd and KernelMapping are the RAII
-// owners of what the seam hands out.
+// devices::vfio::Kernel: everything lkvm asks of the host for VFIO (the legacy container/group API
+// of include/uapi/linux/vfio.h, Documentation/driver-api/vfio.rst) and the sysfs facts around it,
+// behind one small seam: HostKernel issues the system calls; tests/support/mock_vfio_kernel.hpp
+// emulates them so the VFIO code is unit-tested and fuzzed on any host. KernelFd and KernelMapping
+// are the RAII owners of what the seam hands out.
 #pragma once
 
 #include <sys/types.h>

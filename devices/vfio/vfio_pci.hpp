@@ -1,9 +1,10 @@
 // devices::vfio::VfioPciFunction: an assigned PCI function as the guest sees it. Config space is
-// virtualized (header and BARs emulated, capabilities filtered to PM, PCIe and MSI-X with the
-// PCIe and PM bodies passed through, MSI-X emulated); BARs keep the device's layout and are
-// given to the guest directly where the host allows an mmap, trapped elsewhere, with only the
-// MSI-X table and PBA pages trapped in a shared BAR; MSI-X vectors are VFIO eventfds that the
-// MsiRouter turns into KVM irqfds on MSI routes. Reference 4.1, 4.3, 4.4; architecture 6.4.
+// virtualized (header and BARs emulated, capabilities filtered to PM, PCIe and MSI-X with the PCIe
+// and PM bodies passed through, MSI-X emulated); BARs keep the device's layout and are given to the
+// guest directly where the host allows an mmap, trapped elsewhere, with only the MSI-X table and
+// PBA pages trapped in a shared BAR; MSI-X vectors are VFIO eventfds that the MsiRouter turns into
+// KVM irqfds on MSI routes. include/uapi/linux/vfio.h;
+// Documentation/virt/kvm/devices/arm-vgic-its.rst.
 #pragma once
 
 #include <cstdint>

@@ -118,7 +118,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 transport.mmio_read(offset, {reinterpret_cast<std::uint8_t*>(&value), width});
                 break;
             }
-            case 2: transport.notify(in.take<std::uint16_t>() % 4); break;  // ioeventfd path
+            case 2: (void)transport.notify(in.take<std::uint16_t>() % 4); break;  // ioeventfd path (one pass)
             case 3: {  // the guest writes RAM (descriptors, rings, buffers)
                 const auto offset = in.take<std::uint16_t>() % kRamSize;
                 const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>(), in.remaining());

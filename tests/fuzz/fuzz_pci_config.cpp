@@ -29,8 +29,8 @@ using fuzz::Input;
 
 constexpr std::size_t kSizes[] = {1, 2, 4, 8, 1, 2, 4, 4};
 
-// One of the layouts lkvm must handle (rig.md 9): MSI-X sharing BAR0, in its own BAR, or BAR0
-// with sparse mmap areas that exclude the table.
+// One of the layouts lkvm must handle (QEMU's emulated NVMe has the first two): MSI-X sharing BAR0,
+// in its own BAR, or BAR0 with sparse mmap areas that exclude the table.
 std::unique_ptr<VfioFixture> make_fixture(std::uint8_t layout_byte, std::uint8_t vectors_byte) {
     const unsigned vectors = 1 + vectors_byte % 80;
     switch (layout_byte % 4) {

@@ -1,6 +1,6 @@
-// iommu::Iommu with external IOMMUs (MapListener, reference 4.2): fan-out of every change, and
-// rollback on failure so that the domain and every backend end up exactly as before the request;
-// resource caps answered with S_NOMEM; counters and the mapping dump.
+// iommu::Iommu with external IOMMUs (MapListener, as the VFIO DmaMapper): fan-out of every change,
+// and rollback on failure so that the domain and every backend end up exactly as before the
+// request; resource caps answered with S_NOMEM; counters and the mapping dump.
 #include "iommu/iommu.hpp"
 
 #include <doctest/doctest.h>

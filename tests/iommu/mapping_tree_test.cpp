@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <string>
+
+#include "tests/support/mapping_tree_model.hpp"
 
 using iommu::Mapping;
 using iommu::MappingTree;
@@ -104,4 +107,33 @@ TEST_CASE("MappingTree survives sequential patterns that stress one edge of the 
     CHECK(tree.floor(4999)->first.value == 4999);
     tree.clear();
     CHECK(tree.empty());
+}
+
+// Issue 14 item 6: a randomized differential run of every interval operation against std::map
+// (tests/support/mapping_tree_model.hpp); the fuzz target fuzz_mapping_tree runs the same harness
+// for millions of operations.
+TEST_CASE("MappingTree agrees with std::map on random clustered insert_if_free/erase/remove_range/floor/upper_bound") {
+    for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+        std::mt19937_64 rng(seed);
+        support::MappingTreeModel model;
+        std::size_t largest = 0;
+        for (int i = 0; i < 50'000; ++i) {
+            // Phases that grow (mostly inserts) and shrink (mostly removals) the tree, so it keeps
+            // crossing node boundaries in both directions.
+            const bool growing = (i / 5000) % 2 == 0;
+            const unsigned roll = static_cast<unsigned>(rng() % 10);
+            using Op = support::MappingTreeModel::Op;
+            Op op = Op::Floor;
+            if (roll < (growing ? 5u : 2u)) op = Op::InsertIfFree;
+            else if (roll < 6) op = Op::Erase;
+            else if (roll < 8) op = (growing ? Op::UpperBound : Op::RemoveRange);
+            else if (roll < 9) op = Op::UpperBound;
+            const std::string error = model.step(op, rng(), rng());
+            REQUIRE_MESSAGE(error.empty(), "seed ", seed, " op ", i, ": ", error);
+            if (i % 2500 == 0) REQUIRE(model.check_all().empty());
+            largest = std::max(largest, model.size());
+        }
+        REQUIRE(model.check_all().empty());
+        CHECK(largest > 1100);  // three levels: more leaves than one inner node holds (32 x 32)
+    }
 }

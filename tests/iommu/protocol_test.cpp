@@ -1,4 +1,4 @@
-// virtio-iommu wire parsing and encoding (virtio 1.2 5.13.6, 5.13.7) on raw bytes.
+// virtio-iommu wire parsing and encoding (virtio 1.2 5.13.6, 5.13.6.9) on raw bytes.
 #include "iommu/protocol.hpp"
 
 #include <doctest/doctest.h>

@@ -190,7 +190,8 @@ public:
         CHECK(last.head == head);
         return last;
     }
-    // Sends a 4-byte-tail request and returns its status, checking the used length is 4 (L3).
+    // Sends a 4-byte-tail request and returns its status, checking the used length is 4
+    // (CONFORMANCE.md L3).
     std::uint8_t simple(const std::vector<std::uint8_t>& readable) {
         Reply reply = request(readable, 4);
         CHECK(reply.completed);
@@ -212,7 +213,7 @@ public:
 
     std::uint64_t config(std::uint32_t offset, unsigned size) { return driver->read_config(offset, size); }
 
-    // ---- event queue: buffers posted without a kick (as Linux does, L10)
+    // ---- event queue: buffers posted without a kick (as Linux does, CONFORMANCE.md L10)
     std::uint64_t post_event_buffer(std::uint32_t length = 24) {
         const std::uint64_t buffer = ram().alloc(64);
         ram().fill(buffer, 64, kSentinel);

@@ -1,12 +1,12 @@
 // virtio-iommu features, configuration space and transport behaviour (virtio 1.2 5.13.3-5.13.5,
-// 4.2; reference checklist D1-D7, D13, D14, G1-G9, L1, L2, L14), through the fake driver.
+// 4.2; CONFORMANCE.md D1-D7, D13, D14, G1-G9, L1, L2, L14), through the fake driver.
 //
-// Checklist items whose Linux side can only be shown in a guest (the device side of each has a
-// unit test in tests/iommu/): L4 (every DT endpoint probes OK, so none falls back to untranslated
-// DMA), L8 (the vCPU spinning on the used ring with interrupts off), L9 (MSI-X of a translated
-// endpoint via the WRITE|MMIO doorbell MAP), L10 (the driver fills the eventq without a kick and
-// logs our reports), L11 (endpoints working before virtio-iommu.ko loads), L12 (the domain IDs
-// Linux actually picks): guest-only, covered by tests/rig/viommu.test.sh.
+// Conformance items whose Linux side can only be shown in a guest (the device side of each has a
+// unit test in tests/iommu/), CONFORMANCE.md L4 (every DT endpoint probes OK, so none falls back to
+// untranslated DMA), L8 (the vCPU spinning on the used ring with interrupts off), L9 (MSI-X of a
+// translated endpoint via the WRITE|MMIO doorbell MAP), L10 (the driver fills the eventq without a
+// kick and logs our reports), L11 (endpoints working before virtio-iommu.ko loads), L12 (the domain
+// IDs Linux actually picks): guest-only, covered by tests/rig/viommu.test.sh.
 #include <doctest/doctest.h>
 
 #include <linux/virtio_config.h>

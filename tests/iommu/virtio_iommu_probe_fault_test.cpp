@@ -1,6 +1,6 @@
 // virtio-iommu PROBE, reserved regions, translation and fault reports (virtio 1.2 5.13.6.8,
-// 5.13.7; reference 1.5, 1.6, 3.8, 4.2; checklist D11, D41-D59, L4, L9-L11; suggested tests 5.5
-// items 7-9), through the fake driver and real endpoint devices behind the IOMMU.
+// 5.13.6.9; CONFORMANCE.md D11, D41-D59, L4, L9-L11), through the fake driver and real endpoint
+// devices behind the IOMMU.
 #include <doctest/doctest.h>
 
 #include <linux/virtio_config.h>
@@ -44,7 +44,8 @@ struct Property {
     std::uint64_t start, end;
 };
 
-// Walks the properties the way a driver must: length + 4 apart, until NONE or the end (R26-R29).
+// Walks the properties the way a driver must: length + 4 apart, until NONE or the end (virtio 1.2
+// 5.13.6.7.1).
 std::vector<Property> parse_properties(const std::vector<std::uint8_t>& area) {
     std::vector<Property> out;
     std::size_t at = 0;

@@ -1,5 +1,5 @@
-// virtio-iommu requests through the fake driver (virtio 1.2 5.13.6.1-5.13.6.6; reference 1.4-1.9,
-// checklist D8-D10, D12, D15-D40, L3, L5-L8, L12, L13; suggested tests 5.5 items 2-6).
+// virtio-iommu requests through the fake driver (virtio 1.2 5.13.6.1-5.13.6.6;
+// CONFORMANCE.md D8-D10, D12, D15-D40, L3, L5-L8, L12, L13).
 #include <doctest/doctest.h>
 
 #include "tests/iommu/viommu_harness.hpp"

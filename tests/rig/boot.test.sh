@@ -41,6 +41,7 @@ cli_ok cli/version '[0-9]' "$LKVM" version
 cli_error cli/bad-flag 'bogus' "$LKVM" run $K --bogus
 cli_error cli/mem-zero '(-m|mem)' "$LKVM" run $K -m 0
 cli_error cli/missing-kernel '/nonexistent/Image' "$LKVM" run -k /nonexistent/Image -m 256 -c 1
+cli_error cli/vfio-bdf "--vfio-pci zz:00.0: not a PCI address.*DDDD:BB:DD.F" "$LKVM" run $K -m 256 --vfio-pci zz:00.0
 
 # --- 1. plain boot: 2 vCPUs, 256 MiB, clean exit on poweroff; also --dump-dtb ---------------------------
 run_l2 lkvm-basic "$LKVM" run $K -c 2 -m 256 --name rig-basic --console serial \

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "virtio/chain_io.hpp"
@@ -33,6 +34,9 @@ public:
         std::uint64_t activated_features = 0;
         bool translated = false;
         std::array<std::uint8_t, 12> config{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+        unsigned completed = 0;  // chains completed, over all queues
+        // Called after each completion, e.g. to play a driver that re-posts what it gets back.
+        std::function<void(std::uint16_t queue, std::uint16_t head)> on_completed;
     };
 
     explicit LoopbackDevice(Probe& probe) : probe_(probe) {}
@@ -83,6 +87,8 @@ public:
                 if (!reader.read({chunk.data(), n}) || !writer.write({chunk.data(), n})) break;
             }
             q.add_used(chain->head(), writer.bytes_written());
+            ++probe_.completed;
+            if (probe_.on_completed) probe_.on_completed(queue, chain->head());
         }
         if (q.needs_notification()) context_->signal_used(queue);
     }

@@ -146,3 +146,33 @@ TEST_CASE("Console survives unreadable transmit and unwritable receive buffers")
     CHECK(used->len == 0);
     CHECK((f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET) == 0);
 }
+
+// Issue 14 item 5 / virtio 1.2 section 2.1.2: once the driver set FAILED or the device set
+// DEVICE_NEEDS_RESET, host input must not reach the driver's buffers or the used ring.
+TEST_CASE("Console input after FAILED or DEVICE_NEEDS_RESET touches no ring") {
+    Fixture f;
+    REQUIRE(f.driver.start());
+    const std::uint64_t buf = f.driver.ram().alloc(4);
+    f.driver.add_chain(0, {Segment{buf, 4, true}});
+    f.driver.kick(0);
+    SUBCASE("the driver gave up (FAILED)") {
+        f.driver.write_reg(VIRTIO_MMIO_STATUS, f.driver.status() | VIRTIO_CONFIG_S_FAILED);
+    }
+    SUBCASE("the device needs a reset (a broken transmit queue)") {
+        f.driver.set_avail_idx(1, 100);  // more than the queue size ahead
+        f.driver.kick(1);
+        REQUIRE((f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET) != 0);
+    }
+    const unsigned interrupts = f.driver.irq().count();
+    f.input("abcd");
+    CHECK(f.driver.used_idx(0) == 0);
+    CHECK(as_string(f.driver.ram().read_bytes(buf, 4)) == std::string(4, '\0'));
+    CHECK(f.driver.irq().count() == interrupts);
+    CHECK(f.pending() == 4);  // host state: kept for the driver that comes after the reset
+    // A reset and a fresh start deliver it.
+    REQUIRE(f.driver.start());
+    const std::uint64_t buf2 = f.driver.ram().alloc(4);
+    f.driver.add_chain(0, {Segment{buf2, 4, true}});
+    f.driver.kick(0);
+    CHECK(as_string(f.driver.ram().read_bytes(buf2, 4)) == "abcd");
+}

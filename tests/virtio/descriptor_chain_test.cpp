@@ -118,7 +118,7 @@ TEST_CASE("DescriptorChain follows direct descriptors into one indirect table") 
     Table t;
     const std::uint64_t indirect = t.ram.alloc(16 * 3, 16);
     t.set(2, t.buffer, 10, VRING_DESC_F_NEXT, 6);
-    // G7: the WRITE flag on the pointing descriptor is ignored.
+    // CONFORMANCE.md G7: the WRITE flag on the pointing descriptor is ignored.
     t.set(6, indirect, 48, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
     t.set(indirect, 0, t.buffer + 100, 20, VRING_DESC_F_NEXT, 2);
     t.set(indirect, 2, t.buffer + 200, 30, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 1);

@@ -293,7 +293,7 @@ TEST_CASE("QueuePoller on MmioTransport never processes the queue together with 
     // A "vCPU" kicking regardless of suppression (spurious kicks are legal) while requests flow.
     std::atomic<bool> stop{false};
     std::thread vcpu([&] {
-        while (!stop.load()) f.driver.transport().notify(0);
+        while (!stop.load()) (void)f.driver.transport().notify(0);
     });
     unsigned completed = 0;
     for (int i = 0; i < 300; ++i) {

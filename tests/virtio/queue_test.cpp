@@ -296,7 +296,7 @@ TEST_CASE("G7 Virtqueue never writes the descriptor table or the avail ring") {
     CHECK(r.used_idx() == 2);
 }
 
-// ---- notification suppression for a polling device (2.7.10, reference 2.5; G8) -------------------
+// ---- notification suppression for a polling device (2.7.7, 2.7.10; CONFORMANCE.md G8) -----------
 
 namespace {
 

@@ -52,3 +52,20 @@ TEST_CASE("validate: with --vfio-pci the IPA must reach the 64-bit PCIe window")
     CHECK(has_error(vmm::validate(c, {8, needed - 1}), "-m/--mem 256 needs 40-bit"));
     CHECK_FALSE(has_error(vmm::validate(c, {8, needed}), "-m/--mem"));
 }
+
+// Issue 12: a malformed BDF is a usage error at parse time, before any KVM setup, and the message
+// shows the expected format.
+TEST_CASE("--vfio-pci with a malformed BDF is rejected at parse time with the expected format") {
+    for (const char* bad : {"zz:00.0", "00:20.0", "00:03.8", "0000:00:03", "3.0", ""}) {
+        CAPTURE(bad);
+        std::vector<const char*> args{"lkvm", "run", "-k", "Image", "--vfio-pci", bad};
+        auto command = vmm::cli::parse(static_cast<int>(args.size()), args.data());
+        auto* exit = std::get_if<vmm::cli::Exit>(&command);
+        REQUIRE(exit);
+        CHECK(exit->code == 2);
+        CHECK(exit->err.find(std::string("--vfio-pci ") + bad + ": not a PCI address") != std::string::npos);
+        CHECK(exit->err.find("DDDD:BB:DD.F or BB:DD.F") != std::string::npos);
+    }
+    auto good = run_config({"run", "-k", "Image", "--vfio-pci", "0000:0A:1f.7", "--vfio-pci", "01:00.0"});
+    CHECK(good.vfio_pci.size() == 2);
+}

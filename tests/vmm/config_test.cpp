@@ -33,7 +33,7 @@ std::vector<std::uint8_t> arm64_image() {
     return h;
 }
 
-const vmm::HostLimits kHost{8, 40};
+const vmm::kvm::HostLimits kHost{8, 40};
 
 bool mentions(const std::vector<std::string>& errors, const std::string& needle) {
     for (const auto& e : errors)
@@ -98,7 +98,7 @@ TEST_CASE("validate rejects -m 0, -c 0 and sizes beyond what KVM allows") {
 
     c.mem_mib = 4096;  // needs 33 bits
     c.cpus = 9;
-    errors = vmm::validate(c, vmm::HostLimits{8, 32});
+    errors = vmm::validate(c, vmm::kvm::HostLimits{8, 32});
     CHECK(mentions(errors, "KVM_CAP_ARM_VM_IPA_SIZE"));
     CHECK(mentions(errors, "use at most -m 2048"));
     CHECK(mentions(errors, "KVM_CAP_MAX_VCPUS"));
@@ -138,4 +138,14 @@ TEST_CASE("validate rejects the same disk twice, bad names and overlong command 
     CHECK(mentions(errors, "given twice"));
     CHECK(mentions(errors, "--name"));
     CHECK(mentions(errors, "-p/--params"));
+}
+
+// Issue 12: with /dev/kvm unusable, the first (and only) line is the KVM problem and its fix; the
+// config errors (some only echoes of the missing host limits) are not shown.
+TEST_CASE("startup_errors: a KVM problem alone, else every config error") {
+    const std::vector<std::string> config_errors{"-k/--kernel: no kernel given", "-c/--cpus 4: KVM on this host allows at most 0"};
+    const std::string kvm = "cannot open /dev/kvm: Permission denied; run lkvm as root or add your user to the group owning /dev/kvm";
+    CHECK(vmm::startup_errors(kvm, config_errors) == std::vector<std::string>{kvm});
+    CHECK(vmm::startup_errors("", config_errors) == config_errors);
+    CHECK(vmm::startup_errors("", {}).empty());
 }

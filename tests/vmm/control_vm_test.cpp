@@ -34,7 +34,10 @@ struct TempImage {
 struct Rig {
     TempImage image;
     viommu_test::Harness viommu;
-    support::FakeDriver disk{std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{})};
+    std::unique_ptr<virtio::Blk> owned_blk =
+        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{});
+    virtio::Blk& blk = *owned_blk;
+    support::FakeDriver disk{std::move(owned_blk)};
     int stops = 0;
 
     vmm::VmControlParts parts(bool with_iommu) {
@@ -42,11 +45,15 @@ struct Rig {
         p.name = "vm1";
         p.cpus = 2;
         p.mem_mib = 256;
-        if (with_iommu) p.devices.push_back({0, &viommu.driver->transport(), std::nullopt});
-        p.devices.push_back({with_iommu ? 1u : 0u, &disk.transport(), with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt});
+        if (with_iommu) p.devices.push_back({.slot = 0, .label = "iommu", .transport = &viommu.driver->transport()});
+        p.devices.push_back({.slot = with_iommu ? 1u : 0u,
+                             .label = "blk0",
+                             .transport = &disk.transport(),
+                             .endpoint = with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt,
+                             .blk = virtio::DeviceHandle<virtio::Blk>(disk.transport(), blk)});
         if (with_iommu) {
             p.iommu = viommu.iommu;
-            p.viommu = &viommu.driver->transport();
+            p.viommu = virtio::DeviceHandle<iommu::VirtioIommu>(viommu.driver->transport(), *viommu.device);
         }
         p.stop = [this] { ++stops; };
         return p;
@@ -192,7 +199,9 @@ TEST_CASE("VmControl stat lists the assigned functions' DMA state, asked afresh 
 
 TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     auto backend = std::make_shared<support::FakeNetBackend::State>();
-    support::FakeDriver nic{std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend))};
+    auto model = std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend));
+    virtio::Net& net = *model;
+    support::FakeDriver nic{std::move(model)};
     REQUIRE(nic.start());
     backend->send_capacity = 1;
     for (int i = 0; i < 2; ++i) {
@@ -202,7 +211,8 @@ TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     nic.kick(1);
     vmm::VmControlParts p;
     p.name = "vm1";
-    p.devices.push_back({0, &nic.transport(), std::nullopt});
+    p.devices.push_back({.slot = 0, .label = "net0", .transport = &nic.transport(), .endpoint = {}, .blk = {},
+                         .net = virtio::DeviceHandle<virtio::Net>(nic.transport(), net)});
     vmm::VmControl control(std::move(p));
     const std::string stat = control.stat();
     INFO(stat);

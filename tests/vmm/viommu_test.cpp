@@ -244,7 +244,7 @@ TEST_CASE("ViommuSetup: an endpoint offers ACCESS_PLATFORM; translated DMA works
     Rig rig(config);
     CHECK((rig.blk->device_features() & virtio::feature_bit(VIRTIO_F_ACCESS_PLATFORM)) != 0);
     REQUIRE(rig.viommu->start());
-    // Eventq buffers, posted without a kick (L10).
+    // Eventq buffers, posted without a kick (CONFORMANCE.md L10).
     const std::uint64_t event = rig.ram().alloc(64);
     rig.viommu->add_chain(1, {Segment{event, 24, true}});
 

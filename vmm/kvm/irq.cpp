@@ -68,4 +68,10 @@ bool IoEventFd::consume() const {
     return ::read(event_.get(), &count, sizeof count) == sizeof count && count != 0;
 }
 
+void IoEventFd::ring() const {
+    const std::uint64_t one = 1;
+    // Fails only when the counter would overflow, i.e. when it is signalled already.
+    [[maybe_unused]] const ssize_t n = ::write(event_.get(), &one, sizeof one);
+}
+
 }  // namespace vmm::kvm

@@ -56,6 +56,9 @@ public:
     int fd() const { return event_.get(); }
     // Clears the eventfd; true if it had been signalled.
     bool consume() const;
+    // Signals it from the host side, as a guest kick would: the owner's handler runs again on a
+    // later round of the event loop (a queue whose pass ran out of budget).
+    void ring() const;
 
 private:
     const Vm& vm_;

@@ -1,8 +1,9 @@
-// MSIs of assigned PCI functions into the in-kernel vITS: each MSI-X vector's VFIO eventfd is a
-// KVM irqfd on a GSI whose route is an MSI entry carrying the ITS DeviceID (KVM_MSI_VALID_DEVID).
+// MSIs of assigned PCI functions into the in-kernel vITS: each MSI-X vector's VFIO eventfd is a KVM
+// irqfd on a GSI whose route is an MSI entry carrying the ITS DeviceID (KVM_MSI_VALID_DEVID).
 // KVM_SET_GSI_ROUTING replaces the whole table, so the identity SPI routes KVM installs at vGIC
-// init (which the virtio irqfds rely on) are re-stated every time. Reference 4.3, 4.4; api.rst
-// 4.52 (KVM_SET_GSI_ROUTING), 4.75 (KVM_IRQFD).
+// init (which the virtio irqfds rely on) are re-stated every time.
+// Documentation/virt/kvm/devices/arm-vgic-its.rst; api.rst 4.52 (KVM_SET_GSI_ROUTING), 4.75
+// (KVM_IRQFD).
 #pragma once
 
 #include <cstdint>

@@ -2,11 +2,16 @@
 // Documentation/virt/kvm/api.rst 4.1-4.3 (KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION).
 #pragma once
 
-#include "vmm/config.hpp"
 #include "vmm/kvm/vm.hpp"
 #include "vmm/unique_fd.hpp"
 
 namespace vmm::kvm {
+
+// What the host's KVM allows (KVM_CAP_MAX_VCPUS, KVM_CAP_ARM_VM_IPA_SIZE), for vmm::validate.
+struct HostLimits {
+    unsigned max_vcpus = 0;
+    unsigned ipa_bits = 0;
+};
 
 class System {
 public:

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "vmm/error.hpp"
+#include "vmm/log.hpp"
 
 namespace vmm::kvm {
 namespace {
@@ -18,12 +19,6 @@ constexpr std::uint64_t core_reg(std::size_t offset) {
 }
 
 constexpr std::uint64_t kMpidrEl1 = ARM64_SYS_REG(3, 0, 0, 0, 5);
-
-std::string hex(std::uint64_t v) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(v));
-    return text;
-}
 
 kvm_run* run_struct(const Mapping& m) { return reinterpret_cast<kvm_run*>(m.data()); }
 

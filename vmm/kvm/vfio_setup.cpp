@@ -3,11 +3,11 @@
 #include "vmm/layout.hpp"
 #include "vmm/log.hpp"
 
-namespace vmm::kvm {
+namespace vmm {
 namespace {
 
 // The ITS translation frame (GITS_TRANSLATER's 64 KiB page): the only MSI doorbell lkvm's guests
-// have. Routes must target it; PROBE reports it as the endpoints' MSI region (reference 4.4).
+// have. Routes must target it; PROBE reports it as the endpoints' MSI region (CONFORMANCE.md L9).
 constexpr std::uint64_t kItsTranslationFrame = layout::kGicItsBase + 0x10000;
 constexpr std::uint64_t kItsFrameSize = 0x10000;
 // Memory slot 0 is guest RAM.
@@ -15,7 +15,7 @@ constexpr std::uint32_t kFirstBarSlot = 1;
 
 }  // namespace
 
-VfioSetup::VfioSetup(Vm& vm, const GuestMemory& memory, const std::vector<std::string>& bdfs, bool behind_viommu)
+VfioSetup::VfioSetup(kvm::Vm& vm, const GuestMemory& memory, const std::vector<std::string>& bdfs, bool behind_viommu)
     : msi_(vm, layout::kGicNrIrqs - 32, layout::range(kItsTranslationFrame, kItsFrameSize)),
       slots_(vm, kFirstBarSlot),
       windows_({layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
@@ -66,4 +66,4 @@ void VfioSetup::stop() {
 
 std::string VfioSetup::describe() const { return assignment_->describe(); }
 
-}  // namespace vmm::kvm
+}  // namespace vmm

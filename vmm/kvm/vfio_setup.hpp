@@ -1,8 +1,8 @@
-// vmm::kvm::VfioSetup: the machine's --vfio-pci, in one object: the ECAM PCIe host bridge and its
+// vmm::VfioSetup: the machine's --vfio-pci, in one object: the ECAM PCIe host bridge and its
 // BAR windows (direct parts as KVM memory slots), MSI routes into the vITS, the KVM-VFIO device,
 // and every assigned function (devices::vfio::Assignment). The machine makes five calls:
 // construct (before the vIOMMU), add_to_bus, and with --viommu vfio narrow + add_endpoints;
-// stop() first thing at teardown. Architecture 6.5 steps 8-9; reference 4.1-4.4.
+// stop() first thing at teardown. Steps 5 and 6 of Machine::Machine.
 //
 // Memory map: ECAM at layout::kPcieEcamBase (bus 0 only), BARs in the 32-bit window (and 64-bit
 // prefetchable ones in the 64-bit window), so the VM needs the IPA size of
@@ -29,14 +29,14 @@
 #include "vmm/kvm/vfio_kvm_device.hpp"
 #include "vmm/kvm/vm.hpp"
 
-namespace vmm::kvm {
+namespace vmm {
 
 // Built and torn down on the main thread; at run time its parts are called from vCPU threads
 // (see each part's threading note).
 class VfioSetup {
 public:
     // Opens and wires every function; throws SetupError with one line (nothing stays open).
-    VfioSetup(Vm& vm, const GuestMemory& memory, const std::vector<std::string>& bdfs, bool behind_viommu);
+    VfioSetup(kvm::Vm& vm, const GuestMemory& memory, const std::vector<std::string>& bdfs, bool behind_viommu);
     ~VfioSetup();
     VfioSetup(const VfioSetup&) = delete;
     VfioSetup& operator=(const VfioSetup&) = delete;
@@ -58,14 +58,14 @@ public:
     std::string describe() const;
 
 private:
-    MsiRouting msi_;
-    MemorySlots slots_;
+    kvm::MsiRouting msi_;
+    kvm::MemorySlots slots_;
     devices::pci::BarWindows windows_;
     devices::pci::HostBridge bridge_;
     devices::vfio::HostKernel host_;
     devices::pci::BarAllocator allocator_;
     std::unique_ptr<devices::vfio::Assignment> assignment_;  // uses everything above
-    std::optional<VfioKvmDevice> kvm_vfio_;                   // names the groups the assignment opened
+    std::optional<kvm::VfioKvmDevice> kvm_vfio_;                // names the groups the assignment opened
 };
 
-}  // namespace vmm::kvm
+}  // namespace vmm

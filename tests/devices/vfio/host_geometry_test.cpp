@@ -20,7 +20,7 @@ HostIommuInfo rig_host() { return {0x40201000, {{0, 0x7ffffff}, {0x8100000, k48}
 TEST_CASE("PROBE regions for the rig: the host MSI window reserved around the guest's ITS doorbell frame") {
     const auto groups = devices::vfio::parse_reserved_regions("0x0000000008000000 0x00000000080fffff msi\n");
     auto regions = devices::vfio::endpoint_reserved_regions(rig_host(), groups, 0, k48, IovaRange{0x8090000, 0x809ffff}, 16);
-    // What QEMU 10 reports for the same host (rig.md section 7), minus the part above 48 bits
+    // What QEMU 10 reports for the same host (measured in the rig), minus the part above 48 bits
     // that lkvm excludes through input_range instead.
     REQUIRE(regions.size() == 3);
     CHECK(regions[0] == iommu::ResvRegion{vmm::Iova{0x8000000}, vmm::Iova{0x808ffff}, ResvKind::Reserved});
