@@ -56,10 +56,20 @@ ARM64_CXX ?= aarch64-linux-gnu-g++
 ARM64_SYSROOT := $(LKVM_CACHE)/arm64-libfdt
 ARM64_LIBFDT := $(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu/libfdt.a
 endif
+# libslirp has no static library in Debian: guest-images/arm64-slirp.sh builds one from Debian's
+# source package against the static glib and pcre2 of the arm64 -dev .debs.
+ARM64_SLIRP_ROOT := $(LKVM_CACHE)/arm64-slirp
+ARM64_SLIRP := $(ARM64_SLIRP_ROOT)/usr/lib/aarch64-linux-gnu/libslirp.a
+ARM64_SLIRP_LIBS := $(ARM64_SLIRP) $(addprefix $(ARM64_SLIRP_ROOT)/usr/lib/aarch64-linux-gnu/,libglib-2.0.a libpcre2-8.a)
+ARM64_CPPFLAGS := -isystem $(ARM64_SLIRP_ROOT)/usr/include
+
 # Sections per function and --gc-sections drop the unused parts of the static libc/libstdc++ (a
 # fifth of the text): less for the host to page in and keep resident for every VM.
 ARM64_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT) -ffunction-sections -fdata-sections
 ARM64_LDFLAGS := -static -pthread -Wl,--gc-sections
+
+# Native links (unit tests, fuzzers, micro-benchmarks) use the shared Debian libraries.
+NATIVE_LIBS := -lfdt -lslirp -pthread
 
 objs = $(patsubst %.cpp,$(BUILD)/$(1)/obj/%.o,$(2))
 
@@ -80,7 +90,7 @@ $(BUILD)/asan/obj/%.o: %.cpp
 	$(NATIVE_CXX) $(ASAN_FLAGS) $(CPPFLAGS) -c $< -o $@
 $(BUILD)/arm64/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(ARM64_CXX) $(ARM64_FLAGS) $(CPPFLAGS) -c $< -o $@
+	$(ARM64_CXX) $(ARM64_FLAGS) $(CPPFLAGS) $(ARM64_CPPFLAGS) -c $< -o $@
 
 $(NATIVE_LIB): $(call objs,native,$(SRCS_portable))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
@@ -88,14 +98,18 @@ $(ASAN_LIB): $(call objs,asan,$(SRCS_portable))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
 
 $(UNIT): $(call objs,native,$(TEST_SRCS)) $(NATIVE_LIB)
-	$(NATIVE_CXX) $(NATIVE_FLAGS) -o $@ $^ -lfdt -pthread
+	$(NATIVE_CXX) $(NATIVE_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 $(UNIT_ASAN): $(call objs,asan,$(TEST_SRCS)) $(ASAN_LIB)
-	$(NATIVE_CXX) $(ASAN_FLAGS) -o $@ $^ -lfdt -pthread
+	$(NATIVE_CXX) $(ASAN_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 
-$(LKVM): $(call objs,arm64,$(SRCS_lkvm) vmm/main.cpp) $(ARM64_LIBFDT)
-	$(ARM64_CXX) $(ARM64_FLAGS) -o $@ $(filter %.o,$^) $(ARM64_LDFLAGS) $(or $(ARM64_LIBFDT),-lfdt)
+$(LKVM): $(call objs,arm64,$(SRCS_lkvm) vmm/main.cpp) $(ARM64_LIBFDT) $(ARM64_SLIRP)
+	$(ARM64_CXX) $(ARM64_FLAGS) -o $@ $(filter %.o,$^) $(ARM64_LDFLAGS) $(or $(ARM64_LIBFDT),-lfdt) $(ARM64_SLIRP_LIBS)
 $(ARM64_LIBFDT):
 	guest-images/arm64-libfdt.sh $(ARM64_SYSROOT)
+$(ARM64_SLIRP):
+	guest-images/arm64-slirp.sh $(ARM64_SLIRP_ROOT)
+# The slirp headers must exist before the first arm64 object that includes them is compiled.
+$(BUILD)/arm64/obj/devices/net/slirp_backend.o: | $(ARM64_SLIRP)
 
 unit: $(UNIT)
 	$(UNIT)
@@ -114,7 +128,7 @@ $(BUILD)/fuzz/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) $(CPPFLAGS) -c $< -o $@
 $(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/tests/fuzz/%.o $(call objs,fuzz,$(FUZZ_LIBSRCS))
-	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $^ -lfdt -pthread
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 fuzz-build: $(FUZZ_BINS)
 fuzz: $(FUZZ_BINS)
 	tests/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
@@ -123,7 +137,7 @@ fuzz: $(FUZZ_BINS)
 BENCH_BINS := $(patsubst tests/bench/%.cpp,$(BUILD)/bench/%,$(BENCH_SRCS))
 $(BUILD)/bench/%: tests/bench/%.cpp $(NATIVE_LIB)
 	@mkdir -p $(dir $@)
-	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -o $@ $< $(NATIVE_LIB) -lfdt -pthread
+	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -o $@ $< $(NATIVE_LIB) $(NATIVE_LIBS)
 bench: $(BENCH_BINS) $(LKVM)
 	tests/bench/run.sh $(BUILD)
 

@@ -5,7 +5,7 @@
 #
 # Outputs (guest-images/out/, git-ignored):
 #   Image            Debian arm64 6.12 kernel from bookworm-backports (a raw arm64 Image; L1 and L2)
-#   initrd-l2.cpio   busybox + L2 drivers (virtio-iommu, virtio_mmio, virtio_blk, virtio-rng, nvme)
+#   initrd-l2.cpio   busybox + L2 drivers (virtio-iommu, virtio_mmio, virtio_blk, virtio-rng, virtio_net, nvme)
 #   initrd-l1.cpio   busybox + L1 drivers (nvme, vfio*, 9p, virtio_blk, virtio-rng), the L2 Image and
 #                    initrd under /l2/, and (WITH_QEMU=1, the default) Debian's arm64 QEMU closure
 # Downloads and intermediate trees live in the cache, outside the clone:
@@ -30,8 +30,8 @@ OUT=$RIG/out
 CACHE=${LKVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lkvm-rig}
 SUITE=bookworm-backports
 WITH_QEMU=${WITH_QEMU:-1}
-L1_MODS=${L1_MODS:-"nvme vfio vfio_iommu_type1 vfio-pci 9pnet_virtio 9p virtio_blk virtio-rng"}
-L2_MODS=${L2_MODS:-"virtio-iommu virtio_mmio virtio_blk virtio-rng nvme netfs 9pnet 9pnet_virtio 9p"}
+L1_MODS=${L1_MODS:-"nvme vfio vfio_iommu_type1 vfio-pci 9pnet_virtio 9p virtio_blk virtio-rng tun"}
+L2_MODS=${L2_MODS:-"virtio-iommu virtio_mmio virtio_blk virtio-rng virtio_net nvme netfs 9pnet 9pnet_virtio 9p"}
 EXTRA_L1=${EXTRA_L1:-$CACHE/extra-l1}
 FORCE=${FORCE:-0}
 

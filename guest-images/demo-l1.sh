@@ -16,7 +16,7 @@ if [ -n "${DEMO_VFIO_PCI+set}" ]; then B=$DEMO_VFIO_PCI; else B=$(nvme_bdf) || B
 
 A="console=ttyS0 quiet panic=-1 rigcpus=2 rigmem=256"
 if [ -z "$B" ]; then   # no device to assign: the disk and rng demo
-  CMD="$LKVM run -n demo -k $L2_KERNEL -i $L2_INITRD -c 2 -m 256 -d $DISK --rng"
+  CMD="$LKVM run --name demo -k $L2_KERNEL -i $L2_INITRD -c 2 -m 256 -d $DISK --rng"
   echo "demo: $CMD -p \"console=ttyS0 quiet panic=-1 rigchecks=show,cpus,mem,rng,blkpersist ...\""
   run_l2 demo $CMD -p "$A rigchecks=show,cpus,mem,rng,blkpersist"
   l2_expect demo show cpus mem rng blkwrite blkpersist
@@ -36,7 +36,7 @@ rig_pass demo/vfio-bind "$B [$(sed 's/^0x//' "$D/vendor"):$(sed 's/^0x//' "$D/de
 # blkpersist goes first: boot 1 writes the disk and reboots (lkvm rebuilds the machine and assigns
 # the NVMe again), boot 2 checks the disk, then does the rest; rigsleep keeps it up for lkvm stat.
 CHECKS="blkpersist,cpus,mem,rng,nvmerw,msix,iommumsi,show"
-CMD="$LKVM run -n demo -k $L2_KERNEL -i $L2_INITRD -c 2 -m 256 -d $DISK --rng --vfio-pci $B --viommu vfio"
+CMD="$LKVM run --name demo -k $L2_KERNEL -i $L2_INITRD -c 2 -m 256 -d $DISK --rng --vfio-pci $B --viommu vfio"
 echo "demo: $CMD -p \"console=ttyS0 quiet panic=-1 rigchecks=$CHECKS ...\""
 
 # While the guest runs (once it has printed its view): what lkvm has mapped, from L1.

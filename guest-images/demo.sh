@@ -64,7 +64,7 @@ if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
   trap 'rm -f "$disk"' EXIT
   truncate -s 64M "$disk"
   set -x
-  "$LKVM" run -n demo -k "$RIG/out/Image" -i "$RIG/out/initrd-l2.cpio" -c 2 -m 256 -d "$disk" --rng \
+  "$LKVM" run --name demo -k "$RIG/out/Image" -i "$RIG/out/initrd-l2.cpio" -c 2 -m 256 -d "$disk" --rng \
     -p "console=ttyS0 quiet panic=-1 rigchecks=show,cpus,mem,rng rigcpus=2 rigmem=256"
   exit
 fi

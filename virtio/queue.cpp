@@ -210,6 +210,18 @@ bool Virtqueue::enable_notifications() {
     return has_pending();
 }
 
+bool Virtqueue::rewind(const PopMark& mark) {
+    if (broken_ || halted_ || mark.malformed_chains != malformed_chains_) return false;
+    last_avail_idx_ = mark.last_avail_idx;
+    if (!event_idx_ || !notify_enabled_) return true;
+    auto avail_idx = read_avail_idx();
+    if (!avail_idx) return false;
+    const vmm::Iova where{layout_.used.value + kRingEntries + std::uint64_t{8} * layout_.size};
+    if (memory_->write_obj<std::uint16_t>(where, *avail_idx)) return true;
+    mark_broken("used ring unwritable");
+    return false;
+}
+
 bool Virtqueue::has_pending() {
     if (broken_ || halted_) return false;
     auto avail_idx = read_avail_idx();

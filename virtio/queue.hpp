@@ -87,6 +87,17 @@ public:
     // idx; an avail idx too far ahead counts as pending, pop() then breaks the queue).
     bool has_pending();
 
+    // Undoing pops (a receive path that popped buffers for a frame they turned out too small for):
+    // mark() before popping, rewind(mark) to hand the chains back unused. Refused (false) when a
+    // malformed chain was completed in between (its used element is already published) or the
+    // queue broke; the caller then completes its chains itself. With EVENT_IDX avail_event is set
+    // to the driver's current avail idx, so its next refill kicks.
+    struct PopMark {
+        std::uint16_t last_avail_idx;
+        std::uint64_t malformed_chains;
+    };
+    PopMark mark() const { return {last_avail_idx_, malformed_chains_}; }
+    bool rewind(const PopMark& mark);
     // Fairness between the queues one thread serves (the event loop serves every device): the
     // transport opens a pass with begin_pass(budget) before it calls into the device, and pop()
     // hands out at most `budget` avail entries in it. A pass that ran out says so

@@ -22,6 +22,8 @@ struct RunOptions {
     CLI::Option* params_option = nullptr;
     std::string viommu;
     CLI::Option* viommu_option = nullptr;
+    std::vector<std::string> network_specs;
+    CLI::Option* network_option = nullptr;
 };
 
 // Digits only: CLI11 would otherwise wrap "-5" into a huge unsigned value.
@@ -68,7 +70,13 @@ void add_run_options(CLI::App& run, RunOptions& o) {
                                      "alone: all devices, page_size=4K,bypass=1,input_bits=48")
                           ->type_name("[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]")
                           ->expected(0, 1);
-    run.add_option("-n,--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
+    o.network_option = run.add_option("-n,--network", o.network_specs,
+                   "a virtio-net NIC (repeatable); mode=user (default: libslirp, DHCP, DNS, no root), "
+                   "tap (tapif=NAME, or a new tap as root) or none")
+        ->type_name("[mode=user|tap|none][,tapif=NAME][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]")
+        ->expected(0, 1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    run.add_option("--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
     run.add_flag("--debug", c.debug, "log debug messages (memory map, devices, boot timings) to stderr");
     run.add_flag("--no-reboot", c.no_reboot, "exit when the guest reboots instead of rebooting it");
@@ -143,7 +151,7 @@ Command parse(int argc, const char* const* argv) {
     CLI::App* stat = app.add_subcommand("stat", "show a guest's devices and vIOMMU counters: lkvm stat NAME");
     CLI::App* debug = app.add_subcommand(
         "debug", "lkvm debug NAME dump | fault EPID [read|write] [ADDRESS] | fail-next blkN|EPID [COUNT]");
-    for (CLI::App* sub : {stop, stat, debug}) sub->add_option("name", control.name, "the guest's -n/--name")->required();
+    for (CLI::App* sub : {stop, stat, debug}) sub->add_option("name", control.name, "the guest's --name")->required();
     debug->add_option("command", control.words, "dump: IOMMU mappings; fault: report a fault on the virtio-iommu eventq; "
                                                 "fail-next: fail the next COUNT requests of a disk")
         ->required();
@@ -162,7 +170,9 @@ Command parse(int argc, const char* const* argv) {
         "poll=US: after a kick of its request queue a host thread serves the guest's MAP/UNMAP\n"
         "requests without further kicks (no VM exit each) until US microseconds pass idle; 0 = off.\n"
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
-        "-n NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
+        "-n/--network: mode=user gives the guest 10.0.2.15 by DHCP behind a NAT gateway 10.0.2.2\n"
+        "(DNS 10.0.2.3); hostfwd=tcp:HOSTPORT-GUESTPORT forwards a host port into the guest.\n"
+        "--name NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
         "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
         "2 usage error, 3 guest crash, 128+N stopped by signal N.");
 
@@ -209,6 +219,14 @@ Command parse(int argc, const char* const* argv) {
         if (std::string error = parse_viommu(options.viommu, viommu); !error.empty())
             return usage_error(error, "lkvm run");
         result.config.viommu = viommu;
+    }
+    // A bare -n is mode=user with the defaults (CLI11 records it as an empty value, or not at all).
+    if (options.network_specs.size() < options.network_option->count())
+        options.network_specs.resize(options.network_option->count());
+    for (const std::string& spec : options.network_specs) {
+        NetConfig net;
+        if (std::string error = parse_network(spec, net); !error.empty()) return usage_error(error, "lkvm run");
+        result.config.nets.push_back(net);
     }
     // BDF syntax here, before any KVM or VFIO setup; whether the device exists is checked there.
     for (const std::string& bdf : result.config.vfio_pci)

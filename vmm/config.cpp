@@ -129,7 +129,7 @@ void check_name(const VmConfig& c, std::vector<std::string>& errors) {
                   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
                          ch == '-' || ch == '_' || ch == '.';
               });
-    if (!ok) errors.push_back("-n/--name " + quoted(c.name) + ": use up to 64 letters, digits, '-', '_' or '.'");
+    if (!ok) errors.push_back("--name " + quoted(c.name) + ": use up to 64 letters, digits, '-', '_' or '.'");
 }
 
 }  // namespace
@@ -163,7 +163,10 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
         for (std::string& e : check_viommu(*c.viommu)) errors.push_back(std::move(e));
     if (c.viommu && c.viommu->vfio && !c.viommu->virtio && c.vfio_pci.empty())
         errors.push_back("--viommu vfio: no assigned device to put behind it; add --vfio-pci BDF");
-    std::size_t virtio_devices = c.disks.size() + c.shares.size() + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
+    for (std::string& e : check_networks(c.nets)) errors.push_back(std::move(e));
+    const auto nics = static_cast<std::size_t>(
+        std::count_if(c.nets.begin(), c.nets.end(), [](const NetConfig& n) { return n.mode != NetMode::None; }));
+    std::size_t virtio_devices = c.disks.size() + c.shares.size() + nics + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
                                  (c.viommu ? 1 : 0);
     if (virtio_devices > layout::kVirtioMmioSlots)
         errors.push_back("too many virtio devices (" + std::to_string(virtio_devices) + "); lkvm has " +

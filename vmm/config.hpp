@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vmm/net_config.hpp"
 #include "vmm/kvm/system.hpp"
 #include "vmm/viommu_config.hpp"
 
@@ -35,6 +36,7 @@ struct VmConfig {
     std::uint64_t mem_mib = 256;
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
     std::vector<ShareConfig> shares;    // virtio-9p, in command-line order (after the disks)
+    std::vector<NetConfig> nets;        // -n/--network, in command-line order (mode=none: no device)
     ConsoleKind console = ConsoleKind::Serial;
     bool rng = false;
     std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest

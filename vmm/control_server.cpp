@@ -25,7 +25,7 @@ constexpr int kSendBuffer = static_cast<int>(2 * kControlMaxResponse);
 // ---- ControlSocket ---------------------------------------------------------------------------------
 
 ControlSocket::ControlSocket(std::string dir, std::string name) : dir_(std::move(dir)), name_(std::move(name)) {
-    if (!valid_vm_name(name_)) throw SetupError("-n/--name '" + name_ + "': " + vm_name_rule());
+    if (!valid_vm_name(name_)) throw SetupError("--name '" + name_ + "': " + vm_name_rule());
     check_control_dir(dir_, true);
     path_ = control_socket_path(dir_, name_);
 
@@ -33,11 +33,11 @@ ControlSocket::ControlSocket(std::string dir, std::string name) : dir_(std::move
     struct stat st{};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
-            throw SetupError("'" + path_ + "' exists and is not a socket; remove it or pick another name with -n");
+            throw SetupError("'" + path_ + "' exists and is not a socket; remove it or pick another name with --name");
         switch (probe_control_socket(path_)) {
             case SocketLiveness::Live:
                 throw SetupError("a VM named '" + name_ + "' is already running (control socket '" + path_ +
-                                 "'); pick another name with -n or stop it with `lkvm stop " + name_ + "`");
+                                 "'); pick another name with --name or stop it with `lkvm stop " + name_ + "`");
             case SocketLiveness::Stale:
                 log_info("control: replacing the stale socket '%s' of a VM that is gone", path_.c_str());
                 if (::unlink(path_.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove stale socket '" + path_ + "'");

@@ -62,6 +62,16 @@ std::string VmControl::stat() {
         if (device.endpoint) append_format(out, " endpoint=%u", *device.endpoint);
         if (device.blk)
             append_format(out, " forced_failures=%" PRIu64, device.blk.with([](virtio::Blk& blk) { return blk.forced_failures(); }));
+        if (device.net)
+            device.net.with([&](virtio::Net& net) {
+                const virtio::NetStats& n = net.stats();
+                append_format(out,
+                              " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
+                              " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64
+                              " backend=\"%s\"",
+                              n.rx_packets, n.rx_bytes, n.rx_dropped, n.rx_errors, n.tx_packets, n.tx_bytes,
+                              n.tx_dropped, n.tx_errors, net.backend().describe().c_str());
+            });
         out += '\n';
     }
     if (parts_.vfio) out += parts_.vfio();

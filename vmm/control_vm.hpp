@@ -20,6 +20,7 @@
 #include "iommu/virtio_iommu.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/device_handle.hpp"
+#include "virtio/net.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/control_target.hpp"
 
@@ -31,6 +32,7 @@ struct VmControlDevice {
     virtio::MmioTransport* transport = nullptr;    // never null
     std::optional<std::uint32_t> endpoint{};       // behind the vIOMMU: its endpoint ID
     virtio::DeviceHandle<virtio::Blk> blk{};       // a disk: its model (fail-next, forced failures)
+    virtio::DeviceHandle<virtio::Net> net{};       // a NIC ("net0", ...): its counters
 };
 
 struct VmControlParts {

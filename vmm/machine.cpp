@@ -5,6 +5,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -12,11 +13,14 @@
 #include <thread>
 #include <tuple>
 
+#include "devices/net/slirp_backend.hpp"
+#include "devices/net/tap_backend.hpp"
 #include "fdt/machine_tree.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/console.hpp"
 #include "virtio/p9.hpp"
+#include "virtio/net.hpp"
 #include "virtio/rng.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kernel_loader.hpp"
@@ -150,7 +154,8 @@ Machine::VirtioSlot& Machine::add_virtio(std::unique_ptr<virtio::Device> device,
                                                         .doorbells = {},
                                                         .node = {window, spi},
                                                         .label = std::move(options.label),
-                                                        .blk = {}});
+                                                        .blk = {},
+                                                        .net = {}});
     if (viommu_ && options.behind_viommu) viommu_->add_virtio_endpoint(index, *slot->transport, slot->node);
     // Queue kicks bypass the vCPU exit path: KVM signals an eventfd per queue (datamatch = index).
     const GuestPhysAddr notify{window.base().value + virtio::MmioTransport::queue_notify_offset()};
@@ -183,8 +188,8 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
     return fdt::build_machine_tree(m);
 }
 
-// Slots in a fixed order: the disks as given (vda, vdb, ...), the --9p shares as given, then the
-// rng, then the console.
+// Slots in a fixed order: the disks as given (vda, vdb, ...), the --9p shares as given, the NICs as
+// given (eth0, ...), then the rng, then the console.
 void Machine::add_virtio_devices() {
     for (std::size_t i = 0; i < config_.disks.size(); ++i) {
         const DiskConfig& disk = config_.disks[i];
@@ -202,6 +207,22 @@ void Machine::add_virtio_devices() {
         options.read_only = share.read_only;
         add_virtio(std::make_unique<virtio::P9>(devices::p9::Server::open(share.dir, options), share.tag),
                    {.label = "9p:" + share.tag});
+    }
+    for (std::size_t i = 0, nic = 0; i < config_.nets.size(); ++i) {
+        const NetConfig& net = config_.nets[i];
+        if (net.mode == NetMode::None) continue;
+        std::unique_ptr<virtio::NetBackend> backend;
+        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(net);
+        else backend = std::make_unique<devices::net::TapBackend>(net);
+        virtio::NetOptions options;
+        options.mac = nic_mac(net, static_cast<unsigned>(nic));
+        log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());
+        virtio::NetBackend* backend_ptr = backend.get();
+        auto model_ptr = std::make_unique<virtio::Net>(std::move(backend), options);
+        virtio::Net& model = *model_ptr;
+        VirtioSlot& slot = add_virtio(std::move(model_ptr), {.label = "net" + std::to_string(nic++)});
+        slot.net = virtio::DeviceHandle<virtio::Net>(*slot.transport, model);
+        nics_.push_back({slot.net, backend_ptr});
     }
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>(), {.label = "rng"});
     if (config_.console == ConsoleKind::Virtio) {
@@ -248,7 +269,8 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
         if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
             endpoint = layout::virtio_mmio_endpoint(i);
         parts.devices.push_back(
-            {.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint, .blk = slot.blk});
+            {.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint, .blk = slot.blk,
+             .net = slot.net});
     }
     if (vfio_) parts.vfio = [this] { return vfio_->describe(); };
     return parts;
@@ -282,15 +304,53 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
     };
     if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
+    // NICs: frames from the backend move into the guest on this thread, under the transport lock;
+    // a backend with sockets and timers of its own (slirp) is serviced here too. While a frame
+    // waits for receive buffers the backend's fd is not watched (backpressure); the driver's
+    // next receive-queue kick (below) watches it again.
+    struct NicLoop {
+        virtio::DeviceHandle<virtio::Net> net;
+        int fd;
+        bool watched = false;
+        std::function<void()> receive;
+    };
+    std::vector<std::unique_ptr<NicLoop>> nic_loops;
+    for (const Nic& nic : nics_) {
+        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), true, {}}));
+        n.receive = [&n, &loop] {
+            if (n.net.with([](virtio::Net& net) {
+                    net.receive_from_backend();
+                    return net.receive_stalled();
+                })) {
+                loop.remove(n.fd);
+                n.watched = false;
+            }
+        };
+        loop.add(n.fd, "net receive", n.receive);
+        if (nic.backend->service_fd() >= 0)
+            loop.add(nic.backend->service_fd(), "net service", [backend = nic.backend] { backend->service(); });
+    }
+    auto rewatch = [&](virtio::MmioTransport& transport, std::size_t queue) {
+        if (queue != virtio::Net::kReceiveQueue) return;
+        for (auto& n : nic_loops)
+            if (&n->net.transport() == &transport && !n->watched &&
+                !n->net.with([](virtio::Net& net) { return net.receive_stalled(); })) {
+                loop.add(n->fd, "net receive", n->receive);
+                n->watched = true;
+            }
+    };
     for (const auto& slot : virtio_) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
             kvm::IoEventFd& doorbell = *slot->doorbells[q];
             virtio::MmioTransport& transport = *slot->transport;
-            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q), [&doorbell, &transport, q] {
-                // A pass that ran out of budget is continued on a later round of the loop, after
-                // the other devices, stdin and the signals that are ready now.
-                if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
-            });
+            const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return &n.net.transport() == &transport; });
+            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q),
+                     [&doorbell, &transport, q, nic, &rewatch] {
+                         // A pass that ran out of budget is continued on a later round of the loop,
+                         // after the other devices, stdin and the signals that are ready now.
+                         if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
+                         if (nic) rewatch(transport, q);
+                     });
         }
     }
 

@@ -20,6 +20,7 @@
 #include "virtio/device.hpp"
 #include "virtio/device_handle.hpp"
 #include "virtio/mmio_transport.hpp"
+#include "virtio/net.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control_server.hpp"
@@ -70,6 +71,7 @@ private:
         devices::VirtioMmioNode node;
         std::string label;                    // the control channel's name for it ("blk0", "rng", ...)
         virtio::DeviceHandle<virtio::Blk> blk;  // a disk's model
+        virtio::DeviceHandle<virtio::Net> net;  // a NIC's model
     };
     struct SlotOptions {
         std::string label{};
@@ -108,6 +110,12 @@ private:
     // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
     std::unique_ptr<ViommuSetup> viommu_;
     virtio::DeviceHandle<virtio::Console> console_;  // with --console virtio
+    // -n/--network: each NIC's model and its backend (owned by that model).
+    struct Nic {
+        virtio::DeviceHandle<virtio::Net> net;
+        virtio::NetBackend* backend;
+    };
+    std::vector<Nic> nics_;
     std::vector<std::uint8_t> dtb_;
 };
 

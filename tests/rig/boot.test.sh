@@ -44,7 +44,7 @@ cli_error cli/missing-kernel '/nonexistent/Image' "$LKVM" run -k /nonexistent/Im
 cli_error cli/vfio-bdf "--vfio-pci zz:00.0: not a PCI address.*DDDD:BB:DD.F" "$LKVM" run $K -m 256 --vfio-pci zz:00.0
 
 # --- 1. plain boot: 2 vCPUs, 256 MiB, clean exit on poweroff; also --dump-dtb ---------------------------
-run_l2 lkvm-basic "$LKVM" run $K -c 2 -m 256 -n rig-basic --console serial \
+run_l2 lkvm-basic "$LKVM" run $K -c 2 -m 256 --name rig-basic --console serial \
   -p "$A rigchecks=cpus,mem rigcpus=2 rigmem=256"
 l2_expect_boot lkvm-basic
 l2_expect lkvm-basic cpus mem
@@ -53,7 +53,7 @@ basic_booted=$L2_BOOT_S
 
 # --dump-dtb may boot the guest afterwards or stop after writing; either way it must exit 0.
 rm -f /tmp/rig.dtb
-run_l2 lkvm-dtb "$LKVM" run $K -c 1 -m 128 -n rig-dtb --console serial --rng --dump-dtb /tmp/rig.dtb -p "$A"
+run_l2 lkvm-dtb "$LKVM" run $K -c 1 -m 128 --name rig-dtb --console serial --rng --dump-dtb /tmp/rig.dtb -p "$A"
 magic=$(od -An -tx1 -N4 /tmp/rig.dtb 2>/dev/null | tr -d ' \n')
 if [ "$magic" = d00dfeed ]; then rig_pass dtb/written "/tmp/rig.dtb, $(wc -c </tmp/rig.dtb) bytes, FDT magic"
 else rig_fail dtb/written "no FDT in /tmp/rig.dtb (magic '${magic:-none}', lkvm rc=$L2_RC)"; fi
@@ -74,7 +74,7 @@ if ! skip_if_no_boot lkvm-dev blkwrite blkpersist blkro rng exit blk-file ro-fil
   mkdisk /tmp/rw.img 16 zero
   mkdisk /tmp/ro.img 16 random
   ro_sum=$(file_sha /tmp/ro.img)
-  run_l2 lkvm-dev "$LKVM" run $K -c 1 -m 256 -n rig-dev --console serial \
+  run_l2 lkvm-dev "$LKVM" run $K -c 1 -m 256 --name rig-dev --console serial \
     -d /tmp/rw.img -d /tmp/ro.img,ro --rng -p "$A rigchecks=blkpersist,blkro,rng"
   l2_expect lkvm-dev blkwrite blkpersist blkro rng
   l2_expect_rc lkvm-dev 0
@@ -88,7 +88,7 @@ fi
 
 # --- 3. virtio console: with --console virtio the guest's output goes through hvc0 ----------------------
 if ! skip_if_no_boot lkvm-hvc hvc hvc-seen exit; then
-  run_l2 lkvm-hvc "$LKVM" run $K -c 1 -m 256 -n rig-hvc --console virtio \
+  run_l2 lkvm-hvc "$LKVM" run $K -c 1 -m 256 --name rig-hvc --console virtio \
     -p "$A rigout=hvc0 rigchecks=hvc"
   l2_expect lkvm-hvc hvc
   l2_expect_text lkvm-hvc hvc-seen RIG-HVC-HELLO

@@ -58,7 +58,7 @@ else rig_fail ctl/list-empty "rc=$? output: $(head -n 3 /tmp/ctl.out | tr '\n' '
 # --- 1. a guest doing DMA behind the vIOMMU, watched from L1 -----------------------------------------
 mkdisk /tmp/ctl-disk.img 16 zero
 rm -f /tmp/ctl-main.rc
-( run_l2 ctl-main "$LKVM" run $K -c 1 -m 256 -n "$VM" --console serial --viommu virtio -d /tmp/ctl-disk.img --rng \
+( run_l2 ctl-main "$LKVM" run $K -c 1 -m 256 --name "$VM" --console serial --viommu virtio -d /tmp/ctl-disk.img --rng \
     -p "$A rigchecks=dmaloop,viommufault,ioerror rigdmasecs=$DMA_SECS"
   echo "$L2_RC $L2_TIMEDOUT ${L2_BOOT_S:-none} $L2_TOTAL_S" >/tmp/ctl-main.rc ) &
 main_job=$!
@@ -82,7 +82,7 @@ if wait_log /tmp/l2-ctl-main.log RIG-L2-DMALOOP-START 180; then
     check_eq ctl/threads "${threads:-none}" 2
   fi
 
-  ctl_error ctl/name-taken "already running" "$LKVM" run $K -c 1 -m 128 -n "$VM" -p "$A"
+  ctl_error ctl/name-taken "already running" "$LKVM" run $K -c 1 -m 128 --name "$VM" -p "$A"
 
   # stat several times while the guest maps and unmaps: maps/unmaps rise, live mappings move.
   : >/tmp/ctl-samples
@@ -144,7 +144,7 @@ ctl_error ctl/stat-after-exit "no VM named '$VM'" "$LKVM" stat "$VM"
 # --- 2. a stale socket (SIGKILL): list removes it; the next VM of that name replaces it; lkvm stop ---
 # claim_then_kill NAME : start a VM, SIGKILL it once its socket exists (before the guest boots)
 claim_then_kill() {
-  setsid "$LKVM" run $K -c 1 -m 128 -n "$1" -p "$A rigend=hang" </dev/null >/tmp/ctl-kill.log 2>&1 &
+  setsid "$LKVM" run $K -c 1 -m 128 --name "$1" -p "$A rigend=hang" </dev/null >/tmp/ctl-kill.log 2>&1 &
   _kp=$!
   wait_file "$CTL_DIR/$1.sock" 20
   kill -KILL "$_kp" 2>/dev/null; wait "$_kp" 2>/dev/null
@@ -163,7 +163,7 @@ else rig_fail ctl/stat-stale "no stale socket for rig-stop"; fi
 # outlive the reboot, with the same name and pid.
 rm -f /tmp/ctl-stop.rc
 mkdisk /tmp/ctl-disk2.img 8 zero
-( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 128 -n rig-stop --console serial -d /tmp/ctl-disk2.img \
+( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 128 --name rig-stop --console serial -d /tmp/ctl-disk2.img \
     -p "$A rigchecks=blkpersist rigend=hang"
   echo "$L2_RC $L2_TIMEDOUT ${L2_BOOT_S:-none} $L2_TOTAL_S" >/tmp/ctl-stop.rc ) &
 stop_job=$!
@@ -184,7 +184,7 @@ if [ -e "$CTL_DIR/rig-stop.sock" ]; then rig_fail ctl/stop-no-socket "socket lef
 else rig_pass ctl/stop-no-socket "socket removed after lkvm stop"; fi
 
 # SIGTERM (or Ctrl-C) is an orderly exit too: the socket goes with it.
-setsid "$LKVM" run $K -c 1 -m 128 -n rig-term -p "$A rigend=hang" </dev/null >/tmp/ctl-term.log 2>&1 &
+setsid "$LKVM" run $K -c 1 -m 128 --name rig-term -p "$A rigend=hang" </dev/null >/tmp/ctl-term.log 2>&1 &
 term_pid=$!
 if wait_file "$CTL_DIR/rig-term.sock" 20; then
   kill -TERM "$term_pid"; wait "$term_pid"; term_rc=$?

@@ -49,7 +49,7 @@ rig_pass xbar/bind "$B -> vfio-pci, IOMMU group $G"
 # xbar_case TAG LKVM-ARGS... : one L2 boot, nvmerw + msix, lkvm's BAR plan from --debug
 xbar_case() {
   _tag=$1; shift
-  run_l2 "$_tag" "$LKVM" run $K -n "$_tag" --vfio-pci "$B" --debug "$@"
+  run_l2 "$_tag" "$LKVM" run $K --name "$_tag" --vfio-pci "$B" --debug "$@"
   l2_expect "$_tag" nvmerw msix
   l2_expect_rc "$_tag" 0
   _bars=$(tr -d '\r' <"$L2_LOG" | grep "vfio $B BAR")

@@ -87,7 +87,7 @@ run_case() {
   _tag=$1 _pinned=$2; shift 2
   vmlck_start "$_tag"
   [ "$_pinned" = dynamic ] && stat_start "$_tag"
-  run_l2 "$_tag" "$LKVM" run $K -n "$_tag" --vfio-pci "$B" "$@"
+  run_l2 "$_tag" "$LKVM" run $K --name "$_tag" --vfio-pci "$B" "$@"
   vmlck_stop
   if [ "$_pinned" = dynamic ]; then
     wait "$STAT_PID" 2>/dev/null
@@ -148,7 +148,7 @@ run_case vfio-bootbypass all --viommu vfio \
 
 # --- 3. a guest reboot: the machine is rebuilt, the device reset and assigned again ---------------
 token=$$-$(cut -d' ' -f1 /proc/uptime)
-run_l2 vfio-reboot "$LKVM" run $K -n vfio-reboot --vfio-pci "$B" --viommu vfio --debug \
+run_l2 vfio-reboot "$LKVM" run $K --name vfio-reboot --vfio-pci "$B" --viommu vfio --debug \
   -p "$A rigchecks=nvmereboot,nvmerw,msix rignvmeoff=$((OFF + 6)) rignvmetoken=$token"
 l2_expect_text vfio-reboot rebooted 'RIG-L2-REBOOT'
 l2_expect vfio-reboot nvmereboot nvmerw msix
@@ -163,7 +163,7 @@ signal_case() {  # signal_case SIGNAL EXPECTED-RC
   ( sleep 1; i=0; while ! grep -q RIG-L2-USERSPACE "/tmp/l2-$_tag.log" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
     sleep 2; kill -s "$1" "$(lkvm_pid)" ) &
   _killer=$!
-  run_l2 "$_tag" "$LKVM" run $K -n "$_tag" --vfio-pci "$B" --viommu vfio -p "$A rigchecks=nvme rigsleep=60"
+  run_l2 "$_tag" "$LKVM" run $K --name "$_tag" --vfio-pci "$B" --viommu vfio -p "$A rigchecks=nvme rigsleep=60"
   wait "$_killer" 2>/dev/null
   if [ "$L2_RC" = "$2" ]; then rig_pass "$_tag/exit" "lkvm exit status $L2_RC after SIG$1"
   else rig_fail "$_tag/exit" "lkvm exit status $L2_RC, wanted $2 ($(_l2_state))"; fi

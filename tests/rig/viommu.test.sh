@@ -60,7 +60,7 @@ run_case() {
   shift
   _checks=blkrw,blkro,rng,iommumode
   [ "$_type" = none ] || _checks=viommu,$_checks
-  run_l2 "$_t" "$LKVM" run $K -c 1 -m 256 -n "$_t" --console serial -d /tmp/vrw.img -d /tmp/vro.img,ro --rng $_args \
+  run_l2 "$_t" "$LKVM" run $K -c 1 -m 256 --name "$_t" --console serial -d /tmp/vrw.img -d /tmp/vro.img,ro --rng $_args \
     -p "$A $* rigchecks=$_checks rigblkoff=$_off rigiommutype=$_type rigviommu=3"
   l2_expect_boot "$_t"
   [ "$_type" = none ] || l2_expect "$_t" viommu
@@ -83,7 +83,7 @@ run_case viommu-nobypass 16 DMA --viommu virtio,bypass=0 -- iommu.strict=1
 check_eq viommu/ro-file-unchanged "$(file_sha /tmp/vro.img)" "$ro_sum"
 
 # --- 3. the virtio console behind the vIOMMU too (4 endpoints), output through hvc0 ---------------------
-run_l2 viommu-hvc "$LKVM" run $K -c 1 -m 256 -n viommu-hvc --console virtio -d /tmp/vrw.img --rng --viommu \
+run_l2 viommu-hvc "$LKVM" run $K -c 1 -m 256 --name viommu-hvc --console virtio -d /tmp/vrw.img --rng --viommu \
   -p "$A rigout=hvc0 rigchecks=viommu,hvc,blkrw,rng,iommumode rigblkoff=20 rigviommu=3 rigiommutype=DMA"
 l2_expect_boot viommu-hvc
 l2_expect viommu-hvc viommu hvc blkrw rng iommumode
@@ -92,7 +92,7 @@ l2_expect_rc viommu-hvc 0
 
 # --- 4. a guest reboot rebuilds the machine: the vIOMMU comes back with its boot state (bypass=0
 #        here, so nothing would work after the reset unless the driver attaches everything again) ---------
-run_l2 viommu-reboot "$LKVM" run $K -c 1 -m 256 -n viommu-reboot --console serial -d /tmp/vrw.img --viommu virtio,bypass=0 \
+run_l2 viommu-reboot "$LKVM" run $K -c 1 -m 256 --name viommu-reboot --console serial -d /tmp/vrw.img --viommu virtio,bypass=0 \
   -p "$A rigchecks=viommu,blkpersist rigviommu=1"
 l2_expect viommu-reboot viommu blkwrite blkpersist
 l2_expect_rc viommu-reboot 0

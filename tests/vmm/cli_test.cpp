@@ -30,7 +30,7 @@ vmm::cli::Exit exit_of(std::vector<const char*> args) {
 
 TEST_CASE("lkvm run takes kvmtool's flags into a VmConfig") {
     auto c = run_config({"run", "-k", "Image", "-i", "initrd", "-p", "console=ttyS0 quiet", "-c", "2", "-m", "512",
-                         "-d", "a.img", "--disk", "b.img,ro", "--console", "virtio", "--rng", "-n", "vm1",
+                         "-d", "a.img", "--disk", "b.img,ro", "--console", "virtio", "--rng", "--name", "vm1",
                          "--dump-dtb", "out.dtb", "--debug", "--no-reboot"});
     CHECK(c.kernel == "Image");
     CHECK(c.initrd == "initrd");
@@ -135,4 +135,41 @@ TEST_CASE("lkvm list/stop/stat/debug become control commands; a missing name is 
         CHECK(std::count(e.err.begin(), e.err.end(), '\n') == 1);
     }
     CHECK(exit_of({"stat"}).err.find("lkvm stat --help") != std::string::npos);
+}
+
+TEST_CASE("-n is kvmtool's --network, repeatable, one NIC each; --name names the guest") {
+    auto c = run_config({"run", "-k", "Image", "-n", "mode=user,hostfwd=tcp:2222-22", "--network",
+                         "mode=tap,tapif=tap0", "-n", "mode=none", "--name", "vm1"});
+    CHECK(c.name == "vm1");
+    REQUIRE(c.nets.size() == 3);
+    CHECK(c.nets[0].mode == vmm::NetMode::User);
+    REQUIRE(c.nets[0].hostfwd.size() == 1);
+    CHECK(c.nets[0].hostfwd[0] == vmm::HostForward{false, 2222, 22});
+    CHECK(c.nets[1].mode == vmm::NetMode::Tap);
+    CHECK(c.nets[1].tapif == "tap0");
+    CHECK(c.nets[2].mode == vmm::NetMode::None);
+}
+
+TEST_CASE("-n without a mode is user mode; a bare -n too") {
+    auto c = run_config({"run", "-k", "Image", "-n", "guest_mac=52:54:00:aa:bb:cc"});
+    REQUIRE(c.nets.size() == 1);
+    CHECK(c.nets[0].mode == vmm::NetMode::User);
+    CHECK(c.nets[0].mac == std::array<std::uint8_t, 6>{0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc});
+    auto bare = run_config({"run", "-n", "-k", "Image"});
+    REQUIRE(bare.nets.size() == 1);
+    CHECK(bare.nets[0].mode == vmm::NetMode::User);
+    CHECK(run_config({"run", "-k", "Image"}).nets.empty());
+}
+
+TEST_CASE("A bad -n value is a usage error naming the parameter") {
+    auto e = exit_of({"run", "-k", "Image", "-n", "mode=bridge"});
+    CHECK(e.code == 2);
+    CHECK(e.err.find("mode=bridge") != std::string::npos);
+    e = exit_of({"run", "-k", "Image", "-n", "guest_mac=zz:00:00:00:00:00"});
+    CHECK(e.code == 2);
+    CHECK(e.err.find("guest_mac") != std::string::npos);
+    // -n no longer takes a guest name.
+    e = exit_of({"run", "-k", "Image", "-n", "vm1"});
+    CHECK(e.code == 2);
+    CHECK(e.err.find("-n/--network") != std::string::npos);
 }

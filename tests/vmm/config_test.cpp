@@ -136,7 +136,7 @@ TEST_CASE("validate rejects the same disk twice, bad names and overlong command 
     c.params = std::string(3000, 'x');
     auto errors = vmm::validate(c, kHost);
     CHECK(mentions(errors, "given twice"));
-    CHECK(mentions(errors, "-n/--name"));
+    CHECK(mentions(errors, "--name"));
     CHECK(mentions(errors, "-p/--params"));
 }
 

@@ -184,7 +184,7 @@ TEST_CASE("ControlSocket: 0600 socket, one live owner per name, stale ones repla
         CHECK((mode_of(dir) & 0777) == 0700);
         CHECK_THROWS_WITH_AS(vmm::ControlSocket(dir, "vm1"), doctest::Contains("already running"), vmm::SetupError);
         CHECK(exists(path));  // the refused claim did not touch it
-        CHECK_THROWS_WITH_AS(vmm::ControlSocket(dir, "bad/name"), doctest::Contains("-n/--name"), vmm::SetupError);
+        CHECK_THROWS_WITH_AS(vmm::ControlSocket(dir, "bad/name"), doctest::Contains("--name"), vmm::SetupError);
     }
     CHECK_FALSE(exists(path));
 

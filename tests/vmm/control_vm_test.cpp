@@ -13,6 +13,8 @@
 #include "tests/iommu/viommu_harness.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
+#include "virtio/net.hpp"
+#include "tests/support/fake_net_backend.hpp"
 
 namespace {
 
@@ -193,4 +195,29 @@ TEST_CASE("VmControl stat lists the assigned functions' DMA state, asked afresh 
     const std::string second = control.stat();
     CHECK(has_line(second, "2/65535 host entries"));
     CHECK(second.find("vfio group 7") < second.find("iommu none"));
+}
+
+TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
+    auto backend = std::make_shared<support::FakeNetBackend::State>();
+    auto model = std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend));
+    virtio::Net& net = *model;
+    support::FakeDriver nic{std::move(model)};
+    REQUIRE(nic.start());
+    backend->send_capacity = 1;
+    for (int i = 0; i < 2; ++i) {
+        const std::uint64_t buf = nic.ram().alloc(12 + 60);
+        nic.add_chain(1, {support::Segment{buf, 12 + 60, false}});
+    }
+    nic.kick(1);
+    vmm::VmControlParts p;
+    p.name = "vm1";
+    p.devices.push_back({.slot = 0, .label = "net0", .transport = &nic.transport(), .endpoint = {}, .blk = {},
+                         .net = virtio::DeviceHandle<virtio::Net>(nic.transport(), net)});
+    vmm::VmControl control(std::move(p));
+    const std::string stat = control.stat();
+    INFO(stat);
+    CHECK(stat.find("device net0 slot=0 type=virtio-net") != std::string::npos);
+    CHECK(stat.find("tx_packets=1 tx_bytes=60 tx_dropped=1 tx_errors=0") != std::string::npos);
+    CHECK(stat.find("rx_packets=0") != std::string::npos);
+    CHECK(stat.find("backend=\"fake\"") != std::string::npos);
 }

@@ -1,0 +1,294 @@
+#include "devices/net/slirp_backend.hpp"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <slirp/libslirp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+
+#include "vmm/error.hpp"
+
+namespace devices::net {
+
+struct SlirpBackend::Timer {
+    void (*callback)(void*);
+    void* opaque;
+    std::int64_t expire_ms = -1;  // -1: not armed
+};
+
+namespace {
+
+SlirpBackend& self(void* opaque) { return *static_cast<SlirpBackend*>(opaque); }
+
+std::int64_t now_ns() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+in_addr to_addr(std::uint32_t host_order) {
+    in_addr a{};
+    a.s_addr = htonl(host_order);
+    return a;
+}
+
+// The C callbacks; everything runs with the backend's lock held (slirp is called only under it).
+ssize_t cb_send_packet(const void* buf, size_t len, void* opaque) {
+    self(opaque).emit(buf, len);
+    return static_cast<ssize_t>(len);
+}
+void cb_guest_error(const char* msg, void* opaque) { self(opaque).guest_error(msg); }
+int64_t cb_clock_get_ns(void*) { return now_ns(); }
+void* cb_timer_new(SlirpTimerCb cb, void* cb_opaque, void* opaque) { return self(opaque).timer_new(cb, cb_opaque); }
+void cb_timer_free(void* timer, void* opaque) { self(opaque).timer_free(static_cast<SlirpBackend::Timer*>(timer)); }
+void cb_timer_mod(void* timer, int64_t expire_ms, void* opaque) {
+    self(opaque).timer_mod(static_cast<SlirpBackend::Timer*>(timer), expire_ms);
+}
+// The fd set is re-read after every slirp call (sync()), so these need not track anything.
+void cb_register_poll_fd(int, void*) {}
+void cb_unregister_poll_fd(int, void*) {}
+void cb_notify(void*) {}
+int cb_add_poll(int fd, int events, void* opaque) { return self(opaque).add_poll(fd, events); }
+int cb_get_revents(int idx, void* opaque) { return self(opaque).revents(idx); }
+
+const SlirpCb kCallbacks = {
+    .send_packet = cb_send_packet,
+    .guest_error = cb_guest_error,
+    .clock_get_ns = cb_clock_get_ns,
+    .timer_new = cb_timer_new,
+    .timer_free = cb_timer_free,
+    .timer_mod = cb_timer_mod,
+    .register_poll_fd = cb_register_poll_fd,
+    .unregister_poll_fd = cb_unregister_poll_fd,
+    .notify = cb_notify,
+    .init_completed = nullptr,
+    .timer_new_opaque = nullptr,
+};
+
+vmm::UniqueFd checked(int fd, const char* what) {
+    if (fd < 0) throw vmm::SetupError(std::string("-n/--network mode=user: ") + what + ": " + std::strerror(errno));
+    return vmm::UniqueFd(fd);
+}
+
+}  // namespace
+
+SlirpBackend::SlirpBackend(const vmm::NetConfig& config)
+    : config_(config),
+      epoll_(checked(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1")),
+      timer_fd_(checked(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC), "timerfd_create")),
+      queued_event_(checked(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd")) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = timer_fd_.get();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, timer_fd_.get(), &ev) != 0)
+        throw vmm::SetupError(std::string("-n/--network mode=user: epoll_ctl: ") + std::strerror(errno));
+
+    const std::uint32_t network = config.host_ip & 0xffffff00;
+    SlirpConfig cfg{};
+    cfg.version = 1;
+    cfg.restricted = 0;
+    cfg.in_enabled = true;
+    cfg.vnetwork = to_addr(network);
+    cfg.vnetmask = to_addr(0xffffff00);
+    cfg.vhost = to_addr(config.host_ip);
+    cfg.in6_enabled = false;
+    cfg.vhostname = "lkvm";
+    cfg.vdhcp_start = to_addr(vmm::nic_guest_ip(config));
+    cfg.vnameserver = to_addr(network | 3);
+    std::lock_guard guard(lock_);
+    slirp_ = slirp_new(&cfg, &kCallbacks, this);
+    if (!slirp_) throw vmm::SetupError("-n/--network mode=user: libslirp could not start (slirp_new failed)");
+    for (const vmm::HostForward& fwd : config.hostfwd) {
+        in_addr any{};
+        any.s_addr = htonl(INADDR_ANY);
+        if (slirp_add_hostfwd(slirp_, fwd.udp ? 1 : 0, any, fwd.host_port, to_addr(vmm::nic_guest_ip(config)),
+                              fwd.guest_port) < 0) {
+            const int err = errno;
+            slirp_cleanup(slirp_);
+            slirp_ = nullptr;
+            throw vmm::SetupError("-n/--network hostfwd=" + std::string(fwd.udp ? "udp:" : "tcp:") +
+                                  std::to_string(fwd.host_port) + "-" + std::to_string(fwd.guest_port) +
+                                  ": cannot listen on host port " + std::to_string(fwd.host_port) + " (" +
+                                  std::strerror(err) + "); pick a free port");
+        }
+    }
+    sync();
+}
+
+SlirpBackend::~SlirpBackend() {
+    std::lock_guard guard(lock_);
+    if (slirp_) slirp_cleanup(slirp_);
+}
+
+std::string SlirpBackend::describe() const {
+    return "user guest=" + vmm::format_ipv4(vmm::nic_guest_ip(config_)) + "/24 gateway=" +
+           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size());
+}
+
+bool SlirpBackend::send(std::span<const std::uint8_t> frame) {
+    if (frame.size() > INT_MAX) return false;
+    std::lock_guard guard(lock_);
+    slirp_input(slirp_, frame.data(), static_cast<int>(frame.size()));
+    sync();  // a new flow may have opened a socket
+    return true;
+}
+
+std::size_t SlirpBackend::receive(std::span<std::uint8_t> buffer) {
+    std::lock_guard guard(lock_);
+    // Bounded: frames too big for `buffer` are dropped one by one, at most the queue's length.
+    while (!queued_.empty()) {
+        std::vector<std::uint8_t> frame = std::move(queued_.front());
+        queued_.pop_front();
+        if (queued_.empty()) {
+            std::uint64_t count;
+            [[maybe_unused]] ssize_t n = ::read(queued_event_.get(), &count, sizeof count);
+        }
+        if (frame.size() > buffer.size()) {
+            ++dropped_;
+            continue;
+        }
+        std::copy(frame.begin(), frame.end(), buffer.begin());
+        return frame.size();
+    }
+    return 0;
+}
+
+void SlirpBackend::service() {
+    std::lock_guard guard(lock_);
+    std::uint64_t expirations;
+    [[maybe_unused]] ssize_t n = ::read(timer_fd_.get(), &expirations, sizeof expirations);
+    // One round of slirp's own poll protocol, without blocking: fill, poll(0), dispatch.
+    pollfds_.clear();
+    std::uint32_t timeout = UINT32_MAX;
+    slirp_pollfds_fill(slirp_, &timeout, cb_add_poll, this);
+    int ready = pollfds_.empty() ? 0 : ::poll(pollfds_.data(), pollfds_.size(), 0);
+    slirp_pollfds_poll(slirp_, ready < 0 ? 1 : 0, cb_get_revents, this);
+    run_timers();
+    sync();
+}
+
+std::uint64_t SlirpBackend::dropped() const {
+    std::lock_guard guard(lock_);
+    return dropped_;
+}
+
+void SlirpBackend::emit(const void* frame, std::size_t length) {
+    if (queued_.size() >= kMaxQueuedFrames) {
+        ++dropped_;
+        vmm::guest_error(log_, "-n mode=user: guest not taking frames, dropping (%zu queued)", queued_.size());
+        return;
+    }
+    const auto* bytes = static_cast<const std::uint8_t*>(frame);
+    queued_.emplace_back(bytes, bytes + length);
+    if (queued_.size() == 1) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(queued_event_.get(), &one, sizeof one);
+    }
+}
+
+SlirpBackend::Timer* SlirpBackend::timer_new(void (*callback)(void*), void* opaque) {
+    timers_.push_back(std::make_unique<Timer>(Timer{callback, opaque}));
+    return timers_.back().get();
+}
+
+void SlirpBackend::timer_free(Timer* timer) {
+    std::erase_if(timers_, [&](const std::unique_ptr<Timer>& t) { return t.get() == timer; });
+}
+
+void SlirpBackend::timer_mod(Timer* timer, std::int64_t expire_ms) { timer->expire_ms = expire_ms; }
+
+void SlirpBackend::guest_error(const char* message) {
+    vmm::guest_error(log_, "-n mode=user: libslirp: %s", message);
+}
+
+int SlirpBackend::add_poll(int fd, int events) {
+    pollfd p{};
+    p.fd = fd;
+    if (events & SLIRP_POLL_IN) p.events |= POLLIN;
+    if (events & SLIRP_POLL_OUT) p.events |= POLLOUT;
+    if (events & SLIRP_POLL_PRI) p.events |= POLLPRI;
+    pollfds_.push_back(p);
+    return static_cast<int>(pollfds_.size() - 1);
+}
+
+int SlirpBackend::revents(int index) const {
+    if (index < 0 || static_cast<std::size_t>(index) >= pollfds_.size()) return 0;
+    const short r = pollfds_[static_cast<std::size_t>(index)].revents;
+    int events = 0;
+    if (r & POLLIN) events |= SLIRP_POLL_IN;
+    if (r & POLLOUT) events |= SLIRP_POLL_OUT;
+    if (r & POLLPRI) events |= SLIRP_POLL_PRI;
+    if (r & POLLERR) events |= SLIRP_POLL_ERR;
+    if (r & POLLHUP) events |= SLIRP_POLL_HUP;
+    return events;
+}
+
+void SlirpBackend::run_timers() {
+    const std::int64_t now_ms = now_ns() / 1'000'000;
+    // A callback may arm or free timers: collect the due ones first, then look each up again.
+    std::vector<Timer*> due;
+    for (const auto& t : timers_)
+        if (t->expire_ms >= 0 && t->expire_ms <= now_ms) due.push_back(t.get());
+    for (Timer* t : due) {
+        const bool alive = std::any_of(timers_.begin(), timers_.end(), [&](const auto& p) { return p.get() == t; });
+        if (!alive || t->expire_ms < 0 || t->expire_ms > now_ms) continue;
+        t->expire_ms = -1;
+        t->callback(t->opaque);
+    }
+}
+
+void SlirpBackend::sync() {
+    pollfds_.clear();
+    std::uint32_t timeout = UINT32_MAX;
+    slirp_pollfds_fill(slirp_, &timeout, cb_add_poll, this);
+    std::map<int, std::uint32_t> wanted;
+    for (const pollfd& p : pollfds_) {
+        std::uint32_t ev = 0;
+        if (p.events & POLLIN) ev |= EPOLLIN;
+        if (p.events & POLLOUT) ev |= EPOLLOUT;
+        if (p.events & POLLPRI) ev |= EPOLLPRI;
+        wanted[p.fd] |= ev;
+    }
+    for (auto it = registered_.begin(); it != registered_.end();) {
+        if (!wanted.count(it->first)) {
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->first, nullptr);  // may be closed already
+            it = registered_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& [fd, ev] : wanted) {
+        epoll_event e{};
+        e.events = ev;
+        e.data.fd = fd;
+        // ADD first, also for a known fd: slirp may have closed it and got the same number for a
+        // new socket, which the kernel took out of the set with the old one (then ADD succeeds).
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &e) == 0) {
+            registered_[fd] = ev;
+        } else if (errno == EEXIST && registered_[fd] != ev) {
+            if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &e) == 0) registered_[fd] = ev;
+        }
+    }
+    // The next deadline: slirp's poll timeout (its TCP timers) or the earliest armed timer.
+    std::int64_t deadline_ms = timeout == UINT32_MAX ? -1 : now_ns() / 1'000'000 + timeout;
+    for (const auto& t : timers_)
+        if (t->expire_ms >= 0 && (deadline_ms < 0 || t->expire_ms < deadline_ms)) deadline_ms = t->expire_ms;
+    itimerspec spec{};
+    if (deadline_ms >= 0) {
+        const std::int64_t now_ms = now_ns() / 1'000'000;
+        const std::int64_t in_ms = std::max<std::int64_t>(deadline_ms - now_ms, 1);
+        spec.it_value.tv_sec = in_ms / 1000;
+        spec.it_value.tv_nsec = (in_ms % 1000) * 1'000'000;
+    }
+    ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
+}
+
+}  // namespace devices::net

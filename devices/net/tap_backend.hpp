@@ -1,0 +1,41 @@
+// mode=tap: frames go to a Linux tap device (Documentation/networking/tuntap.rst). tapif= names
+// an existing tap (or, with CAP_NET_ADMIN, one lkvm creates, brings up and gives host_ip/24); no
+// tapif as root: a new "lkvmtap%d". With IFF_VNET_HDR the virtio-net header passes through
+// unchanged (TUNSETVNETHDRSZ 12), so the guest gets checksum and TSO offloads in both directions
+// where the tap accepts TUNSETOFFLOAD.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "virtio/net_backend.hpp"
+#include "vmm/net_config.hpp"
+#include "vmm/unique_fd.hpp"
+
+namespace devices::net {
+
+class TapBackend final : public virtio::NetBackend {
+public:
+    // Throws vmm::SetupError naming tapif= and the reason (missing, busy, not a tap, no permission).
+    explicit TapBackend(const vmm::NetConfig& config);
+
+    std::string_view kind() const override { return "tap"; }
+    std::string describe() const override;
+    bool has_vnet_header() const override { return vnet_header_; }
+    std::uint64_t offload_features() const override;
+    bool set_offloads(std::uint64_t features) override;
+    bool send(std::span<const std::uint8_t> frame) override;
+    std::size_t receive(std::span<std::uint8_t> buffer) override;
+    int receive_fd() const override { return fd_.get(); }
+
+    const std::string& ifname() const { return ifname_; }
+
+private:
+    vmm::UniqueFd fd_;
+    std::string ifname_;
+    bool vnet_header_ = false;
+    bool guest_offloads_ = false;  // TUNSETOFFLOAD works: the tap may hand us GSO / partial-checksum frames
+    bool created_ = false;
+};
+
+}  // namespace devices::net

@@ -1,0 +1,102 @@
+// virtio-net device model, one queue pair (virtio 1.2 section 5.1): receiveq 0 carries frames from
+// a NetBackend to the guest, transmitq 1 carries the guest's frames to it. MAC and link status in
+// the configuration space, mergeable receive buffers, checksum/TSO offloads when the backend
+// passes vnet headers through (a tap).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "virtio/device.hpp"
+#include "virtio/net_backend.hpp"
+#include "virtio/queue.hpp"
+#include "vmm/log.hpp"
+
+namespace virtio {
+
+struct NetOptions {
+    std::array<std::uint8_t, 6> mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+    std::uint16_t queue_size = 256;
+};
+
+// Counters for `lkvm stat`. Drops: rx_dropped = frames the guest had no (big enough) buffer for,
+// beyond what the device holds; tx_dropped = frames the backend could not take; tx_errors =
+// malformed transmit requests (short or bad vnet header, oversized frame, unreadable buffer).
+struct NetStats {
+    std::uint64_t rx_packets = 0, rx_bytes = 0, rx_dropped = 0, rx_errors = 0;
+    std::uint64_t tx_packets = 0, tx_bytes = 0, tx_dropped = 0, tx_errors = 0;
+};
+
+// Threads: every method runs under the owning MmioTransport's lock (Device methods through the
+// transport, receive_from_backend() through MmioTransport::with_device() from the event loop when
+// the backend's receive_fd() is readable).
+class Net final : public Device {
+public:
+    static constexpr std::uint16_t kReceiveQueue = 0;
+    static constexpr std::uint16_t kTransmitQueue = 1;
+    // An Ethernet frame with a VLAN tag and a 64 KiB GSO payload, plus the vnet header: the
+    // largest a tap hands over or a TSO guest sends.
+    static constexpr std::size_t kMaxFrame = 65550 + 12;
+    // Frames held while the guest has no receive buffers (receive_from_backend() holds one and
+    // then leaves the rest in the backend; the bound is a safety net), more are dropped, counted.
+    static constexpr std::size_t kMaxPendingFrames = 256;
+    // Frames taken from the backend per receive_from_backend() call (the fd stays readable).
+    static constexpr std::size_t kReceiveBatch = 64;
+
+    Net(std::unique_ptr<NetBackend> backend, NetOptions options = {});
+
+    std::string_view name() const override { return "virtio-net"; }
+    std::uint32_t device_id() const override;
+    std::uint64_t device_features() const override;
+    bool accept_features(std::uint64_t features) override;
+    std::uint16_t queue_count() const override { return 2; }
+    std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue < 2 ? options_.queue_size : 0; }
+    std::uint32_t config_size() const override;
+    void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
+    bool activate(const Activation& activation) override;
+    void reset() override;
+    void notify(std::uint16_t queue) override;
+
+    // The backend's receive_fd() is readable: move its frames into the guest's receive buffers.
+    void receive_from_backend();
+    // A frame waits for receive buffers: the backend need not be polled until the driver kicks
+    // the receive queue (the machine stops watching receive_fd() meanwhile, so frames queue up in
+    // the backend, a tap's kernel queue or slirp's queue, instead of being dropped here).
+    bool receive_stalled() const { return receive_ != nullptr && !pending_.empty(); }
+
+    const NetStats& stats() const { return stats_; }
+    NetBackend& backend() { return *backend_; }
+    std::size_t pending_frames() const { return pending_.size(); }
+
+private:
+    enum class Delivery { Done, NoBuffers, Dropped };
+    // One frame (vnet header included iff the backend has one) into the receive queue.
+    Delivery deliver(std::span<const std::uint8_t> frame);
+    Delivery deliver_merged(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
+    Delivery deliver_single(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
+    void deliver_pending();
+    void hold(std::span<const std::uint8_t> frame);
+    void transmit();
+    bool transmit_one(const DescriptorChain& chain);
+
+    std::unique_ptr<NetBackend> backend_;
+    NetOptions options_;
+    NetStats stats_;
+    std::deque<std::vector<std::uint8_t>> pending_;
+    std::vector<std::uint8_t> scratch_;  // one frame, kMaxFrame bytes
+
+    std::uint64_t features_ = 0;
+    Virtqueue* receive_ = nullptr;
+    Virtqueue* transmit_ = nullptr;
+    DeviceContext* context_ = nullptr;
+    const vmm::DmaMemory* memory_ = nullptr;
+    bool receive_used_ = false;  // used elements added since the last receive interrupt check
+    vmm::RateLimiter log_;
+};
+
+}  // namespace virtio
