@@ -12,7 +12,7 @@
 
 #include "devices/uart_16550.hpp"
 #include "virtio/console.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices {
 

@@ -10,10 +10,10 @@
 #include <span>
 
 #include "fdt/contributor.hpp"
-#include "vmm/address.hpp"
-#include "vmm/bus.hpp"
-#include "vmm/irq_level.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/bus.hpp"
+#include "vmm/base/irq_level.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices {
 

@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "fdt/contributor.hpp"
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace devices {
 

@@ -7,7 +7,7 @@
 #include <span>
 
 #include "fdt/writer.hpp"
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace fdt {
 

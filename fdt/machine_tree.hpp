@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fdt/contributor.hpp"
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace fdt {
 

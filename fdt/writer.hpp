@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace fdt {
 

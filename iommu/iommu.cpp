@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <string>
 
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace iommu {
 namespace {

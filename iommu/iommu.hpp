@@ -16,9 +16,9 @@
 
 #include "iommu/domain.hpp"
 #include "iommu/map_listener.hpp"
-#include "iommu/translator.hpp"
+#include "vmm/base/translator.hpp"
 #include "iommu/types.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace iommu {
 

@@ -7,7 +7,7 @@
 #include <shared_mutex>
 
 #include "iommu/iommu.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace iommu {
 namespace {

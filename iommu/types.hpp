@@ -1,6 +1,6 @@
 // Vocabulary shared by the IOMMU model, its listeners (VFIO) and the virtio-iommu front end:
 // identifiers, request status codes, mappings and reserved regions (virtio 1.2 section 5.13.6).
-// Leaf header: depends on nothing internal but vmm/address.hpp.
+// Leaf header: depends on nothing internal but vmm/base/address.hpp.
 #pragma once
 
 #include <linux/virtio_iommu.h>
@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace iommu {
 

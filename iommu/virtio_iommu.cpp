@@ -15,7 +15,7 @@
 #include "virtio/features.hpp"
 #include "virtio/queue.hpp"
 #include "virtio/ring.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace iommu {
 

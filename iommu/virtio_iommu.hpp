@@ -22,7 +22,7 @@
 #include "iommu/protocol.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 class DescriptorChain;

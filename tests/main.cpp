@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 int main(int argc, char** argv) {
     const char* verbose = std::getenv("LKVM_TEST_LOG");

@@ -10,7 +10,7 @@
 #include "virtio/block_backend.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 

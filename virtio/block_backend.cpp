@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <climits>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace virtio {
 

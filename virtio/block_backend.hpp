@@ -7,7 +7,7 @@
 #include <span>
 #include <string>
 
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace virtio {
 

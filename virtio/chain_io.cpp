@@ -15,7 +15,7 @@ bool ChainReader::skip(std::uint64_t length) {
 
 bool ChainReader::visit(std::uint64_t length, vmm::HostVisitor& visitor) {
     return advance(length, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
-        return memory().access(addr, piece, iommu::Access::Read, visitor);
+        return memory().access(addr, piece, vmm::Access::Read, visitor);
     });
 }
 
@@ -33,7 +33,7 @@ bool ChainWriter::skip(std::uint64_t length) {
 
 bool ChainWriter::visit(std::uint64_t length, vmm::HostVisitor& visitor) {
     return advance(length, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
-        if (!memory().access(addr, piece, iommu::Access::Write, visitor)) return false;
+        if (!memory().access(addr, piece, vmm::Access::Write, visitor)) return false;
         written_ += piece;
         return true;
     });

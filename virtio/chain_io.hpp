@@ -11,7 +11,7 @@
 #include <type_traits>
 
 #include "virtio/descriptor_chain.hpp"
-#include "vmm/dma_memory.hpp"
+#include "vmm/base/dma_memory.hpp"
 
 namespace virtio {
 

@@ -8,8 +8,8 @@
 #include <span>
 #include <vector>
 
-#include "vmm/address.hpp"
-#include "vmm/dma_memory.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/dma_memory.hpp"
 
 namespace virtio {
 

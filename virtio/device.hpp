@@ -8,7 +8,7 @@
 #include <span>
 #include <string_view>
 
-#include "vmm/dma_memory.hpp"
+#include "vmm/base/dma_memory.hpp"
 
 namespace virtio {
 

@@ -84,7 +84,7 @@ MmioTransport::~MmioTransport() {
     device_->reset();
 }
 
-void MmioTransport::place_behind_iommu(std::shared_ptr<const iommu::Translator> translator) {
+void MmioTransport::place_behind_iommu(std::shared_ptr<const vmm::Translator> translator) {
     std::lock_guard lock(mutex_);
     translator_ = std::move(translator);
 }

@@ -10,15 +10,15 @@
 #include <utility>
 #include <vector>
 
-#include "iommu/translator.hpp"
+#include "vmm/base/translator.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
 #include "virtio/queue_poller.hpp"
-#include "vmm/bus.hpp"
-#include "vmm/dma_memory.hpp"
-#include "vmm/guest_memory.hpp"
-#include "vmm/interrupt.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/bus.hpp"
+#include "vmm/base/dma_memory.hpp"
+#include "vmm/base/guest_memory.hpp"
+#include "vmm/base/interrupt.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 
@@ -52,7 +52,7 @@ public:
     // Setup time, before the guest runs: the endpoint sits behind an IOMMU, whose view of it is
     // `translator`. Then VIRTIO_F_ACCESS_PLATFORM is offered, and DMA is translated iff the driver
     // accepts it (virtio 1.2 6.1; without it the device uses guest-physical addresses).
-    void place_behind_iommu(std::shared_ptr<const iommu::Translator> translator);
+    void place_behind_iommu(std::shared_ptr<const vmm::Translator> translator);
 
     void mmio_read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void mmio_write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
@@ -129,7 +129,7 @@ private:
     std::mutex mutex_;
     vmm::InterruptLine& irq_;
     const vmm::GuestMemory& memory_;
-    std::shared_ptr<const iommu::Translator> translator_;
+    std::shared_ptr<const vmm::Translator> translator_;
     std::string_view name_;
     std::uint16_t queue_count_;
     vmm::RateLimiter log_;

@@ -15,7 +15,7 @@
 #include "virtio/device.hpp"
 #include "virtio/net_backend.hpp"
 #include "virtio/queue.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 

@@ -13,7 +13,7 @@
 #include "devices/p9/server.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 

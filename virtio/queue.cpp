@@ -29,7 +29,7 @@ public:
     bool visit(std::uint8_t*, std::uint64_t) override { return true; }
 };
 
-bool reachable(const vmm::DmaMemory& memory, vmm::Iova addr, std::uint64_t length, iommu::Access access) {
+bool reachable(const vmm::DmaMemory& memory, vmm::Iova addr, std::uint64_t length, vmm::Access access) {
     Probe probe;
     return memory.access(addr, length, access, probe);
 }
@@ -64,11 +64,11 @@ std::unique_ptr<Virtqueue> Virtqueue::create(const QueueLayout& layout, std::uin
         !vmm::is_aligned(layout.used.value, VRING_USED_ALIGN_SIZE))
         return failed(QueueSetupError::Misaligned);
     // Probing also rejects areas whose end wraps past 2^64 (DmaMemory refuses such ranges).
-    if (!reachable(memory, layout.desc, desc_area_size(size), iommu::Access::Read))
+    if (!reachable(memory, layout.desc, desc_area_size(size), vmm::Access::Read))
         return failed(QueueSetupError::DescUnreachable);
-    if (!reachable(memory, layout.avail, avail_area_size(size), iommu::Access::Read))
+    if (!reachable(memory, layout.avail, avail_area_size(size), vmm::Access::Read))
         return failed(QueueSetupError::AvailUnreachable);
-    if (!reachable(memory, layout.used, used_area_size(size), iommu::Access::Write))
+    if (!reachable(memory, layout.used, used_area_size(size), vmm::Access::Write))
         return failed(QueueSetupError::UsedUnreachable);
     if (error) *error = QueueSetupError::None;
     return std::unique_ptr<Virtqueue>(new Virtqueue(layout, memory, features));

@@ -7,9 +7,9 @@
 #include <optional>
 
 #include "virtio/descriptor_chain.hpp"
-#include "vmm/address.hpp"
-#include "vmm/dma_memory.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/dma_memory.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 

@@ -9,7 +9,7 @@
 #include <climits>
 #include <exception>
 
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace virtio {
 

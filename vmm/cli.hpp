@@ -1,5 +1,5 @@
 // The command line: `lkvm run ...` (kvmtool's flags), `lkvm version`, `lkvm --help`, and the
-// control commands `lkvm list|stop|stat|debug` (vmm/control_cli.hpp). The only file
+// control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
 // that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
 #pragma once
 
@@ -7,7 +7,7 @@
 #include <variant>
 
 #include "vmm/config.hpp"
-#include "vmm/control_cli.hpp"
+#include "vmm/control/cli.hpp"
 
 namespace vmm::cli {
 

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <set>
 
-#include "vmm/address.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/layout.hpp"
 

@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm {
 namespace {

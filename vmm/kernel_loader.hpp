@@ -7,9 +7,9 @@
 #include <span>
 #include <string>
 
-#include "vmm/address.hpp"
-#include "vmm/guest_memory.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/guest_memory.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm {
 

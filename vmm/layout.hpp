@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace vmm::layout {
 

@@ -22,12 +22,12 @@
 #include "virtio/p9.hpp"
 #include "virtio/net.hpp"
 #include "virtio/rng.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/kvm/vcpu_loop.hpp"
 #include "vmm/layout.hpp"
-#include "vmm/log.hpp"
-#include "vmm/terminal.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/terminal.hpp"
 
 namespace vmm {
 namespace {
@@ -76,7 +76,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     bus_.add(layout::kUart, uart_, "uart");
 
     // 5. PCIe host bridge and assigned functions (--vfio-pci): opened, reset, BARs placed; without
-    //    a vIOMMU all guest RAM is mapped for their DMA now (vmm/kvm/vfio_setup.hpp).
+    //    a vIOMMU all guest RAM is mapped for their DMA now (vmm/vfio_setup.hpp).
     const bool vfio_behind_viommu = config_.viommu && config_.viommu->vfio;
     if (!config_.vfio_pci.empty()) {
         vfio_ = std::make_unique<VfioSetup>(vm_, memory_, config_.vfio_pci, vfio_behind_viommu);

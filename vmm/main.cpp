@@ -7,15 +7,15 @@
 #include <variant>
 
 #include "vmm/cli.hpp"
-#include "vmm/control_cli.hpp"
-#include "vmm/control_dir.hpp"
-#include "vmm/control_server.hpp"
-#include "vmm/error.hpp"
-#include "vmm/event_loop.hpp"
+#include "vmm/control/cli.hpp"
+#include "vmm/control/dir.hpp"
+#include "vmm/control/server.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/event_loop.hpp"
 #include "vmm/kvm/system.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 #include "vmm/machine.hpp"
-#include "vmm/terminal.hpp"
+#include "vmm/base/terminal.hpp"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <optional>
 
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm {
 namespace {

@@ -3,9 +3,9 @@
 #include <cinttypes>
 #include <cstdio>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/layout.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm {
 

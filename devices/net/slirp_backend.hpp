@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "virtio/net_backend.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 #include "vmm/net_config.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 struct Slirp;
 

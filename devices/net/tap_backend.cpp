@@ -14,7 +14,7 @@
 #include <cstring>
 
 #include "virtio/features.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::net {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "virtio/net_backend.hpp"
 #include "vmm/net_config.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace devices::net {
 

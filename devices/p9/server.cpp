@@ -18,7 +18,7 @@
 #include <climits>
 #include <cstring>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::p9 {
 namespace {

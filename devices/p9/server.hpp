@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "devices/p9/wire.hpp"
-#include "vmm/log.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace devices::p9 {
 

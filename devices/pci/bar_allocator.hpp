@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 
 namespace devices::pci {
 

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "vmm/address.hpp"
-#include "vmm/bus.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/bus.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::pci {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "devices/pci/config_space.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::pci {
 namespace {

@@ -14,9 +14,9 @@
 
 #include "devices/pci/function.hpp"
 #include "fdt/contributor.hpp"
-#include "vmm/address.hpp"
-#include "vmm/bus.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/bus.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::pci {
 

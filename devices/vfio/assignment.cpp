@@ -5,8 +5,8 @@
 #include <set>
 
 #include "devices/vfio/host_geometry.hpp"
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::vfio {
 

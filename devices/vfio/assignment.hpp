@@ -22,7 +22,7 @@
 #include "devices/vfio/kernel.hpp"
 #include "devices/vfio/vfio_pci.hpp"
 #include "iommu/iommu.hpp"
-#include "vmm/guest_memory.hpp"
+#include "vmm/base/guest_memory.hpp"
 
 namespace devices::vfio {
 

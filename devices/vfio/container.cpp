@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "devices/vfio/info_caps.hpp"
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::vfio {
 namespace {

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "devices/vfio/info_caps.hpp"
-#include "vmm/address.hpp"
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::vfio {
 namespace {

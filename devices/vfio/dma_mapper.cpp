@@ -6,7 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::vfio {
 namespace {

@@ -33,8 +33,8 @@
 #include "devices/vfio/container.hpp"
 #include "iommu/map_listener.hpp"
 #include "iommu/types.hpp"
-#include "vmm/guest_memory.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/guest_memory.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::vfio {
 

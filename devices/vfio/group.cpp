@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <sstream>
 
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace devices::vfio {
 namespace {

@@ -4,7 +4,7 @@
 #include <bit>
 #include <string>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::vfio {
 namespace {

@@ -23,8 +23,8 @@
 #include "devices/vfio/bar_plan.hpp"
 #include "devices/vfio/device.hpp"
 #include "devices/vfio/dma_mapper.hpp"
-#include "vmm/log.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace devices::vfio {
 

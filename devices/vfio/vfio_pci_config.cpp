@@ -9,7 +9,7 @@
 #include <cinttypes>
 
 #include "devices/vfio/vfio_pci.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace devices::vfio {
 namespace {

@@ -22,8 +22,8 @@
 #include "iommu/virtio_iommu.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "virtio/ring.hpp"
-#include "vmm/guest_memory.hpp"
-#include "vmm/interrupt.hpp"
+#include "vmm/base/guest_memory.hpp"
+#include "vmm/base/interrupt.hpp"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/control_protocol.hpp"
-#include "vmm/control_target.hpp"
+#include "vmm/control/protocol.hpp"
+#include "vmm/control/target.hpp"
 
 namespace {
 

@@ -13,8 +13,8 @@
 #include "virtio/features.hpp"
 #include "virtio/queue.hpp"
 #include "virtio/ring.hpp"
-#include "vmm/dma_memory.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/dma_memory.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 
@@ -23,10 +23,10 @@ constexpr std::uint64_t kRamSize = 64 * 1024;
 
 // Identity translation that splits every access at 4 KiB boundaries and refuses one page, so the
 // fragmented and the faulting DmaMemory paths are exercised too.
-class FragmentingTranslator final : public iommu::Translator {
+class FragmentingTranslator final : public vmm::Translator {
 public:
     explicit FragmentingTranslator(std::uint64_t hole) : hole_(hole) {}
-    bool translate(vmm::Iova iova, std::uint64_t length, iommu::Access, iommu::FragmentVisitor& visitor) const override {
+    bool translate(vmm::Iova iova, std::uint64_t length, vmm::Access, vmm::FragmentVisitor& visitor) const override {
         if (length == 0) return false;
         auto last = vmm::last_byte(iova.value, length);
         if (!last) return false;
@@ -91,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t features = 0;
     if (flags & 1) features |= virtio::feature_bit(VIRTIO_RING_F_INDIRECT_DESC);
     if (flags & 2) features |= virtio::feature_bit(VIRTIO_RING_F_EVENT_IDX);
-    std::shared_ptr<const iommu::Translator> translator;
+    std::shared_ptr<const vmm::Translator> translator;
     if (flags & 4) translator = std::make_shared<FragmentingTranslator>(kRamBase + 0x1000ULL * (hole_page % 16));
     const vmm::DmaMemory memory = translator ? vmm::DmaMemory(ram.memory(), translator) : vmm::DmaMemory(ram.memory());
 

@@ -17,7 +17,7 @@
 #include "virtio/console.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "virtio/rng.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 

@@ -21,7 +21,7 @@
 #include "devices/p9/server.hpp"
 #include "devices/p9/wire.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 

@@ -18,7 +18,7 @@
 #include "tests/fuzz/fuzz_input.hpp"
 #include "tests/support/vfio_test_env.hpp"
 #include "vmm/layout.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 

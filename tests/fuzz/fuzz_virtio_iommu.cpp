@@ -18,7 +18,7 @@
 #include "iommu/virtio_iommu.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/mock_iommu_backend.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 
@@ -229,7 +229,7 @@ private:
                 }
                 break;
             case 8: {  // another device's DMA through its endpoint view
-                struct Sink final : iommu::FragmentVisitor {
+                struct Sink final : vmm::FragmentVisitor {
                     std::uint64_t total = 0;
                     bool visit(vmm::GuestPhysAddr, std::uint64_t length) override {
                         total += length;
@@ -240,7 +240,7 @@ private:
                                                                 : fdp_.ConsumeIntegral<std::uint64_t>();
                 const bool ok = model_->translator(fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 5))
                                     ->translate(vmm::Iova{pick_address(fdp_)}, length,
-                                                fdp_.ConsumeBool() ? iommu::Access::Write : iommu::Access::Read, sink);
+                                                fdp_.ConsumeBool() ? vmm::Access::Write : vmm::Access::Read, sink);
                 require(!ok || sink.total == length);  // fragments cover exactly the access
                 require(ok || sink.total == 0);        // nothing delivered on failure
                 break;

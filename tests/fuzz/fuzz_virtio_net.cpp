@@ -19,7 +19,7 @@
 #include "virtio/features.hpp"
 #include "virtio/net.hpp"
 #include "virtio/net_uapi.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 

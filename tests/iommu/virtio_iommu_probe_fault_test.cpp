@@ -10,7 +10,7 @@
 
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/loopback_device.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 using namespace viommu_test;
 using iommu::ResvKind;

@@ -56,7 +56,7 @@ void FakeGuestRam::fill(std::uint64_t gpa, std::size_t length, std::uint8_t valu
 }
 
 FakeDriver::FakeDriver(std::unique_ptr<virtio::Device> device, std::shared_ptr<FakeGuestRam> ram,
-                       std::shared_ptr<const iommu::Translator> translator)
+                       std::shared_ptr<const vmm::Translator> translator)
     : ram_(ram ? std::move(ram) : std::make_shared<FakeGuestRam>()) {
     transport_ = std::make_unique<virtio::MmioTransport>(std::move(device), irq_, ram_->memory());
     if (translator) transport_->place_behind_iommu(std::move(translator));

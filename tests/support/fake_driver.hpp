@@ -15,7 +15,7 @@
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "virtio/ring.hpp"
-#include "vmm/guest_memory.hpp"
+#include "vmm/base/guest_memory.hpp"
 
 namespace support {
 
@@ -83,7 +83,7 @@ public:
     // Wraps `device` in a transport on fresh RAM, or on `ram` when sharing it with another driver.
     // With `translator`, the transport is placed behind an IOMMU (ACCESS_PLATFORM offered).
     explicit FakeDriver(std::unique_ptr<virtio::Device> device, std::shared_ptr<FakeGuestRam> ram = nullptr,
-                        std::shared_ptr<const iommu::Translator> translator = nullptr);
+                        std::shared_ptr<const vmm::Translator> translator = nullptr);
 
     virtio::MmioTransport& transport() { return *transport_; }
     RecordingInterrupt& irq() { return irq_; }

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "iommu/mapping_tree.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace support {
 

@@ -3,7 +3,7 @@
 
 #include <atomic>
 
-#include "vmm/interrupt.hpp"
+#include "vmm/base/interrupt.hpp"
 
 namespace support {
 

@@ -16,7 +16,7 @@
 
 #include "tests/support/fake_driver.hpp"
 #include "virtio/features.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 using support::ChainLayout;
 using support::FakeDriver;
@@ -98,9 +98,9 @@ struct FailingBackend final : virtio::BlockBackend {
 };
 
 // Identity translation split at every 4 KiB boundary, so DMA arrives in several host pieces.
-struct PageSplittingTranslator final : iommu::Translator {
+struct PageSplittingTranslator final : vmm::Translator {
     mutable unsigned fragments = 0;
-    bool translate(vmm::Iova iova, std::uint64_t length, iommu::Access, iommu::FragmentVisitor& v) const override {
+    bool translate(vmm::Iova iova, std::uint64_t length, vmm::Access, vmm::FragmentVisitor& v) const override {
         std::uint64_t at = iova.value;
         std::uint64_t left = length;
         while (left != 0) {

@@ -49,9 +49,9 @@ struct Fixture {
 };
 
 // Identity translator that records whether it was used.
-struct CountingTranslator final : iommu::Translator {
+struct CountingTranslator final : vmm::Translator {
     mutable unsigned calls = 0;
-    bool translate(vmm::Iova iova, std::uint64_t length, iommu::Access, iommu::FragmentVisitor& v) const override {
+    bool translate(vmm::Iova iova, std::uint64_t length, vmm::Access, vmm::FragmentVisitor& v) const override {
         ++calls;
         return v.visit(vmm::GuestPhysAddr{iova.value}, length);
     }

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/layout.hpp"
 
 namespace {

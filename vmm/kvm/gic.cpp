@@ -5,7 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/layout.hpp"
 
 namespace vmm::kvm {

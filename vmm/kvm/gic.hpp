@@ -4,7 +4,7 @@
 #pragma once
 
 #include "vmm/kvm/vm.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

@@ -6,11 +6,11 @@
 #include <cstdint>
 #include <optional>
 
-#include "vmm/address.hpp"
-#include "vmm/interrupt.hpp"
-#include "vmm/irq_level.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/interrupt.hpp"
+#include "vmm/base/irq_level.hpp"
 #include "vmm/kvm/vm.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

@@ -11,7 +11,7 @@
 
 #include "devices/pci/bar_windows.hpp"
 #include "vmm/kvm/vm.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm::kvm {
 

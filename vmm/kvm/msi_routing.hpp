@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "devices/pci/msi_router.hpp"
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 #include "vmm/kvm/vm.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm::kvm {
 

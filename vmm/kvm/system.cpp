@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace vmm::kvm {
 namespace {

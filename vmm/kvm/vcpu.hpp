@@ -8,9 +8,9 @@
 #include <string>
 #include <variant>
 
-#include "vmm/address.hpp"
-#include "vmm/mapping.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/address.hpp"
+#include "vmm/base/mapping.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <exception>
 
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm::kvm {
 namespace {

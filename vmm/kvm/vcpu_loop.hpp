@@ -6,7 +6,7 @@
 #include <csignal>
 #include <string>
 
-#include "vmm/bus.hpp"
+#include "vmm/base/bus.hpp"
 #include "vmm/kvm/vcpu.hpp"
 
 namespace vmm::kvm {

@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "vmm/error.hpp"
-#include "vmm/log.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 
 namespace vmm::kvm {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "vmm/kvm/vm.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

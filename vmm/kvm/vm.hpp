@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "vmm/address.hpp"
+#include "vmm/base/address.hpp"
 #include "vmm/kvm/vcpu.hpp"
-#include "vmm/unique_fd.hpp"
+#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

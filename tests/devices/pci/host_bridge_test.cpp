@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fdt/machine_tree.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/layout.hpp"
 
 namespace {

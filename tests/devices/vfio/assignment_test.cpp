@@ -8,7 +8,7 @@
 #include <linux/pci_regs.h>
 
 #include "tests/support/vfio_test_env.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/layout.hpp"
 
 namespace {

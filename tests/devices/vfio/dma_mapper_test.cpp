@@ -9,7 +9,7 @@
 #include "devices/vfio/group.hpp"
 #include "iommu/iommu.hpp"
 #include "tests/support/mock_vfio_kernel.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 namespace {
 

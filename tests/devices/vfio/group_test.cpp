@@ -6,7 +6,7 @@
 
 #include "devices/vfio/device.hpp"
 #include "tests/support/mock_vfio_kernel.hpp"
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 using devices::vfio::Container;
 using devices::vfio::Device;

@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-#include "vmm/error.hpp"
+#include "vmm/base/error.hpp"
 
 using devices::vfio::HostIommuInfo;
 using devices::vfio::IovaRange;

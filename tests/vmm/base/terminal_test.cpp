@@ -1,0 +1,45 @@
+#include "vmm/base/terminal.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "vmm/base/unique_fd.hpp"
+
+TEST_CASE("Terminal makes a tty raw but keeps Ctrl-C and output processing, and restores it") {
+    vmm::UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY));
+    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) {
+        MESSAGE("no pseudo-terminals here; skipped");
+        return;
+    }
+    vmm::UniqueFd tty(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY));
+    REQUIRE(tty);
+    termios before{};
+    REQUIRE(::tcgetattr(tty.get(), &before) == 0);
+    REQUIRE((before.c_lflag & ICANON) != 0);
+    {
+        vmm::Terminal terminal(tty.get());
+        CHECK(terminal.is_raw());
+        termios raw{};
+        REQUIRE(::tcgetattr(tty.get(), &raw) == 0);
+        CHECK((raw.c_lflag & ICANON) == 0);
+        CHECK((raw.c_lflag & ECHO) == 0);
+        CHECK((raw.c_lflag & ISIG) != 0);
+        CHECK((raw.c_oflag & OPOST) != 0);
+        CHECK((raw.c_iflag & ICRNL) == 0);
+        CHECK(raw.c_cc[VSUSP] == _POSIX_VDISABLE);
+        CHECK(raw.c_cc[VINTR] == before.c_cc[VINTR]);
+    }
+    termios after{};
+    REQUIRE(::tcgetattr(tty.get(), &after) == 0);
+    CHECK(after.c_lflag == before.c_lflag);
+    CHECK(after.c_iflag == before.c_iflag);
+    CHECK(after.c_cc[VSUSP] == before.c_cc[VSUSP]);
+}
+
+TEST_CASE("Terminal leaves a non-tty alone") {
+    vmm::UniqueFd null_fd(::open("/dev/null", O_RDWR));
+    vmm::Terminal terminal(null_fd.get());
+    CHECK_FALSE(terminal.is_raw());
+}

@@ -1,0 +1,171 @@
+#include "vmm/control/vm.hpp"
+
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "vmm/base/log.hpp"
+
+namespace vmm {
+namespace {
+
+// "none" or "INVAL:2,RANGE:1": every status but OK that was answered.
+std::string errors_of(const iommu::StatusCounts& counts) {
+    std::string out;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+        if (i == static_cast<std::size_t>(iommu::Status::Ok) || counts[i] == 0) continue;
+        if (!out.empty()) out += ',';
+        append_format(out, "%s:%" PRIu64, iommu::status_name(static_cast<iommu::Status>(i)), counts[i]);
+    }
+    return out.empty() ? "none" : out;
+}
+
+std::string endpoints_of(const std::vector<iommu::EndpointId>& endpoints) {
+    std::string out;
+    for (iommu::EndpointId id : endpoints) out += (out.empty() ? "" : ",") + std::to_string(id);
+    return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+VmControl::VmControl(VmControlParts parts) : parts_(std::move(parts)) {}
+
+const VmControlDevice* VmControl::find_device(std::string_view target) const {
+    const auto number = parse_control_number(target);
+    for (const VmControlDevice& device : parts_.devices) {
+        if (device.label == target) return &device;
+        if (number && device.endpoint && *device.endpoint == *number) return &device;
+    }
+    return nullptr;
+}
+
+std::string VmControl::endpoint_list() const {
+    std::string out;
+    for (const VmControlDevice& device : parts_.devices)
+        if (device.endpoint) out += (out.empty() ? "" : ", ") + std::to_string(*device.endpoint) + " (" + device.label + ")";
+    return out.empty() ? "none" : out;
+}
+
+void VmControl::stop() {
+    if (parts_.stop) parts_.stop();
+}
+
+std::string VmControl::stat() {
+    std::string out;
+    append_format(out, "vm %s pid=%d vcpus=%u ram_mib=%" PRIu64 " devices=%zu viommu=%s\n", parts_.name.c_str(),
+           static_cast<int>(::getpid()), parts_.cpus, parts_.mem_mib, parts_.devices.size(),
+           parts_.iommu ? "virtio" : "none");
+    for (const VmControlDevice& device : parts_.devices) {
+        append_format(out, "device %s slot=%u type=%.*s", device.label.c_str(), device.slot,
+               static_cast<int>(device.transport->name().size()), device.transport->name().data());
+        if (device.endpoint) append_format(out, " endpoint=%u", *device.endpoint);
+        if (device.blk)
+            append_format(out, " forced_failures=%" PRIu64, device.blk.with([](virtio::Blk& blk) { return blk.forced_failures(); }));
+        if (device.net)
+            device.net.with([&](virtio::Net& net) {
+                const virtio::NetStats& n = net.stats();
+                append_format(out,
+                              " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
+                              " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64
+                              " backend=\"%s\"",
+                              n.rx_packets, n.rx_bytes, n.rx_dropped, n.rx_errors, n.tx_packets, n.tx_bytes,
+                              n.tx_dropped, n.tx_errors, net.backend().describe().c_str());
+            });
+        out += '\n';
+    }
+    if (parts_.vfio) out += parts_.vfio();
+    if (!parts_.iommu) {
+        out += "iommu none: this VM has no vIOMMU (start it with --viommu virtio for IOMMU counters)\n";
+        return out;
+    }
+    const iommu::IommuStats s = parts_.iommu->stats();
+    append_format(out,
+           "iommu endpoints=%" PRIu64 " domains=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
+           " faults=%" PRIu64 " unattached=%s",
+           s.endpoints, s.domains, s.live_mappings, s.maps, s.unmaps, s.faults,
+           s.unattached_bypass ? "bypass" : "blocked");
+    if (parts_.viommu) {
+        const iommu::VirtioIommuStats v = parts_.viommu.with([](iommu::VirtioIommu& viommu) { return viommu.stats(); });
+        append_format(out,
+                      " requests=%" PRIu64 " errors=%s faults_posted=%" PRIu64 " faults_dropped=%" PRIu64
+                      " map_refusals=%" PRIu64 " refusals_reported=%" PRIu64 " refusals_dropped=%" PRIu64
+                      " (rate_limited=%" PRIu64 " no_buffer=%" PRIu64 ")",
+                      v.requests, errors_of(v.statuses).c_str(), v.faults_posted, v.faults_dropped, v.map_refusals,
+                      v.refusals_reported, v.refusals_rate_limited + v.refusals_no_buffer, v.refusals_rate_limited,
+                      v.refusals_no_buffer);
+    }
+    out += '\n';
+    for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats())
+        append_format(out,
+               "domain %u endpoints=%s bypass=%s live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
+               " faults=%" PRIu64 " errors=%s\n",
+               d.id, endpoints_of(d.endpoints).c_str(), d.bypass ? "yes" : "no", d.live_mappings, d.maps, d.unmaps,
+               d.faults, errors_of(d.statuses).c_str());
+    for (const VmControlDevice& device : parts_.devices) {
+        if (!device.endpoint) continue;
+        const auto e = parts_.iommu->endpoint_stats(*device.endpoint);
+        if (!e) continue;
+        bool bypass = s.unattached_bypass;
+        if (e->domain) {
+            const auto d = parts_.iommu->domain_stats(*e->domain);
+            bypass = d && d->bypass;
+        }
+        append_format(out,
+               "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
+               " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
+               e->id, device.label.c_str(),
+               e->domain ? std::to_string(*e->domain).c_str() : (e->blocked ? "none(blocked)" : "none"),
+               bypass && !e->blocked ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations,
+               e->attaches, e->detaches, errors_of(e->statuses).c_str());
+    }
+    return out;
+}
+
+ControlResponse VmControl::dump() {
+    if (!parts_.iommu) return ControlResponse::failure("VM '" + parts_.name + "' has no vIOMMU (start it with --viommu virtio)");
+    return ControlResponse::success({}, parts_.iommu->dump());
+}
+
+ControlResponse VmControl::inject_fault(std::uint32_t endpoint, bool write, std::uint64_t address) {
+    if (!parts_.iommu || !parts_.viommu)
+        return ControlResponse::failure("VM '" + parts_.name + "' has no vIOMMU to report a fault (start it with --viommu virtio)");
+    if (!parts_.iommu->has_endpoint(endpoint))
+        return ControlResponse::failure("no endpoint " + std::to_string(endpoint) + "; the endpoints are: " + endpoint_list());
+    const iommu::Fault fault{endpoint, iommu::FaultReason::Mapping, write ? vmm::Access::Write : vmm::Access::Read,
+                             address, {}};
+    const bool posted = parts_.viommu.with([&](iommu::VirtioIommu& viommu) {
+        const std::uint64_t before = viommu.stats().faults_posted;
+        viommu.post_fault(fault);
+        return viommu.stats().faults_posted > before;
+    });
+    char what[96];
+    std::snprintf(what, sizeof what, "%s at %#" PRIx64, write ? "write" : "read", address);
+    if (!posted)
+        return ControlResponse::failure("fault for endpoint " + std::to_string(endpoint) + " (" + what +
+                                        ") dropped: the guest's virtio-iommu driver has no event buffer posted");
+    return ControlResponse::success("fault reported for endpoint " + std::to_string(endpoint) + " (" + what +
+                                    "); the guest logs 'page fault from EP " + std::to_string(endpoint) + "'");
+}
+
+ControlResponse VmControl::fail_next(std::string_view target, unsigned count) {
+    const VmControlDevice* device = find_device(target);
+    if (!device) {
+        std::string disks;
+        for (const VmControlDevice& d : parts_.devices)
+            if (d.blk) disks += (disks.empty() ? "" : ", ") + d.label;
+        return ControlResponse::failure("fail-next: no device '" + std::string(target.substr(0, 40)) +
+                                        "'; name a disk (" + (disks.empty() ? "this VM has none" : disks) +
+                                        ") or its endpoint id (" + endpoint_list() + ")");
+    }
+    if (!device->blk)
+        return ControlResponse::failure("fail-next: " + device->label + " is a " + std::string(device->transport->name()) +
+                                        "; only virtio-blk requests can be failed");
+    device->blk.with([&](virtio::Blk& blk) { blk.fail_next_requests(count); });
+    std::string detail = "the next " + std::to_string(count) + " request" + (count == 1 ? "" : "s") + " of " +
+                         device->label;
+    if (device->endpoint) detail += " (endpoint " + std::to_string(*device->endpoint) + ")";
+    return ControlResponse::success(detail + " will fail with VIRTIO_BLK_S_IOERR");
+}
+
+}  // namespace vmm

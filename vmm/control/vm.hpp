@@ -1,0 +1,68 @@
+// vmm::VmControl: the ControlTarget of a running VM, built by Machine::run from the machine's parts
+// (non-owning: transports and typed handles to the device models the Machine created, so nothing
+// here looks a device up by name or casts it). Portable and unit-tested over real transports and
+// devices: the Machine only lists what it has.
+//
+// Threads: every call runs on the event-loop thread. Devices are reached through
+// MmioTransport::with_device (their transport lock), the Iommu through its own thread-safe
+// observability calls, never while a transport lock is held (the lock order of
+// iommu/virtio_iommu.hpp).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "iommu/iommu.hpp"
+#include "iommu/virtio_iommu.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/device_handle.hpp"
+#include "virtio/net.hpp"
+#include "virtio/mmio_transport.hpp"
+#include "vmm/control/target.hpp"
+
+namespace vmm {
+
+struct VmControlDevice {
+    unsigned slot = 0;                             // virtio-mmio slot
+    std::string label{};                           // what the user names it: "blk0", "rng", "console", "iommu"
+    virtio::MmioTransport* transport = nullptr;    // never null
+    std::optional<std::uint32_t> endpoint{};       // behind the vIOMMU: its endpoint ID
+    virtio::DeviceHandle<virtio::Blk> blk{};       // a disk: its model (fail-next, forced failures)
+    virtio::DeviceHandle<virtio::Net> net{};       // a NIC ("net0", ...): its counters
+};
+
+struct VmControlParts {
+    std::string name;
+    unsigned cpus = 0;
+    std::uint64_t mem_mib = 0;
+    std::vector<VmControlDevice> devices;  // slot order
+    std::shared_ptr<iommu::Iommu> iommu;   // null: no vIOMMU
+    virtio::DeviceHandle<iommu::VirtioIommu> viommu;  // its virtio-iommu (unset: no vIOMMU)
+    std::function<void()> stop;               // the orderly-shutdown path (as SIGTERM)
+    // Assigned PCI functions (--vfio-pci): their BARs and the host DMA state of each VFIO container
+    // (entries, pinned memory, maps/unmaps), one line each; null when nothing is assigned.
+    std::function<std::string()> vfio;
+};
+
+class VmControl final : public ControlTarget {
+public:
+    explicit VmControl(VmControlParts parts);
+
+    void stop() override;
+    std::string stat() override;
+    ControlResponse dump() override;
+    ControlResponse inject_fault(std::uint32_t endpoint, bool write, std::uint64_t address) override;
+    ControlResponse fail_next(std::string_view target, unsigned count) override;
+
+private:
+    const VmControlDevice* find_device(std::string_view target) const;
+    std::string endpoint_list() const;
+
+    VmControlParts parts_;
+};
+
+}  // namespace vmm
