@@ -95,7 +95,6 @@ private:
     Virtqueue* transmit_ = nullptr;
     DeviceContext* context_ = nullptr;
     const vmm::DmaMemory* memory_ = nullptr;
-    bool receive_used_ = false;  // used elements added since the last receive interrupt check
     vmm::RateLimiter log_;
 };
 
