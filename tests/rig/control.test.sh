@@ -163,7 +163,7 @@ else rig_fail ctl/stat-stale "no stale socket for rig-stop"; fi
 # outlive the reboot, with the same name and pid.
 rm -f /tmp/ctl-stop.rc
 mkdisk /tmp/ctl-disk2.img 8 zero
-( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 128 --name rig-stop --console serial -d /tmp/ctl-disk2.img \
+( run_l2 ctl-stop "$LKVM" run $K -c 1 -m 256 --name rig-stop --console serial -d /tmp/ctl-disk2.img \
     -p "$A rigchecks=blkpersist rigend=hang"
   echo "$L2_RC $L2_TIMEDOUT ${L2_BOOT_S:-none} $L2_TOTAL_S" >/tmp/ctl-stop.rc ) &
 stop_job=$!
