@@ -24,7 +24,7 @@ echo "${RIG_DMA_LIMIT:-24}" >"$LIMIT"
 ( i=0; while ! grep -q 'RIG-CHECK [A-Z]* msix' "/tmp/l2-$T.log" 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.2; i=$((i + 1)); done
   "$LKVM" stat "$T" >"/tmp/stat-$T" 2>&1 ) &
 stater=$!
-run_l2 "$T" "$LKVM" run $K -n "$T" --vfio-pci "$B" --viommu vfio --debug \
+run_l2 "$T" "$LKVM" run $K --name "$T" --vfio-pci "$B" --viommu vfio --debug \
   -p "$A rigchecks=nvme,nvmeflood,mapfaults,msix rignvmewait=40 rigsleep=8"
 wait "$stater" 2>/dev/null
 echo "$old_limit" >"$LIMIT"
