@@ -59,18 +59,6 @@ void Iommu::add_endpoint(EndpointConfig config) {
     it->second.config = std::move(config);
 }
 
-bool Iommu::remove_endpoint(EndpointId id) {
-    std::unique_lock lock(lock_);
-    auto it = endpoints_.find(id);
-    if (it == endpoints_.end()) return false;
-    Endpoint& endpoint = it->second;
-    // The device is going away: block whatever its IOMMU still holds.
-    block_listener(endpoint);
-    leave_domain(endpoint);
-    endpoints_.erase(it);
-    return true;
-}
-
 bool Iommu::has_endpoint(EndpointId id) const {
     std::shared_lock lock(lock_);
     return endpoints_.count(id) != 0;

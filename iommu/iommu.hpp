@@ -122,8 +122,6 @@ public:
     // Throws vmm::SetupError for a duplicate id, malformed regions or a listener that refuses
     // its initial (unattached) state.
     void add_endpoint(EndpointConfig config);
-    // Hot-unplug: detaches the endpoint (its domain dies if it was the last member).
-    bool remove_endpoint(EndpointId id);
     bool has_endpoint(EndpointId id) const;
     // The endpoint's view for DmaMemory. Requires the Iommu to be owned by a shared_ptr; the
     // view keeps it alive. Valid for any id; ids not registered (any more) fail every access.

@@ -48,8 +48,7 @@ VirtioIommu::VirtioIommu(std::shared_ptr<Iommu> iommu, const VirtioIommuConfig& 
     : iommu_(std::move(iommu)),
       config_(config),
       offered_(config.features & kSupportedFeatures),
-      initial_bypass_(config.boot_bypass ? 1 : 0),
-      bypass_(initial_bypass_) {
+      bypass_(config.boot_bypass ? 1 : 0) {
     validate(config_, iommu_->limits());
     probe_buffer_.resize(std::size_t{config_.probe_size} + protocol::kTailSize);
     apply_bypass(bypass_);
@@ -137,7 +136,6 @@ void VirtioIommu::apply_bypass(std::uint8_t value) {
     bypass_ = value;
 }
 
-void VirtioIommu::restore_boot_state() { apply_bypass(initial_bypass_); }
 
 // ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -332,11 +330,6 @@ FaultForwarder::~FaultForwarder() { iommu_->set_fault_sink(nullptr); }
 
 void FaultForwarder::report_fault(const Fault& fault) {
     transport_.with_device([&](virtio::Device&) { device_.post_fault(fault); });
-}
-
-void vm_reset(virtio::MmioTransport& transport, VirtioIommu& device) {
-    transport.reset();
-    transport.with_device([&](virtio::Device&) { device.restore_boot_state(); });
 }
 
 }  // namespace iommu

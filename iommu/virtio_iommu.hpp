@@ -3,7 +3,7 @@
 // in ring order, exact status and used lengths) and fault reports on the event queue.
 //
 // Locking. The transport's lock guards this object: every virtio::Device call arrives with it held,
-// and so must post_fault() / restore_boot_state() / stats() (use transport.with_device(), as
+// and so must post_fault() / stats() (use transport.with_device(), as
 // FaultForwarder does). A translation fault happens on the faulting endpoint's thread (a blk
 // worker, holding *its* transport lock): the Iommu finds the fault under its shared lock, drops
 // that lock, then calls the FaultSink, which takes this device's transport lock and posts the
@@ -95,9 +95,6 @@ public:
     // ---- host side (transport lock held)
     // Posts a fault report into the next eventq buffer, or drops it (counted); true if posted.
     bool post_fault(const Fault& fault);
-    // VM reset (after the transport's reset): config.bypass back to its initial value
-    // (CONFORMANCE.md D6).
-    void restore_boot_state();
     VirtioIommuStats stats() const { return stats_; }
     std::uint8_t bypass() const { return bypass_; }
     const std::shared_ptr<Iommu>& model() const { return iommu_; }
@@ -115,7 +112,6 @@ private:
     std::shared_ptr<Iommu> iommu_;
     const VirtioIommuConfig config_;
     const std::uint64_t offered_;
-    const std::uint8_t initial_bypass_;
     std::uint8_t bypass_;
     std::uint64_t negotiated_ = 0;
 
@@ -150,9 +146,5 @@ private:
     virtio::MmioTransport& transport_;
     VirtioIommu& device_;
 };
-
-// VM reset of a virtio-iommu: the transport's reset (driver state, domains, mappings) plus the
-// boot value of bypass.
-void vm_reset(virtio::MmioTransport& transport, VirtioIommu& device);
 
 }  // namespace iommu

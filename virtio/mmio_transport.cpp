@@ -473,11 +473,6 @@ void MmioTransport::set_needs_reset() {
     }
 }
 
-void MmioTransport::reset() {
-    std::lock_guard lock(mutex_);
-    reset_locked();
-}
-
 void MmioTransport::reset_locked() {
     // CONFORMANCE.md G5 / 2.4: the model drops its queues and per-driver state first, then the
     // transport forgets every register; Status reads 0 as soon as this returns.

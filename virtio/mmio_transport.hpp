@@ -86,9 +86,6 @@ public:
         return std::forward<F>(fn)(*device_);
     }
 
-    // VM reset: the same as the driver writing Status 0 (virtio 1.2 2.4).
-    void reset();
-
     std::uint16_t queue_count() const { return queue_count_; }
     std::string_view name() const { return name_; }
 

@@ -84,38 +84,37 @@ std::string VfioPciFunction::describe() const {
 
 // ---- config space --------------------------------------------------------------------------------
 
-void VfioPciFunction::config_read(std::uint16_t offset, std::span<std::uint8_t> data) {
-    std::lock_guard guard(lock_);
-    // Runs of bytes with one owner: passed through to the device, or from the shadow.
-    for (std::size_t i = 0; i < data.size();) {
-        const bool pass = is_passthrough(static_cast<std::uint16_t>(offset + i));
+// Splits [offset, offset + size) into runs of bytes with one owner (passed through to the device, or
+// kept in the shadow) and calls fn(config offset, index into the access, length, passthrough) per run.
+template <typename Fn>
+void VfioPciFunction::for_each_owner_run(std::uint16_t offset, std::size_t size, Fn&& fn) const {
+    for (std::size_t i = 0; i < size;) {
+        const auto at = static_cast<std::uint16_t>(offset + i);
+        const bool pass = is_passthrough(at);
         std::size_t n = 1;
-        while (i + n < data.size() && is_passthrough(static_cast<std::uint16_t>(offset + i + n)) == pass) ++n;
-        auto run = data.subspan(i, n);
-        if (pass) {
-            if (!device_->read(VFIO_PCI_CONFIG_REGION_INDEX, offset + i, run)) std::fill(run.begin(), run.end(), 0);
-        } else {
-            shadow_.read(offset + i, run);
-        }
+        while (i + n < size && is_passthrough(static_cast<std::uint16_t>(at + n)) == pass) ++n;
+        fn(at, i, n, pass);
         i += n;
     }
+}
+
+void VfioPciFunction::config_read(std::uint16_t offset, std::span<std::uint8_t> data) {
+    std::lock_guard guard(lock_);
+    for_each_owner_run(offset, data.size(), [&](std::uint16_t at, std::size_t from, std::size_t n, bool pass) {
+        auto run = data.subspan(from, n);
+        if (!pass) return shadow_.read(at, run);
+        if (!device_->read(VFIO_PCI_CONFIG_REGION_INDEX, at, run)) std::fill(run.begin(), run.end(), 0);
+    });
 }
 
 void VfioPciFunction::config_write(std::uint16_t offset, std::span<const std::uint8_t> data) {
     std::lock_guard guard(lock_);
     const std::uint16_t command_before = shadow_.u16(PCI_COMMAND);
-    for (std::size_t i = 0; i < data.size();) {
-        const bool pass = is_passthrough(static_cast<std::uint16_t>(offset + i));
-        std::size_t n = 1;
-        while (i + n < data.size() && is_passthrough(static_cast<std::uint16_t>(offset + i + n)) == pass) ++n;
-        auto run = data.subspan(i, n);
-        if (pass) {
-            if (!device_->write(VFIO_PCI_CONFIG_REGION_INDEX, offset + i, run)) ++stats_.bad_accesses;
-        } else {
-            shadow_.write(offset + i, run);
-        }
-        i += n;
-    }
+    for_each_owner_run(offset, data.size(), [&](std::uint16_t at, std::size_t from, std::size_t n, bool pass) {
+        auto run = data.subspan(from, n);
+        if (!pass) return shadow_.write(at, run);
+        if (!device_->write(VFIO_PCI_CONFIG_REGION_INDEX, at, run)) ++stats_.bad_accesses;
+    });
     if (overlaps(offset, data.size(), PCI_COMMAND, PCI_COMMAND + 2)) command_changed(command_before);
     if (overlaps(offset, data.size(), PCI_BASE_ADDRESS_0, kBarRegistersEnd)) bars_changed();
     if (msix_ && overlaps(offset, data.size(), msix_->cap + PCI_MSIX_FLAGS, msix_->cap + PCI_MSIX_FLAGS + 2u))

@@ -122,6 +122,8 @@ private:
     bool setup_msix(std::span<const std::uint8_t> host, std::uint16_t cap);
     void plan_bars();
     bool is_passthrough(std::uint16_t offset) const;
+    template <typename Fn>
+    void for_each_owner_run(std::uint16_t offset, std::size_t size, Fn&& fn) const;
 
     // ---- runtime (vfio_pci.cpp), lock held
     void command_changed(std::uint16_t before);

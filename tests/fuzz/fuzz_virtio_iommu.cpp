@@ -266,10 +266,7 @@ private:
                                          static_cast<iommu::ListenerResult>(fdp_.ConsumeIntegralInRange<int>(1, 3)));
                 break;
             case 12:
-                if (starts_ < 4) {
-                    if (fdp_.ConsumeBool()) iommu::vm_reset(driver_->transport(), *device_);
-                    start();
-                }
+                if (starts_ < 4) start();
                 break;
             default:
                 driver_->write_reg(fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 0xfc) & ~3u,
