@@ -144,7 +144,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 break;
             }
             case 6: canned_setup(transport, in.take<std::uint8_t>(), in.take<std::uint32_t>()); break;
-            default: transport.reset(); break;
+            default: write_reg(transport, VIRTIO_MMIO_STATUS, 0); break;  // the driver resets it
         }
     }
     return 0;
