@@ -74,7 +74,7 @@ if ls tests/fuzz/*.cpp >/dev/null 2>&1; then
             corpus=tests/fuzz/corpus/${target#fuzz_}
             mkdir -p "$BUILD/fuzz/scratch-$target" "$corpus"
             # Replay the seed corpus, then a short bounded random run.
-            single "$target" "$bin" -runs=20000 -max_total_time=30 -print_final_stats=0 \
+            single "$target" "$bin" -runs=5000 -max_total_time=10 -print_final_stats=0 \
                 "$BUILD/fuzz/scratch-$target" "$corpus"
         done
     else
