@@ -128,8 +128,7 @@ TEST_CASE("Session: command file, initrd = user's + padding + our init, status r
         const auto init = std::find_if(entries->begin(), entries->end(), [](auto& e) { return e.name == "lkvm-init"; });
         REQUIRE(init != entries->end());
         const std::string self = read_text("/proc/self/exe");
-        CHECK(init->data.size() == self.size());
-        CHECK(std::equal(init->data.begin(), init->data.end(), self.begin()));
+        CHECK((std::string(init->data.begin(), init->data.end()) == self));  // no 30 MB operands printed
 
         CHECK(!session.reported_status());
         std::ofstream(control + "/status") << "7\n";
