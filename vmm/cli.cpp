@@ -296,7 +296,11 @@ Command parse(int argc, const char* const* argv) {
     } catch (const CLI::CallForVersion&) {
         return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
     } catch (const CLI::ParseError& e) {
-        if (sandbox->parsed()) return usage_error(e.what(), "lkvm sandbox", kSandboxUsageError);
+        if (sandbox->parsed()) {
+            // Without `--`, CMD's words reach the flag parser: say where they belong.
+            const std::string hint = sandbox_argv.empty() ? "; put CMD after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]" : "";
+            return usage_error(e.what() + hint, "lkvm sandbox", kSandboxUsageError);
+        }
         std::string hint = "lkvm";
         for (const CLI::App* sub : {run, list, stop, stat, debug})
             if (sub->parsed()) hint += " " + sub->get_name();

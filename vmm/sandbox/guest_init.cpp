@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <linux/module.h>
-#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -45,8 +44,6 @@ constexpr std::size_t kMaxModulesDep = 8 << 20;
 constexpr auto kDeviceWait = 10s;
 constexpr auto kPoll = 20ms;
 constexpr const char* kPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-// SYSLOG_ACTION_CONSOLE_OFF (include/linux/syslog.h; no uapi header defines it).
-constexpr int kSyslogConsoleOff = 6;
 
 // A setup step failed: the guest powers off without a status, and lkvm exits 125.
 struct InitError {
@@ -244,7 +241,11 @@ int run_sandbox(Stdio& stdio) {
     for (const UniqueFd* tty : {&stdio.out, &stdio.err})
         if (*tty) ::tcdrain(tty->get());
     ::sync();
-    ::klogctl(kSyslogConsoleOff, nullptr, 0);
+    // Console log level 0: not even the KERN_EMERG "reboot: Power down" (kernel/reboot.c) reaches
+    // lkvm's stderr. syslog(2)'s console-off stops at level 1, which still prints it.
+    if (UniqueFd printk{::open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC)}) {
+        [[maybe_unused]] ssize_t n = ::write(printk.get(), "0", 1);
+    }
     ::reboot(RB_POWER_OFF);
     // Not reached; if it were, PID 1 exiting panics the kernel, which (panic=-1) resets: lkvm ends.
     ::_exit(kStatusSandboxFailed);

@@ -58,7 +58,7 @@ TEST_CASE("lkvm sandbox: the working directory defaults to the current one") {
 
 TEST_CASE("lkvm sandbox usage errors: one line, status 125 (statuses below are CMD's)") {
     check_one_line_error({"sandbox", "-k", "Image"}, "after '--'");
-    check_one_line_error({"sandbox", "-k", "Image", "true"}, "");  // CMD without `--`: an unexpected argument
+    check_one_line_error({"sandbox", "-k", "Image", "true"}, "put CMD after '--'");  // CMD without `--`
     check_one_line_error({"sandbox", "-k", "Image", "--"}, "no command");
     check_one_line_error({"sandbox", "--", "true"}, "kernel");
     check_one_line_error({"sandbox", "-k", "Image", "--bogus", "--", "true"}, "bogus");
