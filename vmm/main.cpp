@@ -24,6 +24,7 @@ namespace {
 
 // Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
 // 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
+// `lkvm sandbox` exits with CMD's status instead (vmm/sandbox/protocol.hpp).
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;

@@ -255,8 +255,7 @@ int run_sandbox(Stdio& stdio) {
 
 bool is_guest_init(int argc, const char* const* argv) {
     if (argc < 1 || ::getpid() != 1) return false;
-    const std::string_view name = argv[0];
-    return name == kInitPath || name.ends_with("/lkvm-init");
+    return std::string_view(argv[0]).ends_with(kInitPath);
 }
 
 void run_guest_init() {
