@@ -22,7 +22,6 @@ struct RunOptions {
     std::string rootfs;
     std::string params;
     std::string console = "serial";
-    CLI::Option* console_option = nullptr;
     CLI::Option* params_option = nullptr;
     std::string viommu;
     CLI::Option* viommu_option = nullptr;
@@ -61,7 +60,7 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--rootfs", o.rootfs,
                    "boot with host directory DIR as the root file system over virtio-9p (tag /dev/root)")
         ->type_name("DIR");
-    o.console_option = run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
+    run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
     run.add_option("--vfio-pci", c.vfio_pci,
@@ -186,14 +185,6 @@ Command sandbox_request(RunOptions& options, std::string workdir, std::vector<st
     if (argv.empty())
         return usage_error("no command to run; put it after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]", hint,
                            kSandboxUsageError);
-    if (options.console_option->count() > 0)
-        return usage_error("--console: lkvm sandbox chooses the consoles itself (CMD's stdout on virtio-console, "
-                           "its stderr and the kernel's messages on the UART); drop the flag",
-                           hint, kSandboxUsageError);
-    if (!options.rootfs.empty())
-        return usage_error("--rootfs: the sandbox's root is the host's / (read-only); use lkvm run --rootfs DIR to "
-                           "boot from DIR",
-                           hint, kSandboxUsageError);
     if (workdir.empty()) return usage_error("--workdir: empty directory name", hint, kSandboxUsageError);
     auto config = finish_config(options, hint, kSandboxUsageError);
     if (auto* exit = std::get_if<Exit>(&config)) return *exit;
@@ -247,6 +238,10 @@ Command parse(int argc, const char* const* argv) {
     RunOptions sandbox_options;
     std::string sandbox_workdir = ".";
     add_run_options(*sandbox, sandbox_options);
+    // The sandbox chooses the consoles and the root itself, never reboots, and always boots.
+    for (const char* flag : {"--console", "--rootfs", "--no-reboot", "--dump-dtb"})
+        sandbox->remove_option(sandbox->get_option(flag));
+    sandbox->get_option("--params")->description("added to the sandbox's kernel command line (see below)");
     sandbox->add_option("--workdir", sandbox_workdir,
                         "host directory shared read-write at the same path; CMD's working directory")
         ->type_name("DIR")

@@ -64,6 +64,8 @@ TEST_CASE("lkvm sandbox usage errors: one line, status 125 (statuses below are C
     check_one_line_error({"sandbox", "-k", "Image", "--bogus", "--", "true"}, "bogus");
     check_one_line_error({"sandbox", "-k", "Image", "--console", "serial", "--", "true"}, "--console");
     check_one_line_error({"sandbox", "-k", "Image", "--rootfs", "/srv", "--", "true"}, "--rootfs");
+    check_one_line_error({"sandbox", "-k", "Image", "--no-reboot", "--", "true"}, "--no-reboot");
+    check_one_line_error({"sandbox", "-k", "Image", "--dump-dtb", "x.dtb", "--", "true"}, "--dump-dtb");
     check_one_line_error({"sandbox", "-k", "Image", "--workdir", "", "--", "true"}, "--workdir");
     check_one_line_error({"sandbox", "-k", "Image", "-d", ",ro", "--", "true"}, "-d/--disk");
 }
@@ -76,6 +78,10 @@ TEST_CASE("lkvm sandbox --help documents the exit statuses; lkvm run keeps statu
     for (const char* needle : {"--workdir", "125", "126", "127", "128+N", "read-only"}) {
         CAPTURE(needle);
         CHECK(exit->out.find(needle) != std::string::npos);
+    }
+    for (const char* run_only : {"--console", "--rootfs", "--no-reboot", "--dump-dtb"}) {
+        CAPTURE(run_only);
+        CHECK(exit->out.find(run_only) == std::string::npos);
     }
     auto run = parse({"run", "-k", "Image", "--", "true"});
     REQUIRE(std::get_if<vmm::cli::Exit>(&run));
