@@ -116,7 +116,7 @@ int exit_status(std::optional<int> reported, int vm_exit_code) {
     return kStatusSandboxFailed;
 }
 
-Session::Session(const Request& request) {
+Session::Session(const Request& request, const std::string& init) {
     const std::string workdir = resolve_workdir(request.workdir);
     const GuestCommand command{workdir, request.argv};
     if (std::string error = check_command(command); !error.empty()) throw SetupError("lkvm sandbox: " + error);
@@ -137,8 +137,7 @@ Session::Session(const Request& request) {
                             "-i/--initrd '" + request.config.initrd + "'");
         const std::vector<std::uint8_t> zeros(cpio_padding(size));
         write_all(out.get(), zeros, "the sandbox initrd");
-        write_all(out.get(), init_archive(read_all("/proc/self/exe", "lkvm's own binary (/proc/self/exe)")),
-                  "the sandbox initrd");
+        write_all(out.get(), init_archive(read_all(init, "lkvm's own binary")), "the sandbox initrd");
         config_ = guest_config(request, workdir, control, initrd);
     } catch (...) {
         std::error_code ignored;

@@ -33,8 +33,9 @@ int exit_status(std::optional<int> reported, int vm_exit_code);
 class Session {
 public:
     // Checks --workdir, creates the directory (in $TMPDIR, else /tmp), writes the command and
-    // the initrd. Throws SetupError naming the flag or the step.
-    explicit Session(const Request& request);
+    // the initrd with `init` (lkvm's own binary; tests pass a small file) as /lkvm-init. Throws
+    // SetupError naming the flag or the step.
+    explicit Session(const Request& request, const std::string& init = "/proc/self/exe");
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
