@@ -16,7 +16,7 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 HOST_ARCH := $(shell uname -m)
 
-SRCS_vmm     := $(wildcard vmm/*.cpp vmm/base/*.cpp vmm/control/*.cpp)
+SRCS_vmm     := $(wildcard vmm/*.cpp vmm/base/*.cpp vmm/control/*.cpp vmm/sandbox/*.cpp)
 SRCS_devices := $(wildcard devices/*.cpp devices/*/*.cpp)
 SRCS_virtio  := $(wildcard virtio/*.cpp)
 SRCS_iommu   := $(wildcard iommu/*.cpp)

@@ -3,13 +3,16 @@
 #include <CLI/CLI.hpp>
 
 #include <sstream>
+#include <string_view>
 
 #include "devices/vfio/group.hpp"
+#include "vmm/sandbox/protocol.hpp"
 
 namespace vmm::cli {
 namespace {
 
 constexpr int kUsageError = 2;
+constexpr int kSandboxUsageError = sandbox::kStatusSandboxFailed;
 
 // The `run` subcommand's flags, one line each (kvmtool's spelling where kvmtool has the flag).
 struct RunOptions {
@@ -129,9 +132,63 @@ std::string parse_share(const std::string& spec, ShareConfig& share) {
     return {};
 }
 
-Exit usage_error(const std::string& message, const std::string& hint_command) {
+Exit usage_error(const std::string& message, const std::string& hint_command, int code = kUsageError) {
     // One line: scripts and people both read the first line of an error.
-    return Exit{kUsageError, "", "lkvm: error: " + message + " (see '" + hint_command + " --help')\n"};
+    return Exit{code, "", "lkvm: error: " + message + " (see '" + hint_command + " --help')\n"};
+}
+
+// The run flags as a VmConfig (shared by run and sandbox), or the usage error with `code`.
+std::variant<VmConfig, Exit> finish_config(RunOptions& options, const std::string& hint, int code) {
+    VmConfig config = std::move(options.config);
+    if (options.console == "serial") config.console = ConsoleKind::Serial;
+    else if (options.console == "virtio") config.console = ConsoleKind::Virtio;
+    else return usage_error("--console " + options.console + ": choose serial or virtio", hint, code);
+    if (options.params_option->count() > 0) config.params = options.params;
+    if (options.viommu_option->count() > 0) {
+        ViommuConfig viommu;
+        if (std::string error = parse_viommu(options.viommu, viommu); !error.empty())
+            return usage_error(error, hint, code);
+        config.viommu = viommu;
+    }
+    // A bare -n is mode=user with the defaults (CLI11 records it as an empty value, or not at all).
+    if (options.network_specs.size() < options.network_option->count())
+        options.network_specs.resize(options.network_option->count());
+    for (const std::string& spec : options.network_specs) {
+        NetConfig net;
+        if (std::string error = parse_network(spec, net); !error.empty()) return usage_error(error, hint, code);
+        config.nets.push_back(net);
+    }
+    // BDF syntax here, before any KVM or VFIO setup; whether the device exists is checked there.
+    for (const std::string& bdf : config.vfio_pci)
+        if (!devices::vfio::normalize_bdf(bdf))
+            return usage_error("--vfio-pci " + bdf +
+                                   ": not a PCI address; expected DDDD:BB:DD.F or BB:DD.F (hex, device 00-1f, "
+                                   "function 0-7), e.g. 0000:01:00.0",
+                               hint, code);
+    for (const std::string& spec : options.disk_specs) {
+        DiskConfig disk;
+        if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, hint, code);
+        config.disks.push_back(disk);
+    }
+    if (!options.rootfs.empty()) config.shares.push_back({options.rootfs, std::string(kRootShareTag), false});
+    for (const std::string& spec : options.share_specs) {
+        ShareConfig share;
+        if (std::string error = parse_share(spec, share); !error.empty()) return usage_error(error, hint, code);
+        config.shares.push_back(share);
+    }
+    return config;
+}
+
+// `lkvm sandbox`: usage errors exit kSandboxUsageError, so that a status below 125 is always CMD's.
+Command sandbox_request(RunOptions& options, std::string workdir, std::vector<std::string> argv) {
+    const std::string hint = "lkvm sandbox";
+    if (argv.empty())
+        return usage_error("no command to run; put it after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]", hint,
+                           kSandboxUsageError);
+    if (workdir.empty()) return usage_error("--workdir: empty directory name", hint, kSandboxUsageError);
+    auto config = finish_config(options, hint, kSandboxUsageError);
+    if (auto* exit = std::get_if<Exit>(&config)) return *exit;
+    return sandbox::Request{std::move(std::get<VmConfig>(config)), std::move(workdir), std::move(argv)};
 }
 
 }  // namespace
@@ -144,6 +201,8 @@ Command parse(int argc, const char* const* argv) {
 
     // Subcommands, one line each.
     CLI::App* run = app.add_subcommand("run", "boot a guest: lkvm run -k Image [-i initrd] [-p cmdline] ...");
+    CLI::App* sandbox = app.add_subcommand(
+        "sandbox", "run CMD in a throwaway guest that sees the host's files: lkvm sandbox -k Image [-i initrd] -- CMD [ARGS...]");
     CLI::App* version = app.add_subcommand("version", "print lkvm's version");
     ControlCommand control;
     CLI::App* list = app.add_subcommand("list", "list the running guests: NAME PID STATE (removes stale sockets)");
@@ -176,6 +235,42 @@ Command parse(int argc, const char* const* argv) {
         "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
         "2 usage error, 3 guest crash, 128+N stopped by signal N.");
 
+    RunOptions sandbox_options;
+    std::string sandbox_workdir = ".";
+    add_run_options(*sandbox, sandbox_options);
+    // The sandbox chooses the consoles and the root itself, never reboots, and always boots.
+    for (const char* flag : {"--console", "--rootfs", "--no-reboot", "--dump-dtb"})
+        sandbox->remove_option(sandbox->get_option(flag));
+    sandbox->get_option("--params")->description("added to the sandbox's kernel command line (see below)");
+    sandbox->add_option("--workdir", sandbox_workdir,
+                        "host directory shared read-write at the same path; CMD's working directory")
+        ->type_name("DIR")
+        ->capture_default_str();
+    sandbox->footer(
+        "Boots IMAGE with lkvm's own init (appended to -i's initrd, which must hold the kernel's\n"
+        "virtio_mmio, 9p and 9pnet_virtio modules under /lib/modules/RELEASE unless they are built\n"
+        "in), runs CMD in the guest and powers it off. The guest sees the host's / read-only (the\n"
+        "host's binaries: an arm64 host), --workdir read-write at its own path (CMD starts there),\n"
+        "a fresh tmpfs on /tmp, its own /proc, /sys and /dev; PATH=/usr/local/sbin:/usr/local/bin:\n"
+        "/usr/sbin:/usr/bin:/sbin:/bin, HOME=/tmp, TERM=dumb, stdin /dev/null. CMD's stdout is\n"
+        "lkvm's stdout (virtio-console), its stderr and the kernel's messages are lkvm's stderr\n"
+        "(UART). -p adds to \"console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/lkvm-init\".\n"
+        "Exit status: CMD's own (0-255); 128+N when CMD was killed by signal N; 127 CMD not\n"
+        "found, 126 not executable (as shells); 125 the sandbox failed: a usage error, a setup\n"
+        "failure, or a guest that crashed or ended without reporting CMD's status. When lkvm\n"
+        "itself is stopped by signal N (Ctrl-C, SIGTERM): 128+N.");
+
+    // Everything after the first `--` of `lkvm sandbox` is CMD: it is never parsed as flags.
+    std::vector<std::string> sandbox_argv;
+    if (argc > 2 && std::string_view(argv[1]) == "sandbox") {
+        for (int i = 2; i < argc; ++i) {
+            if (std::string_view(argv[i]) != "--") continue;
+            sandbox_argv.assign(argv + i + 1, argv + argc);
+            argc = i;
+            break;
+        }
+    }
+
     if (argc <= 1) return Exit{kUsageError, "", app.help()};
     // CLI11 would report a mistyped command as "a subcommand is required"; name it instead.
     if (std::string first = argv[1]; !first.empty() && first[0] != '-') {
@@ -196,6 +291,11 @@ Command parse(int argc, const char* const* argv) {
     } catch (const CLI::CallForVersion&) {
         return Exit{0, std::string("lkvm ") + kVersion + "\n", ""};
     } catch (const CLI::ParseError& e) {
+        if (sandbox->parsed()) {
+            // Without `--`, CMD's words reach the flag parser: say where they belong.
+            const std::string hint = sandbox_argv.empty() ? "; put CMD after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]" : "";
+            return usage_error(e.what() + hint, "lkvm sandbox", kSandboxUsageError);
+        }
         std::string hint = "lkvm";
         for (const CLI::App* sub : {run, list, stop, stat, debug})
             if (sub->parsed()) hint += " " + sub->get_name();
@@ -209,44 +309,10 @@ Command parse(int argc, const char* const* argv) {
     if (debug->parsed()) control.kind = ControlCommand::Kind::Debug;
     if (stop->parsed() || stat->parsed() || debug->parsed()) return control;
 
-    Run result{std::move(options.config)};
-    if (options.console == "serial") result.config.console = ConsoleKind::Serial;
-    else if (options.console == "virtio") result.config.console = ConsoleKind::Virtio;
-    else return usage_error("--console " + options.console + ": choose serial or virtio", "lkvm run");
-    if (options.params_option->count() > 0) result.config.params = options.params;
-    if (options.viommu_option->count() > 0) {
-        ViommuConfig viommu;
-        if (std::string error = parse_viommu(options.viommu, viommu); !error.empty())
-            return usage_error(error, "lkvm run");
-        result.config.viommu = viommu;
-    }
-    // A bare -n is mode=user with the defaults (CLI11 records it as an empty value, or not at all).
-    if (options.network_specs.size() < options.network_option->count())
-        options.network_specs.resize(options.network_option->count());
-    for (const std::string& spec : options.network_specs) {
-        NetConfig net;
-        if (std::string error = parse_network(spec, net); !error.empty()) return usage_error(error, "lkvm run");
-        result.config.nets.push_back(net);
-    }
-    // BDF syntax here, before any KVM or VFIO setup; whether the device exists is checked there.
-    for (const std::string& bdf : result.config.vfio_pci)
-        if (!devices::vfio::normalize_bdf(bdf))
-            return usage_error("--vfio-pci " + bdf +
-                                   ": not a PCI address; expected DDDD:BB:DD.F or BB:DD.F (hex, device 00-1f, "
-                                   "function 0-7), e.g. 0000:01:00.0",
-                               "lkvm run");
-    for (const std::string& spec : options.disk_specs) {
-        DiskConfig disk;
-        if (std::string error = parse_disk(spec, disk); !error.empty()) return usage_error(error, "lkvm run");
-        result.config.disks.push_back(disk);
-    }
-    if (!options.rootfs.empty()) result.config.shares.push_back({options.rootfs, std::string(kRootShareTag), false});
-    for (const std::string& spec : options.share_specs) {
-        ShareConfig share;
-        if (std::string error = parse_share(spec, share); !error.empty()) return usage_error(error, "lkvm run");
-        result.config.shares.push_back(share);
-    }
-    return result;
+    if (sandbox->parsed()) return sandbox_request(sandbox_options, std::move(sandbox_workdir), std::move(sandbox_argv));
+    auto config = finish_config(options, "lkvm run", kUsageError);
+    if (auto* exit = std::get_if<Exit>(&config)) return *exit;
+    return Run{std::move(std::get<VmConfig>(config))};
 }
 
 }  // namespace vmm::cli

@@ -1,5 +1,5 @@
-// The command line: `lkvm run ...` (kvmtool's flags), `lkvm version`, `lkvm --help`, and the
-// control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
+// The command line: `lkvm run ...` (kvmtool's flags), `lkvm sandbox ... -- CMD`, `lkvm version`,
+// `lkvm --help`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
 // that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
 #pragma once
 
@@ -8,12 +8,14 @@
 
 #include "vmm/config.hpp"
 #include "vmm/control/cli.hpp"
+#include "vmm/sandbox/request.hpp"
 
 namespace vmm::cli {
 
 inline constexpr const char* kVersion = "0.1.0";
 
-// Print `out` to stdout and `err` to stderr, then exit with `code` (0: help/version; 2: usage).
+// Print `out` to stdout and `err` to stderr, then exit with `code` (0: help/version; 2: usage;
+// 125: usage of `lkvm sandbox`, whose statuses below 125 are CMD's).
 struct Exit {
     int code = 0;
     std::string out;
@@ -26,7 +28,8 @@ struct Run {
 };
 
 // `lkvm list|stop|stat|debug`: a ControlCommand, run by vmm::run_control_command.
-using Command = std::variant<Exit, Run, ControlCommand>;
+// `lkvm sandbox`: a sandbox::Request, run by vmm/sandbox/session.hpp.
+using Command = std::variant<Exit, Run, ControlCommand, sandbox::Request>;
 
 Command parse(int argc, const char* const* argv);
 

@@ -38,6 +38,7 @@ struct VmConfig {
     std::vector<ShareConfig> shares;    // virtio-9p, in command-line order (after the disks)
     std::vector<NetConfig> nets;        // -n/--network, in command-line order (mode=none: no device)
     ConsoleKind console = ConsoleKind::Serial;
+    bool serial_to_stderr = false;      // the UART writes to lkvm's stderr (lkvm sandbox), else stdout
     bool rng = false;
     std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest
     std::optional<ViommuConfig> viommu;  // --viommu; unset: no vIOMMU

@@ -51,9 +51,9 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
       memory_(ram_ranges(config)),
       vm_(kvm.create_vm(layout::ipa_bits_for(memory_.total_size(), !config.vfio_pci.empty()))),
       gic_node_(layout::kGicDist, layout::gic_redistributors(config.cpus), layout::kGicIts),
-      stdout_(STDOUT_FILENO),
+      serial_output_(config.serial_to_stderr ? STDERR_FILENO : STDOUT_FILENO),
       uart_irq_(vm_, layout::kUartSpi),
-      uart_(layout::kUart, layout::kUartSpi, layout::kUartClockHz, uart_irq_, stdout_) {
+      uart_(layout::kUart, layout::kUartSpi, layout::kUartClockHz, uart_irq_, serial_output_) {
     const auto started = std::chrono::steady_clock::now();
     auto elapsed_ms = [&] {
         return static_cast<long long>(

@@ -100,7 +100,7 @@ private:
     std::optional<kvm::Gic> gic_;
     devices::GicV3Node gic_node_;
     MmioBus bus_;
-    devices::FdOutput stdout_;
+    devices::FdOutput serial_output_;  // the UART's: lkvm's stdout, or stderr (VmConfig::serial_to_stderr)
     kvm::SpiLevelLine uart_irq_;
     devices::Uart16550 uart_;
     // --vfio-pci: PCIe host bridge and assigned functions. Before the slots and the vIOMMU, which

@@ -16,11 +16,15 @@
 #include "vmm/base/log.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/base/terminal.hpp"
+#include "vmm/sandbox/guest_init.hpp"
+#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/session.hpp"
 
 namespace {
 
 // Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
 // 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
+// `lkvm sandbox` exits with CMD's status instead (vmm/sandbox/protocol.hpp).
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
@@ -92,9 +96,43 @@ int run_vm(vmm::VmConfig config) {
     }
 }
 
+// run_vm with its setup errors and any other exception reported: the exit statuses of run_vm.
+int run_vm_reporting(vmm::VmConfig config) {
+    try {
+        return run_vm(std::move(config));
+    } catch (const vmm::SetupError& e) {
+        std::fprintf(stderr, "lkvm: error: %s\n", e.what());
+        return kExitFailure;
+    } catch (const std::exception& e) {
+        // Not a setup error: a bug or the host running out of memory. Still unwind (the terminal
+        // is restored) rather than let std::terminate skip the destructors.
+        std::fprintf(stderr, "lkvm: internal error: %s\n", e.what());
+        return kExitFailure;
+    }
+}
+
+// `lkvm sandbox`: the status is CMD's as the guest reported it (vmm/sandbox/protocol.hpp).
+int run_sandbox(const vmm::sandbox::Request& request) {
+    vmm::set_log_level(request.config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
+    try {
+        vmm::sandbox::Session session(request);
+        const int vm_exit = run_vm_reporting(session.config());
+        const std::optional<int> reported = session.reported_status();
+        if (!reported && vm_exit == kExitOk)
+            std::fprintf(stderr, "lkvm: sandbox: the guest ended without reporting the command's status; exit status %d\n",
+                         vmm::sandbox::kStatusSandboxFailed);
+        return vmm::sandbox::exit_status(reported, vm_exit);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "lkvm: error: %s\n", e.what());
+        return vmm::sandbox::kStatusSandboxFailed;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    // In a sandbox's guest this binary is PID 1 (vmm/sandbox/guest_init.hpp).
+    if (vmm::sandbox::is_guest_init(argc, argv)) vmm::sandbox::run_guest_init();
     vmm::cli::Command command = vmm::cli::parse(argc, argv);
     if (auto* exit = std::get_if<vmm::cli::Exit>(&command)) {
         std::fputs(exit->out.c_str(), stdout);
@@ -112,17 +150,8 @@ int main(int argc, char** argv) {
             return kExitFailure;
         }
     }
+    if (auto* sandbox = std::get_if<vmm::sandbox::Request>(&command)) return run_sandbox(*sandbox);
     vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
     vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
-    try {
-        return run_vm(std::move(config));
-    } catch (const vmm::SetupError& e) {
-        std::fprintf(stderr, "lkvm: error: %s\n", e.what());
-        return kExitFailure;
-    } catch (const std::exception& e) {
-        // Not a setup error: a bug or the host running out of memory. Still unwind (the terminal
-        // is restored) rather than let std::terminate skip the destructors.
-        std::fprintf(stderr, "lkvm: internal error: %s\n", e.what());
-        return kExitFailure;
-    }
+    return run_vm_reporting(std::move(config));
 }
