@@ -134,12 +134,30 @@ int Server::open_rel(const std::string& rel, int flags, vmm::UniqueFd& out) cons
 }
 
 int Server::reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const {
-    vmm::UniqueFd fd;
-    if (int err = open_rel(fid.rel, flags, fd)) return err == ELOOP ? ESTALE : err;
-    struct stat want{}, got{};
+    struct stat want{};
     if (int err = stat_fd(fid.path.get(), want)) return err;
-    if (int err = stat_fd(fd.get(), got)) return err;
-    if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
+    // Only regular files and directories are opened: opening a FIFO blocks until its other end
+    // opens (this thread is the VMM's event loop: every device and signal would wait), and a
+    // device node would reach a host device.
+    if (!S_ISREG(want.st_mode) && !S_ISDIR(want.st_mode)) return S_ISLNK(want.st_mode) ? ELOOP : EOPNOTSUPP;
+    // O_NONBLOCK for the open only: a host process's lease on the file makes it fail (EWOULDBLOCK)
+    // instead of waiting for the lease break (fcntl(2), F_SETLEASE).
+    const int open_flags = flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    // Through the fid's own descriptor (proc_fd_link(), fs/proc/base.c): the very inode the walk
+    // found, whatever its name leads to now. A second resolution of the name would open what a
+    // guest (Tunlinkat + Tmknod of a FIFO) or a racing host process swapped in.
+    const std::string own = "/proc/self/fd/" + std::to_string(fid.path.get());
+    vmm::UniqueFd fd(::open(own.c_str(), open_flags));
+    if (!fd) {
+        if (errno != ENOENT) return errno;
+        // No /proc: the name again, beneath the root, and it must still be the same inode.
+        if (int err = open_rel(fid.rel, open_flags, fd)) return err == ELOOP ? ESTALE : err;
+        struct stat got{};
+        if (int err = stat_fd(fd.get(), got)) return err;
+        if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
+    }
+    const int status = ::fcntl(fd.get(), F_GETFL);
+    if (status < 0 || ::fcntl(fd.get(), F_SETFL, status & ~O_NONBLOCK) != 0) return errno;
     out = std::move(fd);
     return 0;
 }
