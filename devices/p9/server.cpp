@@ -75,6 +75,13 @@ int stat_fd(int fd, struct stat& st) {
     return ::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
 }
 
+// Back to blocking I/O after an open that had to be non-blocking.
+int clear_nonblock(int fd) {
+    const int status = ::fcntl(fd, F_GETFL);
+    if (status < 0 || ::fcntl(fd, F_SETFL, status & ~O_NONBLOCK) != 0) return errno;
+    return 0;
+}
+
 Qid qid_of(const struct stat& st) {
     Qid q;
     if (S_ISDIR(st.st_mode)) q.type = kQidDir;
@@ -156,8 +163,7 @@ int Server::reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const {
         if (int err = stat_fd(fd.get(), got)) return err;
         if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
     }
-    const int status = ::fcntl(fd.get(), F_GETFL);
-    if (status < 0 || ::fcntl(fd.get(), F_SETFL, status & ~O_NONBLOCK) != 0) return errno;
+    if (int err = clear_nonblock(fd.get())) return err;
     out = std::move(fd);
     return 0;
 }
@@ -398,8 +404,15 @@ int Server::lcreate(Decoder& in, Encoder& out) {
     if (rel.size() >= kMaxPath) return ENAMETOOLONG;
     int flags = host_open_flags(dotl) | O_CREAT;
     if (dotl & kDotlExcl) flags |= O_EXCL;
+    // O_CREAT opens a name that exists already: O_NONBLOCK so that a FIFO there (made by the guest
+    // with Tmknod or by a host process) cannot block this thread, and only a regular file is kept.
     vmm::UniqueFd file;
-    if (int err = open_beneath(dir->path.get(), std::string(name).c_str(), flags, mode & 07777, file)) return err;
+    if (int err = open_beneath(dir->path.get(), std::string(name).c_str(), flags | O_NONBLOCK | O_NOCTTY, mode & 07777, file))
+        return err;
+    struct stat st{};
+    if (int err = stat_fd(file.get(), st)) return err;
+    if (!S_ISREG(st.st_mode)) return EOPNOTSUPP;
+    if (int err = clear_nonblock(file.get())) return err;
     Qid qid;
     vmm::UniqueFd path;
     if (int err = created(*dir, name, gid, qid, &path)) return err;

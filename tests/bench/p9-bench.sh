@@ -18,8 +18,9 @@ P9MSIZE=${P9MSIZE:-524288}
 CONFIGS=$(echo "${CONFIGS:-lkvm qemu}" | tr ',' ' ')
 L2_TIMEOUT=${L2_TIMEOUT:-600}
 DATA=/tmp/p9-bench.tsv
+SPLIT=/tmp/p9-bench.split  # 9P requests per MiB, as the guest's client split the transfers
 SHARE=/tmp/p9bench
-: >"$DATA"
+: >"$DATA"; : >"$SPLIT"
 bad=0
 
 command -v lkvm >/dev/null 2>&1 || { echo "p9-bench: no lkvm in /mnt/bin; measuring QEMU only"; CONFIGS=$(echo "$CONFIGS" | tr ' ' '\n' | grep -v '^lkvm' | tr '\n' ' '); }
@@ -39,6 +40,7 @@ bench_run() {  # bench_run CONFIG I
         -append "console=ttyAMA0 quiet panic=-1 $CHECKS" ;;
     *) echo "p9-bench: unknown configuration '$_cfg' (lkvm, qemu)"; bad=1; return ;;
   esac
+  tr -d '\r' <"$L2_LOG" | sed -n "s/^RIG-P9BENCH requests per MiB:/$_cfg/p" >>"$SPLIT"
   if tr -d '\r' <"$L2_LOG" | grep -q '^RIG-CHECK PASS p9bench'; then
     tr -d '\r' <"$L2_LOG" | sed -n 's/^RIG-P9BENCH op=\([a-z]*\) .* mbps=\([0-9.]*\).*/\1 \2/p' |
       while read -r _op _mbps; do echo "$_cfg $_op $_mbps" >>"$DATA"; done
@@ -59,6 +61,7 @@ msize=$(tr -d '\r' </tmp/l2-p9bench-*-1.log 2>/dev/null | sed -n 's/^RIG-P9BENCH
     echo "RIG-BENCH p9 $c write=$(med "$c" write) read=$(med "$c" read) runs=$(awk -v c="$c" '$1 == c' "$DATA" | wc -l)"
   done
   echo "RIG-BENCH p9 ratio lkvm/qemu write=$(ratio "$(med lkvm write)" "$(med qemu write)") read=$(ratio "$(med lkvm read)" "$(med qemu read)")"
+  sed 's/^/RIG-BENCH p9 9P requests per MiB (1 MiB dd, traced in L2): /' "$SPLIT"
   echo "RIG-BENCH raw: config op mbps"
   sed 's/^/RIG-BENCH raw: /' "$DATA"
 } | tee /tmp/p9-bench.txt

@@ -319,10 +319,10 @@ TEST_CASE("p9 server: a host loop recreating a directory and a symlink keeps eve
             flips.fetch_add(1);
         }
     });
-    // Paced by the racer (on a loaded host it may get little CPU): until it has flipped `race`
-    // 300 times, with a bound on the walks in case it gets none.
+    // At least 2000 lookups and until the racer has flipped `race` 300 times (on a loaded host
+    // either thread may get little CPU), with a bound in case the racer gets none.
     unsigned inside = 0, walks = 0, symlinks = 0;
-    for (unsigned i = 0; flips.load() < 300 && i < 2000000; ++i) {
+    for (unsigned i = 0; (i < 2000 || flips.load() < 300) && i < 2000000; ++i) {
         // Each call REQUIREs a well-formed reply (Client::send).
         if (c.walk(kRoot, 2, {"race"}) != 0) continue;
         ++walks;
@@ -479,6 +479,13 @@ TEST_CASE("p9 server: a FIFO swapped in for a walked file never blocks the servi
     }, fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
     CHECK(answered_in_time(c, Type::Txattrwalk, [](Encoder& e) { e.u32(5), e.u32(6), e.str("user.x"); }, fifo));
+    CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
+    // Tlcreate without O_EXCL of the FIFO's name: open(O_CREAT) of an existing FIFO opens it.
+    REQUIRE(c.walk(kRoot, 7, {}) == 0);
+    CHECK(answered_in_time(c, Type::Tlcreate, [](Encoder& e) { e.u32(7), e.str("f"), e.u32(kWronly), e.u32(0644), e.u32(0); }, fifo));
+    CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
+    REQUIRE(c.walk(kRoot, 8, {}) == 0);
+    CHECK(answered_in_time(c, Type::Tlcreate, [](Encoder& e) { e.u32(8), e.str("f"), e.u32(kRdonly), e.u32(0644), e.u32(0); }, fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
     CHECK(fs::is_fifo(fifo));
 }
