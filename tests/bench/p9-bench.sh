@@ -53,7 +53,7 @@ bench_run() {  # bench_run CONFIG I
 bench_rounds "$N" $CONFIGS
 
 med() { bench_median "$DATA" "$1" "$2"; }  # med CONFIG OP
-msize=$(tr -d '\r' </tmp/l2-p9bench-*-1.log 2>/dev/null | sed -n 's/^RIG-P9BENCH .* msize=\([0-9?]*\) .*/\1/p' | sort -u | tr '\n' ' ')
+msize=$(cat /tmp/l2-p9bench-*.log 2>/dev/null | tr -d '\r' | sed -n 's/^RIG-P9BENCH .* msize=\([0-9?]*\) .*/\1/p' | sort -u | tr '\n' ' ')
 
 {
   echo "RIG-BENCH virtio-9p bulk copy in L2 (dd bs=1M, write with fsync, read after drop_caches), ${P9MB} MiB, share in L1 tmpfs, msize asked $P9MSIZE (got: ${msize:-?}); N=$N boots x $REPS reps; median MB/s"
