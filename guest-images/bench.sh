@@ -14,7 +14,7 @@
 #   guest-images/bench.sh [N]        N runs per VMM for the boot benchmark (default 5)
 #
 # Environment: BENCHES (default "boot blk nvme p9"), BLK_N (default 1), BLK_REPS (default 3), NVME_N (1), NVME_REPS (3),
-# P9_N (1), P9_REPS (3),
+# P9_N (1), P9_REPS (1),
 # RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
 # Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk,nvme,p9}-bench.log.
 # TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute figures.
@@ -34,7 +34,7 @@ for b in ${BENCHES:-boot blk nvme p9}; do
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
     blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
     nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
-    p9) timeout=$((300 + ${P9_N:-1} * 2 * 400)); args=("N=${P9_N:-1}" "REPS=${P9_REPS:-3}") ;;
+    p9) timeout=$((300 + ${P9_N:-1} * ${P9_REPS:-1} * 2 * 600)); args=("N=${P9_N:-1}" "REPS=${P9_REPS:-1}") ;;
     *) echo "bench: unknown benchmark '$b' (boot, blk, nvme, p9)"; rc=2; continue ;;
   esac
   RIG_TIMEOUT=${RIG_TIMEOUT:-$timeout} "$RIG/run-l1.sh" "$REPO/tests/bench/$b-bench.sh" "${args[@]}" 2>&1 |
