@@ -75,6 +75,13 @@ int stat_fd(int fd, struct stat& st) {
     return ::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
 }
 
+// Back to blocking I/O after an open that had to be non-blocking.
+int clear_nonblock(int fd) {
+    const int status = ::fcntl(fd, F_GETFL);
+    if (status < 0 || ::fcntl(fd, F_SETFL, status & ~O_NONBLOCK) != 0) return errno;
+    return 0;
+}
+
 Qid qid_of(const struct stat& st) {
     Qid q;
     if (S_ISDIR(st.st_mode)) q.type = kQidDir;
@@ -134,12 +141,29 @@ int Server::open_rel(const std::string& rel, int flags, vmm::UniqueFd& out) cons
 }
 
 int Server::reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const {
-    vmm::UniqueFd fd;
-    if (int err = open_rel(fid.rel, flags, fd)) return err == ELOOP ? ESTALE : err;
-    struct stat want{}, got{};
+    struct stat want{};
     if (int err = stat_fd(fid.path.get(), want)) return err;
-    if (int err = stat_fd(fd.get(), got)) return err;
-    if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
+    // Only regular files and directories are opened: opening a FIFO blocks until its other end
+    // opens (this thread is the VMM's event loop: every device and signal would wait), and a
+    // device node would reach a host device.
+    if (!S_ISREG(want.st_mode) && !S_ISDIR(want.st_mode)) return S_ISLNK(want.st_mode) ? ELOOP : EOPNOTSUPP;
+    // O_NONBLOCK for the open only: a host process's lease on the file makes it fail (EWOULDBLOCK)
+    // instead of waiting for the lease break (fcntl(2), F_SETLEASE).
+    const int open_flags = flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    // Through the fid's own descriptor (proc_fd_link(), fs/proc/base.c): the very inode the walk
+    // found, whatever its name leads to now. A second resolution of the name would open what a
+    // guest (Tunlinkat + Tmknod of a FIFO) or a racing host process swapped in.
+    const std::string own = "/proc/self/fd/" + std::to_string(fid.path.get());
+    vmm::UniqueFd fd(::open(own.c_str(), open_flags));
+    if (!fd) {
+        if (errno != ENOENT) return errno;
+        // No /proc: the name again, beneath the root, and it must still be the same inode.
+        if (int err = open_rel(fid.rel, open_flags, fd)) return err == ELOOP ? ESTALE : err;
+        struct stat got{};
+        if (int err = stat_fd(fd.get(), got)) return err;
+        if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
+    }
+    if (int err = clear_nonblock(fd.get())) return err;
     out = std::move(fd);
     return 0;
 }
@@ -380,8 +404,15 @@ int Server::lcreate(Decoder& in, Encoder& out) {
     if (rel.size() >= kMaxPath) return ENAMETOOLONG;
     int flags = host_open_flags(dotl) | O_CREAT;
     if (dotl & kDotlExcl) flags |= O_EXCL;
+    // O_CREAT opens a name that exists already: O_NONBLOCK so that a FIFO there (made by the guest
+    // with Tmknod or by a host process) cannot block this thread, and only a regular file is kept.
     vmm::UniqueFd file;
-    if (int err = open_beneath(dir->path.get(), std::string(name).c_str(), flags, mode & 07777, file)) return err;
+    if (int err = open_beneath(dir->path.get(), std::string(name).c_str(), flags | O_NONBLOCK | O_NOCTTY, mode & 07777, file))
+        return err;
+    struct stat st{};
+    if (int err = stat_fd(file.get(), st)) return err;
+    if (!S_ISREG(st.st_mode)) return EOPNOTSUPP;
+    if (int err = clear_nonblock(file.get())) return err;
     Qid qid;
     vmm::UniqueFd path;
     if (int err = created(*dir, name, gid, qid, &path)) return err;

@@ -97,8 +97,8 @@ private:
     int check_new_fid(std::uint32_t fid) const;
     // Opens `rel` (a path below the root, "" = the root) beneath the root: O_PATH by default.
     int open_rel(const std::string& rel, int flags, vmm::UniqueFd& out) const;
-    // The fid's file opened with `flags` (re-resolved beneath the root and checked to be the same
-    // inode; ESTALE if the name now refers to something else).
+    // The fid's own inode opened with `flags`, never by its name again (which may now lead to a
+    // FIFO or another file); only regular files and directories (EOPNOTSUPP, ELOOP otherwise).
     int reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const;
     // The directory holding the fid's file and its last component (EINVAL for the root).
     int parent_of(const Fid& fid, vmm::UniqueFd& dir, std::string& name) const;

@@ -48,15 +48,17 @@ out_before=$(out_state)
 ro_before=$(ro_state)
 root_before=$(ls / | sha256sum | cut -d' ' -f1)
 
-# The racer: `race` flips between a directory holding "inside" and a symlink to $OUT. Opt-in
-# (RIG_P9_RACE=1) for now: with it, one guest read of race/secret has been seen to never complete
-# (confinement held; the liveness bug is open), which would hang the whole rig run.
-[ "${RIG_P9_RACE:-0}" = 1 ] && touch /tmp/p9race.on
+# The racer: `race` flips between a directory holding "inside" and a symlink to $OUT while the
+# guest reads race/secret.
+touch /tmp/p9race.on
+# Each state is held for a while (half the time a directory, half a symlink), which also leaves
+# L1's CPUs to the VMM.
 ( cd "$SHARE" && while [ -e /tmp/p9race.on ]; do
     rm -rf race.d; mkdir race.d; echo inside >race.d/secret
     rm -rf race; mv race.d race
+    sleep 0.05
     rm -rf race; ln -s "$OUT" race
-    sleep 0.05  # leave L1's CPUs to the VMM
+    sleep 0.05
   done ) &
 racer=$!
 
