@@ -129,8 +129,10 @@ SlirpBackend::~SlirpBackend() {
 }
 
 std::string SlirpBackend::describe() const {
+    std::lock_guard guard(lock_);
     return "user guest=" + vmm::format_ipv4(vmm::nic_guest_ip(config_)) + "/24 gateway=" +
-           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size());
+           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size()) + " queued=" +
+           std::to_string(queued_.size()) + " dropped=" + std::to_string(dropped_);
 }
 
 bool SlirpBackend::send(std::span<const std::uint8_t> frame) {
