@@ -90,6 +90,7 @@ void Net::reset() {
     // Held frames were for the driver that went away (a real NIC drops them with the link).
     stats_.rx_dropped += pending_.size();
     pending_.clear();
+    waiting_for_buffers_ = false;
     features_ = 0;
     receive_ = transmit_ = nullptr;
     context_ = nullptr;
@@ -119,6 +120,13 @@ void Net::receive_from_backend() {
         const std::span<const std::uint8_t> frame(scratch_.data(), std::min(n, scratch_.size()));
         if (deliver(frame) == Delivery::NoBuffers) hold(frame);
     }
+    finish_receive();
+}
+
+void Net::finish_receive() {
+    // A pass that ran out of budget says nothing about the ring: the driver may have refilled it
+    // meanwhile and then has nothing to kick for.
+    waiting_for_buffers_ = !pending_.empty() && !receive_->budget_exhausted();
     if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
 }
 
@@ -135,7 +143,7 @@ void Net::deliver_pending() {
     if (!receive_) return;
     // Bounded by the held frames.
     while (!pending_.empty() && deliver(pending_.front()) != Delivery::NoBuffers) pending_.pop_front();
-    if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
+    finish_receive();
 }
 
 Net::Delivery Net::deliver(std::span<const std::uint8_t> frame) {

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "devices/net/slirp_backend.hpp"
 #include "devices/net/tap_backend.hpp"
@@ -307,23 +308,33 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     // NICs: frames from the backend move into the guest on this thread, under the transport lock;
     // a backend with sockets and timers of its own (slirp) is serviced here too. While a frame
     // waits for receive buffers the backend's fd is not watched (backpressure); the driver's
-    // next receive-queue kick (below) watches it again.
+    // next receive-queue kick (below) watches it again. A frame held only because the pass ran
+    // out of budget gets another pass through the receive queue's doorbell instead.
     struct NicLoop {
         virtio::DeviceHandle<virtio::Net> net;
         int fd;
+        kvm::IoEventFd* receive_doorbell;
         bool watched = false;
         std::function<void()> receive;
     };
     std::vector<std::unique_ptr<NicLoop>> nic_loops;
     for (const Nic& nic : nics_) {
-        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), true, {}}));
+        kvm::IoEventFd* doorbell = nullptr;
+        for (const auto& slot : virtio_)
+            if (slot->transport.get() == &nic.net.transport() && slot->doorbells.size() > virtio::Net::kReceiveQueue)
+                doorbell = slot->doorbells[virtio::Net::kReceiveQueue].get();
+        auto& n = *nic_loops.emplace_back(
+            std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), doorbell, true, {}}));
         n.receive = [&n, &loop] {
-            if (n.net.with([](virtio::Net& net) {
-                    net.receive_from_backend();
-                    return net.receive_stalled();
-                })) {
+            const auto [stalled, pass_wanted] = n.net.with([](virtio::Net& net) {
+                net.receive_from_backend();
+                return std::pair{net.receive_stalled(), net.receive_pass_wanted()};
+            });
+            if (stalled) {
                 loop.remove(n.fd);
                 n.watched = false;
+            } else if (pass_wanted && n.receive_doorbell) {
+                n.receive_doorbell->ring();
             }
         };
         loop.add(n.fd, "net receive", n.receive);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -22,6 +23,10 @@ public:
         std::size_t send_capacity = SIZE_MAX;  // sends accepted before send() reports full
         std::vector<std::vector<std::uint8_t>> sent;
         std::deque<std::vector<std::uint8_t>> inbound;
+        // Runs at every receive(), before a frame is handed over: a test's stand-in for the guest
+        // driver working on another CPU meanwhile (taking used buffers, posting new ones). It runs
+        // under the transport lock, so it must not touch the transport's registers.
+        std::function<void()> on_receive;
     };
 
     explicit FakeNetBackend(std::shared_ptr<State> state) : state_(std::move(state)) {}
@@ -39,6 +44,7 @@ public:
         return true;
     }
     std::size_t receive(std::span<std::uint8_t> buffer) override {
+        if (state_->on_receive) state_->on_receive();
         // Bounded by the queue; oversized frames are dropped as a real backend does.
         while (!state_->inbound.empty()) {
             std::vector<std::uint8_t> frame = std::move(state_->inbound.front());

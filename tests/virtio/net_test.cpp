@@ -295,6 +295,40 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
     CHECK(f.stats().rx_dropped == 0);
 }
 
+TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall; the next pass delivers it") {
+    // The machine stops polling the backend while receive_stalled() and waits for the driver's
+    // receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
+    // on another vCPU) has every buffer posted and nothing to kick for: if the pass's budget
+    // (one ring's worth, Virtqueue::begin_pass) ran out, the held frame must go out in another
+    // pass instead, or the flow stalls for good.
+    Fixture f;
+    f.d().set_auto_used_event(true);
+    REQUIRE(f.d().start());  // 16-entry queues: a pass takes at most 16 buffers
+    const std::uint16_t ring = 16;
+    for (int i = 0; i < ring; ++i) f.rx_buffer(2048);
+    std::size_t refilled = 0;
+    f.backend->on_receive = [&] {
+        while (f.d().pop_used(0)) {
+            f.rx_buffer(2048);
+            ++refilled;
+        }
+    };
+    for (int i = 0; i < 40; ++i) f.backend->inbound.push_back(frame_of(60, std::uint8_t(i)));
+    f.receive();
+    REQUIRE(f.pending() == 1);  // the 17th frame found the budget spent, not the ring empty
+    CHECK(refilled == ring);
+    CHECK(f.d().avail_idx(0) != f.d().used_idx(0));  // the driver's buffers are there
+    CHECK_FALSE(f.d().transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
+    CHECK(f.d().transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_pass_wanted(); }));
+    // The machine's answer: another pass through the receive queue's doorbell.
+    CHECK_FALSE(f.d().transport().notify(virtio::Net::kReceiveQueue));
+    CHECK(f.pending() == 0);
+    CHECK(f.stats().rx_packets == ring + 1);
+    CHECK(f.stats().rx_dropped == 0);
+}
+
 TEST_CASE("Receive with a vnet backend keeps the offload header and sets num_buffers") {
     Fixture f(true, feature_bit(VIRTIO_NET_F_GUEST_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_TSO4));
     REQUIRE(f.d().start());
