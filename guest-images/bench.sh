@@ -7,12 +7,16 @@
 #   nvme   the L1 NVMe assigned with VFIO: O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and
 #          behind --viommu vfio strict/lazy, against QEMU vfio-pci and virtio-iommu-pci + vfio-pci
 #          (tests/bench/nvme-bench.sh), NVME_N boots per configuration
+#   net    virtio-net TCP throughput L2 -> L1 through busybox nc: lkvm -n mode=user, mode=tap and
+#          user behind --viommu virtio strict, against QEMU -netdev user, -netdev tap and
+#          virtio-iommu-pci + virtio-net-pci (tests/bench/net-bench.sh), NET_N boots per configuration
 #
 #   guest-images/bench.sh [N]        N runs per VMM for the boot benchmark (default 5)
 #
-# Environment: BENCHES (default "boot blk nvme"), BLK_N (default 1), BLK_REPS (default 3), NVME_N (1), NVME_REPS (3),
+# Environment: BENCHES (default "boot blk nvme net"), BLK_N (default 1), BLK_REPS (default 3), NVME_N (1), NVME_REPS (3),
+# NET_N (1), NET_REPS (3), NET_MB (32),
 # RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
-# Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk}-bench.log.
+# Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk,nvme,net}-bench.log.
 # TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute figures.
 set -euo pipefail
 
@@ -25,12 +29,13 @@ case $N in ''|*[!0-9]*) echo "bench: N must be a number, got '$N'" >&2; exit 2 ;
 # Show progress (one RIG-RESULT line per L2 run) and the results; the whole console goes to the log.
 set +e
 rc=0
-for b in ${BENCHES:-boot blk nvme}; do
+for b in ${BENCHES:-boot blk nvme net}; do
   case $b in
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
     blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
     nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
-    *) echo "bench: unknown benchmark '$b' (boot, blk, nvme)"; rc=2; continue ;;
+    net) timeout=$((300 + ${NET_N:-1} * 6 * 200)); args=("N=${NET_N:-1}" "REPS=${NET_REPS:-3}" "NET_MB=${NET_MB:-32}") ;;
+    *) echo "bench: unknown benchmark '$b' (boot, blk, nvme, net)"; rc=2; continue ;;
   esac
   RIG_TIMEOUT=${RIG_TIMEOUT:-$timeout} "$RIG/run-l1.sh" "$REPO/tests/bench/$b-bench.sh" "${args[@]}" 2>&1 |
     grep --line-buffered -E '^(RIG-RESULT|RIG-BENCH|[a-z]+-bench:|run-l1:)' | grep --line-buffered -v '^RIG-BENCH raw:'
