@@ -258,6 +258,7 @@ void Net::transmit() {
         if (!transmit_one(*chain)) ++stats_.tx_errors;
         transmit_->add_used(chain->head(), 0);  // the device writes nothing into transmit buffers
     }
+    backend_->flush();
     if (transmit_->needs_notification()) context_->signal_used(kTransmitQueue);
 }
 

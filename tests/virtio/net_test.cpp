@@ -126,6 +126,23 @@ TEST_CASE("Transmit: the header is stripped, the frame reaches the backend, the 
     CHECK(f.stats().tx_bytes == 60);
 }
 
+TEST_CASE("Transmit: the backend is flushed once per pass, after the pass's frames") {
+    Fixture f;
+    REQUIRE(f.d().start());
+    for (int i = 0; i < 3; ++i) {
+        const std::uint64_t h = f.d().ram().alloc(kHdr);
+        const auto frame = frame_of(60, std::uint8_t(i));
+        const std::uint64_t b = f.d().ram().alloc(frame.size());
+        f.d().ram().write_obj(h, virtio_net_hdr_v1{});
+        f.d().ram().write(b, frame);
+        f.d().add_chain(1, {Segment{h, kHdr, false}, Segment{b, std::uint32_t(frame.size()), false}});
+    }
+    f.d().kick(1);  // one pass, three frames
+    CHECK(f.backend->flushed_at == std::vector<std::size_t>{3});
+    f.transmit(virtio_net_hdr_v1{}, frame_of(60, 9));
+    CHECK(f.backend->flushed_at == std::vector<std::size_t>{3, 4});
+}
+
 TEST_CASE("Transmit with a vnet backend passes the offload header through (num_buffers zeroed)") {
     Fixture f(true, feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_HOST_TSO4));
     REQUIRE(f.d().start());
