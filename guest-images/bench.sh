@@ -14,7 +14,7 @@
 #   guest-images/bench.sh [N]        N runs per VMM for the boot benchmark (default 5)
 #
 # Environment: BENCHES (default "boot blk nvme net"), BLK_N (default 1), BLK_REPS (default 3), NVME_N (1), NVME_REPS (3),
-# NET_N (1), NET_REPS (3), NET_MB (32),
+# NET_N (1), NET_REPS (2), NET_MB (16),
 # RIG_NO_BUILD=1 (skip build.sh), LKVM_BIN and the rest as for run-l1.sh.
 # Prints the RIG-BENCH lines; the full logs are guest-images/out/l1-{boot,blk,nvme,net}-bench.log.
 # TCG on a shared 2-core host is noisy: compare ratios from the same run, not absolute figures.
@@ -34,7 +34,7 @@ for b in ${BENCHES:-boot blk nvme net}; do
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
     blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
     nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
-    net) timeout=$((300 + ${NET_N:-1} * 6 * 200)); args=("N=${NET_N:-1}" "REPS=${NET_REPS:-3}" "NET_MB=${NET_MB:-32}") ;;
+    net) timeout=$((300 + ${NET_N:-1} * 6 * 200)); args=("N=${NET_N:-1}" "REPS=${NET_REPS:-2}" "NET_MB=${NET_MB:-16}") ;;
     *) echo "bench: unknown benchmark '$b' (boot, blk, nvme, net)"; rc=2; continue ;;
   esac
   RIG_TIMEOUT=${RIG_TIMEOUT:-$timeout} "$RIG/run-l1.sh" "$REPO/tests/bench/$b-bench.sh" "${args[@]}" 2>&1 |

@@ -11,13 +11,13 @@
 # are medians over all connections, in MB/s (1e6 bytes/s), and ratios lkvm/QEMU. Lines starting
 # with RIG-BENCH are the results (copy: /mnt/results/net-bench.txt). A connection counts only if
 # L1 received every byte.
-# Environment: N, REPS (default 3), NET_MB (default 32), CONFIGS (default: all six above, separated
+# Environment: N, REPS (default 2), NET_MB (default 16), CONFIGS (default: all six above, separated
 # by spaces or commas).
 . /mnt/rig/lib.sh
 
 N=${N:-1}
-REPS=${REPS:-3}
-NET_MB=${NET_MB:-32}
+REPS=${REPS:-2}
+NET_MB=${NET_MB:-16}
 BYTES=$((NET_MB * 1024 * 1024))
 CONFIGS=$(echo "${CONFIGS:-lkvm-user lkvm-tap lkvm-strict qemu-user qemu-tap qemu-strict}" | tr ',' ' ')
 L2_TIMEOUT=${L2_TIMEOUT:-400}
