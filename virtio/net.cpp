@@ -111,6 +111,11 @@ void Net::receive_from_backend() {
         return;
     }
     deliver_pending();
+    take_from_backend();
+    finish_receive();
+}
+
+void Net::take_from_backend() {
     // Bounded per call; the backend's fd stays readable while it has more, so the loop returns.
     // Once a frame finds no buffer it is held and the rest stay in the backend (backpressure:
     // receive_stalled() tells the machine to stop polling until the driver refills).
@@ -120,7 +125,6 @@ void Net::receive_from_backend() {
         const std::span<const std::uint8_t> frame(scratch_.data(), std::min(n, scratch_.size()));
         if (deliver(frame) == Delivery::NoBuffers) hold(frame);
     }
-    finish_receive();
 }
 
 void Net::finish_receive() {
@@ -260,6 +264,12 @@ void Net::transmit() {
     }
     backend_->flush();
     if (transmit_->needs_notification()) context_->signal_used(kTransmitQueue);
+    // What the backend answered meanwhile (slirp's ACKs come back from slirp_input) goes into the
+    // receive queue in this pass: the transport raises one interrupt for both queues.
+    if (receive_ && pending_.empty()) {
+        take_from_backend();
+        finish_receive();
+    }
 }
 
 bool Net::transmit_one(const DescriptorChain& chain) {

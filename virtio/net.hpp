@@ -85,6 +85,7 @@ private:
     Delivery deliver_merged(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
     Delivery deliver_single(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
     void deliver_pending();
+    void take_from_backend();
     void hold(std::span<const std::uint8_t> frame);
     // After a round of deliveries: why a held frame (if any) waits, and the used-buffer interrupt.
     void finish_receive();

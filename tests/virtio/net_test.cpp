@@ -143,6 +143,25 @@ TEST_CASE("Transmit: the backend is flushed once per pass, after the pass's fram
     CHECK(f.backend->flushed_at == std::vector<std::size_t>{3, 4});
 }
 
+TEST_CASE("A transmit pass also takes the backend's answers; one interrupt covers both queues") {
+    // slirp answers a guest's segment from inside slirp_input (an ACK): the frame is ready when
+    // the transmit pass ends, and goes to the guest in it, with the transmit completion.
+    Fixture f;
+    REQUIRE(f.d().start());
+    const std::uint64_t buf = f.rx_buffer(2048);
+    const auto answer = frame_of(54, 5);
+    f.backend->inbound.push_back(answer);
+    const unsigned irqs = f.d().irq().count();
+    f.transmit(virtio_net_hdr_v1{}, frame_of(60));
+    CHECK(f.backend->sent.size() == 1);
+    REQUIRE(f.d().pop_used(1));
+    auto used = f.d().pop_used(0);
+    REQUIRE(used);
+    CHECK(used->len == kHdr + answer.size());
+    CHECK(f.d().ram().read_bytes(buf + kHdr, answer.size()) == answer);
+    CHECK(f.d().irq().count() == irqs + 1);
+}
+
 TEST_CASE("Transmit with a vnet backend passes the offload header through (num_buffers zeroed)") {
     Fixture f(true, feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_HOST_TSO4));
     REQUIRE(f.d().start());
