@@ -385,6 +385,14 @@ void MmioTransport::begin_pass_locked() {
     // began, no more (the vhost "weight"; at most `size` can be outstanding, 2.7).
     for (const auto& q : queues_)
         if (q) q->begin_pass(q->size());
+    in_pass_ = true;
+}
+
+void MmioTransport::end_pass_locked() {
+    in_pass_ = false;
+    if (!vring_irq_due_) return;
+    vring_irq_due_ = false;
+    irq_.trigger();
 }
 
 void MmioTransport::halt_queues_locked() {
@@ -404,6 +412,7 @@ bool MmioTransport::run_device_locked(std::uint16_t queue) {
         set_needs_reset();
     }
     check_queues_locked();
+    end_pass_locked();
     Virtqueue* q = runnable_queue(queue);
     return q && q->budget_exhausted() && q->has_pending();
 }
@@ -448,7 +457,8 @@ void MmioTransport::write_config(std::uint64_t offset, std::span<const std::uint
 void MmioTransport::signal_used(std::uint16_t /*queue*/) {
     if (!active_ || (status_ & kFailed)) return;  // CONFORMANCE.md G3; 2.1: quiet after the driver gave up
     interrupt_status_ |= kInterruptVring;
-    irq_.trigger();
+    if (in_pass_) vring_irq_due_ = true;
+    else irq_.trigger();
 }
 
 void MmioTransport::signal_config_change() {
@@ -478,6 +488,7 @@ void MmioTransport::reset_locked() {
     // transport forgets every register; Status reads 0 as soon as this returns.
     device_->reset();
     active_ = false;
+    vring_irq_due_ = false;
     for (auto& q : queue_ptrs_) q = nullptr;
     for (auto& q : queues_) q.reset();
     dma_.reset();

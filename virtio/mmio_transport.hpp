@@ -81,7 +81,10 @@ public:
         begin_pass_locked();
         struct CheckAfter {
             MmioTransport& transport;
-            ~CheckAfter() { transport.check_queues_locked(); }
+            ~CheckAfter() {
+                transport.check_queues_locked();
+                transport.end_pass_locked();
+            }
         } check_after{*this};
         return std::forward<F>(fn)(*device_);
     }
@@ -115,7 +118,11 @@ private:
     // not FAILED).
     Virtqueue* runnable_queue(std::uint16_t queue);
     bool run_device_locked(std::uint16_t queue);
+    // A pass (run_device_locked, with_device): used-buffer interrupts the device asks for are
+    // raised once, when it ends (end_pass_locked), however many queues it completed on: the
+    // driver's handler reads InterruptStatus once and serves every queue (virtio 1.2 4.2.3.4).
     void begin_pass_locked();
+    void end_pass_locked();
     // FAILED or DEVICE_NEEDS_RESET: no queue touches a ring again until reset (2.1.2).
     void halt_queues_locked();
     void reset_locked();
@@ -134,6 +141,8 @@ private:
     // Register state (virtio 1.2 4.2.2).
     std::uint8_t status_ = 0;
     std::uint32_t interrupt_status_ = 0;
+    bool in_pass_ = false;         // between begin_pass_locked() and end_pass_locked()
+    bool vring_irq_due_ = false;   // signal_used() in this pass: raise the interrupt at its end
     std::uint32_t config_generation_ = 0;
     std::uint32_t device_features_sel_ = 0;
     std::uint32_t driver_features_sel_ = 0;

@@ -90,6 +90,7 @@ void Net::reset() {
     // Held frames were for the driver that went away (a real NIC drops them with the link).
     stats_.rx_dropped += pending_.size();
     pending_.clear();
+    waiting_for_buffers_ = false;
     features_ = 0;
     receive_ = transmit_ = nullptr;
     context_ = nullptr;
@@ -110,6 +111,11 @@ void Net::receive_from_backend() {
         return;
     }
     deliver_pending();
+    take_from_backend();
+    finish_receive();
+}
+
+void Net::take_from_backend() {
     // Bounded per call; the backend's fd stays readable while it has more, so the loop returns.
     // Once a frame finds no buffer it is held and the rest stay in the backend (backpressure:
     // receive_stalled() tells the machine to stop polling until the driver refills).
@@ -119,6 +125,12 @@ void Net::receive_from_backend() {
         const std::span<const std::uint8_t> frame(scratch_.data(), std::min(n, scratch_.size()));
         if (deliver(frame) == Delivery::NoBuffers) hold(frame);
     }
+}
+
+void Net::finish_receive() {
+    // A pass that ran out of budget says nothing about the ring: the driver may have refilled it
+    // meanwhile and then has nothing to kick for.
+    waiting_for_buffers_ = !pending_.empty() && !receive_->budget_exhausted();
     if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
 }
 
@@ -135,7 +147,7 @@ void Net::deliver_pending() {
     if (!receive_) return;
     // Bounded by the held frames.
     while (!pending_.empty() && deliver(pending_.front()) != Delivery::NoBuffers) pending_.pop_front();
-    if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
+    finish_receive();
 }
 
 Net::Delivery Net::deliver(std::span<const std::uint8_t> frame) {
@@ -250,7 +262,14 @@ void Net::transmit() {
         if (!transmit_one(*chain)) ++stats_.tx_errors;
         transmit_->add_used(chain->head(), 0);  // the device writes nothing into transmit buffers
     }
+    backend_->flush();
     if (transmit_->needs_notification()) context_->signal_used(kTransmitQueue);
+    // What the backend answered meanwhile (slirp's ACKs come back from slirp_input) goes into the
+    // receive queue in this pass: the transport raises one interrupt for both queues.
+    if (receive_ && pending_.empty()) {
+        take_from_backend();
+        finish_receive();
+    }
 }
 
 bool Net::transmit_one(const DescriptorChain& chain) {

@@ -64,10 +64,15 @@ public:
 
     // The backend's receive_fd() is readable: move its frames into the guest's receive buffers.
     void receive_from_backend();
-    // A frame waits for receive buffers: the backend need not be polled until the driver kicks
-    // the receive queue (the machine stops watching receive_fd() meanwhile, so frames queue up in
-    // the backend, a tap's kernel queue or slirp's queue, instead of being dropped here).
-    bool receive_stalled() const { return receive_ != nullptr && !pending_.empty(); }
+    // A frame waits for receive buffers the driver has not posted: the backend need not be polled
+    // until the driver kicks the receive queue (the machine stops watching receive_fd() meanwhile,
+    // so frames queue up in the backend, a tap's kernel queue or slirp's queue, instead of being
+    // dropped here). The empty ring asked the driver for that kick (Virtqueue::pop, 2.7.10).
+    bool receive_stalled() const { return receive_ != nullptr && !pending_.empty() && waiting_for_buffers_; }
+    // A frame is held only because the pass ran out of budget (Virtqueue::begin_pass), with the
+    // driver's buffers still posted: no kick will come for it, so the caller must give the device
+    // another pass through the receive queue (notify) soon, after the other ready events.
+    bool receive_pass_wanted() const { return receive_ != nullptr && !pending_.empty() && !waiting_for_buffers_; }
 
     const NetStats& stats() const { return stats_; }
     NetBackend& backend() { return *backend_; }
@@ -80,7 +85,10 @@ private:
     Delivery deliver_merged(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
     Delivery deliver_single(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload);
     void deliver_pending();
+    void take_from_backend();
     void hold(std::span<const std::uint8_t> frame);
+    // After a round of deliveries: why a held frame (if any) waits, and the used-buffer interrupt.
+    void finish_receive();
     void transmit();
     bool transmit_one(const DescriptorChain& chain);
 
@@ -89,6 +97,7 @@ private:
     NetStats stats_;
     std::deque<std::vector<std::uint8_t>> pending_;
     std::vector<std::uint8_t> scratch_;  // one frame, kMaxFrame bytes
+    bool waiting_for_buffers_ = false;   // the held frames wait for the driver, not for a pass
 
     std::uint64_t features_ = 0;
     Virtqueue* receive_ = nullptr;

@@ -34,6 +34,9 @@ public:
     // Guest -> network: one frame (with the vnet header iff has_vnet_header()). false: the
     // backend cannot take it now (full) or refused it; the device counts it as dropped.
     virtual bool send(std::span<const std::uint8_t> frame) = 0;
+    // After a run of send() calls (one transmit pass): bookkeeping a backend would otherwise do
+    // per frame (slirp's fd set and timer) is done once here.
+    virtual void flush() {}
     // Network -> guest: the next frame (with the vnet header iff has_vnet_header()) into
     // `buffer`, its length; 0 when none is ready. A frame longer than `buffer` is dropped by the
     // backend.

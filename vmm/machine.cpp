@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "devices/net/slirp_backend.hpp"
 #include "devices/net/tap_backend.hpp"
@@ -305,39 +306,49 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     };
     if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
     // NICs: frames from the backend move into the guest on this thread, under the transport lock;
-    // a backend with sockets and timers of its own (slirp) is serviced here too. While a frame
-    // waits for receive buffers the backend's fd is not watched (backpressure); the driver's
-    // next receive-queue kick (below) watches it again.
+    // a backend with sockets and timers of its own (slirp) is serviced here too. After every pass
+    // that may receive (the backend's fd readable, a kick of either queue: a transmit pass takes
+    // the backend's answers too) the NIC is settled: while a frame waits for receive buffers the
+    // backend's fd is not watched (backpressure) until the driver's refill kick; a frame held only
+    // because the pass ran out of budget gets another pass through the receive queue's doorbell.
     struct NicLoop {
         virtio::DeviceHandle<virtio::Net> net;
         int fd;
+        kvm::IoEventFd* receive_doorbell;
         bool watched = false;
         std::function<void()> receive;
     };
     std::vector<std::unique_ptr<NicLoop>> nic_loops;
+    auto settle = [&loop](NicLoop& n) {
+        const auto [stalled, pass_wanted] = n.net.with(
+            [](virtio::Net& net) { return std::pair{net.receive_stalled(), net.receive_pass_wanted()}; });
+        if (stalled && n.watched) {
+            loop.remove(n.fd);
+            n.watched = false;
+        } else if (!stalled && !n.watched) {
+            loop.add(n.fd, "net receive", n.receive);
+            n.watched = true;
+        }
+        if (pass_wanted && n.receive_doorbell) n.receive_doorbell->ring();
+    };
     for (const Nic& nic : nics_) {
-        auto& n = *nic_loops.emplace_back(std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), true, {}}));
-        n.receive = [&n, &loop] {
-            if (n.net.with([](virtio::Net& net) {
-                    net.receive_from_backend();
-                    return net.receive_stalled();
-                })) {
-                loop.remove(n.fd);
-                n.watched = false;
-            }
+        kvm::IoEventFd* doorbell = nullptr;
+        for (const auto& slot : virtio_)
+            if (slot->transport.get() == &nic.net.transport() && slot->doorbells.size() > virtio::Net::kReceiveQueue)
+                doorbell = slot->doorbells[virtio::Net::kReceiveQueue].get();
+        auto& n = *nic_loops.emplace_back(
+            std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), doorbell, true, {}}));
+        n.receive = [&n, &settle] {
+            n.net.with([](virtio::Net& net) { net.receive_from_backend(); });
+            settle(n);
         };
         loop.add(n.fd, "net receive", n.receive);
         if (nic.backend->service_fd() >= 0)
             loop.add(nic.backend->service_fd(), "net service", [backend = nic.backend] { backend->service(); });
     }
-    auto rewatch = [&](virtio::MmioTransport& transport, std::size_t queue) {
-        if (queue != virtio::Net::kReceiveQueue) return;
+    auto settle_nics = [&](virtio::MmioTransport& transport) {
         for (auto& n : nic_loops)
-            if (&n->net.transport() == &transport && !n->watched &&
-                !n->net.with([](virtio::Net& net) { return net.receive_stalled(); })) {
-                loop.add(n->fd, "net receive", n->receive);
-                n->watched = true;
-            }
+            if (&n->net.transport() == &transport) settle(*n);
     };
     for (const auto& slot : virtio_) {
         for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
@@ -345,11 +356,11 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
             virtio::MmioTransport& transport = *slot->transport;
             const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return &n.net.transport() == &transport; });
             loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q),
-                     [&doorbell, &transport, q, nic, &rewatch] {
+                     [&doorbell, &transport, q, nic, &settle_nics] {
                          // A pass that ran out of budget is continued on a later round of the loop,
                          // after the other devices, stdin and the signals that are ready now.
                          if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
-                         if (nic) rewatch(transport, q);
+                         if (nic) settle_nics(transport);
                      });
         }
     }

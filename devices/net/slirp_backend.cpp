@@ -129,16 +129,23 @@ SlirpBackend::~SlirpBackend() {
 }
 
 std::string SlirpBackend::describe() const {
+    std::lock_guard guard(lock_);
     return "user guest=" + vmm::format_ipv4(vmm::nic_guest_ip(config_)) + "/24 gateway=" +
-           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size());
+           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size()) + " queued=" +
+           std::to_string(queued_.size()) + " dropped=" + std::to_string(dropped_);
 }
 
 bool SlirpBackend::send(std::span<const std::uint8_t> frame) {
     if (frame.size() > INT_MAX) return false;
     std::lock_guard guard(lock_);
     slirp_input(slirp_, frame.data(), static_cast<int>(frame.size()));
-    sync();  // a new flow may have opened a socket
+    sync_due_ = true;  // a new flow may have opened a socket: flush() syncs once per batch
     return true;
+}
+
+void SlirpBackend::flush() {
+    std::lock_guard guard(lock_);
+    if (sync_due_) sync();
 }
 
 std::size_t SlirpBackend::receive(std::span<std::uint8_t> buffer) {
@@ -164,7 +171,7 @@ std::size_t SlirpBackend::receive(std::span<std::uint8_t> buffer) {
 void SlirpBackend::service() {
     std::lock_guard guard(lock_);
     std::uint64_t expirations;
-    [[maybe_unused]] ssize_t n = ::read(timer_fd_.get(), &expirations, sizeof expirations);
+    if (::read(timer_fd_.get(), &expirations, sizeof expirations) == sizeof expirations) timer_deadline_ms_ = -1;
     // One round of slirp's own poll protocol, without blocking: fill, poll(0), dispatch.
     pollfds_.clear();
     std::uint32_t timeout = UINT32_MAX;
@@ -246,6 +253,7 @@ void SlirpBackend::run_timers() {
 }
 
 void SlirpBackend::sync() {
+    sync_due_ = false;
     pollfds_.clear();
     std::uint32_t timeout = UINT32_MAX;
     slirp_pollfds_fill(slirp_, &timeout, cb_add_poll, this);
@@ -281,6 +289,9 @@ void SlirpBackend::sync() {
     std::int64_t deadline_ms = timeout == UINT32_MAX ? -1 : now_ns() / 1'000'000 + timeout;
     for (const auto& t : timers_)
         if (t->expire_ms >= 0 && (deadline_ms < 0 || t->expire_ms < deadline_ms)) deadline_ms = t->expire_ms;
+    // An armed timer that fires no later is kept (service() re-syncs when it fires early): a
+    // syscall less on every pass of a busy flow.
+    if (deadline_ms >= 0 && timer_deadline_ms_ >= 0 && timer_deadline_ms_ <= deadline_ms) return;
     itimerspec spec{};
     if (deadline_ms >= 0) {
         const std::int64_t now_ms = now_ns() / 1'000'000;
@@ -289,6 +300,7 @@ void SlirpBackend::sync() {
         spec.it_value.tv_nsec = (in_ms % 1000) * 1'000'000;
     }
     ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
+    timer_deadline_ms_ = deadline_ms;
 }
 
 }  // namespace devices::net

@@ -44,6 +44,7 @@ public:
     std::string_view kind() const override { return "user"; }
     std::string describe() const override;
     bool send(std::span<const std::uint8_t> frame) override;
+    void flush() override;
     std::size_t receive(std::span<std::uint8_t> buffer) override;
     int receive_fd() const override { return queued_event_.get(); }
     int service_fd() const override { return epoll_.get(); }
@@ -77,6 +78,8 @@ private:
     std::vector<std::unique_ptr<Timer>> timers_;
     std::vector<pollfd> pollfds_;  // filled by slirp_pollfds_fill
     std::map<int, std::uint32_t> registered_;  // fd -> epoll events in epoll_
+    bool sync_due_ = false;                    // slirp_input ran since the last sync()
+    std::int64_t timer_deadline_ms_ = -1;      // what timer_fd_ is armed for; -1: disarmed or fired
     vmm::RateLimiter log_;
 };
 

@@ -61,10 +61,10 @@ net_cli_error cli/net-hostfwd-busy 'hostfwd=tcp:5999' -n hostfwd=tcp:5999-22
 kill "$_busy" 2>/dev/null
 
 # --- 1. user mode: DHCP, outbound fetch through the gateway, hostfwd into the guest -------------------
-# The 8 MiB transfers are opt-in (RIG_NET_XFER=1) while they stall in the nested rig (open bug:
-# the receive path loses frames and slirp's retransmits stall the stream); DHCP and ping always run.
-if [ "${RIG_NET_XFER:-0}" = 1 ]; then USER_CHECKS=netdhcp,netfetch,netlisten TAP_CHECKS=netdhcp,netping,netfetch
-else USER_CHECKS=netdhcp TAP_CHECKS=netdhcp,netping; fi
+# (The transfers once looked like stalls: L2's nc had stdin </dev/null, so it shut its sending
+# side down at once and busybox nc at the L1 end then stopped sending; init-l2's nc_held keeps
+# L2's nc stdin open.)
+USER_CHECKS=netdhcp,netfetch,netlisten TAP_CHECKS=netdhcp,netping,netfetch
 user_case() {  # TAG HOSTPORT EXTRA-LKVM-ARGS... -- EXTRA-CMDLINE
   _t=$1 _hp=$2; shift 2
   _args=""

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -21,7 +22,12 @@ public:
         std::uint64_t offloads_set = 0;     // last set_offloads() argument
         std::size_t send_capacity = SIZE_MAX;  // sends accepted before send() reports full
         std::vector<std::vector<std::uint8_t>> sent;
+        std::vector<std::size_t> flushed_at;  // sent.size() at every flush()
         std::deque<std::vector<std::uint8_t>> inbound;
+        // Runs at every receive(), before a frame is handed over: a test's stand-in for the guest
+        // driver working on another CPU meanwhile (taking used buffers, posting new ones). It runs
+        // under the transport lock, so it must not touch the transport's registers.
+        std::function<void()> on_receive;
     };
 
     explicit FakeNetBackend(std::shared_ptr<State> state) : state_(std::move(state)) {}
@@ -38,7 +44,9 @@ public:
         state_->sent.emplace_back(frame.begin(), frame.end());
         return true;
     }
+    void flush() override { state_->flushed_at.push_back(state_->sent.size()); }
     std::size_t receive(std::span<std::uint8_t> buffer) override {
+        if (state_->on_receive) state_->on_receive();
         // Bounded by the queue; oversized frames are dropped as a real backend does.
         while (!state_->inbound.empty()) {
             std::vector<std::uint8_t> frame = std::move(state_->inbound.front());

@@ -126,6 +126,42 @@ TEST_CASE("Transmit: the header is stripped, the frame reaches the backend, the 
     CHECK(f.stats().tx_bytes == 60);
 }
 
+TEST_CASE("Transmit: the backend is flushed once per pass, after the pass's frames") {
+    Fixture f;
+    REQUIRE(f.d().start());
+    for (int i = 0; i < 3; ++i) {
+        const std::uint64_t h = f.d().ram().alloc(kHdr);
+        const auto frame = frame_of(60, std::uint8_t(i));
+        const std::uint64_t b = f.d().ram().alloc(frame.size());
+        f.d().ram().write_obj(h, virtio_net_hdr_v1{});
+        f.d().ram().write(b, frame);
+        f.d().add_chain(1, {Segment{h, kHdr, false}, Segment{b, std::uint32_t(frame.size()), false}});
+    }
+    f.d().kick(1);  // one pass, three frames
+    CHECK(f.backend->flushed_at == std::vector<std::size_t>{3});
+    f.transmit(virtio_net_hdr_v1{}, frame_of(60, 9));
+    CHECK(f.backend->flushed_at == std::vector<std::size_t>{3, 4});
+}
+
+TEST_CASE("A transmit pass also takes the backend's answers; one interrupt covers both queues") {
+    // slirp answers a guest's segment from inside slirp_input (an ACK): the frame is ready when
+    // the transmit pass ends, and goes to the guest in it, with the transmit completion.
+    Fixture f;
+    REQUIRE(f.d().start());
+    const std::uint64_t buf = f.rx_buffer(2048);
+    const auto answer = frame_of(54, 5);
+    f.backend->inbound.push_back(answer);
+    const unsigned irqs = f.d().irq().count();
+    f.transmit(virtio_net_hdr_v1{}, frame_of(60));
+    CHECK(f.backend->sent.size() == 1);
+    REQUIRE(f.d().pop_used(1));
+    auto used = f.d().pop_used(0);
+    REQUIRE(used);
+    CHECK(used->len == kHdr + answer.size());
+    CHECK(f.d().ram().read_bytes(buf + kHdr, answer.size()) == answer);
+    CHECK(f.d().irq().count() == irqs + 1);
+}
+
 TEST_CASE("Transmit with a vnet backend passes the offload header through (num_buffers zeroed)") {
     Fixture f(true, feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_HOST_TSO4));
     REQUIRE(f.d().start());
@@ -292,6 +328,40 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
     CHECK(n == 10);
     CHECK(f.d().ram().read_bytes(bufs[9] + kHdr, 60) == frame_of(60, 9));
     CHECK(f.stats().rx_packets == 10);
+    CHECK(f.stats().rx_dropped == 0);
+}
+
+TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall; the next pass delivers it") {
+    // The machine stops polling the backend while receive_stalled() and waits for the driver's
+    // receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
+    // on another vCPU) has every buffer posted and nothing to kick for: if the pass's budget
+    // (one ring's worth, Virtqueue::begin_pass) ran out, the held frame must go out in another
+    // pass instead, or the flow stalls for good.
+    Fixture f;
+    f.d().set_auto_used_event(true);
+    REQUIRE(f.d().start());  // 16-entry queues: a pass takes at most 16 buffers
+    const std::uint16_t ring = 16;
+    for (int i = 0; i < ring; ++i) f.rx_buffer(2048);
+    std::size_t refilled = 0;
+    f.backend->on_receive = [&] {
+        while (f.d().pop_used(0)) {
+            f.rx_buffer(2048);
+            ++refilled;
+        }
+    };
+    for (int i = 0; i < 40; ++i) f.backend->inbound.push_back(frame_of(60, std::uint8_t(i)));
+    f.receive();
+    REQUIRE(f.pending() == 1);  // the 17th frame found the budget spent, not the ring empty
+    CHECK(refilled == ring);
+    CHECK(f.d().avail_idx(0) != f.d().used_idx(0));  // the driver's buffers are there
+    CHECK_FALSE(f.d().transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
+    CHECK(f.d().transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_pass_wanted(); }));
+    // The machine's answer: another pass through the receive queue's doorbell.
+    CHECK_FALSE(f.d().transport().notify(virtio::Net::kReceiveQueue));
+    CHECK(f.pending() == 0);
+    CHECK(f.stats().rx_packets == ring + 1);
     CHECK(f.stats().rx_dropped == 0);
 }
 
