@@ -12,6 +12,7 @@
 
 #include "vmm/base/error.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/kernel_loader.hpp"
 #include "vmm/sandbox/cpio.hpp"
 #include "vmm/sandbox/protocol.hpp"
 
@@ -47,19 +48,6 @@ std::uint64_t copy_all(int from, int to, const std::string& what) {
         if (n == 0) return total;
         write_all(to, std::span(buffer.data(), static_cast<std::size_t>(n)), "the sandbox initrd");
         total += static_cast<std::uint64_t>(n);
-    }
-}
-
-std::vector<std::uint8_t> read_all(const std::string& path, const std::string& what) {
-    UniqueFd fd = open_or_throw(path, O_RDONLY, "cannot open " + what);
-    std::vector<std::uint8_t> out;
-    std::uint8_t buffer[1 << 16];
-    for (;;) {
-        ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_errno("reading " + what);
-        if (n == 0) return out;
-        out.insert(out.end(), buffer, buffer + n);
     }
 }
 
@@ -136,7 +124,10 @@ Session::Session(const Request& request, const std::string& init) {
                             "-i/--initrd '" + request.config.initrd + "'");
         const std::vector<std::uint8_t> zeros(cpio_padding(size));
         write_all(out.get(), zeros, "the sandbox initrd");
-        write_all(out.get(), init_archive(read_all(init, "lkvm's own binary")), "the sandbox initrd");
+        const BootFile init_file = BootFile::open(init, "lkvm's own binary");
+        std::vector<std::uint8_t> init_bytes(init_file.size());
+        init_file.read_at(0, init_bytes);
+        write_all(out.get(), init_archive(init_bytes), "the sandbox initrd");
         config_ = guest_config(request, workdir, control, initrd);
     } catch (...) {
         std::error_code ignored;
