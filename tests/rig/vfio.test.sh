@@ -108,8 +108,10 @@ run_case() {
     all) # no vIOMMU: all 256 MiB of guest RAM pinned for the whole run
       if [ "${2:-0}" -ge 262144 ]; then rig_pass "$_tag/pinned" "VmLck max ${2} KiB (all guest RAM), $4 samples"
       else rig_fail "$_tag/pinned" "VmLck max ${2:-0} KiB, wanted >= 262144 (all RAM)"; fi ;;
-    dynamic) # translated: pinned memory follows the guest's mappings, a small fraction of RAM
-      if [ "${3:-0}" -ge 3 ] && [ "${2:-0}" -lt 131072 ]; then rig_pass "$_tag/pinned" "VmLck min $1 max $2 KiB, $3 distinct values in $4 samples"
+    dynamic) # translated: pinned memory follows the guest's mappings, a small fraction of RAM.
+      # A strict guest unmaps each buffer as soon as its DMA ends, so a 0.2 s sampler may see only
+      # "nothing" and one peak: two distinct values, one of them above 0, show the pinning moved.
+      if [ "${3:-0}" -ge 2 ] && [ "${2:-0}" -gt 0 ] && [ "${2:-0}" -lt 131072 ]; then rig_pass "$_tag/pinned" "VmLck min $1 max $2 KiB, $3 distinct values in $4 samples"
       else rig_fail "$_tag/pinned" "VmLck min ${1:-?} max ${2:-?} KiB, ${3:-0} distinct values in ${4:-0} samples"; fi ;;
   esac
   l2_sum=$(tr -d '\r' <"$L2_LOG" | sed -n 's/.*RIG-CHECK PASS nvmerw 1MiB sha256=\([0-9a-f]*\).*/\1/p' | head -n 1)
