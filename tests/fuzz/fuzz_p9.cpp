@@ -38,7 +38,7 @@ constexpr std::uint32_t kMaxFids = 32;
 struct World {
     std::string base, exported, outside;
     DIR* proc_fds = nullptr;  // /proc/self/fd, opened once and rewound for every listing
-    std::set<int> baseline_fds;
+    std::set<int> baseline_fds;  // open before the server of this input: the harness's and libFuzzer's
     std::string outside_state;
 };
 World* world = nullptr;
@@ -189,7 +189,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     world->outside_state = outside_state();
     world->proc_fds = ::opendir("/proc/self/fd");
     require(world->proc_fds != nullptr);
-    for (int fd : open_fds()) world->baseline_fds.insert(fd);
     std::atexit([] {
         std::error_code ignored;
         fs::remove_all(world->base, ignored);
@@ -200,6 +199,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     fuzz::Input in{data, size};
     fresh_export();
+    // Taken per input, not once: libFuzzer opens files of its own between inputs (-merge's control
+    // file), and a descriptor the server leaked is caught by the previous input's final check.
+    world->baseline_fds.clear();
+    for (int fd : open_fds()) world->baseline_fds.insert(fd);
     devices::p9::ServerOptions options;
     options.read_only = in.take<std::uint8_t>() % 8 == 0;
     options.max_fids = kMaxFids;
