@@ -190,6 +190,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     world->proc_fds = ::opendir("/proc/self/fd");
     require(world->proc_fds != nullptr);
     std::atexit([] {
+        ::closedir(world->proc_fds);
         std::error_code ignored;
         fs::remove_all(world->base, ignored);
     });
