@@ -1,5 +1,6 @@
 // The seam between the IOMMU model and an external IOMMU that must mirror an endpoint's address
-// space (the VFIO container of an assigned device, reference section 4.2). Leaf interface.
+// space (the VFIO container of an assigned device: VFIO type-1, include/uapi/linux/vfio.h). Leaf
+// interface.
 #pragma once
 
 #include <cstddef>

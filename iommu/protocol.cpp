@@ -9,7 +9,7 @@
 
 namespace iommu::protocol {
 
-// Layouts from the reference's Appendix A, pinned against the UAPI header.
+// Layouts of virtio 1.2 section 5.13.6, pinned against <linux/virtio_iommu.h>.
 static_assert(sizeof(virtio_iommu_config) == 40 && offsetof(virtio_iommu_config, bypass) == 36);
 static_assert(offsetof(virtio_iommu_config, probe_size) == 32);
 static_assert(sizeof(virtio_iommu_req_head) == 4 && sizeof(virtio_iommu_req_tail) == 4);

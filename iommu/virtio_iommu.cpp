@@ -1,5 +1,5 @@
-// iommu::VirtioIommu: virtio-iommu front end (virtio 1.2 section 5.13; reference sections 1.3-1.9,
-// 3.2 on used lengths, 3.8 on the eventq).
+// iommu::VirtioIommu: virtio-iommu front end (virtio 1.2 section 5.13; what Linux does with used
+// lengths and with the event queue: drivers/iommu/virtio-iommu.c).
 #include "iommu/virtio_iommu.hpp"
 
 #include <linux/virtio_ids.h>

@@ -2,7 +2,8 @@
 # tests/check-citations.sh [ROOT]: every citation in the tree leads somewhere a reader of the
 # repository can follow. Fails (one line per problem, file:line) when a comment, test name, script or
 # README
-#   - cites a document that is not in the repository: "reference 1.5", "architecture 6.7.5",
+#   - cites a document that is not in the repository: "reference 1.5", "reference section 4.2",
+#     "the reference's Appendix A", "architecture 6.7.5",
 #     "Architecture doc", "architecture.md", "rig.md", "landscape", "../shared", "virtio-iommu-reference";
 #   - uses a conformance ID (D17, G3, R2, or "CONFORMANCE.md L8") that tests/CONFORMANCE.md does not
 #     define (D, G and R IDs anywhere in comments; L IDs where CONFORMANCE.md is named, since L1/L2
@@ -50,6 +51,7 @@ for my $f (@files) {
     my $doc = $f =~ /\.md$/;
     open(my $h, "<", $f) or next;
     my $n = 0;
+    my $carry = "";  # "reference" at the end of the previous line: its section may open this one
     while (my $line = <$h>) {
         $n++;
         # The text a reader follows: comments and test names in C++, comments in scripts, all of a README.
@@ -58,16 +60,18 @@ for my $f (@files) {
             my @parts;
             push @parts, $1 if $line =~ m{//(.*)$};
             push @parts, $1 while $line =~ /\b(?:TEST_CASE|SUBCASE)\("([^"]*)"/g;
-            next unless @parts;
+            $carry = "", next unless @parts;
             $text = join(" ", @parts);
         } elsif ($doc) {
             $text = $line;
         } else {
-            next unless $line =~ /(?:^|\s)#(.*)$/;
+            $carry = "", next unless $line =~ /(?:^|\s)#(.*)$/;
             $text = $1;
         }
+        my $joined = $carry . $text;
+        $carry = $text =~ /(\b[Rr]eference(?:\x27s)?(?:\s+sections?)?)\s*$/ ? "$1 " : "";
         problem($f, $n, "cites a document outside the repository: \"$1\"")
-            if $text =~ /(\b[Rr]eference [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture(?: doc)? [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture doc\b|architecture\.md|rig\.md|\blandscape\b|\.\.\/shared|\/work\/shared|virtio-iommu-reference)/;
+            if $joined =~ /(\b[Rr]eference(?:\x27s)?\s+(?:(?:sections?|\x{a7})\s*[0-9]+(?:\.[0-9]+)*|[Aa]ppendix\s+[A-Z]\b|[0-9]+(?:\.[0-9]+)*)|\b[Aa]rchitecture(?: doc)? [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture doc\b|architecture\.md|rig\.md|\blandscape\b|\.\.\/shared|\/work\/shared|virtio-iommu-reference)/;
         # Conformance IDs.
         my $scan = $text;
         $scan =~ s/\bRIG-L[0-9]\S*//g;

@@ -33,6 +33,9 @@ plant() {
     result "fails on $name" $?
 }
 plant "a reference section in a C++ comment" virtio/queue.cpp '// Bounded as reference 1.5 says.'
+plant "a reference section, spelled out" iommu/map_listener.hpp '// As reference section 4.2 says.'
+plant "a reference section on the next line" devices/vfio/host_geometry.hpp $'// as the reference\n// 4.2 says'
+plant "a reference appendix" iommu/protocol.cpp "// Layouts from the reference's Appendix A."
 plant "an architecture section" iommu/domain.hpp '// See architecture 6.7.5.'
 plant "rig.md" tests/rig/lib.sh '# as measured in rig.md section 7'
 plant "../shared" README.md 'Details: ../shared/docs/notes.md'

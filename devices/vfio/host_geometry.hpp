@@ -1,7 +1,7 @@
-// What the host IOMMU behind the assigned functions lets the virtio-iommu promise (reference
-// 4.2): the page sizes and input range every container supports, and per endpoint the RESV_MEM
-// regions PROBE reports: the ITS doorbell frame as MSI and the host's IOVA holes as RESERVED
-// (as QEMU 10 reports them for the rig's SMMUv3 host).
+// What the host IOMMU behind the assigned functions lets the virtio-iommu promise (from
+// VFIO_IOMMU_GET_INFO, include/uapi/linux/vfio.h): the page sizes and input range every container
+// supports, and per endpoint the RESV_MEM regions PROBE reports: the ITS doorbell frame as MSI and
+// the host's IOVA holes as RESERVED (as QEMU 10 reports them for the rig's SMMUv3 host).
 #pragma once
 
 #include <cstddef>
