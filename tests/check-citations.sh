@@ -71,7 +71,7 @@ for my $f (@files) {
         my $joined = $carry . $text;
         $carry = $text =~ /(\b[Rr]eference(?:\x27s)?(?:\s+sections?)?)\s*$/ ? "$1 " : "";
         problem($f, $n, "cites a document outside the repository: \"$1\"")
-            if $joined =~ /(\b[Rr]eference(?:\x27s)?\s+(?:(?:sections?|\x{a7})\s*[0-9]+(?:\.[0-9]+)*|[Aa]ppendix\s+[A-Z]\b|[0-9]+(?:\.[0-9]+)*)|\b[Aa]rchitecture(?: doc)? [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture doc\b|architecture\.md|rig\.md|\blandscape\b|\.\.\/shared|\/work\/shared|virtio-iommu-reference)/;
+            if $joined =~ /(\b[Rr]eference(?:\x27s)?\s+(?:(?:sections?|\xc2\xa7)\s*[0-9]+(?:\.[0-9]+)*|[Aa]ppendix\s+[A-Z]\b|[0-9]+(?:\.[0-9]+)*)|\b[Aa]rchitecture(?: doc)? [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture doc\b|architecture\.md|rig\.md|\blandscape\b|\.\.\/shared|\/work\/shared|virtio-iommu-reference)/;
         # Conformance IDs.
         my $scan = $text;
         $scan =~ s/\bRIG-L[0-9]\S*//g;
