@@ -60,12 +60,12 @@ for my $f (@files) {
             my @parts;
             push @parts, $1 if $line =~ m{//(.*)$};
             push @parts, $1 while $line =~ /\b(?:TEST_CASE|SUBCASE)\("([^"]*)"/g;
-            $carry = "", next unless @parts;
+            unless (@parts) { $carry = ""; next; }
             $text = join(" ", @parts);
         } elsif ($doc) {
             $text = $line;
         } else {
-            $carry = "", next unless $line =~ /(?:^|\s)#(.*)$/;
+            unless ($line =~ /(?:^|\s)#(.*)$/) { $carry = ""; next; }
             $text = $1;
         }
         my $joined = $carry . $text;

@@ -104,13 +104,14 @@ if wait_log /tmp/l2-ctl-main.log RIG-L2-DMALOOP-START 180; then
   # Between requests a strict guest holds the same few mappings, and each request's own mapping
   # lives for microseconds: five samples 2 s apart can all land between requests on a loaded host.
   # Then sample back to back (up to 60 more) until a second value shows up.
+  live_values() { awk '{ print $3 }' /tmp/ctl-samples | sort -u; }
   s=0
-  while [ $s -lt 60 ] && [ "$(awk '{ print $3 }' /tmp/ctl-samples | sort -u | grep -c .)" -lt 2 ]; do
+  while [ $s -lt 60 ] && [ "$(live_values | grep -c .)" -lt 2 ]; do
     ctl stat "$VM" && echo "- - $(stat_field /tmp/ctl.out iommu live_mappings)" >>/tmp/ctl-samples
     s=$((s + 1))
   done
-  lives=$(awk '{ print $3 }' /tmp/ctl-samples | sort -u | tr '\n' ' ')
-  if [ "$(awk '{ print $3 }' /tmp/ctl-samples | sort -u | grep -c .)" -ge 2 ]; then rig_pass ctl/stat-live "live mappings seen: $lives($(grep -c . /tmp/ctl-samples) samples)"
+  lives=$(live_values | tr '\n' ' ')
+  if [ "$(live_values | grep -c .)" -ge 2 ]; then rig_pass ctl/stat-live "live mappings seen: $lives($(grep -c . /tmp/ctl-samples) samples)"
   else rig_fail ctl/stat-live "live mappings did not move: $lives"; fi
   if grep -q '^domain [0-9]* ' /tmp/ctl-stat.1 2>/dev/null && grep -q '^endpoint [0-9]* device=blk0 domain=[0-9]' /tmp/ctl-stat.1; then
     rig_pass ctl/stat-domains "$(grep -m1 '^endpoint [0-9]* device=blk0' /tmp/ctl-stat.1 | cut -c1-120)"
