@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test run (what `make test` and CI execute): the citation check, unit tests, the
 # host-setup script tests, the unit tests under ASan+UBSan, the fuzz corpora replayed under
-# sanitizers, the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
+# sanitizers, every benchmark built (not run), the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
 # Prints a final "N passed, N failed" line and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +81,9 @@ if ls tests/fuzz/*.cpp >/dev/null 2>&1; then
         count "fuzz build" 0 1
     fi
 fi
+
+stage "benchmarks built (not run: their rig parts belong to make bench)"
+single "bench-build" make -s -j"$JOBS" BUILD="$BUILD" bench-build
 
 stage "arm64 lkvm"
 single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm
