@@ -26,7 +26,7 @@
 #include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/kvm/vcpu_loop.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/terminal.hpp"
 

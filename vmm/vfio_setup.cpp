@@ -1,6 +1,6 @@
 #include "vmm/vfio_setup.hpp"
 
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vmm {

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vmm {

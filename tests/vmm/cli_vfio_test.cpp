@@ -8,7 +8,7 @@
 
 #include "vmm/cli.hpp"
 #include "vmm/config.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace {
 

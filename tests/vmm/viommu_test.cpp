@@ -24,7 +24,7 @@
 #include "virtio/blk.hpp"
 #include "virtio/features.hpp"
 #include "vmm/cli.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace layout = vmm::layout;
 using support::FakeDriver;
