@@ -13,7 +13,7 @@
 
 namespace virtio {
 
-P9::P9(std::unique_ptr<devices::p9::Server> server, std::string tag) : server_(std::move(server)) {
+P9::P9(std::unique_ptr<P9Handler> server, std::string tag) : server_(std::move(server)) {
     tag.resize(std::min(tag.size(), kMaxTagLength));
     // struct virtio_9p_config: tag_len (le16), then the tag, not NUL-terminated.
     config_.resize(sizeof(virtio_9p_config) + tag.size());
