@@ -214,8 +214,8 @@ void Machine::add_virtio_devices() {
         const NetConfig& net = config_.nets[i];
         if (net.mode == NetMode::None) continue;
         std::unique_ptr<virtio::NetBackend> backend;
-        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(net);
-        else backend = std::make_unique<devices::net::TapBackend>(net);
+        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(slirp_options(net));
+        else backend = std::make_unique<devices::net::TapBackend>(tap_options(net));
         virtio::NetOptions options;
         options.mac = nic_mac(net, static_cast<unsigned>(nic));
         log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());
