@@ -29,10 +29,10 @@ namespace {
 
 void validate(const VirtioIommuConfig& config, const Limits& limits) {
     // CONFORMANCE.md D4
-    if (config.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
-    if (config.input_first > config.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
-    const std::uint64_t granule = std::uint64_t{1} << std::countr_zero(config.page_size_mask);
-    if (config.input_first & (granule - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
+    const IovaWindow& window = config.window;
+    if (window.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
+    if (window.input_first > window.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
+    if (window.input_first & (window.granule() - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
     if (config.domain_first > config.domain_last) throw vmm::SetupError("virtio-iommu: empty domain range");
     const std::uint64_t needed = limits.max_reserved_regions * protocol::kResvMemSize;
     if (config.probe_size < needed || config.probe_size > 65536)
@@ -72,12 +72,12 @@ bool VirtioIommu::accept_features(std::uint64_t features) {
     // unoffered bits.
     negotiated_ = features;
     Geometry geometry;
-    geometry.granule = std::uint64_t{1} << std::countr_zero(config_.page_size_mask);
+    geometry.window.page_size_mask = config_.window.page_size_mask;
     // A range feature the driver did not accept means the full range (5.13.4): the driver
     // cannot know our limits, so it is not held to them.
     if (negotiated(VIRTIO_IOMMU_F_INPUT_RANGE)) {
-        geometry.input_first = config_.input_first;
-        geometry.input_last = config_.input_last;
+        geometry.window.input_first = config_.window.input_first;
+        geometry.window.input_last = config_.window.input_last;
     }
     if (negotiated(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
         geometry.domain_first = config_.domain_first;
@@ -96,11 +96,11 @@ std::uint32_t VirtioIommu::config_size() const { return sizeof(virtio_iommu_conf
 void VirtioIommu::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const {
     virtio_iommu_config config;
     std::memset(&config, 0, sizeof config);
-    config.page_size_mask = htole64(config_.page_size_mask);
+    config.page_size_mask = htole64(config_.window.page_size_mask);
     // Fields of features not offered read as zero (they are not valid, 5.13.4).
     if (offered(VIRTIO_IOMMU_F_INPUT_RANGE)) {
-        config.input_range.start = htole64(config_.input_first);
-        config.input_range.end = htole64(config_.input_last);
+        config.input_range.start = htole64(config_.window.input_first);
+        config.input_range.end = htole64(config_.window.input_last);
     }
     if (offered(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
         config.domain_range.start = htole32(config_.domain_first);

@@ -31,12 +31,9 @@ class DescriptorChain;
 namespace iommu {
 
 struct VirtioIommuConfig {
-    // Lowest set bit = granule (CONFORMANCE.md L2: at most the guest page size; for VFIO endpoints
-    // at least the host VFIO page size). Every instance of a VM must use the same mask
-    // (CONFORMANCE.md L14).
-    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
-    std::uint64_t input_first = 0;
-    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
+    // Granule (CONFORMANCE.md L2): at most the guest page size; for VFIO endpoints at least the
+    // host VFIO page size. Every instance of a VM must use the same mask (CONFORMANCE.md L14).
+    IovaWindow window;
     std::uint32_t domain_first = 0;
     std::uint32_t domain_last = ~std::uint32_t{0};
     std::uint32_t probe_size = 512;
