@@ -20,6 +20,7 @@
 
 #include "iommu/iommu.hpp"
 #include "iommu/protocol.hpp"
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/base/log.hpp"
@@ -112,11 +113,7 @@ private:
     std::uint8_t bypass_;
     std::uint64_t negotiated_ = 0;
 
-    // Live between activate() and reset().
-    virtio::Virtqueue* requestq_ = nullptr;
-    virtio::Virtqueue* eventq_ = nullptr;
-    virtio::DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    virtio::ActiveQueues active_;
 
     std::vector<std::uint8_t> probe_buffer_;  // probe_size + tail, reused
     VirtioIommuStats stats_;
