@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/p9_handler.hpp"
 #include "virtio/queue.hpp"
@@ -46,9 +47,7 @@ private:
     std::vector<std::uint8_t> config_;
     std::vector<std::uint8_t> request_;
     std::vector<std::uint8_t> reply_;
-    Virtqueue* queue_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
 };
 

@@ -90,14 +90,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     //    assigned functions with --viommu vfio (their host IOMMU bounds page sizes and IOVAs).
     if (config_.viommu) {
         ViommuConfig viommu_config = *config_.viommu;
-        devices::vfio::ViommuGeometry geometry{viommu_config.page_size_mask, viommu_config.input_first,
-                                               viommu_config.input_last};
-        if (vfio_ && vfio_behind_viommu) {
-            geometry = vfio_->narrow(geometry, kViommuMaxGranule);
-            viommu_config.page_size_mask = geometry.page_size_mask;
-            viommu_config.input_first = geometry.input_first;
-            viommu_config.input_last = geometry.input_last;
-        }
+        if (vfio_ && vfio_behind_viommu) viommu_config.window = vfio_->narrow(viommu_config.window, kViommuMaxGranule);
         auto viommu = std::make_unique<ViommuSetup>(viommu_config);
         // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (CONFORMANCE.md L8), so
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
@@ -106,7 +99,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
         VirtioSlot& slot = add_virtio(viommu->take_device(), {.label = "iommu", .doorbells = false, .behind_viommu = false});
         viommu->connect(*slot.transport, slot.node);
         viommu_ = std::move(viommu);
-        if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), geometry);
+        if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), viommu_config.window);
     }
     // 7. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
     add_virtio_devices();

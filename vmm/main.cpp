@@ -16,19 +16,17 @@
 #include "vmm/base/log.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/base/terminal.hpp"
+#include "vmm/exit_status.hpp"
 #include "vmm/sandbox/guest_init.hpp"
 #include "vmm/sandbox/protocol.hpp"
 #include "vmm/sandbox/session.hpp"
 
 namespace {
 
-// Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
-// 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
-// `lkvm sandbox` exits with CMD's status instead (vmm/sandbox/protocol.hpp).
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitGuestCrash = 3;
+using vmm::kExitFailure;
+using vmm::kExitGuestCrash;
+using vmm::kExitOk;
+using vmm::kExitUsage;
 
 void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -88,7 +86,7 @@ int run_vm(vmm::VmConfig config) {
                 return kExitGuestCrash;
             case RunResult::Reason::Signal:
                 vmm::log_info("%s: stopped by signal %d", config.name.c_str(), result.signal);
-                return 128 + result.signal;
+                return vmm::kExitSignalBase + result.signal;
             case RunResult::Reason::Error:
                 std::fprintf(stderr, "lkvm: error: %s: %s\n", config.name.c_str(), result.detail.c_str());
                 return kExitFailure;
@@ -111,7 +109,7 @@ int run_vm_reporting(vmm::VmConfig config) {
     }
 }
 
-// `lkvm sandbox`: the status is CMD's as the guest reported it (vmm/sandbox/protocol.hpp).
+// `lkvm sandbox`: the status is CMD's as the guest reported it (vmm/exit_status.hpp).
 int run_sandbox(const vmm::sandbox::Request& request) {
     vmm::set_log_level(request.config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
     try {
@@ -120,11 +118,11 @@ int run_sandbox(const vmm::sandbox::Request& request) {
         const std::optional<int> reported = session.reported_status();
         if (!reported && vm_exit == kExitOk)
             std::fprintf(stderr, "lkvm: sandbox: the guest ended without reporting the command's status; exit status %d\n",
-                         vmm::sandbox::kStatusSandboxFailed);
+                         vmm::kExitSandboxFailed);
         return vmm::sandbox::exit_status(reported, vm_exit);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
-        return vmm::sandbox::kStatusSandboxFailed;
+        return vmm::kExitSandboxFailed;
     }
 }
 

@@ -99,8 +99,8 @@ VmConfig guest_config(const Request& request, const std::string& workdir, const 
 int exit_status(std::optional<int> reported, int vm_exit_code) {
     if (reported) return *reported;
     // lkvm stopped by a signal reports it as run does (128+N); everything else is the sandbox's failure.
-    if (vm_exit_code >= kStatusSignalBase) return vm_exit_code;
-    return kStatusSandboxFailed;
+    if (vm_exit_code >= kExitSignalBase) return vm_exit_code;
+    return kExitSandboxFailed;
 }
 
 Session::Session(const Request& request, const std::string& init) {

@@ -48,7 +48,7 @@ struct Rig {
             groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
         }
         mapper = std::make_shared<DmaMapper>(memory, kernel);
-        model->set_geometry({4096, 0, (std::uint64_t{1} << 48) - 1});
+        model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}});
     }
     void add(iommu::EndpointId ep, std::size_t container) {
         mapper->add_endpoint(ep, containers.at(container));
@@ -214,7 +214,7 @@ TEST_CASE("Bypass maps guest RAM one to one only while a bypassing endpoint mast
 TEST_CASE("An identity (bypass) domain maps on demand and unmaps when the endpoint leaves it") {
     Rig rig;
     rig.add(8, 0);
-    rig.model->set_geometry({4096, 0, (std::uint64_t{1} << 48) - 1, 0, ~0u, kRW | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
+    rig.model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}, 0, ~0u, kRW | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
     CHECK(rig.model->attach(8, 5, VIRTIO_IOMMU_ATTACH_F_BYPASS) == Status::Ok);
     CHECK(rig.entries(0) == 0);
     rig.mapper->set_bus_master(8, true);
