@@ -76,11 +76,6 @@ void Iommu::set_geometry(const Geometry& geometry) {
     if (geometry_.window.page_size_mask == 0) geometry_.window.page_size_mask = 1;
 }
 
-Geometry Iommu::geometry() const {
-    std::shared_lock lock(lock_);
-    return geometry_;
-}
-
 // ---- helpers -------------------------------------------------------------------------------------
 
 Status Iommu::check_domain_id(DomainId domain) const {
