@@ -335,8 +335,8 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
 }
 
 TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall; the next pass delivers it") {
-    // The machine stops polling the backend while receive_stalled() and waits for the driver's
-    // receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
+    // Net::update_events stops watching the backend while receive_stalled() and waits for the
+    // driver's receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
     // on another vCPU) has every buffer posted and nothing to kick for: if the pass's budget
     // (one ring's worth, Virtqueue::begin_pass) ran out, the held frame must go out in another
     // pass instead, or the flow stalls for good.
@@ -361,7 +361,7 @@ TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall;
         [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
     CHECK(f.d().transport().with_device(
         [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_pass_wanted(); }));
-    // The machine's answer: another pass through the receive queue's doorbell.
+    // What Net::update_events asks for: another pass through the receive queue (its doorbell).
     CHECK_FALSE(f.d().transport().notify(virtio::Net::kReceiveQueue));
     CHECK(f.pending() == 0);
     CHECK(f.stats().rx_packets == ring + 1);
