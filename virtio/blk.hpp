@@ -43,11 +43,13 @@ public:
 
     std::uint64_t capacity_sectors() const { return capacity_bytes_ / kSectorSize; }
 
+    // forced_failures: requests failed on purpose (fail-next).
+    void describe(Description& out) const override { out.add("forced_failures", forced_failures_); }
     // Fault injection (`lkvm debug NAME fail-next`): the next `count` requests complete with
     // VIRTIO_BLK_S_IOERR without touching the disk, as a failing host disk would answer them.
     // Under the transport lock, like every call into the device.
-    void fail_next_requests(unsigned count) { fail_next_ = count; }
-    std::uint64_t forced_failures() const { return forced_failures_; }
+    bool can_fail_requests() const override { return true; }
+    void fail_next_requests(unsigned count) override { fail_next_ = count; }
 
 private:
     void process(const DescriptorChain& chain);

@@ -58,8 +58,10 @@ public:
     // the size feature is offered.
     void set_size(std::uint16_t cols, std::uint16_t rows);
 
+    // input_dropped: host input beyond kMaxPendingInput while the guest read none.
+    void describe(Description& out) const override { out.add("input_dropped", dropped_input_); }
+
     std::size_t pending_input() const { return pending_.size(); }
-    std::uint64_t dropped_input() const { return dropped_input_; }
 
 private:
     void deliver_input();

@@ -71,18 +71,13 @@ void Net::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const 
 }
 
 bool Net::activate(const Activation& activation) {
-    if (activation.queues.size() < 2 || !activation.queues[kReceiveQueue] || !activation.queues[kTransmitQueue])
-        return false;
+    if (!active_.activate(activation, {kReceiveQueue, kTransmitQueue})) return false;
     if (!backend_->set_offloads(activation.features)) {
         vmm::guest_error(log_, "virtio-net: the %.*s backend refused the negotiated offloads",
                          static_cast<int>(backend_->kind().size()), backend_->kind().data());
+        active_.reset();
         return false;
     }
-    features_ = activation.features;
-    receive_ = activation.queues[kReceiveQueue];
-    transmit_ = activation.queues[kTransmitQueue];
-    context_ = &activation.context;
-    memory_ = &activation.memory;
     return true;
 }
 
@@ -91,10 +86,7 @@ void Net::reset() {
     stats_.rx_dropped += pending_.size();
     pending_.clear();
     waiting_for_buffers_ = false;
-    features_ = 0;
-    receive_ = transmit_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
+    active_.reset();
 }
 
 void Net::notify(std::uint16_t queue) {
@@ -102,10 +94,45 @@ void Net::notify(std::uint16_t queue) {
     else if (queue == kTransmitQueue) transmit();
 }
 
+void Net::describe(Description& out) const {
+    out.add("rx_packets", stats_.rx_packets);
+    out.add("rx_bytes", stats_.rx_bytes);
+    out.add("rx_dropped", stats_.rx_dropped);
+    out.add("rx_errors", stats_.rx_errors);
+    out.add("tx_packets", stats_.tx_packets);
+    out.add("tx_bytes", stats_.tx_bytes);
+    out.add("tx_dropped", stats_.tx_dropped);
+    out.add("tx_errors", stats_.tx_errors);
+    out.add_text("backend", backend_->describe());
+}
+
+// ---- the receive pump ---------------------------------------------------------------------------
+
+void Net::update_events(EventHost& host) {
+    // A backend with sockets and timers of its own (slirp) is serviced on the event loop too.
+    if (!service_watched_ && backend_->service_fd() >= 0) {
+        host.watch(backend_->service_fd(), "net service", [this] { backend_->service(); });
+        service_watched_ = true;
+    }
+    // Backpressure: while a frame waits for receive buffers the backend's fd is not watched, until
+    // the driver's refill kick (which brings the host back here). A transmit pass takes the
+    // backend's answers too, so a kick of either queue may change this.
+    const bool stalled = receive_stalled();
+    if (stalled && receive_watched_) {
+        host.unwatch(backend_->receive_fd());
+        receive_watched_ = false;
+    } else if (!stalled && !receive_watched_) {
+        host.watch(backend_->receive_fd(), "net receive", [this] { receive_from_backend(); });
+        receive_watched_ = true;
+    }
+    // A frame held only because the pass ran out of budget gets another pass.
+    if (receive_pass_wanted()) host.request_pass(kReceiveQueue);
+}
+
 // ---- receive (5.1.6.4) ------------------------------------------------------------------------
 
 void Net::receive_from_backend() {
-    if (!receive_) {
+    if (!receiveq()) {
         // No driver: the link is down as far as these frames are concerned. Bounded per call.
         for (std::size_t i = 0; i < kReceiveBatch && backend_->receive(scratch_) != 0; ++i) ++stats_.rx_dropped;
         return;
@@ -130,8 +157,8 @@ void Net::take_from_backend() {
 void Net::finish_receive() {
     // A pass that ran out of budget says nothing about the ring: the driver may have refilled it
     // meanwhile and then has nothing to kick for.
-    waiting_for_buffers_ = !pending_.empty() && !receive_->budget_exhausted();
-    if (receive_->needs_notification()) context_->signal_used(kReceiveQueue);
+    waiting_for_buffers_ = !pending_.empty() && !receiveq()->budget_exhausted();
+    if (receiveq()->needs_notification()) active_.context().signal_used(kReceiveQueue);
 }
 
 void Net::hold(std::span<const std::uint8_t> frame) {
@@ -144,7 +171,7 @@ void Net::hold(std::span<const std::uint8_t> frame) {
 }
 
 void Net::deliver_pending() {
-    if (!receive_) return;
+    if (!receiveq()) return;
     // Bounded by the held frames.
     while (!pending_.empty() && deliver(pending_.front()) != Delivery::NoBuffers) pending_.pop_front();
     finish_receive();
@@ -163,7 +190,7 @@ Net::Delivery Net::deliver(std::span<const std::uint8_t> frame) {
     }
     header.num_buffers = 1;  // 5.1.6.4: 1 without MRG_RXBUF; set to the count below with it
     const std::span<const std::uint8_t> header_bytes(reinterpret_cast<const std::uint8_t*>(&header), kHeaderSize);
-    const Delivery result = has_feature(features_, VIRTIO_NET_F_MRG_RXBUF) ? deliver_merged(header_bytes, payload)
+    const Delivery result = has_feature(active_.features(), VIRTIO_NET_F_MRG_RXBUF) ? deliver_merged(header_bytes, payload)
                                                                             : deliver_single(header_bytes, payload);
     if (result == Delivery::Done) {
         ++stats_.rx_packets;
@@ -173,8 +200,8 @@ Net::Delivery Net::deliver(std::span<const std::uint8_t> frame) {
 }
 
 Net::Delivery Net::deliver_single(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload) {
-    const Virtqueue::PopMark mark = receive_->mark();
-    auto chain = receive_->pop();
+    const Virtqueue::PopMark mark = receiveq()->mark();
+    auto chain = receiveq()->pop();
     if (!chain) return Delivery::NoBuffers;
     if (chain->readable_bytes() != 0 || chain->writable_bytes() < header.size() + payload.size()) {
         // Too small for this frame (5.1.6.3.1 asks for buffers that fit any frame without
@@ -182,17 +209,17 @@ Net::Delivery Net::deliver_single(std::span<const std::uint8_t> header, std::spa
         ++stats_.rx_dropped;
         vmm::guest_error(log_, "virtio-net: receive buffer of %llu bytes too small for a %zu-byte frame",
                          static_cast<unsigned long long>(chain->writable_bytes()), header.size() + payload.size());
-        if (!receive_->rewind(mark)) receive_->add_used(chain->head(), 0);
+        if (!receiveq()->rewind(mark)) receiveq()->add_used(chain->head(), 0);
         return Delivery::Dropped;
     }
-    ChainWriter writer(*chain, *memory_);
+    ChainWriter writer(*chain, active_.memory());
     if (!writer.write(header) || !writer.write(payload)) {
         ++stats_.rx_errors;
         vmm::guest_error(log_, "virtio-net: receive buffer not writable");
-        receive_->add_used(chain->head(), 0);
+        receiveq()->add_used(chain->head(), 0);
         return Delivery::Dropped;
     }
-    receive_->add_used(chain->head(), writer.bytes_written());
+    receiveq()->add_used(chain->head(), writer.bytes_written());
     return Delivery::Done;
 }
 
@@ -202,29 +229,29 @@ Net::Delivery Net::deliver_merged(std::span<const std::uint8_t> header, std::spa
         std::uint32_t len;
     };
     std::vector<Used> used;
-    const Virtqueue::PopMark mark = receive_->mark();
+    const Virtqueue::PopMark mark = receiveq()->mark();
     std::optional<DescriptorChain> first;
     std::size_t done = 0;  // payload bytes written
     // Hands the popped buffers back; when the queue cannot rewind, completes them empty.
     auto give_back = [&](std::optional<std::uint16_t> also) {
-        if (!also && receive_->rewind(mark)) return;
-        for (const Used& u : used) receive_->add_used(u.head, 0);
-        if (also) receive_->add_used(*also, 0);
+        if (!also && receiveq()->rewind(mark)) return;
+        for (const Used& u : used) receiveq()->add_used(u.head, 0);
+        if (also) receiveq()->add_used(*also, 0);
     };
     // Bounded: one buffer per round, at most the queue size.
     while (first ? done < payload.size() : true) {
-        if (used.size() >= receive_->size()) {
+        if (used.size() >= receiveq()->size()) {
             ++stats_.rx_dropped;  // the whole ring does not hold the frame
             give_back(std::nullopt);
             return Delivery::Dropped;
         }
-        auto chain = receive_->pop();
+        auto chain = receiveq()->pop();
         if (!chain) {
             give_back(std::nullopt);
             return Delivery::NoBuffers;
         }
         const std::size_t need = first ? 1 : header.size();  // 5.1.6.3.1: the header fits the first buffer
-        ChainWriter writer(*chain, *memory_);
+        ChainWriter writer(*chain, active_.memory());
         bool ok = chain->readable_bytes() == 0 && chain->writable_bytes() >= need;
         if (ok && !first) ok = writer.write(header);
         const std::size_t n =
@@ -242,31 +269,31 @@ Net::Delivery Net::deliver_merged(std::span<const std::uint8_t> header, std::spa
     }
     if (used.size() > 1) {
         const auto count = static_cast<std::uint16_t>(used.size());
-        ChainWriter fix(*first, *memory_);
+        ChainWriter fix(*first, active_.memory());
         if (!fix.skip(offsetof(virtio_net_hdr_v1, num_buffers)) || !fix.write_obj(count)) {
             ++stats_.rx_errors;
             give_back(std::nullopt);
             return Delivery::Dropped;
         }
     }
-    for (const Used& u : used) receive_->add_used(u.head, u.len);
+    for (const Used& u : used) receiveq()->add_used(u.head, u.len);
     return Delivery::Done;
 }
 
 // ---- transmit (5.1.6.2) -----------------------------------------------------------------------
 
 void Net::transmit() {
-    if (!transmit_) return;
+    if (!transmitq()) return;
     // Bounded by the ring: pop() yields at most `size` chains per avail idx update.
-    while (auto chain = transmit_->pop()) {
+    while (auto chain = transmitq()->pop()) {
         if (!transmit_one(*chain)) ++stats_.tx_errors;
-        transmit_->add_used(chain->head(), 0);  // the device writes nothing into transmit buffers
+        transmitq()->add_used(chain->head(), 0);  // the device writes nothing into transmit buffers
     }
     backend_->flush();
-    if (transmit_->needs_notification()) context_->signal_used(kTransmitQueue);
+    if (transmitq()->needs_notification()) active_.context().signal_used(kTransmitQueue);
     // What the backend answered meanwhile (slirp's ACKs come back from slirp_input) goes into the
     // receive queue in this pass: the transport raises one interrupt for both queues.
-    if (receive_ && pending_.empty()) {
+    if (receiveq() && pending_.empty()) {
         take_from_backend();
         finish_receive();
     }
@@ -280,7 +307,7 @@ bool Net::transmit_one(const DescriptorChain& chain) {
                          static_cast<unsigned long long>(chain.writable_bytes()));
         return false;
     }
-    ChainReader reader(chain, *memory_);
+    ChainReader reader(chain, active_.memory());
     const std::span<std::uint8_t> frame(scratch_.data(), static_cast<std::size_t>(total));
     if (!reader.read(frame)) {
         vmm::guest_error(log_, "virtio-net: transmit buffer not readable");
@@ -293,13 +320,13 @@ bool Net::transmit_one(const DescriptorChain& chain) {
     // checksum field inside the packet.
     const bool csum = (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
     const std::uint8_t gso = header.gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
-    bool valid = (header.flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) == 0 && (!csum || has_feature(features_, VIRTIO_NET_F_CSUM));
+    bool valid = (header.flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) == 0 && (!csum || has_feature(active_.features(), VIRTIO_NET_F_CSUM));
     if (csum) valid = valid && std::uint32_t{header.csum_start} + header.csum_offset + 2 <= length;
-    if (gso == VIRTIO_NET_HDR_GSO_TCPV4) valid = valid && csum && has_feature(features_, VIRTIO_NET_F_HOST_TSO4);
-    else if (gso == VIRTIO_NET_HDR_GSO_TCPV6) valid = valid && csum && has_feature(features_, VIRTIO_NET_F_HOST_TSO6);
+    if (gso == VIRTIO_NET_HDR_GSO_TCPV4) valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO4);
+    else if (gso == VIRTIO_NET_HDR_GSO_TCPV6) valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO6);
     else valid = valid && gso == VIRTIO_NET_HDR_GSO_NONE;
     if ((header.gso_type & VIRTIO_NET_HDR_GSO_ECN) != 0)
-        valid = valid && gso != VIRTIO_NET_HDR_GSO_NONE && has_feature(features_, VIRTIO_NET_F_HOST_ECN);
+        valid = valid && gso != VIRTIO_NET_HDR_GSO_NONE && has_feature(active_.features(), VIRTIO_NET_F_HOST_ECN);
     if (gso != VIRTIO_NET_HDR_GSO_NONE) valid = valid && header.gso_size != 0;
     if (!valid) {
         vmm::guest_error(log_, "virtio-net: transmit header flags 0x%x gso_type 0x%x not negotiated or inconsistent",

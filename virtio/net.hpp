@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/net_backend.hpp"
 #include "virtio/queue.hpp"
@@ -33,8 +34,8 @@ struct NetStats {
 };
 
 // Threads: every method runs under the owning MmioTransport's lock (Device methods through the
-// transport, receive_from_backend() through MmioTransport::with_device() from the event loop when
-// the backend's receive_fd() is readable).
+// transport; receive_from_backend() and the backend's service() from the event loop, through
+// the EventHost that update_events() watches the backend's fds with).
 class Net final : public Device {
 public:
     static constexpr std::uint16_t kReceiveQueue = 0;
@@ -61,24 +62,30 @@ public:
     bool activate(const Activation& activation) override;
     void reset() override;
     void notify(std::uint16_t queue) override;
+    // The backend's receive_fd() is watched while the guest can take frames (the receive pump
+    // below); its service_fd(), if any, always.
+    void update_events(EventHost& host) override;
+    // The NetStats counters and the backend's summary.
+    void describe(Description& out) const override;
 
     // The backend's receive_fd() is readable: move its frames into the guest's receive buffers.
     void receive_from_backend();
     // A frame waits for receive buffers the driver has not posted: the backend need not be polled
-    // until the driver kicks the receive queue (the machine stops watching receive_fd() meanwhile,
-    // so frames queue up in the backend, a tap's kernel queue or slirp's queue, instead of being
-    // dropped here). The empty ring asked the driver for that kick (Virtqueue::pop, 2.7.10).
-    bool receive_stalled() const { return receive_ != nullptr && !pending_.empty() && waiting_for_buffers_; }
+    // until the driver kicks the receive queue (update_events() stops watching receive_fd()
+    // meanwhile, so frames queue up in the backend, a tap's kernel queue or slirp's queue, instead
+    // of being dropped here). The empty ring asked the driver for that kick (Virtqueue::pop, 2.7.10).
+    bool receive_stalled() const { return receiveq() != nullptr && !pending_.empty() && waiting_for_buffers_; }
     // A frame is held only because the pass ran out of budget (Virtqueue::begin_pass), with the
-    // driver's buffers still posted: no kick will come for it, so the caller must give the device
-    // another pass through the receive queue (notify) soon, after the other ready events.
-    bool receive_pass_wanted() const { return receive_ != nullptr && !pending_.empty() && !waiting_for_buffers_; }
+    // driver's buffers still posted: no kick will come for it, so update_events() asks for another
+    // pass through the receive queue (notify) soon, after the other ready events.
+    bool receive_pass_wanted() const { return receiveq() != nullptr && !pending_.empty() && !waiting_for_buffers_; }
 
     const NetStats& stats() const { return stats_; }
-    NetBackend& backend() { return *backend_; }
     std::size_t pending_frames() const { return pending_.size(); }
 
 private:
+    Virtqueue* receiveq() const { return active_.queue(kReceiveQueue); }
+    Virtqueue* transmitq() const { return active_.queue(kTransmitQueue); }
     enum class Delivery { Done, NoBuffers, Dropped };
     // One frame (vnet header included iff the backend has one) into the receive queue.
     Delivery deliver(std::span<const std::uint8_t> frame);
@@ -98,12 +105,10 @@ private:
     std::deque<std::vector<std::uint8_t>> pending_;
     std::vector<std::uint8_t> scratch_;  // one frame, kMaxFrame bytes
     bool waiting_for_buffers_ = false;   // the held frames wait for the driver, not for a pass
+    bool receive_watched_ = false;       // update_events() watches the backend's receive_fd()
+    bool service_watched_ = false;
 
-    std::uint64_t features_ = 0;
-    Virtqueue* receive_ = nullptr;
-    Virtqueue* transmit_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
 };
 

@@ -148,9 +148,7 @@ Machine::VirtioSlot& Machine::add_virtio(std::unique_ptr<virtio::Device> device,
                                                         .transport = std::move(transport),
                                                         .doorbells = {},
                                                         .node = {window, spi},
-                                                        .label = std::move(options.label),
-                                                        .blk = {},
-                                                        .net = {}});
+                                                        .label = std::move(options.label)});
     if (viommu_ && options.behind_viommu) viommu_->add_virtio_endpoint(index, *slot->transport, slot->node);
     // Queue kicks bypass the vCPU exit path: KVM signals an eventfd per queue (datamatch = index).
     const GuestPhysAddr notify{window.base().value + virtio::MmioTransport::queue_notify_offset()};
@@ -191,10 +189,8 @@ void Machine::add_virtio_devices() {
         virtio::BlkOptions options;
         options.read_only = disk.read_only;
         options.serial = "lkvm-disk" + std::to_string(i);
-        auto blk = std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options);
-        virtio::Blk& model = *blk;
-        VirtioSlot& slot = add_virtio(std::move(blk), {.label = "blk" + std::to_string(i)});
-        slot.blk = virtio::DeviceHandle<virtio::Blk>(*slot.transport, model);
+        add_virtio(std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, disk.read_only), options),
+                   {.label = "blk" + std::to_string(i)});
     }
     static_assert(kMaxShareTag <= virtio::P9::kMaxTagLength);
     for (const ShareConfig& share : config_.shares) {
@@ -212,12 +208,7 @@ void Machine::add_virtio_devices() {
         virtio::NetOptions options;
         options.mac = nic_mac(net, static_cast<unsigned>(nic));
         log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());
-        virtio::NetBackend* backend_ptr = backend.get();
-        auto model_ptr = std::make_unique<virtio::Net>(std::move(backend), options);
-        virtio::Net& model = *model_ptr;
-        VirtioSlot& slot = add_virtio(std::move(model_ptr), {.label = "net" + std::to_string(nic++)});
-        slot.net = virtio::DeviceHandle<virtio::Net>(*slot.transport, model);
-        nics_.push_back({slot.net, backend_ptr});
+        add_virtio(std::make_unique<virtio::Net>(std::move(backend), options), {.label = "net" + std::to_string(nic++)});
     }
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>(), {.label = "rng"});
     if (config_.console == ConsoleKind::Virtio) {
@@ -263,28 +254,82 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
         std::optional<std::uint32_t> endpoint;
         if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
             endpoint = layout::virtio_mmio_endpoint(i);
-        parts.devices.push_back(
-            {.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint, .blk = slot.blk,
-             .net = slot.net});
+        parts.devices.push_back({.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint});
     }
     if (vfio_) parts.vfio = [this] { return vfio_->describe(); };
     return parts;
 }
 
-RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
-    kvm::install_kick_handler();
-    EventLoop loop;
-    std::mutex result_lock;
-    std::optional<RunResult> result;
-    auto finish = [&](RunResult r) {
-        {
-            std::lock_guard guard(result_lock);
-            if (!result) result = std::move(r);  // the first reason wins
-        }
-        loop.stop();
-    };
+namespace {
 
-    loop.add(signals.fd(), "signals", [&] {
+// How a run ends: the first reason reported wins (a vCPU's, a signal's, `lkvm stop`), and
+// reporting one stops the event loop. Thread-safe.
+class RunOutcome {
+public:
+    explicit RunOutcome(EventLoop& loop) : loop_(loop) {}
+    void finish(RunResult result) {
+        {
+            std::lock_guard guard(lock_);
+            if (!result_) result_ = std::move(result);
+        }
+        loop_.stop();
+    }
+    RunResult take() {
+        std::lock_guard guard(lock_);
+        return result_ ? std::move(*result_) : RunResult{RunResult::Reason::Error, "the event loop failed"};
+    }
+
+private:
+    EventLoop& loop_;
+    std::mutex lock_;
+    std::optional<RunResult> result_;
+};
+
+// One thread per vCPU, each reporting how its vCPU stopped; stopped and joined on destruction, on
+// every path out of Machine::run.
+class VcpuThreads {
+public:
+    VcpuThreads(std::vector<kvm::Vcpu>& vcpus, MmioBus& bus, RunOutcome& outcome) : vcpus_(vcpus) {
+        try {
+            for (kvm::Vcpu& vcpu : vcpus_) threads_.emplace_back([this, &bus, &outcome, &cpu = vcpu] {
+                kvm::VcpuStop stop = kvm::run_vcpu(cpu, bus, stopping_);
+                using R = kvm::VcpuStop::Reason;
+                switch (stop.reason) {
+                    case R::Requested: break;
+                    case R::Shutdown: outcome.finish({RunResult::Reason::Shutdown, ""}); break;
+                    case R::Reset: outcome.finish({RunResult::Reason::Reset, ""}); break;
+                    case R::Crash: outcome.finish({RunResult::Reason::Crash, stop.detail}); break;
+                    case R::Error: outcome.finish({RunResult::Reason::Error, stop.detail}); break;
+                }
+            });
+        } catch (...) {
+            stop_and_join();  // the threads started so far
+            throw;
+        }
+    }
+    ~VcpuThreads() { stop_and_join(); }
+    VcpuThreads(const VcpuThreads&) = delete;
+    VcpuThreads& operator=(const VcpuThreads&) = delete;
+
+private:
+    void stop_and_join() {
+        stopping_.store(true, std::memory_order_release);
+        for (std::size_t i = 0; i < threads_.size(); ++i) {
+            vcpus_[i].request_exit();
+            ::pthread_kill(threads_[i].native_handle(), kvm::kKickSignal);
+        }
+        for (std::thread& t : threads_) t.join();
+    }
+
+    std::vector<kvm::Vcpu>& vcpus_;
+    std::atomic<bool> stopping_{false};
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::function<void(RunResult)> finish) {
+    loop.add(signals.fd(), "signals", [this, &signals, finish = std::move(finish)] {
         auto signo = signals.read_signal();
         if (!signo) return;
         if (*signo == SIGWINCH) update_console_size();
@@ -292,117 +337,40 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     });
     // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input). A
     // terminal lkvm does not own (started in the background) is left alone.
-    auto read_stdin = [&] {
+    if (!Terminal::may_use(STDIN_FILENO)) return;
+    loop.try_add(STDIN_FILENO, "stdin", [this, &loop] {
         std::uint8_t buffer[256];
         ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
         if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
-    };
-    if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
-    // NICs: frames from the backend move into the guest on this thread, under the transport lock;
-    // a backend with sockets and timers of its own (slirp) is serviced here too. After every pass
-    // that may receive (the backend's fd readable, a kick of either queue: a transmit pass takes
-    // the backend's answers too) the NIC is settled: while a frame waits for receive buffers the
-    // backend's fd is not watched (backpressure) until the driver's refill kick; a frame held only
-    // because the pass ran out of budget gets another pass through the receive queue's doorbell.
-    struct NicLoop {
-        virtio::DeviceHandle<virtio::Net> net;
-        int fd;
-        kvm::IoEventFd* receive_doorbell;
-        bool watched = false;
-        std::function<void()> receive;
-    };
-    std::vector<std::unique_ptr<NicLoop>> nic_loops;
-    auto settle = [&loop](NicLoop& n) {
-        const auto [stalled, pass_wanted] = n.net.with(
-            [](virtio::Net& net) { return std::pair{net.receive_stalled(), net.receive_pass_wanted()}; });
-        if (stalled && n.watched) {
-            loop.remove(n.fd);
-            n.watched = false;
-        } else if (!stalled && !n.watched) {
-            loop.add(n.fd, "net receive", n.receive);
-            n.watched = true;
-        }
-        if (pass_wanted && n.receive_doorbell) n.receive_doorbell->ring();
-    };
-    for (const Nic& nic : nics_) {
-        kvm::IoEventFd* doorbell = nullptr;
-        for (const auto& slot : virtio_)
-            if (slot->transport.get() == &nic.net.transport() && slot->doorbells.size() > virtio::Net::kReceiveQueue)
-                doorbell = slot->doorbells[virtio::Net::kReceiveQueue].get();
-        auto& n = *nic_loops.emplace_back(
-            std::make_unique<NicLoop>(NicLoop{nic.net, nic.backend->receive_fd(), doorbell, true, {}}));
-        n.receive = [&n, &settle] {
-            n.net.with([](virtio::Net& net) { net.receive_from_backend(); });
-            settle(n);
-        };
-        loop.add(n.fd, "net receive", n.receive);
-        if (nic.backend->service_fd() >= 0)
-            loop.add(nic.backend->service_fd(), "net service", [backend = nic.backend] { backend->service(); });
-    }
-    auto settle_nics = [&](virtio::MmioTransport& transport) {
-        for (auto& n : nic_loops)
-            if (&n->net.transport() == &transport) settle(*n);
-    };
-    for (const auto& slot : virtio_) {
-        for (std::size_t q = 0; q < slot->doorbells.size(); ++q) {
-            kvm::IoEventFd& doorbell = *slot->doorbells[q];
-            virtio::MmioTransport& transport = *slot->transport;
-            const bool nic = std::any_of(nics_.begin(), nics_.end(), [&](const Nic& n) { return &n.net.transport() == &transport; });
-            loop.add(doorbell.fd(), std::string(transport.name()) + " queue " + std::to_string(q),
-                     [&doorbell, &transport, q, nic, &settle_nics] {
-                         // A pass that ran out of budget is continued on a later round of the loop,
-                         // after the other devices, stdin and the signals that are ready now.
-                         if (doorbell.consume() && transport.notify(static_cast<std::uint16_t>(q))) doorbell.ring();
-                         if (nic) settle_nics(transport);
-                     });
-        }
-    }
+    });
+}
 
-    // The control channel: handlers on this loop, from now on (the VM is built); `stop` takes
-    // the SIGTERM path but counts as an orderly shutdown.
+std::unique_ptr<virtio::DeviceEvents> Machine::serve(EventLoop& loop, VirtioSlot& slot) {
+    std::vector<virtio::Doorbell> doorbells;
+    for (const auto& doorbell : slot.doorbells)
+        doorbells.push_back({doorbell->fd(), [&d = *doorbell] { return d.consume(); }, [&d = *doorbell] { d.ring(); }});
+    return std::make_unique<virtio::DeviceEvents>(loop, *slot.transport, std::move(doorbells));
+}
+
+RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
+    kvm::install_kick_handler();
+    EventLoop loop;
+    RunOutcome outcome(loop);
+    watch_host_input(loop, signals, [&outcome](RunResult result) { outcome.finish(std::move(result)); });
+    // Every virtio device on this thread: queue kicks and its own event sources (a NIC's backend).
+    std::vector<std::unique_ptr<virtio::DeviceEvents>> devices;
+    for (const auto& slot : virtio_) devices.push_back(serve(loop, *slot));
+    // The control channel, from now on (the VM is built); `stop` counts as an orderly shutdown.
     std::optional<VmControl> control_target;
     std::optional<ControlServer> control_server;
     if (control) {
-        control_target.emplace(control_parts([&] { finish({RunResult::Reason::Shutdown, "lkvm stop"}); }));
+        control_target.emplace(control_parts([&] { outcome.finish({RunResult::Reason::Shutdown, "lkvm stop"}); }));
         control_server.emplace(loop, *control, *control_target);
     }
-
-    // vCPU threads. The guard stops and joins them on every path out of this function.
-    std::atomic<bool> stopping{false};
-    std::vector<std::thread> threads;
-    struct Joiner {
-        std::vector<kvm::Vcpu>& vcpus;
-        std::vector<std::thread>& threads;
-        std::atomic<bool>& stopping;
-        ~Joiner() {
-            stopping.store(true, std::memory_order_release);
-            for (std::size_t i = 0; i < threads.size(); ++i) {
-                vcpus[i].request_exit();
-                ::pthread_kill(threads[i].native_handle(), kvm::kKickSignal);
-            }
-            for (std::thread& t : threads) t.join();
-        }
-    } joiner{vcpus_, threads, stopping};
-
-    for (kvm::Vcpu& vcpu : vcpus_) {
-        threads.emplace_back([&, &cpu = vcpu] {
-            kvm::VcpuStop stop = kvm::run_vcpu(cpu, bus_, stopping);
-            using R = kvm::VcpuStop::Reason;
-            switch (stop.reason) {
-                case R::Requested: break;
-                case R::Shutdown: finish({RunResult::Reason::Shutdown, ""}); break;
-                case R::Reset: finish({RunResult::Reason::Reset, ""}); break;
-                case R::Crash: finish({RunResult::Reason::Crash, stop.detail}); break;
-                case R::Error: finish({RunResult::Reason::Error, stop.detail}); break;
-            }
-        });
-    }
-
+    VcpuThreads threads(vcpus_, bus_, outcome);
     loop.run();
-    std::lock_guard guard(result_lock);
-    if (!result) return {RunResult::Reason::Error, "the event loop failed"};
-    return *result;
+    return outcome.take();
 }
 
 }  // namespace vmm

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,12 +16,11 @@
 #include "devices/gic_v3_node.hpp"
 #include "devices/uart_16550.hpp"
 #include "devices/virtio_mmio_node.hpp"
-#include "virtio/blk.hpp"
 #include "virtio/console.hpp"
 #include "virtio/device.hpp"
+#include "virtio/device_events.hpp"
 #include "virtio/device_handle.hpp"
 #include "virtio/mmio_transport.hpp"
-#include "virtio/net.hpp"
 #include "vmm/base/bus.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control/server.hpp"
@@ -69,9 +69,7 @@ private:
         std::unique_ptr<virtio::MmioTransport> transport;
         std::vector<std::unique_ptr<kvm::IoEventFd>> doorbells;  // index = queue
         devices::VirtioMmioNode node;
-        std::string label;                    // the control channel's name for it ("blk0", "rng", ...)
-        virtio::DeviceHandle<virtio::Blk> blk;  // a disk's model
-        virtio::DeviceHandle<virtio::Net> net;  // a NIC's model
+        std::string label;  // the control channel's name for it ("blk0", "rng", ...)
     };
     struct SlotOptions {
         std::string label{};
@@ -86,6 +84,11 @@ private:
     // Puts `device` into the next virtio-mmio slot and returns that slot.
     VirtioSlot& add_virtio(std::unique_ptr<virtio::Device> device, SlotOptions options);
     void add_virtio_devices();
+    // The event loop's host-side sources: the signals (`finish` the run, or a terminal resize)
+    // and stdin (console input).
+    void watch_host_input(EventLoop& loop, const SignalFd& signals, std::function<void(RunResult)> finish);
+    // One slot served on the event loop: its doorbells and the device's own event sources.
+    static std::unique_ptr<virtio::DeviceEvents> serve(EventLoop& loop, VirtioSlot& slot);
     void deliver_input(std::span<const std::uint8_t> bytes);
     void update_console_size();
     // What the control channel may reach (non-owning; valid while this Machine lives).
@@ -110,12 +113,6 @@ private:
     // --viommu. After virtio_: destroyed first, so its fault path never outlives the slot it posts into.
     std::unique_ptr<ViommuSetup> viommu_;
     virtio::DeviceHandle<virtio::Console> console_;  // with --console virtio
-    // -n/--network: each NIC's model and its backend (owned by that model).
-    struct Nic {
-        virtio::DeviceHandle<virtio::Net> net;
-        virtio::NetBackend* backend;
-    };
-    std::vector<Nic> nics_;
     std::vector<std::uint8_t> dtb_;
 };
 

@@ -28,6 +28,9 @@ public:
         // driver working on another CPU meanwhile (taking used buffers, posting new ones). It runs
         // under the transport lock, so it must not touch the transport's registers.
         std::function<void()> on_receive;
+        int receive_fd = -1;  // what receive_fd() / service_fd() report (the test's own fds)
+        int service_fd = -1;
+        unsigned services = 0;  // service() calls
     };
 
     explicit FakeNetBackend(std::shared_ptr<State> state) : state_(std::move(state)) {}
@@ -57,7 +60,9 @@ public:
         }
         return 0;
     }
-    int receive_fd() const override { return -1; }
+    int receive_fd() const override { return state_->receive_fd; }
+    int service_fd() const override { return state_->service_fd; }
+    void service() override { ++state_->services; }
 
 private:
     std::shared_ptr<State> state_;

@@ -7,6 +7,9 @@
 #include <linux/virtio_mmio.h>
 
 #include <cstring>
+#include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "tests/support/fake_driver.hpp"
@@ -332,8 +335,8 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
 }
 
 TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall; the next pass delivers it") {
-    // The machine stops polling the backend while receive_stalled() and waits for the driver's
-    // receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
+    // Net::update_events stops watching the backend while receive_stalled() and waits for the
+    // driver's receive-queue kick. A driver that refilled its ring while the device was filling it (NAPI
     // on another vCPU) has every buffer posted and nothing to kick for: if the pass's budget
     // (one ring's worth, Virtqueue::begin_pass) ran out, the held frame must go out in another
     // pass instead, or the flow stalls for good.
@@ -358,7 +361,7 @@ TEST_CASE("Receive: a frame held because the pass ran out of budget is no stall;
         [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
     CHECK(f.d().transport().with_device(
         [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_pass_wanted(); }));
-    // The machine's answer: another pass through the receive queue's doorbell.
+    // What Net::update_events asks for: another pass through the receive queue (its doorbell).
     CHECK_FALSE(f.d().transport().notify(virtio::Net::kReceiveQueue));
     CHECK(f.pending() == 0);
     CHECK(f.stats().rx_packets == ring + 1);
@@ -418,4 +421,80 @@ TEST_CASE("Frames arriving before DRIVER_OK or after a reset are dropped, counte
     f.d().reset();
     CHECK(f.pending() == 0);
     CHECK(f.stats().rx_dropped == 2);
+}
+
+// ---- the receive pump (Net::update_events) ------------------------------------------------------
+
+namespace {
+
+// Records what the device asks of the machine's event loop; the test fires the handlers.
+struct RecordingHost final : virtio::EventHost {
+    std::map<int, std::function<void()>> watched;
+    std::vector<std::uint16_t> passes;
+    void watch(int fd, std::string, std::function<void()> ready) override {
+        REQUIRE(watched.count(fd) == 0);
+        watched[fd] = std::move(ready);
+    }
+    void unwatch(int fd) override { REQUIRE(watched.erase(fd) == 1); }
+    void request_pass(std::uint16_t queue) override { passes.push_back(queue); }
+};
+
+// As virtio::DeviceEvents does: an event under the transport lock, then update_events.
+void serve(Fixture& f, RecordingHost& host, const std::function<void()>& event = {}) {
+    f.d().transport().with_device([&](virtio::Device& d) {
+        if (event) event();
+        d.update_events(host);
+    });
+}
+
+}  // namespace
+
+TEST_CASE("Receive pump: the backend's fd is watched while the guest takes frames, not while one waits") {
+    Fixture f;
+    f.backend->receive_fd = 40;
+    f.backend->service_fd = 41;
+    REQUIRE(f.d().start());
+    RecordingHost host;
+    serve(f, host);
+    REQUIRE(host.watched.count(40) == 1);
+    REQUIRE(host.watched.count(41) == 1);
+    serve(f, host, host.watched[41]);  // slirp's sockets and timers
+    CHECK(f.backend->services == 1);
+
+    // No receive buffers: one frame is held and the backend is left alone (backpressure).
+    for (int i = 0; i < 3; ++i) f.backend->inbound.push_back(frame_of(60, std::uint8_t(i)));
+    serve(f, host, host.watched[40]);
+    CHECK(f.pending() == 1);
+    CHECK(host.watched.count(40) == 0);
+    CHECK(host.watched.count(41) == 1);
+    serve(f, host);  // a transmit kick meanwhile changes nothing
+    CHECK(host.watched.count(40) == 0);
+
+    // The driver's refill kick delivers the held frame and watches the backend again.
+    for (int i = 0; i < 3; ++i) f.rx_buffer(2048);
+    f.d().kick(0);
+    serve(f, host);
+    CHECK(f.pending() == 0);
+    REQUIRE(host.watched.count(40) == 1);
+    serve(f, host, host.watched[40]);
+    CHECK(f.stats().rx_packets == 3);
+    CHECK(host.passes.empty());
+}
+
+TEST_CASE("Receive pump: a frame held only because the pass ran out of budget asks for another pass") {
+    Fixture f;
+    f.backend->receive_fd = 40;
+    f.d().set_auto_used_event(true);
+    REQUIRE(f.d().start());  // 16-entry queues: a pass takes at most 16 buffers
+    RecordingHost host;
+    serve(f, host);
+    for (int i = 0; i < 16; ++i) f.rx_buffer(2048);
+    f.backend->on_receive = [&] {
+        while (f.d().pop_used(0)) f.rx_buffer(2048);  // the driver refills on another CPU
+    };
+    for (int i = 0; i < 40; ++i) f.backend->inbound.push_back(frame_of(60, std::uint8_t(i)));
+    serve(f, host, host.watched[40]);
+    REQUIRE(f.pending() == 1);
+    CHECK(host.watched.count(40) == 1);  // no stall: the driver's buffers are there
+    CHECK(host.passes == std::vector<std::uint16_t>{virtio::Net::kReceiveQueue});
 }

@@ -21,6 +21,10 @@ std::string errors_of(const iommu::StatusCounts& counts) {
     return out.empty() ? "none" : out;
 }
 
+bool can_fail_requests(const VmControlDevice& device) {
+    return device.transport->with_device([](const virtio::Device& model) { return model.can_fail_requests(); });
+}
+
 std::string endpoints_of(const std::vector<iommu::EndpointId>& endpoints) {
     std::string out;
     for (iommu::EndpointId id : endpoints) out += (out.empty() ? "" : ",") + std::to_string(id);
@@ -60,18 +64,9 @@ std::string VmControl::stat() {
         append_format(out, "device %s slot=%u type=%.*s", device.label.c_str(), device.slot,
                static_cast<int>(device.transport->name().size()), device.transport->name().data());
         if (device.endpoint) append_format(out, " endpoint=%u", *device.endpoint);
-        if (device.blk)
-            append_format(out, " forced_failures=%" PRIu64, device.blk.with([](virtio::Blk& blk) { return blk.forced_failures(); }));
-        if (device.net)
-            device.net.with([&](virtio::Net& net) {
-                const virtio::NetStats& n = net.stats();
-                append_format(out,
-                              " rx_packets=%" PRIu64 " rx_bytes=%" PRIu64 " rx_dropped=%" PRIu64 " rx_errors=%" PRIu64
-                              " tx_packets=%" PRIu64 " tx_bytes=%" PRIu64 " tx_dropped=%" PRIu64 " tx_errors=%" PRIu64
-                              " backend=\"%s\"",
-                              n.rx_packets, n.rx_bytes, n.rx_dropped, n.rx_errors, n.tx_packets, n.tx_bytes,
-                              n.tx_dropped, n.tx_errors, net.backend().describe().c_str());
-            });
+        virtio::Description description;
+        device.transport->with_device([&](const virtio::Device& model) { model.describe(description); });
+        out += description.text();
         out += '\n';
     }
     if (parts_.vfio) out += parts_.vfio();
@@ -153,15 +148,15 @@ ControlResponse VmControl::fail_next(std::string_view target, unsigned count) {
     if (!device) {
         std::string disks;
         for (const VmControlDevice& d : parts_.devices)
-            if (d.blk) disks += (disks.empty() ? "" : ", ") + d.label;
+            if (can_fail_requests(d)) disks += (disks.empty() ? "" : ", ") + d.label;
         return ControlResponse::failure("fail-next: no device '" + std::string(target.substr(0, 40)) +
                                         "'; name a disk (" + (disks.empty() ? "this VM has none" : disks) +
                                         ") or its endpoint id (" + endpoint_list() + ")");
     }
-    if (!device->blk)
+    if (!can_fail_requests(*device))
         return ControlResponse::failure("fail-next: " + device->label + " is a " + std::string(device->transport->name()) +
                                         "; only virtio-blk requests can be failed");
-    device->blk.with([&](virtio::Blk& blk) { blk.fail_next_requests(count); });
+    device->transport->with_device([&](virtio::Device& model) { model.fail_next_requests(count); });
     std::string detail = "the next " + std::to_string(count) + " request" + (count == 1 ? "" : "s") + " of " +
                          device->label;
     if (device->endpoint) detail += " (endpoint " + std::to_string(*device->endpoint) + ")";

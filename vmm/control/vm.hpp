@@ -1,7 +1,8 @@
 // vmm::VmControl: the ControlTarget of a running VM, built by Machine::run from the machine's parts
-// (non-owning: transports and typed handles to the device models the Machine created, so nothing
-// here looks a device up by name or casts it). Portable and unit-tested over real transports and
-// devices: the Machine only lists what it has.
+// (non-owning: the transports of its devices, each device reached through the generic
+// virtio::Device seam (describe, fail-next), so nothing here knows a device type, looks one up by
+// name or casts it). Portable and unit-tested over real transports and devices: the Machine only
+// lists what it has.
 //
 // Threads: every call runs on the event-loop thread. Devices are reached through
 // MmioTransport::with_device (their transport lock), the Iommu through its own thread-safe
@@ -18,9 +19,7 @@
 
 #include "iommu/iommu.hpp"
 #include "iommu/virtio_iommu.hpp"
-#include "virtio/blk.hpp"
 #include "virtio/device_handle.hpp"
-#include "virtio/net.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/control/target.hpp"
 
@@ -31,8 +30,6 @@ struct VmControlDevice {
     std::string label{};                           // what the user names it: "blk0", "rng", "console", "iommu"
     virtio::MmioTransport* transport = nullptr;    // never null
     std::optional<std::uint32_t> endpoint{};       // behind the vIOMMU: its endpoint ID
-    virtio::DeviceHandle<virtio::Blk> blk{};       // a disk: its model (fail-next, forced failures)
-    virtio::DeviceHandle<virtio::Net> net{};       // a NIC ("net0", ...): its counters
 };
 
 struct VmControlParts {

@@ -34,10 +34,8 @@ struct TempImage {
 struct Rig {
     TempImage image;
     viommu_test::Harness viommu;
-    std::unique_ptr<virtio::Blk> owned_blk =
-        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{});
-    virtio::Blk& blk = *owned_blk;
-    support::FakeDriver disk{std::move(owned_blk)};
+    support::FakeDriver disk{
+        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path, false), virtio::BlkOptions{})};
     int stops = 0;
 
     vmm::VmControlParts parts(bool with_iommu) {
@@ -49,8 +47,7 @@ struct Rig {
         p.devices.push_back({.slot = with_iommu ? 1u : 0u,
                              .label = "blk0",
                              .transport = &disk.transport(),
-                             .endpoint = with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt,
-                             .blk = virtio::DeviceHandle<virtio::Blk>(disk.transport(), blk)});
+                             .endpoint = with_iommu ? std::optional<std::uint32_t>(1) : std::nullopt});
         if (with_iommu) {
             p.iommu = viommu.iommu;
             p.viommu = virtio::DeviceHandle<iommu::VirtioIommu>(viommu.driver->transport(), *viommu.device);
@@ -199,9 +196,7 @@ TEST_CASE("VmControl stat lists the assigned functions' DMA state, asked afresh 
 
 TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     auto backend = std::make_shared<support::FakeNetBackend::State>();
-    auto model = std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend));
-    virtio::Net& net = *model;
-    support::FakeDriver nic{std::move(model)};
+    support::FakeDriver nic{std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend))};
     REQUIRE(nic.start());
     backend->send_capacity = 1;
     for (int i = 0; i < 2; ++i) {
@@ -211,8 +206,7 @@ TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     nic.kick(1);
     vmm::VmControlParts p;
     p.name = "vm1";
-    p.devices.push_back({.slot = 0, .label = "net0", .transport = &nic.transport(), .endpoint = {}, .blk = {},
-                         .net = virtio::DeviceHandle<virtio::Net>(nic.transport(), net)});
+    p.devices.push_back({.slot = 0, .label = "net0", .transport = &nic.transport(), .endpoint = {}});
     vmm::VmControl control(std::move(p));
     const std::string stat = control.stat();
     INFO(stat);
