@@ -206,6 +206,9 @@ void Machine::add_virtio_devices() {
     for (const ShareConfig& share : config_.shares) {
         devices::p9::ServerOptions options;
         options.read_only = share.read_only;
+        options.writable_file = share.writable_file;
+        options.writable_limit = share.writable_limit;
+        options.max_attaches = share.max_attaches;
         add_virtio(std::make_unique<virtio::P9>(devices::p9::Server::open(share.dir, options), share.tag),
                    {.label = "9p:" + share.tag});
     }
@@ -304,7 +307,7 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
         if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
     };
-    if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
+    if (config_.interactive && Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
     // NICs: frames from the backend move into the guest on this thread, under the transport lock;
     // a backend with sockets and timers of its own (slirp) is serviced here too. After every pass
     // that may receive (the backend's fd readable, a kick of either queue: a transmit pass takes
