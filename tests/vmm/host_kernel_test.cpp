@@ -3,27 +3,17 @@
 
 #include <doctest/doctest.h>
 
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
+
+#include "tests/support/temp_dir.hpp"
 
 namespace {
 
-namespace fs = std::filesystem;
 
-struct FakeBoot {
-    std::string dir;
-    FakeBoot() {
-        char pattern[] = "/tmp/lkvm-boot-test-XXXXXX";
-        REQUIRE(::mkdtemp(pattern));
-        dir = pattern;
-    }
-    ~FakeBoot() {
-        std::error_code ignored;
-        fs::remove_all(dir, ignored);
-    }
+struct FakeBoot {  // a /boot with the files add() names
+    testsupport::TempDir tmp{"lkvm-boot-test"};
+    const std::string& dir = tmp.path;
     void add(const std::string& name) { std::ofstream(dir + "/" + name) << name; }
 };
 

@@ -11,24 +11,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/support/temp_dir.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Scratch {
-    std::string path;
-    Scratch() {
-        char pattern[] = "/tmp/lkvm-remove-tree-test-XXXXXX";
-        REQUIRE(::mkdtemp(pattern));
-        path = pattern;
-    }
-    ~Scratch() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-};
+using Scratch = testsupport::TempDir;
 
 // The soft RLIMIT_NOFILE lowered to `limit` for the test's duration.
 struct FewDescriptors {

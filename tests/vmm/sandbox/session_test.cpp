@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tests/support/temp_dir.hpp"
 #include "tests/vmm/sandbox/cpio_reader.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/sandbox/protocol.hpp"
@@ -20,18 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char pattern[] = "/tmp/lkvm-sandbox-test-XXXXXX";
-        REQUIRE(::mkdtemp(pattern));
-        path = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-};
+using testsupport::TempDir;
 
 std::string read_text(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
