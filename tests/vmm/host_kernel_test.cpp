@@ -3,13 +3,11 @@
 
 #include <doctest/doctest.h>
 
-
 #include <fstream>
 
 #include "tests/support/temp_dir.hpp"
 
 namespace {
-
 
 struct FakeBoot {  // a /boot with the files add() names
     testsupport::TempDir tmp{"lkvm-boot-test"};
