@@ -84,9 +84,12 @@ std::string remove_tree(const std::string& path) {
     if (!current) return failed("open", {}, errno);
     // Depth first: empty the current directory of everything but non-empty subdirectories; enter
     // the first of those; when the current one is empty, go back up through ".." and remove it
-    // from there. Each directory is entered once (it is empty when we leave it), so this ends.
+    // from there. Each directory is entered once (it is empty when we leave it), so this ends;
+    // one that still cannot be removed once emptied (a file system hiding entries) is an error.
     std::vector<Level> above;
     std::vector<Entry> entries;
+    struct stat left{};  // the directory we last came up from
+    bool came_up = false;
     for (;;) {
         if (list(current.get(), entries) != 0) return failed("reading the directory", above, errno);
         UniqueFd child;
@@ -105,6 +108,10 @@ std::string remove_tree(const std::string& path) {
             if (!child && (errno == EACCES || errno == EPERM) && ::fchmodat(current.get(), name, S_IRWXU, 0) == 0)
                 child = UniqueFd(::openat(current.get(), name, kDirFlags));
             if (!child) return failed("open '" + e.name + "'", above, errno);
+            struct stat st_child{};
+            if (::fstat(child.get(), &st_child) != 0) return failed("fstat '" + e.name + "'", above, errno);
+            if (came_up && st_child.st_dev == left.st_dev && st_child.st_ino == left.st_ino)
+                return failed("rmdir '" + e.name + "' (emptied)", above, ENOTEMPTY);
             child_name = e.name;
             break;
         }
@@ -118,6 +125,8 @@ std::string remove_tree(const std::string& path) {
         if (above.empty()) break;  // the top directory is empty
         // Up through "..": only to the directory we came from (nothing else moves it: the guest
         // is gone and the tree is lkvm's user's alone).
+        if (::fstat(current.get(), &left) != 0) return failed("fstat", above, errno);
+        came_up = true;
         UniqueFd parent(::openat(current.get(), "..", kDirFlags));
         struct stat up{};
         if (!parent || ::fstat(parent.get(), &up) != 0) return failed("open '..'", above, errno);
