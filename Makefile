@@ -80,7 +80,7 @@ UNIT       := $(BUILD)/native/unit-tests
 UNIT_ASAN  := $(BUILD)/asan/unit-tests
 LKVM       := $(BUILD)/arm64/lkvm
 
-.PHONY: all unit asan lkvm test fuzz bench demo clean setup format
+.PHONY: all unit asan lkvm test fuzz fuzz-build bench bench-build demo clean setup format
 all: unit lkvm
 
 $(BUILD)/native/obj/%.o: %.cpp
@@ -139,6 +139,9 @@ BENCH_BINS := $(patsubst tests/bench/%.cpp,$(BUILD)/bench/%,$(BENCH_SRCS))
 $(BUILD)/bench/%: tests/bench/%.cpp $(NATIVE_LIB)
 	@mkdir -p $(dir $@)
 	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -o $@ $< $(NATIVE_LIB) $(NATIVE_LIBS)
+# bench-build compiles every micro-benchmark without running anything, so `make test` and
+# `make check` catch a benchmark that no longer builds.
+bench-build: $(BENCH_BINS)
 bench: $(BENCH_BINS) $(LKVM)
 	tests/bench/run.sh $(BUILD)
 

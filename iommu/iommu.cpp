@@ -72,10 +72,8 @@ void Iommu::set_fault_sink(FaultSink* sink) {
 void Iommu::set_geometry(const Geometry& geometry) {
     std::unique_lock lock(lock_);
     geometry_ = geometry;
-    // A granule is a power of two (the lowest set bit of page_size_mask); keep the model sane
-    // even if a caller passes a mask.
-    if (geometry_.granule == 0) geometry_.granule = 1;
-    geometry_.granule = std::uint64_t{1} << std::countr_zero(geometry_.granule);
+    // An empty mask has no granule; keep the model sane (byte-granular) even then.
+    if (geometry_.window.page_size_mask == 0) geometry_.window.page_size_mask = 1;
 }
 
 Geometry Iommu::geometry() const {
@@ -286,10 +284,10 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     // virt_end must be strictly greater than virt_start (the driver's rule, virtio 1.2 5.13.6.5.1).
     if (virt_end <= virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
+    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last) return finish(Status::Range);
     // CONFORMANCE.md D29: virt_start, phys_start and virt_end + 1 aligned to the granule (virt_end
     // + 1 may wrap to 0 for a mapping that ends at 2^64 - 1, which is aligned).
-    const std::uint64_t granule_mask = geometry_.granule - 1;
+    const std::uint64_t granule_mask = geometry_.window.granule() - 1;
     if ((virt_start | phys_start | (virt_end + 1)) & granule_mask) return finish(Status::Range);
     // The physical range must not wrap past 2^64.
     if (!vmm::checked_add(phys_start, virt_end - virt_start)) return finish(Status::Range);
@@ -332,7 +330,7 @@ Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::ui
     };
     if (virt_end < virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    if (virt_start < geometry_.input_first || virt_end > geometry_.input_last) return finish(Status::Range);
+    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last) return finish(Status::Range);
     if (!state) return Status::NoEnt;                             // CONFORMANCE.md D37
     if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D38
     scratch_.clear();

@@ -33,9 +33,8 @@ struct Limits {
 
 // What the device advertises and the driver negotiated; requests are checked against it.
 struct Geometry {
-    std::uint64_t granule = 4096;  // lowest set bit of page_size_mask
-    std::uint64_t input_first = 0;
-    std::uint64_t input_last = ~std::uint64_t{0};
+    // The whole 64-bit input range unless the driver accepted F_INPUT_RANGE.
+    IovaWindow window{.page_size_mask = ~std::uint64_t{0xfff}, .input_first = 0, .input_last = ~std::uint64_t{0}};
     std::uint32_t domain_first = 0;
     std::uint32_t domain_last = ~std::uint32_t{0};
     std::uint32_t map_flags = kMapRead | kMapWrite | kMapMmio;  // MMIO only with F_MMIO

@@ -38,6 +38,19 @@ constexpr const char* status_name(Status status) {
     return index < kNames.size() ? kNames[index] : "?";
 }
 
+// The IOVA window a virtio-iommu offers its driver (virtio 1.2 section 5.13.4, page_size_mask and
+// input_range): from --viommu, narrowed to what the host IOMMU of assigned functions supports,
+// advertised in the configuration space and enforced on MAP and UNMAP.
+struct IovaWindow {
+    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};  // the lowest set bit is the granule
+    std::uint64_t input_first = 0;
+    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;  // inclusive
+
+    // The smallest page (0 for an empty mask, which validation refuses).
+    std::uint64_t granule() const { return page_size_mask & (~page_size_mask + 1); }
+    bool operator==(const IovaWindow&) const = default;
+};
+
 // MAP flags as on the wire (VIRTIO_IOMMU_MAP_F_READ | _WRITE | _MMIO).
 inline constexpr std::uint32_t kMapRead = VIRTIO_IOMMU_MAP_F_READ;
 inline constexpr std::uint32_t kMapWrite = VIRTIO_IOMMU_MAP_F_WRITE;

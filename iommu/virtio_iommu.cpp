@@ -29,10 +29,10 @@ namespace {
 
 void validate(const VirtioIommuConfig& config, const Limits& limits) {
     // CONFORMANCE.md D4
-    if (config.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
-    if (config.input_first > config.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
-    const std::uint64_t granule = std::uint64_t{1} << std::countr_zero(config.page_size_mask);
-    if (config.input_first & (granule - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
+    const IovaWindow& window = config.window;
+    if (window.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
+    if (window.input_first > window.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
+    if (window.input_first & (window.granule() - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
     if (config.domain_first > config.domain_last) throw vmm::SetupError("virtio-iommu: empty domain range");
     const std::uint64_t needed = limits.max_reserved_regions * protocol::kResvMemSize;
     if (config.probe_size < needed || config.probe_size > 65536)
@@ -72,12 +72,12 @@ bool VirtioIommu::accept_features(std::uint64_t features) {
     // unoffered bits.
     negotiated_ = features;
     Geometry geometry;
-    geometry.granule = std::uint64_t{1} << std::countr_zero(config_.page_size_mask);
+    geometry.window.page_size_mask = config_.window.page_size_mask;
     // A range feature the driver did not accept means the full range (5.13.4): the driver
     // cannot know our limits, so it is not held to them.
     if (negotiated(VIRTIO_IOMMU_F_INPUT_RANGE)) {
-        geometry.input_first = config_.input_first;
-        geometry.input_last = config_.input_last;
+        geometry.window.input_first = config_.window.input_first;
+        geometry.window.input_last = config_.window.input_last;
     }
     if (negotiated(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
         geometry.domain_first = config_.domain_first;
@@ -96,11 +96,11 @@ std::uint32_t VirtioIommu::config_size() const { return sizeof(virtio_iommu_conf
 void VirtioIommu::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const {
     virtio_iommu_config config;
     std::memset(&config, 0, sizeof config);
-    config.page_size_mask = htole64(config_.page_size_mask);
+    config.page_size_mask = htole64(config_.window.page_size_mask);
     // Fields of features not offered read as zero (they are not valid, 5.13.4).
     if (offered(VIRTIO_IOMMU_F_INPUT_RANGE)) {
-        config.input_range.start = htole64(config_.input_first);
-        config.input_range.end = htole64(config_.input_last);
+        config.input_range.start = htole64(config_.window.input_first);
+        config.input_range.end = htole64(config_.window.input_last);
     }
     if (offered(VIRTIO_IOMMU_F_DOMAIN_RANGE)) {
         config.domain_range.start = htole32(config_.domain_first);
@@ -139,19 +139,11 @@ void VirtioIommu::apply_bypass(std::uint8_t value) {
 
 // ---- lifecycle -------------------------------------------------------------------------------------
 
-bool VirtioIommu::activate(const virtio::Activation& activation) {
-    requestq_ = activation.queues.size() > kRequestQueue ? activation.queues[kRequestQueue] : nullptr;
-    eventq_ = activation.queues.size() > kEventQueue ? activation.queues[kEventQueue] : nullptr;
-    context_ = &activation.context;
-    memory_ = &activation.memory;
-    return true;
-}
+// Either queue may be left disabled: requests or fault reports then go unserved.
+bool VirtioIommu::activate(const virtio::Activation& activation) { return active_.activate(activation); }
 
 void VirtioIommu::reset() {
-    requestq_ = nullptr;
-    eventq_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
+    active_.reset();
     negotiated_ = 0;
     // CONFORMANCE.md D14 / G5: no endpoint stays attached, every domain dies; bypass is kept (D6).
     iommu_->reset();
@@ -162,18 +154,19 @@ void VirtioIommu::reset() {
 
 void VirtioIommu::notify(std::uint16_t queue) {
     // The eventq needs no kick: its buffers are taken when a fault happens (CONFORMANCE.md L10).
-    if (queue != kRequestQueue || !requestq_) return;
+    virtio::Virtqueue* requestq = active_.queue(kRequestQueue);
+    if (queue != kRequestQueue || !requestq) return;
     bool added = false;
     // CONFORMANCE.md L7: every request posted so far, in ring order. Bounded: an honest driver
     // never has more than a queue's worth outstanding per kick (Linux syncs before adding more).
-    const std::uint32_t budget = 4u * requestq_->size();
+    const std::uint32_t budget = 4u * requestq->size();
     for (std::uint32_t done = 0; done < budget;) {
         // The model's lock is taken once per chunk, not per request; chunks bound how long a
         // translating device thread can wait for it.
         Iommu::Batch batch(*iommu_);
         const std::uint32_t chunk_end = std::min(budget, done + kRequestsPerLock);
         for (; done < chunk_end; ++done) {
-            std::optional<virtio::DescriptorChain> chain = requestq_->pop();
+            std::optional<virtio::DescriptorChain> chain = requestq->pop();
             if (!chain) {
                 done = budget;
                 break;
@@ -181,11 +174,11 @@ void VirtioIommu::notify(std::uint16_t queue) {
             const std::uint32_t used = process(*chain, batch);
             // The new state is in force before the driver sees the request complete; requests
             // complete inline, the guest vCPU is spinning for them (CONFORMANCE.md L8).
-            requestq_->add_used(chain->head(), used);
+            requestq->add_used(chain->head(), used);
             added = true;
         }
     }
-    if (added && requestq_->needs_notification()) context_->signal_used(kRequestQueue);
+    if (added && requestq->needs_notification()) active_.context().signal_used(kRequestQueue);
 }
 
 Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> area, Iommu::Batch& batch) {
@@ -203,7 +196,7 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     const std::uint64_t writable = chain.writable_bytes();
     protocol::ReadableBytes readable{};
     const std::size_t copied = static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), readable.size()));
-    virtio::ChainReader reader(chain, *memory_);
+    virtio::ChainReader reader(chain, active_.memory());
     // Copy first, validate the copy (the guest may rewrite the buffer meanwhile).
     const bool read_ok = reader.read({readable.data(), copied});
     protocol::Request request = read_ok ? protocol::parse_request(readable, chain.readable_bytes())
@@ -258,7 +251,7 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     ++stats_.statuses[static_cast<std::size_t>(status)];
 
     const virtio_iommu_req_tail tail = protocol::make_tail(status);
-    virtio::ChainWriter writer(chain, *memory_);
+    virtio::ChainWriter writer(chain, active_.memory());
     if (!area.empty()) writer.write(area);
     writer.write_obj(tail);
     // Exactly what was written: 4, or area + 4 for PROBE (0 if the buffer was unreachable).
@@ -289,33 +282,34 @@ void VirtioIommu::report_refused_map(const protocol::MapRequest& map, Status sta
 }
 
 bool VirtioIommu::post_fault(const Fault& fault) {
-    if (!eventq_) {
+    virtio::Virtqueue* eventq = active_.queue(kEventQueue);
+    if (!eventq) {
         ++stats_.faults_dropped;
         return false;
     }
     const virtio_iommu_fault report = protocol::encode_fault(fault);
     // Skip (return unwritten) buffers too small for a report: CONFORMANCE.md D58 forbids spreading
     // a report over several buffers. Bounded by the queue size.
-    for (std::uint32_t n = 0; n < eventq_->size(); ++n) {
-        std::optional<virtio::DescriptorChain> chain = eventq_->pop();
+    for (std::uint32_t n = 0; n < eventq->size(); ++n) {
+        std::optional<virtio::DescriptorChain> chain = eventq->pop();
         if (!chain) break;
         if (chain->writable_bytes() < sizeof report) {
             ++stats_.bad_event_buffers;
             vmm::guest_error(log_, "virtio-iommu: event buffer of %llu bytes is too small",
                              static_cast<unsigned long long>(chain->writable_bytes()));
-            eventq_->add_used(chain->head(), 0);
+            eventq->add_used(chain->head(), 0);
             continue;
         }
-        virtio::ChainWriter writer(*chain, *memory_);
+        virtio::ChainWriter writer(*chain, active_.memory());
         writer.write_obj(report);
-        eventq_->add_used(chain->head(), writer.failed() ? 0 : writer.bytes_written());
+        eventq->add_used(chain->head(), writer.failed() ? 0 : writer.bytes_written());
         ++stats_.faults_posted;
-        if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
+        if (eventq->needs_notification()) active_.context().signal_used(kEventQueue);
         return true;
     }
     // CONFORMANCE.md D59: no buffer: drop (never block the faulting device) and count.
     ++stats_.faults_dropped;
-    if (eventq_->needs_notification()) context_->signal_used(kEventQueue);
+    if (eventq->needs_notification()) active_.context().signal_used(kEventQueue);
     return false;
 }
 

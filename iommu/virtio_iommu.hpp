@@ -20,6 +20,7 @@
 
 #include "iommu/iommu.hpp"
 #include "iommu/protocol.hpp"
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/base/log.hpp"
@@ -31,12 +32,9 @@ class DescriptorChain;
 namespace iommu {
 
 struct VirtioIommuConfig {
-    // Lowest set bit = granule (CONFORMANCE.md L2: at most the guest page size; for VFIO endpoints
-    // at least the host VFIO page size). Every instance of a VM must use the same mask
-    // (CONFORMANCE.md L14).
-    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
-    std::uint64_t input_first = 0;
-    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
+    // Granule (CONFORMANCE.md L2): at most the guest page size; for VFIO endpoints at least the
+    // host VFIO page size. Every instance of a VM must use the same mask (CONFORMANCE.md L14).
+    IovaWindow window;
     std::uint32_t domain_first = 0;
     std::uint32_t domain_last = ~std::uint32_t{0};
     std::uint32_t probe_size = 512;
@@ -115,11 +113,7 @@ private:
     std::uint8_t bypass_;
     std::uint64_t negotiated_ = 0;
 
-    // Live between activate() and reset().
-    virtio::Virtqueue* requestq_ = nullptr;
-    virtio::Virtqueue* eventq_ = nullptr;
-    virtio::DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    virtio::ActiveQueues active_;
 
     std::vector<std::uint8_t> probe_buffer_;  // probe_size + tail, reused
     VirtioIommuStats stats_;

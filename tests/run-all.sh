@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test run (what `make test` and CI execute): the citation check, unit tests, the
 # host-setup script tests, the unit tests under ASan+UBSan, the fuzz corpora replayed under
-# sanitizers, the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
+# sanitizers, every benchmark built (not run), the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
 # Prints a final "N passed, N failed" line and fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +46,11 @@ single "check-citations" tests/check-citations.sh
 cit=$(tests/check-citations.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-citations.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
 if [ -n "$cit" ]; then count "check-citations.test" $cit; else count "check-citations.test" 0 1; fi
 
+stage "layers (every include points down: vmm/base < fdt < virtio < iommu < devices < vmm)"
+single "check-layers" tests/check-layers.sh
+lay=$(tests/check-layers.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-layers.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+if [ -n "$lay" ]; then count "check-layers.test" $lay; else count "check-layers.test" 0 1; fi
+
 stage "unit tests (native)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
     doctest_stage "unit" "$BUILD/native/unit-tests"
@@ -81,6 +86,9 @@ if ls tests/fuzz/*.cpp >/dev/null 2>&1; then
         count "fuzz build" 0 1
     fi
 fi
+
+stage "benchmarks built (not run: their rig parts belong to make bench)"
+single "bench-build" make -s -j"$JOBS" BUILD="$BUILD" bench-build
 
 stage "arm64 lkvm"
 single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm

@@ -83,26 +83,17 @@ void Blk::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const 
     std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 
-bool Blk::activate(const Activation& activation) {
-    if (activation.queues.empty() || !activation.queues[0]) return false;
-    queue_ = activation.queues[0];
-    context_ = &activation.context;
-    memory_ = &activation.memory;
-    return true;
-}
+bool Blk::activate(const Activation& activation) { return active_.activate(activation, {0}); }
 
-void Blk::reset() {
-    queue_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
-}
+void Blk::reset() { active_.reset(); }
 
 void Blk::notify(std::uint16_t queue) {
-    if (queue != 0 || !queue_) return;
+    Virtqueue* requests = active_.queue(0);
+    if (queue != 0 || !requests) return;
     // Bounded by the transport's pass: pop() yields at most one ring's worth per notify, and a
     // guest that keeps refilling gets the rest on a later pass (MmioTransport::notify).
-    while (auto chain = queue_->pop()) process(*chain);
-    if (queue_->needs_notification()) context_->signal_used(0);
+    while (auto chain = requests->pop()) process(*chain);
+    if (requests->needs_notification()) active_.context().signal_used(0);
 }
 
 bool Blk::in_capacity(std::uint64_t sector, std::uint64_t length, std::uint64_t* offset) {
@@ -122,7 +113,7 @@ bool Blk::in_capacity(std::uint64_t sector, std::uint64_t length, std::uint64_t*
 std::uint8_t Blk::read_request(std::uint64_t sector, const DescriptorChain& chain, std::uint64_t data_len) {
     std::uint64_t offset = 0;
     if (!in_capacity(sector, data_len, &offset)) return VIRTIO_BLK_S_IOERR;
-    ChainWriter data(chain, *memory_);
+    ChainWriter data(chain, active_.memory());
     BackendTransfer transfer(*backend_, offset, BackendTransfer::Direction::ToGuest);
     if (data.visit(data_len, transfer)) return VIRTIO_BLK_S_OK;
     vmm::guest_error(log_, "virtio-blk: read at sector %llu failed (host I/O or guest buffer)",
@@ -131,7 +122,7 @@ std::uint8_t Blk::read_request(std::uint64_t sector, const DescriptorChain& chai
 }
 
 std::uint8_t Blk::write_request(std::uint64_t sector, const DescriptorChain& chain) {
-    ChainReader data(chain, *memory_);
+    ChainReader data(chain, active_.memory());
     if (!data.skip(sizeof(virtio_blk_outhdr))) return VIRTIO_BLK_S_IOERR;
     // 5.2.6.2: a read-only device fails writes and writes no data.
     if (options_.read_only) {
@@ -152,7 +143,7 @@ std::uint8_t Blk::get_id(const DescriptorChain& chain, std::uint64_t data_len) {
     // 5.2.6: up to 20 bytes, NUL-padded (not NUL-terminated when exactly 20 long).
     std::array<std::uint8_t, VIRTIO_BLK_ID_BYTES> id{};
     std::memcpy(id.data(), options_.serial.data(), std::min(options_.serial.size(), id.size()));
-    ChainWriter data(chain, *memory_);
+    ChainWriter data(chain, active_.memory());
     const std::uint64_t n = std::min<std::uint64_t>(data_len, id.size());
     if (!data.write({id.data(), n})) return VIRTIO_BLK_S_IOERR;
     // Any writable room beyond 20 bytes (before the status) is padding too.
@@ -164,12 +155,12 @@ void Blk::process(const DescriptorChain& chain) {
     if (writable == 0) {
         // Nowhere to put the status byte: the request cannot be answered in-band.
         vmm::guest_error(log_, "virtio-blk: request without a writable status byte");
-        queue_->add_used(chain.head(), 0);
+        active_.queue(0)->add_used(chain.head(), 0);
         return;
     }
     // 5.2.6: the status is the last writable byte; everything before it is the data area.
     const std::uint64_t data_len = writable - 1;
-    ChainReader reader(chain, *memory_);
+    ChainReader reader(chain, active_.memory());
     const auto header = reader.read_obj<virtio_blk_outhdr>();
     std::uint8_t status = VIRTIO_BLK_S_IOERR;
     bool data_written = false;
@@ -201,13 +192,13 @@ void Blk::process(const DescriptorChain& chain) {
     // Used length (2.7.8.1) must not exceed what was written from the first writable byte on, so
     // a data area that the request did not fill (errors, OUT, FLUSH) is zeroed; this also keeps
     // half-read disk data from a failed IN away from the guest.
-    ChainWriter area(chain, *memory_);
+    ChainWriter area(chain, active_.memory());
     const bool area_written = data_written || write_zeros(area, data_len);
-    ChainWriter tail(chain, *memory_);
+    ChainWriter tail(chain, active_.memory());
     const bool status_written = tail.skip(data_len) && tail.write_obj(status);
     const std::uint32_t len =
         area_written && status_written ? static_cast<std::uint32_t>(std::min<std::uint64_t>(writable, UINT32_MAX)) : 0;
-    queue_->add_used(chain.head(), len);
+    active_.queue(0)->add_used(chain.head(), len);
 }
 
 }  // namespace virtio

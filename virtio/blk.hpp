@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "virtio/active_queues.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
@@ -61,9 +62,7 @@ private:
     std::uint64_t capacity_bytes_;
     std::vector<std::uint8_t> config_;
 
-    Virtqueue* queue_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
     unsigned fail_next_ = 0;
     std::uint64_t forced_failures_ = 0;

@@ -51,23 +51,14 @@ void Console::write_config(std::uint32_t offset, std::span<const std::uint8_t> d
 }
 
 bool Console::activate(const Activation& activation) {
-    if (activation.queues.size() < 2) return false;
-    features_ = activation.features;
-    receive_ = activation.queues[kReceiveQueue];
-    transmit_ = activation.queues[kTransmitQueue];
-    context_ = &activation.context;
-    memory_ = &activation.memory;
+    // Either queue may be left disabled: input or output then goes nowhere.
+    if (activation.queues.size() < 2 || !active_.activate(activation)) return false;
     deliver_input();
     return true;
 }
 
-void Console::reset() {
-    // Pending input is host state (typed keys), not driver state: it survives a reset.
-    features_ = 0;
-    receive_ = transmit_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
-}
+// Pending input is host state (typed keys), not driver state: it survives a reset.
+void Console::reset() { active_.reset(); }
 
 void Console::notify(std::uint16_t queue) {
     if (queue == kReceiveQueue) deliver_input();  // the guest posted receive buffers
@@ -89,32 +80,34 @@ void Console::set_size(std::uint16_t cols, std::uint16_t rows) {
     if (!has_feature(device_features(), VIRTIO_CONSOLE_F_SIZE) || cols == 0 || rows == 0) return;
     options_.cols = cols;
     options_.rows = rows;
-    if (context_) context_->signal_config_change();
+    if (active_.active()) active_.context().signal_config_change();
 }
 
 void Console::deliver_input() {
-    if (!receive_ || pending_.empty()) return;
+    Virtqueue* receiveq = active_.queue(kReceiveQueue);
+    if (!receiveq || pending_.empty()) return;
     bool used = false;
     // Bounded: each round consumes a chain or the pending input, both finite.
     while (!pending_.empty()) {
-        auto chain = receive_->pop();
+        auto chain = receiveq->pop();
         if (!chain) break;
-        ChainWriter writer(*chain, *memory_);
+        ChainWriter writer(*chain, active_.memory());
         const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(pending_.size(), writer.remaining()));
         if (!writer.write({pending_.data(), n}))
             vmm::guest_error(log_, "virtio-console: receive buffer not writable, %zu bytes dropped", n);
         pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
-        receive_->add_used(chain->head(), writer.bytes_written());
+        receiveq->add_used(chain->head(), writer.bytes_written());
         used = true;
     }
-    if (used && receive_->needs_notification()) context_->signal_used(kReceiveQueue);
+    if (used && receiveq->needs_notification()) active_.context().signal_used(kReceiveQueue);
 }
 
 void Console::transmit() {
-    if (!transmit_) return;
+    Virtqueue* transmitq = active_.queue(kTransmitQueue);
+    if (!transmitq) return;
     std::array<std::uint8_t, 4096> chunk;
-    while (auto chain = transmit_->pop()) {
-        ChainReader reader(*chain, *memory_);
+    while (auto chain = transmitq->pop()) {
+        ChainReader reader(*chain, active_.memory());
         // In pieces: a chain may claim up to 4 GiB.
         while (reader.remaining() != 0) {
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(reader.remaining(), chunk.size()));
@@ -124,9 +117,9 @@ void Console::transmit() {
             }
             output_->write({chunk.data(), n});
         }
-        transmit_->add_used(chain->head(), 0);  // the device wrote nothing into the chain
+        transmitq->add_used(chain->head(), 0);  // the device wrote nothing into the chain
     }
-    if (transmit_->needs_notification()) context_->signal_used(kTransmitQueue);
+    if (transmitq->needs_notification()) active_.context().signal_used(kTransmitQueue);
 }
 
 }  // namespace virtio

@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
 #include "vmm/base/log.hpp"
@@ -69,11 +70,7 @@ private:
     std::vector<std::uint8_t> pending_;
     std::uint64_t dropped_input_ = 0;
 
-    std::uint64_t features_ = 0;
-    Virtqueue* receive_ = nullptr;
-    Virtqueue* transmit_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
 };
 

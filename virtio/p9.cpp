@@ -13,7 +13,7 @@
 
 namespace virtio {
 
-P9::P9(std::unique_ptr<devices::p9::Server> server, std::string tag) : server_(std::move(server)) {
+P9::P9(std::unique_ptr<P9Handler> server, std::string tag) : server_(std::move(server)) {
     tag.resize(std::min(tag.size(), kMaxTagLength));
     // struct virtio_9p_config: tag_len (le16), then the tag, not NUL-terminated.
     config_.resize(sizeof(virtio_9p_config) + tag.size());
@@ -34,26 +34,19 @@ void P9::read_config(std::uint32_t offset, std::span<std::uint8_t> data) const {
     std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 
-bool P9::activate(const Activation& activation) {
-    if (activation.queues.empty() || !activation.queues[0]) return false;
-    queue_ = activation.queues[0];
-    context_ = &activation.context;
-    memory_ = &activation.memory;
-    return true;
-}
+bool P9::activate(const Activation& activation) { return active_.activate(activation, {0}); }
 
 void P9::reset() {
-    queue_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
+    active_.reset();
     server_->reset();  // a new driver starts a new 9P session
 }
 
 void P9::notify(std::uint16_t queue) {
-    if (queue != 0 || !queue_) return;
+    Virtqueue* requests = active_.queue(0);
+    if (queue != 0 || !requests) return;
     // Bounded by the ring, as in Blk::notify.
-    while (auto chain = queue_->pop()) process(*chain);
-    if (queue_->needs_notification()) context_->signal_used(0);
+    while (auto chain = requests->pop()) process(*chain);
+    if (requests->needs_notification()) active_.context().signal_used(0);
 }
 
 void P9::process(const DescriptorChain& chain) {
@@ -63,7 +56,7 @@ void P9::process(const DescriptorChain& chain) {
     const std::uint32_t writable = static_cast<std::uint32_t>(std::min<std::uint64_t>(chain.writable_bytes(), UINT32_MAX));
     const std::uint64_t take = std::min<std::uint64_t>(readable, server_->msize());
     request_.resize(static_cast<std::size_t>(take));
-    ChainReader reader(chain, *memory_);
+    ChainReader reader(chain, active_.memory());
     if (readable > take || !reader.read(request_)) {
         vmm::guest_error(log_, "virtio-9p: request of %llu bytes is larger than msize %u or unreadable",
                          static_cast<unsigned long long>(readable), server_->msize());
@@ -71,11 +64,11 @@ void P9::process(const DescriptorChain& chain) {
         request_.clear();
     }
     server_->handle(request_, reply_, writable);
-    ChainWriter writer(chain, *memory_);
+    ChainWriter writer(chain, active_.memory());
     const bool written = !reply_.empty() && writer.write(reply_);
     if (!written && !reply_.empty())
         vmm::guest_error(log_, "virtio-9p: reply of %zu bytes could not be written", reply_.size());
-    queue_->add_used(chain.head(), written ? writer.bytes_written() : 0);
+    active_.queue(0)->add_used(chain.head(), written ? writer.bytes_written() : 0);
 }
 
 }  // namespace virtio

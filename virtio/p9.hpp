@@ -1,8 +1,9 @@
 // virtio-9p device model (virtio 1.2 section 5.11 is reserved for it; the layout is Linux's
 // <linux/virtio_9p.h> and net/9p/trans_virtio.c): one request queue; each chain carries one 9P
 // request in its device-readable part and receives the reply in its device-writable part. The
-// file service is devices::p9::Server; every guest buffer is reached through ChainReader /
-// ChainWriter over DmaMemory (so --viommu translates it).
+// file service is a P9Handler (virtio/p9_handler.hpp; devices::p9::Server implements it); every
+// guest buffer is reached through ChainReader / ChainWriter over DmaMemory (so --viommu
+// translates it).
 #pragma once
 
 #include <cstdint>
@@ -10,8 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "devices/p9/server.hpp"
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
+#include "virtio/p9_handler.hpp"
 #include "virtio/queue.hpp"
 #include "vmm/base/log.hpp"
 
@@ -25,7 +27,7 @@ public:
     // The tag must fit the config's u16 length; the mount tag is a kernel string, kept short.
     static constexpr std::size_t kMaxTagLength = 255;
 
-    P9(std::unique_ptr<devices::p9::Server> server, std::string tag);
+    P9(std::unique_ptr<P9Handler> server, std::string tag);
 
     std::string_view name() const override { return "virtio-9p"; }
     std::uint32_t device_id() const override;
@@ -38,18 +40,14 @@ public:
     void reset() override;
     void notify(std::uint16_t queue) override;
 
-    const devices::p9::Server& server() const { return *server_; }
-
 private:
     void process(const DescriptorChain& chain);
 
-    std::unique_ptr<devices::p9::Server> server_;
+    std::unique_ptr<P9Handler> server_;
     std::vector<std::uint8_t> config_;
     std::vector<std::uint8_t> request_;
     std::vector<std::uint8_t> reply_;
-    Virtqueue* queue_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
 };
 

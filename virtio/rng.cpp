@@ -38,25 +38,16 @@ std::uint64_t Rng::device_features() const {
     return feature_bit(VIRTIO_RING_F_INDIRECT_DESC) | feature_bit(VIRTIO_RING_F_EVENT_IDX);
 }
 
-bool Rng::activate(const Activation& activation) {
-    if (activation.queues.empty() || !activation.queues[0]) return false;
-    queue_ = activation.queues[0];
-    context_ = &activation.context;
-    memory_ = &activation.memory;
-    return true;
-}
+bool Rng::activate(const Activation& activation) { return active_.activate(activation, {0}); }
 
-void Rng::reset() {
-    queue_ = nullptr;
-    context_ = nullptr;
-    memory_ = nullptr;
-}
+void Rng::reset() { active_.reset(); }
 
 void Rng::notify(std::uint16_t queue) {
-    if (queue != 0 || !queue_) return;
+    Virtqueue* requests = active_.queue(0);
+    if (queue != 0 || !requests) return;
     std::array<std::uint8_t, 4096> chunk;
-    while (auto chain = queue_->pop()) {
-        ChainWriter writer(*chain, *memory_);
+    while (auto chain = requests->pop()) {
+        ChainWriter writer(*chain, active_.memory());
         std::uint64_t budget = std::min<std::uint64_t>(writer.remaining(), kMaxBytesPerRequest);
         while (budget != 0) {
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(budget, chunk.size()));
@@ -70,9 +61,9 @@ void Rng::notify(std::uint16_t queue) {
             }
             budget -= n;
         }
-        queue_->add_used(chain->head(), writer.bytes_written());
+        requests->add_used(chain->head(), writer.bytes_written());
     }
-    if (queue_->needs_notification()) context_->signal_used(0);
+    if (requests->needs_notification()) active_.context().signal_used(0);
 }
 
 }  // namespace virtio

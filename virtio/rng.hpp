@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "virtio/active_queues.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
 #include "vmm/base/log.hpp"
@@ -32,9 +33,7 @@ public:
 
 private:
     std::uint16_t queue_size_;
-    Virtqueue* queue_ = nullptr;
-    DeviceContext* context_ = nullptr;
-    const vmm::DmaMemory* memory_ = nullptr;
+    ActiveQueues active_;
     vmm::RateLimiter log_;
 };
 

@@ -6,13 +6,12 @@
 #include <string_view>
 
 #include "devices/vfio/group.hpp"
+#include "vmm/exit_status.hpp"
 #include "vmm/sandbox/protocol.hpp"
 
 namespace vmm::cli {
 namespace {
 
-constexpr int kUsageError = 2;
-constexpr int kSandboxUsageError = sandbox::kStatusSandboxFailed;
 
 // The `run` subcommand's flags, one line each (kvmtool's spelling where kvmtool has the flag).
 struct RunOptions {
@@ -135,7 +134,7 @@ std::string parse_share(const std::string& spec, ShareConfig& share) {
     return {};
 }
 
-Exit usage_error(const std::string& message, const std::string& hint_command, int code = kUsageError) {
+Exit usage_error(const std::string& message, const std::string& hint_command, int code = kExitUsage) {
     // One line: scripts and people both read the first line of an error.
     return Exit{code, "", "lkvm: error: " + message + " (see '" + hint_command + " --help')\n"};
 }
@@ -182,14 +181,14 @@ std::variant<VmConfig, Exit> finish_config(RunOptions& options, const std::strin
     return config;
 }
 
-// `lkvm sandbox`: usage errors exit kSandboxUsageError, so that a status below 125 is always CMD's.
+// `lkvm sandbox`: usage errors exit kExitSandboxFailed, so that a status below 125 is always CMD's.
 Command sandbox_request(RunOptions& options, std::string workdir, std::vector<std::string> argv) {
     const std::string hint = "lkvm sandbox";
     if (argv.empty())
         return usage_error("no command to run; put it after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]", hint,
-                           kSandboxUsageError);
-    if (workdir.empty()) return usage_error("--workdir: empty directory name", hint, kSandboxUsageError);
-    auto config = finish_config(options, hint, kSandboxUsageError);
+                           kExitSandboxFailed);
+    if (workdir.empty()) return usage_error("--workdir: empty directory name", hint, kExitSandboxFailed);
+    auto config = finish_config(options, hint, kExitSandboxFailed);
     if (auto* exit = std::get_if<Exit>(&config)) return *exit;
     return sandbox::Request{std::move(std::get<VmConfig>(config)), std::move(workdir), std::move(argv)};
 }
@@ -234,9 +233,8 @@ Command parse(int argc, const char* const* argv) {
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
         "-n/--network: mode=user gives the guest 10.0.2.15 by DHCP behind a NAT gateway 10.0.2.2\n"
         "(DNS 10.0.2.3); hostfwd=tcp:HOSTPORT-GUESTPORT forwards a host port into the guest.\n"
-        "--name NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
-        "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
-        "2 usage error, 3 guest crash, 128+N stopped by signal N.");
+        "--name NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n" +
+        std::string(kRunExitHelp));
 
     RunOptions sandbox_options;
     std::string sandbox_workdir = ".";
@@ -257,11 +255,8 @@ Command parse(int argc, const char* const* argv) {
         "a fresh tmpfs on /tmp, its own /proc, /sys and /dev; PATH=/usr/local/sbin:/usr/local/bin:\n"
         "/usr/sbin:/usr/bin:/sbin:/bin, HOME=/tmp, TERM=dumb, stdin /dev/null. CMD's stdout is\n"
         "lkvm's stdout (virtio-console), its stderr and the kernel's messages are lkvm's stderr\n"
-        "(UART). -p adds to \"console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/lkvm-init\".\n"
-        "Exit status: CMD's own (0-255); 128+N when CMD was killed by signal N; 127 CMD not\n"
-        "found, 126 not executable (as shells); 125 the sandbox failed: a usage error, a setup\n"
-        "failure, or a guest that crashed or ended without reporting CMD's status. When lkvm\n"
-        "itself is stopped by signal N (Ctrl-C, SIGTERM): 128+N.");
+        "(UART). -p adds to \"console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/lkvm-init\".\n" +
+        std::string(kSandboxExitHelp));
 
     // Everything after the first `--` of `lkvm sandbox` is CMD: it is never parsed as flags.
     std::vector<std::string> sandbox_argv;
@@ -274,7 +269,7 @@ Command parse(int argc, const char* const* argv) {
         }
     }
 
-    if (argc <= 1) return Exit{kUsageError, "", app.help()};
+    if (argc <= 1) return Exit{kExitUsage, "", app.help()};
     // CLI11 would report a mistyped command as "a subcommand is required"; name it instead.
     if (std::string first = argv[1]; !first.empty() && first[0] != '-') {
         std::string known;
@@ -297,7 +292,7 @@ Command parse(int argc, const char* const* argv) {
         if (sandbox->parsed()) {
             // Without `--`, CMD's words reach the flag parser: say where they belong.
             const std::string hint = sandbox_argv.empty() ? "; put CMD after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]" : "";
-            return usage_error(e.what() + hint, "lkvm sandbox", kSandboxUsageError);
+            return usage_error(e.what() + hint, "lkvm sandbox", kExitSandboxFailed);
         }
         std::string hint = "lkvm";
         for (const CLI::App* sub : {run, list, stop, stat, debug})
@@ -313,7 +308,7 @@ Command parse(int argc, const char* const* argv) {
     if (stop->parsed() || stat->parsed() || debug->parsed()) return control;
 
     if (sandbox->parsed()) return sandbox_request(sandbox_options, std::move(sandbox_workdir), std::move(sandbox_argv));
-    auto config = finish_config(options, "lkvm run", kUsageError);
+    auto config = finish_config(options, "lkvm run", kExitUsage);
     if (auto* exit = std::get_if<Exit>(&config)) return *exit;
     return Run{std::move(std::get<VmConfig>(config))};
 }

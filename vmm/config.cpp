@@ -12,7 +12,7 @@
 #include "vmm/base/address.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace vmm {
 namespace {

@@ -16,6 +16,7 @@
 
 #include "devices/net/slirp_backend.hpp"
 #include "devices/net/tap_backend.hpp"
+#include "devices/p9/server.hpp"
 #include "fdt/machine_tree.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
@@ -26,7 +27,7 @@
 #include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/kvm/vcpu_loop.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/terminal.hpp"
 
@@ -89,14 +90,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     //    assigned functions with --viommu vfio (their host IOMMU bounds page sizes and IOVAs).
     if (config_.viommu) {
         ViommuConfig viommu_config = *config_.viommu;
-        devices::vfio::ViommuGeometry geometry{viommu_config.page_size_mask, viommu_config.input_first,
-                                               viommu_config.input_last};
-        if (vfio_ && vfio_behind_viommu) {
-            geometry = vfio_->narrow(geometry, kViommuMaxGranule);
-            viommu_config.page_size_mask = geometry.page_size_mask;
-            viommu_config.input_first = geometry.input_first;
-            viommu_config.input_last = geometry.input_last;
-        }
+        if (vfio_ && vfio_behind_viommu) viommu_config.window = vfio_->narrow(viommu_config.window, kViommuMaxGranule);
         auto viommu = std::make_unique<ViommuSetup>(viommu_config);
         // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (CONFORMANCE.md L8), so
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
@@ -105,7 +99,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
         VirtioSlot& slot = add_virtio(viommu->take_device(), {.label = "iommu", .doorbells = false, .behind_viommu = false});
         viommu->connect(*slot.transport, slot.node);
         viommu_ = std::move(viommu);
-        if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), geometry);
+        if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), viommu_config.window);
     }
     // 7. virtio devices, one virtio-mmio slot each: disks in command-line order, rng, console.
     add_virtio_devices();
@@ -216,8 +210,8 @@ void Machine::add_virtio_devices() {
         const NetConfig& net = config_.nets[i];
         if (net.mode == NetMode::None) continue;
         std::unique_ptr<virtio::NetBackend> backend;
-        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(net);
-        else backend = std::make_unique<devices::net::TapBackend>(net);
+        if (net.mode == NetMode::User) backend = std::make_unique<devices::net::SlirpBackend>(slirp_options(net));
+        else backend = std::make_unique<devices::net::TapBackend>(tap_options(net));
         virtio::NetOptions options;
         options.mac = nic_mac(net, static_cast<unsigned>(nic));
         log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());

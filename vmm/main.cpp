@@ -16,6 +16,7 @@
 #include "vmm/base/log.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/base/terminal.hpp"
+#include "vmm/exit_status.hpp"
 #include "vmm/host_kernel.hpp"
 #include "vmm/sandbox/guest_init.hpp"
 #include "vmm/sandbox/protocol.hpp"
@@ -23,13 +24,10 @@
 
 namespace {
 
-// Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
-// 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
-// `lkvm sandbox` exits with CMD's status instead (vmm/sandbox/protocol.hpp).
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitGuestCrash = 3;
+using vmm::kExitFailure;
+using vmm::kExitGuestCrash;
+using vmm::kExitOk;
+using vmm::kExitUsage;
 
 void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -106,7 +104,7 @@ int run_vm(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
                 return kExitGuestCrash;
             case RunResult::Reason::Signal:
                 vmm::log_info("%s: stopped by signal %d", config.name.c_str(), result.signal);
-                return 128 + result.signal;
+                return vmm::kExitSignalBase + result.signal;
             case RunResult::Reason::Error:
                 std::fprintf(stderr, "lkvm: error: %s: %s\n", config.name.c_str(), result.detail.c_str());
                 return kExitFailure;
@@ -141,7 +139,7 @@ int run_vm_reporting(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
 // (vmm/sandbox/session.hpp).
 int run_sandbox(vmm::sandbox::Request request) {
     vmm::set_log_level(request.config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
-    if (!choose_kernel(request.config)) return vmm::sandbox::kStatusSandboxFailed;
+    if (!choose_kernel(request.config)) return vmm::kExitSandboxFailed;
     try {
         vmm::sandbox::Session session(request);
         vmm::sandbox::VmEnd end;  // How::Error until a run ends
@@ -151,7 +149,7 @@ int run_sandbox(vmm::sandbox::Request request) {
         return exit.status;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
-        return vmm::sandbox::kStatusSandboxFailed;
+        return vmm::kExitSandboxFailed;
     }
 }
 

@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <set>
 
+#include "devices/net/slirp_backend.hpp"
+#include "devices/net/tap_backend.hpp"
+
 namespace vmm {
 namespace {
 
@@ -149,6 +152,19 @@ std::array<std::uint8_t, 6> nic_mac(const NetConfig& config, unsigned index) {
 
 std::uint32_t nic_guest_ip(const NetConfig& config) {
     return config.guest_ip != 0 ? config.guest_ip : (config.host_ip & 0xffffff00) | 15;
+}
+
+devices::net::SlirpOptions slirp_options(const NetConfig& config) {
+    devices::net::SlirpOptions options;
+    options.host_ip = config.host_ip;
+    options.guest_ip = nic_guest_ip(config);
+    for (const HostForward& fwd : config.hostfwd)
+        options.hostfwd.push_back({.udp = fwd.udp, .host_port = fwd.host_port, .guest_port = fwd.guest_port});
+    return options;
+}
+
+devices::net::TapOptions tap_options(const NetConfig& config) {
+    return {.tapif = config.tapif, .host_ip = config.host_ip};
 }
 
 std::string format_mac(const std::array<std::uint8_t, 6>& mac) {

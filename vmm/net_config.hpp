@@ -21,6 +21,11 @@
 #include <string_view>
 #include <vector>
 
+namespace devices::net {
+struct SlirpOptions;
+struct TapOptions;
+}  // namespace devices::net
+
 namespace vmm {
 
 enum class NetMode { User, Tap, None };
@@ -53,6 +58,10 @@ std::vector<std::string> check_networks(const std::vector<NetConfig>& nets);
 std::array<std::uint8_t, 6> nic_mac(const NetConfig& config, unsigned index);
 // guest_ip, or host_ip's /24 network .15.
 std::uint32_t nic_guest_ip(const NetConfig& config);
+
+// What the mode=user and mode=tap backends are given (devices/net/ knows nothing of the CLI).
+devices::net::SlirpOptions slirp_options(const NetConfig& config);
+devices::net::TapOptions tap_options(const NetConfig& config);
 
 std::string format_mac(const std::array<std::uint8_t, 6>& mac);
 std::string format_ipv4(std::uint32_t host_order);

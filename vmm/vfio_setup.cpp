@@ -1,6 +1,6 @@
 #include "vmm/vfio_setup.hpp"
 
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vmm {
@@ -48,14 +48,14 @@ void VfioSetup::add_to_bus(MmioBus& bus) {
         bus.add(windows_.window_range(i), windows_.window(i), i == 0 ? "pcie-mmio32" : "pcie-mmio64");
 }
 
-devices::vfio::ViommuGeometry VfioSetup::narrow(const devices::vfio::ViommuGeometry& wanted, std::uint64_t max_granule) const {
+iommu::IovaWindow VfioSetup::narrow(const iommu::IovaWindow& wanted, std::uint64_t max_granule) const {
     return devices::vfio::narrow_geometry(wanted, assignment_->host_infos(), max_granule);
 }
 
-void VfioSetup::add_endpoints(iommu::Iommu& model, const devices::vfio::ViommuGeometry& geometry) {
+void VfioSetup::add_endpoints(iommu::Iommu& model, const iommu::IovaWindow& window) {
     const devices::vfio::IovaRange doorbell{kItsTranslationFrame, kItsTranslationFrame + kItsFrameSize - 1};
     for (iommu::EndpointConfig& endpoint :
-         assignment_->iommu_endpoints(geometry.input_first, geometry.input_last, doorbell, model.limits().max_reserved_regions))
+         assignment_->iommu_endpoints(window.input_first, window.input_last, doorbell, model.limits().max_reserved_regions))
         model.add_endpoint(std::move(endpoint));
     bridge_.set_iommu(true);
 }

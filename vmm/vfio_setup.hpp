@@ -45,10 +45,10 @@ public:
     void add_to_bus(MmioBus& bus);
     // The vIOMMU geometry narrowed to what every host container supports (page sizes, IOVA span);
     // `max_granule` is the guest's page size.
-    devices::vfio::ViommuGeometry narrow(const devices::vfio::ViommuGeometry& wanted, std::uint64_t max_granule) const;
+    iommu::IovaWindow narrow(const iommu::IovaWindow& wanted, std::uint64_t max_granule) const;
     // Registers every function with `model` (endpoint = RID, PROBE regions: the ITS doorbell frame
     // as MSI, host IOVA holes as RESERVED; listener: the DmaMapper) and adds iommu-map to the DT.
-    void add_endpoints(iommu::Iommu& model, const devices::vfio::ViommuGeometry& geometry);
+    void add_endpoints(iommu::Iommu& model, const iommu::IovaWindow& window);
     // Teardown step one: functions stop mastering, every DMA mapping goes (before the vIOMMU).
     void stop();
 

@@ -71,7 +71,7 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
         if (key == "page_size") {
             auto mask = parse_page_size(value);
             if (!mask) return bad + "; use 4K, 64K or a mask such as 0x40201000";
-            c.page_size_mask = *mask;
+            c.window.page_size_mask = *mask;
         } else if (key == "bypass") {
             if (value == "0") c.boot_bypass = false;
             else if (value == "1") c.boot_bypass = true;
@@ -80,8 +80,8 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
             auto bits = parse_number(value);
             if (!bits || *bits < 12 || *bits > 64) return bad + "; use a number of address bits from 12 to 64";
             if (range_given) return where + ": give input_bits or input_range, not both";
-            c.input_first = 0;
-            c.input_last = *bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << *bits) - 1;
+            c.window.input_first = 0;
+            c.window.input_last = *bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << *bits) - 1;
             range_given = true;
         } else if (key == "input_range") {
             const std::size_t dash = value.find('-');
@@ -89,8 +89,8 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
             auto last = dash == std::string_view::npos ? std::nullopt : parse_number(value.substr(dash + 1));
             if (!first || !last) return bad + "; use input_range=START-END (inclusive), e.g. 0x0-0xffffffffffff";
             if (range_given) return where + ": give input_bits or input_range, not both";
-            c.input_first = *first;
-            c.input_last = *last;
+            c.window.input_first = *first;
+            c.window.input_last = *last;
             range_given = true;
         } else if (key == "poll") {
             auto us = parse_number(value);
@@ -109,20 +109,21 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
 
 std::vector<std::string> check_viommu(const ViommuConfig& c) {
     std::vector<std::string> errors;
-    if (c.page_size_mask == 0) {
+    const iommu::IovaWindow& w = c.window;
+    if (w.page_size_mask == 0) {
         errors.push_back("--viommu page_size=0: the page size mask needs at least one bit (virtio 1.2 5.13.4)");
         return errors;
     }
-    const std::uint64_t granule = c.page_size_mask & -c.page_size_mask;
+    const std::uint64_t granule = w.granule();
     if (granule > kViommuMaxGranule)
-        errors.push_back("--viommu page_size=" + hex(c.page_size_mask) + ": granule " + hex(granule) +
+        errors.push_back("--viommu page_size=" + hex(w.page_size_mask) + ": granule " + hex(granule) +
                          " is larger than any arm64 page (Linux refuses it); use page_size=4K or 64K");
-    if (c.input_first > c.input_last)
-        errors.push_back("--viommu input_range=" + hex(c.input_first) + "-" + hex(c.input_last) +
+    if (w.input_first > w.input_last)
+        errors.push_back("--viommu input_range=" + hex(w.input_first) + "-" + hex(w.input_last) +
                          ": START is above END");
-    else if (c.input_first % granule != 0 || (c.input_last != ~std::uint64_t{0} && (c.input_last + 1) % granule != 0) ||
-             c.input_last - c.input_first < granule - 1)
-        errors.push_back("--viommu input_range=" + hex(c.input_first) + "-" + hex(c.input_last) +
+    else if (w.input_first % granule != 0 || (w.input_last != ~std::uint64_t{0} && (w.input_last + 1) % granule != 0) ||
+             w.input_last - w.input_first < granule - 1)
+        errors.push_back("--viommu input_range=" + hex(w.input_first) + "-" + hex(w.input_last) +
                          ": must hold whole pages of the granule " + hex(granule) + " (START aligned, END+1 aligned)");
     if (!c.virtio && !c.vfio) errors.push_back("--viommu: no device kind selected; use virtio, vfio or all");
     return errors;
@@ -130,8 +131,9 @@ std::vector<std::string> check_viommu(const ViommuConfig& c) {
 
 std::string describe(const ViommuConfig& c) {
     std::string kinds = c.virtio && c.vfio ? "virtio+vfio" : c.virtio ? "virtio" : c.vfio ? "vfio" : "none";
-    return kinds + ", page_size_mask=" + hex(c.page_size_mask) + ", bypass=" + (c.boot_bypass ? "1" : "0") +
-           ", input=" + hex(c.input_first) + "-" + hex(c.input_last) + ", poll=" + std::to_string(c.poll_us) + "us";
+    const iommu::IovaWindow& w = c.window;
+    return kinds + ", page_size_mask=" + hex(w.page_size_mask) + ", bypass=" + (c.boot_bypass ? "1" : "0") +
+           ", input=" + hex(w.input_first) + "-" + hex(w.input_last) + ", poll=" + std::to_string(c.poll_us) + "us";
 }
 
 }  // namespace vmm

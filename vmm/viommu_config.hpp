@@ -1,5 +1,6 @@
 // ViommuConfig: what `lkvm run --viommu[=SPEC]` asked for, as plain data, with its parser (used by
-// vmm/cli.cpp) and its checks (used by validate()). Syntax, kvmtool-branch style:
+// vmm/cli.cpp) and its checks (used by validate()). Syntax: which devices go
+// behind it, then comma-separated options:
 //
 //   --viommu                      everything behind the vIOMMU with the defaults below
 //   --viommu virtio[,OPTIONS]     only the emulated virtio-mmio devices
@@ -32,6 +33,8 @@
 #include <string_view>
 #include <vector>
 
+#include "iommu/types.hpp"
+
 namespace vmm {
 
 // Longest idle window of the request-queue poller (poll=US; the window adapts below it, see
@@ -45,10 +48,8 @@ inline constexpr std::uint32_t kMaxViommuPollUs = 1'000'000;
 struct ViommuConfig {
     bool virtio = true;  // emulated virtio-mmio devices are endpoints
     bool vfio = true;    // assigned PCI functions are endpoints (their RID is the endpoint ID)
-    std::uint64_t page_size_mask = ~std::uint64_t{0xfff};
+    iommu::IovaWindow window;  // page_size and input_range / input_bits
     bool boot_bypass = true;
-    std::uint64_t input_first = 0;
-    std::uint64_t input_last = (std::uint64_t{1} << 48) - 1;
     std::uint32_t poll_us = kDefaultViommuPollUs;
 
     bool operator==(const ViommuConfig&) const = default;

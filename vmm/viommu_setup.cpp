@@ -4,16 +4,14 @@
 #include <cstdio>
 
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 
 namespace vmm {
 
 iommu::VirtioIommuConfig device_config(const ViommuConfig& config) {
     iommu::VirtioIommuConfig d;
-    d.page_size_mask = config.page_size_mask;
-    d.input_first = config.input_first;
-    d.input_last = config.input_last;
+    d.window = config.window;
     d.boot_bypass = config.boot_bypass;
     return d;
 }

@@ -3,7 +3,7 @@
 // endpoints. The machine does three calls (take_device, connect, add_virtio_endpoint per slot);
 // everything else about the vIOMMU lives here.
 //
-// Endpoint IDs (stable, also in vmm/layout.hpp and the README): virtio-mmio slot i is endpoint
+// Endpoint IDs (stable, also in vmm/base/layout.hpp and the README): virtio-mmio slot i is endpoint
 // 0x10000 + i (layout::virtio_mmio_endpoint); slot 0 is the virtio-iommu itself and no endpoint.
 // IDs 0x0000-0xffff are left for PCI requester IDs (iommu-map,
 // Documentation/devicetree/bindings/pci/pci-iommu.txt).

@@ -40,6 +40,13 @@ in_addr to_addr(std::uint32_t host_order) {
     return a;
 }
 
+std::string dotted(std::uint32_t host_order) {
+    const in_addr a = to_addr(host_order);
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &a, text, sizeof text);
+    return text;
+}
+
 // The C callbacks; everything runs with the backend's lock held (slirp is called only under it).
 ssize_t cb_send_packet(const void* buf, size_t len, void* opaque) {
     self(opaque).emit(buf, len);
@@ -80,8 +87,8 @@ vmm::UniqueFd checked(int fd, const char* what) {
 
 }  // namespace
 
-SlirpBackend::SlirpBackend(const vmm::NetConfig& config)
-    : config_(config),
+SlirpBackend::SlirpBackend(const SlirpOptions& options)
+    : options_(options),
       epoll_(checked(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1")),
       timer_fd_(checked(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC), "timerfd_create")),
       queued_event_(checked(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd")) {
@@ -91,25 +98,25 @@ SlirpBackend::SlirpBackend(const vmm::NetConfig& config)
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, timer_fd_.get(), &ev) != 0)
         throw vmm::SetupError(std::string("-n/--network mode=user: epoll_ctl: ") + std::strerror(errno));
 
-    const std::uint32_t network = config.host_ip & 0xffffff00;
+    const std::uint32_t network = options.host_ip & 0xffffff00;
     SlirpConfig cfg{};
     cfg.version = 1;
     cfg.restricted = 0;
     cfg.in_enabled = true;
     cfg.vnetwork = to_addr(network);
     cfg.vnetmask = to_addr(0xffffff00);
-    cfg.vhost = to_addr(config.host_ip);
+    cfg.vhost = to_addr(options.host_ip);
     cfg.in6_enabled = false;
     cfg.vhostname = "lkvm";
-    cfg.vdhcp_start = to_addr(vmm::nic_guest_ip(config));
+    cfg.vdhcp_start = to_addr(options.guest_ip);
     cfg.vnameserver = to_addr(network | 3);
     std::lock_guard guard(lock_);
     slirp_ = slirp_new(&cfg, &kCallbacks, this);
     if (!slirp_) throw vmm::SetupError("-n/--network mode=user: libslirp could not start (slirp_new failed)");
-    for (const vmm::HostForward& fwd : config.hostfwd) {
+    for (const SlirpOptions::Forward& fwd : options.hostfwd) {
         in_addr any{};
         any.s_addr = htonl(INADDR_ANY);
-        if (slirp_add_hostfwd(slirp_, fwd.udp ? 1 : 0, any, fwd.host_port, to_addr(vmm::nic_guest_ip(config)),
+        if (slirp_add_hostfwd(slirp_, fwd.udp ? 1 : 0, any, fwd.host_port, to_addr(options.guest_ip),
                               fwd.guest_port) < 0) {
             const int err = errno;
             slirp_cleanup(slirp_);
@@ -130,8 +137,8 @@ SlirpBackend::~SlirpBackend() {
 
 std::string SlirpBackend::describe() const {
     std::lock_guard guard(lock_);
-    return "user guest=" + vmm::format_ipv4(vmm::nic_guest_ip(config_)) + "/24 gateway=" +
-           vmm::format_ipv4(config_.host_ip) + " hostfwd=" + std::to_string(config_.hostfwd.size()) + " queued=" +
+    return "user guest=" + dotted(options_.guest_ip) + "/24 gateway=" + dotted(options_.host_ip) +
+           " hostfwd=" + std::to_string(options_.hostfwd.size()) + " queued=" +
            std::to_string(queued_.size()) + " dropped=" + std::to_string(dropped_);
 }
 

@@ -21,12 +21,23 @@
 
 #include "virtio/net_backend.hpp"
 #include "vmm/base/log.hpp"
-#include "vmm/net_config.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 struct Slirp;
 
 namespace devices::net {
+
+// One user-mode network, as the backend needs it (vmm/net_config.cpp builds it from -n mode=user).
+struct SlirpOptions {
+    struct Forward {
+        bool udp = false;
+        std::uint16_t host_port = 0;
+        std::uint16_t guest_port = 0;
+    };
+    std::uint32_t host_ip = 0x0a000202;   // host order: the gateway; its /24 is the network
+    std::uint32_t guest_ip = 0x0a00020f;  // host order: the address DHCP hands out
+    std::vector<Forward> hostfwd;         // host ports (on every host address) into the guest
+};
 
 class SlirpBackend final : public virtio::NetBackend {
 public:
@@ -36,7 +47,7 @@ public:
     static constexpr std::size_t kMaxQueuedFrames = 4096;
 
     // Throws vmm::SetupError naming the -n parameter at fault (a hostfwd port already in use).
-    explicit SlirpBackend(const vmm::NetConfig& config);
+    explicit SlirpBackend(const SlirpOptions& options);
     ~SlirpBackend() override;
     SlirpBackend(const SlirpBackend&) = delete;
     SlirpBackend& operator=(const SlirpBackend&) = delete;
@@ -67,7 +78,7 @@ private:
     // Makes the epoll set and the timerfd match what slirp wants now (after every slirp call).
     void sync();
 
-    vmm::NetConfig config_;
+    SlirpOptions options_;
     mutable std::mutex lock_;
     Slirp* slirp_ = nullptr;
     vmm::UniqueFd epoll_;

@@ -56,14 +56,14 @@ void configure_new_tap(const std::string& name, std::uint32_t host_ip) {
 
 }  // namespace
 
-TapBackend::TapBackend(const vmm::NetConfig& config) {
-    const std::string wanted = config.tapif.empty() ? "lkvmtap%d" : config.tapif;
+TapBackend::TapBackend(const TapOptions& options) {
+    const std::string wanted = options.tapif.empty() ? "lkvmtap%d" : options.tapif;
     fd_.reset(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (fd_.get() < 0)
         throw vmm::SetupError("-n/--network mode=tap: cannot open /dev/net/tun (" + std::string(std::strerror(errno)) +
                               "); load the tun module (modprobe tun)");
-    const bool existed = !config.tapif.empty() && ::if_nametoindex(config.tapif.c_str()) != 0;
-    if (config.tapif.empty() && ::geteuid() != 0)
+    const bool existed = !options.tapif.empty() && ::if_nametoindex(options.tapif.c_str()) != 0;
+    if (options.tapif.empty() && ::geteuid() != 0)
         throw vmm::SetupError("-n/--network mode=tap: no tapif= given, and creating a tap needs root; "
                               "create one (ip tuntap add tap0 mode tap user $USER) and pass tapif=tap0");
     ifreq ifr{};
@@ -86,7 +86,7 @@ TapBackend::TapBackend(const vmm::NetConfig& config) {
         guest_offloads_ = ::ioctl(fd_.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) == 0;
         ::ioctl(fd_.get(), TUNSETOFFLOAD, 0);
     }
-    if (created_) configure_new_tap(ifname_, config.host_ip);
+    if (created_) configure_new_tap(ifname_, options.host_ip);
 }
 
 std::string TapBackend::describe() const {

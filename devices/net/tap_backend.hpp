@@ -9,15 +9,20 @@
 #include <string>
 
 #include "virtio/net_backend.hpp"
-#include "vmm/net_config.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace devices::net {
 
+// One tap, as the backend needs it (vmm/net_config.cpp builds it from -n mode=tap).
+struct TapOptions {
+    std::string tapif;                   // an existing tap's name; empty: a new one (root)
+    std::uint32_t host_ip = 0x0a000202;  // host order: given to a tap lkvm creates, as host_ip/24
+};
+
 class TapBackend final : public virtio::NetBackend {
 public:
     // Throws vmm::SetupError naming tapif= and the reason (missing, busy, not a tap, no permission).
-    explicit TapBackend(const vmm::NetConfig& config);
+    explicit TapBackend(const TapOptions& options);
 
     std::string_view kind() const override { return "tap"; }
     std::string describe() const override;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "devices/p9/wire.hpp"
+#include "virtio/p9_handler.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -43,7 +44,7 @@ struct ServerOptions {
     std::uint32_t max_msize = 512 * 1024 + 4096;  // largest message negotiated by Tversion
 };
 
-class Server {
+class Server final : public virtio::P9Handler {
 public:
     // `root`: an O_PATH (or O_RDONLY) descriptor of the export directory.
     Server(vmm::UniqueFd root, ServerOptions options);
@@ -53,12 +54,12 @@ public:
     // Handles one complete request and builds its reply (at most `reply_limit` bytes) in `reply`.
     // With room for an Rlerror (11 bytes) a reply is always produced; with less the request is
     // not executed and `reply` stays empty.
-    void handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply, std::uint32_t reply_limit);
+    void handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply, std::uint32_t reply_limit) override;
 
     // Device reset: every fid is clunked, msize returns to the default.
-    void reset();
+    void reset() override;
 
-    std::uint32_t msize() const { return msize_; }
+    std::uint32_t msize() const override { return msize_; }
     std::size_t fid_count() const { return fids_.size(); }
     const ServerOptions& options() const { return options_; }
 

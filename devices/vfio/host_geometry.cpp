@@ -25,9 +25,9 @@ std::vector<IovaRange> merged(std::vector<IovaRange> ranges) {
 
 }  // namespace
 
-ViommuGeometry narrow_geometry(const ViommuGeometry& wanted, std::span<const HostIommuInfo* const> hosts,
-                               std::uint64_t max_granule) {
-    ViommuGeometry g = wanted;
+iommu::IovaWindow narrow_geometry(const iommu::IovaWindow& wanted, std::span<const HostIommuInfo* const> hosts,
+                                  std::uint64_t max_granule) {
+    iommu::IovaWindow g = wanted;
     for (const HostIommuInfo* host : hosts) {
         g.page_size_mask &= host->page_sizes;
         std::uint64_t first = ~std::uint64_t{0}, last = 0;

@@ -16,17 +16,11 @@
 
 namespace devices::vfio {
 
-struct ViommuGeometry {
-    std::uint64_t page_size_mask = 0;
-    std::uint64_t input_first = 0;
-    std::uint64_t input_last = 0;
-};
-
 // `wanted` narrowed to what every host container supports: page sizes intersected, input
 // range clipped to the span of the usable IOVA ranges. Throws vmm::SetupError when nothing is
 // left (no common page size, or a granule larger than `max_granule`, the guest page size).
-ViommuGeometry narrow_geometry(const ViommuGeometry& wanted, std::span<const HostIommuInfo* const> hosts,
-                               std::uint64_t max_granule);
+iommu::IovaWindow narrow_geometry(const iommu::IovaWindow& wanted, std::span<const HostIommuInfo* const> hosts,
+                                  std::uint64_t max_granule);
 
 // The endpoint's RESV_MEM regions, sorted, non-overlapping, at most `max_regions`: `msi` (if
 // given) as an MSI region; inside [input_first, input_last] every IOVA the host cannot translate

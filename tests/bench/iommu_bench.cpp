@@ -1,7 +1,7 @@
 // Host-native micro-benchmark of the virtio-iommu request path: MAP and UNMAP of 4 KiB pages through
 // the whole device (split virtqueue -> parse -> domain -> external-IOMMU listener -> used ring), on
 // one core, with 16 and with 65 535 live mappings in the domain. Only the device's work is timed
-// (the kick); building requests and reading the used ring is the guest's. Aims (issue 4):
+// (the kick); building requests and reading the used ring is the guest's. Our aims:
 // >= 5 M requests/s, and the per-request cost at 65 535 mappings <= 1.5x the cost at 16.
 #include <linux/virtio_config.h>
 #include <linux/virtio_iommu.h>
@@ -113,7 +113,10 @@ public:
         avail_idx_ = static_cast<std::uint16_t>(avail_idx_ + count);
         avail_[1] = avail_idx_;
         const double start = cpu_seconds();
-        transport_->notify(iommu::VirtioIommu::kRequestQueue);
+        // One pass takes at most a ring's worth (MmioTransport::notify); the batch fits in one,
+        // but pass again while the transport asks so a larger batch is still measured whole.
+        while (transport_->notify(iommu::VirtioIommu::kRequestQueue)) {
+        }
         const double stop = cpu_seconds();
         if (used_[1] != avail_idx_) {
             std::fprintf(stderr, "iommu_bench: device completed %u of %u requests\n",

@@ -12,7 +12,7 @@
 #include "devices/gic_v3_node.hpp"
 #include "devices/uart_16550.hpp"
 #include "devices/virtio_mmio_node.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace {
 

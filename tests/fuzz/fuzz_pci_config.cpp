@@ -17,7 +17,7 @@
 #include "iommu/iommu.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
 #include "tests/support/vfio_test_env.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
 
 namespace {

@@ -113,10 +113,10 @@ public:
         iommu::VirtioIommuConfig config;
         config.features = fdp_.ConsumeIntegral<std::uint64_t>() | (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0);
         config.boot_bypass = fdp_.ConsumeBool();
-        config.page_size_mask = fdp_.ConsumeBool() ? ~std::uint64_t{0xfff} : (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0x10000);
+        config.window.page_size_mask = fdp_.ConsumeBool() ? ~std::uint64_t{0xfff} : (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0x10000);
         if (fdp_.ConsumeBool()) {
-            config.input_first = 0x1000;
-            config.input_last = 0xffff'ffff;
+            config.window.input_first = 0x1000;
+            config.window.input_last = 0xffff'ffff;
             config.domain_first = 1;
             config.domain_last = 3;
         }

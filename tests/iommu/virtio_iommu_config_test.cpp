@@ -82,9 +82,9 @@ TEST_CASE("D3 F_BYPASS and F_BYPASS_CONFIG are never offered together; a driver 
 TEST_CASE("D4 page_size_mask has at least one bit set; a zero mask is refused at setup") {
     Harness h;
     CHECK(h.config(0, 8) != 0);
-    CHECK(h.config(0, 8) == h.options_.config.page_size_mask);
+    CHECK(h.config(0, 8) == h.options_.config.window.page_size_mask);
     iommu::VirtioIommuConfig bad;
-    bad.page_size_mask = 0;
+    bad.window.page_size_mask = 0;
     CHECK_THROWS_AS(iommu::VirtioIommu(std::make_shared<iommu::Iommu>(), bad), vmm::SetupError);
 }
 
@@ -128,7 +128,7 @@ TEST_CASE("D7 bypass only ever reads 0 or 1: invalid, unnegotiated and wide writ
     h.driver->write_config(kBypassOffset - 4, 4, 0);  // probe_size is not writable
     CHECK(h.config(32, 4) == h.options_.config.probe_size);
     h.driver->write_config(0, 8, 0);  // nor is page_size_mask
-    CHECK(h.config(0, 8) == h.options_.config.page_size_mask);
+    CHECK(h.config(0, 8) == h.options_.config.window.page_size_mask);
     h.driver->write_config(kBypassOffset, 1, 1);
     CHECK(h.config(kBypassOffset, 1) == 1);
     h.driver->write_config(kBypassOffset, 1, 0);
@@ -175,8 +175,8 @@ TEST_CASE("L1 VERSION_1 and MAP_UNMAP are offered, so the Linux driver binds") {
 
 TEST_CASE("L2 page_size_mask is non-zero with a 4 KiB granule; config fields read at every access width") {
     Options options;
-    options.config.input_first = 0x1000;
-    options.config.input_last = 0xffff'ffff'ffffULL;
+    options.config.window.input_first = 0x1000;
+    options.config.window.input_last = 0xffff'ffff'ffffULL;
     options.config.domain_first = 5;
     options.config.domain_last = 0x1234;
     Harness h(options);

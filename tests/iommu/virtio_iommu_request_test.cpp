@@ -14,7 +14,7 @@ constexpr std::uint64_t kRam = 0x4000'0000;
 // A harness whose granule is one byte, so the spec's UNMAP examples run with their own numbers.
 Options byte_granule() {
     Options options;
-    options.config.page_size_mask = ~std::uint64_t{0};
+    options.config.window.page_size_mask = ~std::uint64_t{0};
     return options;
 }
 
@@ -356,8 +356,8 @@ TEST_CASE("D34 writes need MAP_F_WRITE and reads need MAP_F_READ") {
 
 TEST_CASE("D35 MAP honours input_range, MMIO only with F_MMIO, and PA = VA - virt_start + phys_start") {
     Options options;
-    options.config.input_first = 0x10000;
-    options.config.input_last = 0xffff'ffff;
+    options.config.window.input_first = 0x10000;
+    options.config.window.input_last = 0xffff'ffff;
     Harness h(options);
     REQUIRE(h.start(kAll & ~feature(VIRTIO_IOMMU_F_MMIO)));
     REQUIRE(h.attach(1, 1) == S(Status::Ok));
@@ -568,7 +568,7 @@ TEST_CASE("L13 huge identity MAPs covering the whole input range are one mapping
     Harness h;
     REQUIRE(h.start());
     REQUIRE(h.attach(1, 1) == S(Status::Ok));
-    const std::uint64_t last = h.options_.config.input_last;
+    const std::uint64_t last = h.options_.config.window.input_last;
     // Linux's identity domain without BYPASS_CONFIG: IOVA == PA around a reserved hole.
     CHECK(h.map(1, 0, 0x7ff'ffff, 0) == S(Status::Ok));
     CHECK(h.map(1, 0x810'0000, last, 0x810'0000) == S(Status::Ok));

@@ -17,7 +17,7 @@
 #include "devices/vfio/device.hpp"
 #include "devices/vfio/vfio_pci.hpp"
 #include "tests/support/mock_vfio_kernel.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace devices::vfio::testing {
 

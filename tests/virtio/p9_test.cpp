@@ -14,6 +14,7 @@
 #include <functional>
 #include <fstream>
 
+#include "devices/p9/server.hpp"
 #include "tests/devices/p9/p9_client.hpp"
 #include "tests/support/fake_driver.hpp"
 
@@ -124,12 +125,13 @@ TEST_CASE("virtio-9p: a request larger than msize or outside RAM is answered or 
 
 TEST_CASE("virtio-9p: a device reset ends the 9P session (fids are gone)") {
     Scratch s;
-    auto* raw = new virtio::P9(devices::p9::Server::open(s.exported.string(), {}), "t");
-    FakeDriver driver{std::unique_ptr<virtio::Device>(raw)};
+    auto server = devices::p9::Server::open(s.exported.string(), {});
+    const devices::p9::Server& served = *server;
+    FakeDriver driver(std::make_unique<virtio::P9>(std::move(server), "t"));
     REQUIRE(driver.start(FakeDriver::kAllFeatures, 128));
     exchange(driver, message(Type::Tversion, [](Encoder& e) { e.u32(8192), e.str("9P2000.L"); }), 64);
     exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }), 64);
-    CHECK(raw->server().fid_count() == 1);
+    CHECK(served.fid_count() == 1);
     driver.reset();
-    CHECK(raw->server().fid_count() == 0);
+    CHECK(served.fid_count() == 0);
 }

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace {
 

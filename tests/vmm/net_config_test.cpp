@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include "devices/net/slirp_backend.hpp"
+#include "devices/net/tap_backend.hpp"
+
 namespace {
 
 std::string error_of(const char* spec) {
@@ -69,4 +72,18 @@ TEST_CASE("Across NICs: one MAC each, one forward per host port, addresses in on
     REQUIRE(vmm::check_networks(nets).size() == 1);
     nets = {parsed(""), parsed(""), parsed("mode=none")};
     CHECK(vmm::check_networks(nets).empty());
+}
+
+TEST_CASE("The backends get their own options: the guest address resolved, the forwards copied") {
+    const devices::net::SlirpOptions user = vmm::slirp_options(parsed("mode=user,host_ip=192.168.7.1,hostfwd=udp:5353-53"));
+    CHECK(user.host_ip == 0xc0a80701);
+    CHECK(user.guest_ip == 0xc0a8070f);  // host_ip's network .15
+    REQUIRE(user.hostfwd.size() == 1);
+    CHECK(user.hostfwd[0].udp);
+    CHECK(user.hostfwd[0].host_port == 5353);
+    CHECK(user.hostfwd[0].guest_port == 53);
+
+    const devices::net::TapOptions tap = vmm::tap_options(parsed("mode=tap,tapif=tap7,host_ip=10.1.2.1"));
+    CHECK(tap.tapif == "tap7");
+    CHECK(tap.host_ip == 0x0a010201);
 }

@@ -24,7 +24,7 @@
 #include "virtio/blk.hpp"
 #include "virtio/features.hpp"
 #include "vmm/cli.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace layout = vmm::layout;
 using support::FakeDriver;
@@ -58,10 +58,10 @@ TEST_CASE("--viommu alone puts everything behind a 4K-granule vIOMMU with boot b
     vmm::ViommuConfig c = parsed("");
     CHECK(c.virtio);
     CHECK(c.vfio);
-    CHECK(c.page_size_mask == ~std::uint64_t{0xfff});
+    CHECK(c.window.page_size_mask == ~std::uint64_t{0xfff});
     CHECK(c.boot_bypass);
-    CHECK(c.input_first == 0);
-    CHECK(c.input_last == (std::uint64_t{1} << 48) - 1);
+    CHECK(c.window.input_first == 0);
+    CHECK(c.window.input_last == (std::uint64_t{1} << 48) - 1);
     CHECK(vmm::check_viommu(c).empty());
     CHECK(parsed("all") == c);
     CHECK(parsed("virtio,vfio") == c);
@@ -72,16 +72,16 @@ TEST_CASE("--viommu device kinds and options") {
     vmm::ViommuConfig c = parsed("virtio,page_size=64K,bypass=0,input_bits=40");
     CHECK(c.virtio);
     CHECK_FALSE(c.vfio);
-    CHECK(c.page_size_mask == ~std::uint64_t{0xffff});
+    CHECK(c.window.page_size_mask == ~std::uint64_t{0xffff});
     CHECK_FALSE(c.boot_bypass);
-    CHECK(c.input_last == (std::uint64_t{1} << 40) - 1);
+    CHECK(c.window.input_last == (std::uint64_t{1} << 40) - 1);
     CHECK(parsed("vfio").virtio == false);
-    CHECK(parsed("page_size=0x40201000").page_size_mask == 0x40201000);
-    CHECK(parsed("page_size=2M").page_size_mask == ~std::uint64_t{0x1fffff});
+    CHECK(parsed("page_size=0x40201000").window.page_size_mask == 0x40201000);
+    CHECK(parsed("page_size=2M").window.page_size_mask == ~std::uint64_t{0x1fffff});
     c = parsed("virtio,input_range=0x10000-0xffffffff");
-    CHECK(c.input_first == 0x10000);
-    CHECK(c.input_last == 0xffffffff);
-    CHECK(parsed("input_bits=64").input_last == ~std::uint64_t{0});
+    CHECK(c.window.input_first == 0x10000);
+    CHECK(c.window.input_last == 0xffffffff);
+    CHECK(parsed("input_bits=64").window.input_last == ~std::uint64_t{0});
 }
 
 TEST_CASE("--viommu syntax errors name the bad item") {
@@ -101,7 +101,7 @@ TEST_CASE("--viommu syntax errors name the bad item") {
 
 TEST_CASE("check_viommu rejects masks and ranges Linux cannot use") {
     vmm::ViommuConfig c;
-    c.page_size_mask = 0;
+    c.window.page_size_mask = 0;
     CHECK(vmm::check_viommu(c).size() == 1);
     c = parsed("page_size=0x100000");  // 1 MiB granule
     CHECK(vmm::check_viommu(c).size() == 1);
@@ -131,7 +131,7 @@ TEST_CASE("lkvm run --viommu: bare, with a value, and a usage error for a bad va
     command = parse_cli({"run", "-k", "Image", "--viommu=virtio,page_size=64K"});
     run = std::get_if<vmm::cli::Run>(&command);
     REQUIRE(run);
-    CHECK(run->config.viommu->page_size_mask == ~std::uint64_t{0xffff});
+    CHECK(run->config.viommu->window.page_size_mask == ~std::uint64_t{0xffff});
 
     command = parse_cli({"run", "-k", "Image"});
     CHECK_FALSE(std::get<vmm::cli::Run>(command).config.viommu);

@@ -11,13 +11,11 @@
 #include "vmm/control/dir.hpp"
 #include "vmm/control/protocol.hpp"
 #include "vmm/base/error.hpp"
+#include "vmm/exit_status.hpp"
 
 namespace vmm {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
 
 ControlOutput error(int code, const std::string& message) { return {code, "", "lkvm: error: " + message + "\n"}; }
 

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace vmm::kvm {
 

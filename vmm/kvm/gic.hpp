@@ -1,5 +1,5 @@
 // The in-kernel vGICv3 (distributor + one redistributor per vCPU) and its ITS, created through
-// KVM's device API at the addresses of vmm/layout.hpp. KVM's arm-vgic-v3.rst and
+// KVM's device API at the addresses of vmm/base/layout.hpp. KVM's arm-vgic-v3.rst and
 // arm-vgic-its.rst. The device-tree half is devices::GicV3Node.
 #pragma once
 

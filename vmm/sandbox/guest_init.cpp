@@ -163,11 +163,11 @@ struct Stdio {
 [[noreturn]] void exec_command(const GuestCommand& command, const Stdio& stdio, std::vector<char*>& argv) {
     if (::dup2(stdio.in.get(), STDIN_FILENO) < 0 || ::dup2(stdio.out.get(), STDOUT_FILENO) < 0 ||
         ::dup2(stdio.err.get(), STDERR_FILENO) < 0)
-        ::_exit(kStatusSandboxFailed);
+        ::_exit(kExitSandboxFailed);
     ::setsid();
     if (::chroot(kRootMount) != 0 || ::chdir(command.workdir.c_str()) != 0) {
         say("cannot enter " + command.workdir + ": " + std::strerror(errno));
-        ::_exit(kStatusSandboxFailed);
+        ::_exit(kExitSandboxFailed);
     }
     ::clearenv();
     ::setenv("PATH", kPath, 1);
@@ -260,7 +260,7 @@ int run_sandbox(Stdio& stdio, UniqueFd& status) {
     }
     ::reboot(RB_POWER_OFF);
     // Not reached; if it were, PID 1 exiting panics the kernel, which (panic=-1) resets: lkvm ends.
-    ::_exit(kStatusSandboxFailed);
+    ::_exit(kExitSandboxFailed);
 }
 
 }  // namespace

@@ -62,10 +62,10 @@ std::optional<int> decode_status(std::string_view bytes) {
 
 int status_of_wait(int wait_status) {
     if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
-    if (WIFSIGNALED(wait_status)) return kStatusSignalBase + WTERMSIG(wait_status);
-    return kStatusSandboxFailed;
+    if (WIFSIGNALED(wait_status)) return kExitSignalBase + WTERMSIG(wait_status);
+    return kExitSandboxFailed;
 }
 
-int status_of_exec_error(int error) { return error == ENOENT || error == ENOTDIR ? kStatusNotFound : kStatusNotExecutable; }
+int status_of_exec_error(int error) { return error == ENOENT || error == ENOTDIR ? kExitNotFound : kExitNotExecutable; }
 
 }  // namespace vmm::sandbox

@@ -1,5 +1,5 @@
 // What lkvm sandbox and its guest init (vmm/sandbox/guest_init.hpp) exchange through the private
-// control share, and the exit statuses of `lkvm sandbox`. Both sides are this file's code, but
+// control share (the exit statuses of `lkvm sandbox` are in vmm/exit_status.hpp). Both sides are this file's code, but
 // the host reads what a guest wrote: everything is parsed strictly and bounded.
 //
 //   command   (host -> guest) WORKDIR NUL ARG0 NUL ARG1 NUL ...: no quoting, any byte but NUL
@@ -11,14 +11,9 @@
 #include <string_view>
 #include <vector>
 
-namespace vmm::sandbox {
+#include "vmm/exit_status.hpp"
 
-// The exit statuses (README "lkvm sandbox"; as docker run and POSIX shells use them): 0-255 is
-// CMD's own status (0-124 can only be CMD's), 128+N when CMD was killed by signal N.
-inline constexpr int kStatusSandboxFailed = 125;  // lkvm or the guest failed; CMD's status is unknown
-inline constexpr int kStatusNotExecutable = 126;  // CMD was found but could not be executed
-inline constexpr int kStatusNotFound = 127;       // no CMD on the guest's PATH
-inline constexpr int kStatusSignalBase = 128;     // + N: CMD was killed by signal N
+namespace vmm::sandbox {
 
 // Tags of the three shares every sandbox has (user --9p shares must use other tags).
 inline constexpr std::string_view kRootTag = "lkvm-root";     // the host's /, read-only

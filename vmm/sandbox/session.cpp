@@ -108,16 +108,16 @@ SandboxExit exit_status(const VmEnd& end, std::optional<int> reported) {
     switch (end.how) {
         case VmEnd::How::PowerOff:
             if (reported) return {*reported, ""};
-            return {kStatusSandboxFailed, "sandbox: the guest ended without reporting the command's status; exit status 125"};
+            return {kExitSandboxFailed, "sandbox: the guest ended without reporting the command's status; exit status 125"};
         case VmEnd::How::Signal:  // as lkvm run reports it; the signal's line is already out
-            return {kStatusSignalBase + end.signal, ""};
+            return {kExitSignalBase + end.signal, ""};
         case VmEnd::How::Reset:
-            return {kStatusSandboxFailed, "sandbox: the guest reset (a kernel panic, or CMD rebooted it); exit status 125" + ignored};
+            return {kExitSandboxFailed, "sandbox: the guest reset (a kernel panic, or CMD rebooted it); exit status 125" + ignored};
         case VmEnd::How::Crash:
         case VmEnd::How::Error:
             break;  // lkvm has said why
     }
-    return {kStatusSandboxFailed, reported ? "sandbox: exit status 125" + ignored : ""};
+    return {kExitSandboxFailed, reported ? "sandbox: exit status 125" + ignored : ""};
 }
 
 Session::Session(const Request& request, const std::string& init) {

@@ -9,7 +9,7 @@
 
 #include "fdt/machine_tree.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 
 #include "tests/support/vfio_test_env.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 namespace {
 

@@ -54,7 +54,7 @@ struct World {
             groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
         }
         mapper = std::make_shared<DmaMapper>(memory, kernel);
-        model->set_geometry({kPage, 0, (std::uint64_t{1} << 48) - 1, 0, ~0u,
+        model->set_geometry({{~(kPage - 1), 0, (std::uint64_t{1} << 48) - 1}, 0, ~0u,
                              iommu::kMapRead | iommu::kMapWrite | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
         model->add_endpoint({kEmulated, {}, nullptr});
         for (iommu::EndpointId ep : kVfio) {

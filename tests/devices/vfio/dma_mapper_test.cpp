@@ -48,7 +48,7 @@ struct Rig {
             groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
         }
         mapper = std::make_shared<DmaMapper>(memory, kernel);
-        model->set_geometry({4096, 0, (std::uint64_t{1} << 48) - 1});
+        model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}});
     }
     void add(iommu::EndpointId ep, std::size_t container) {
         mapper->add_endpoint(ep, containers.at(container));
@@ -214,7 +214,7 @@ TEST_CASE("Bypass maps guest RAM one to one only while a bypassing endpoint mast
 TEST_CASE("An identity (bypass) domain maps on demand and unmaps when the endpoint leaves it") {
     Rig rig;
     rig.add(8, 0);
-    rig.model->set_geometry({4096, 0, (std::uint64_t{1} << 48) - 1, 0, ~0u, kRW | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
+    rig.model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}, 0, ~0u, kRW | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
     CHECK(rig.model->attach(8, 5, VIRTIO_IOMMU_ATTACH_F_BYPASS) == Status::Ok);
     CHECK(rig.entries(0) == 0);
     rig.mapper->set_bus_master(8, true);
@@ -309,7 +309,7 @@ TEST_CASE("Identity maps skip guest RAM the host cannot translate") {
 }
 
 TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the function blocked, not in its old domain") {
-    // Issue 14 item 1: Status 0 with bypass = 1 while a bus-mastering function is attached and the
+    // Status 0 with bypass = 1 while a bus-mastering function is attached and the
     // identity map exceeds RLIMIT_MEMLOCK. The forced detach failed, the mapper rolled back to the
     // old domain and the guest's mapping stayed in the host IOMMU with no model mapping left.
     Rig rig;
@@ -330,7 +330,7 @@ TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the
 }
 
 TEST_CASE("Regression: ATTACH into a domain too big for the VFIO budget is refused before any host ioctl") {
-    // Issue 14 item 2: replaying a domain that the guest filled through an emulated endpoint
+    // Replaying a domain that the guest filled through an emulated endpoint
     // issued a MAP_DMA per mapping, then as many UNMAP_DMA, before answering S_NOMEM.
     Rig rig(false, 100);
     rig.model->add_endpoint({1, {}, nullptr});  // emulated

@@ -26,7 +26,7 @@ void check_one_line_error(std::vector<const char*> args, const std::string& need
     auto command = parse(args);
     auto* exit = std::get_if<vmm::cli::Exit>(&command);
     REQUIRE(exit);
-    CHECK(exit->code == vmm::sandbox::kStatusSandboxFailed);
+    CHECK(exit->code == vmm::kExitSandboxFailed);
     CHECK(exit->out.empty());
     CHECK(std::count(exit->err.begin(), exit->err.end(), '\n') == 1);
     CHECK(exit->err.find(needle) != std::string::npos);

@@ -1,4 +1,4 @@
-#include "vmm/layout.hpp"
+#include "vmm/base/layout.hpp"
 
 #include <doctest/doctest.h>
 
