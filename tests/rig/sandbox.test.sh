@@ -85,12 +85,15 @@ else rig_fail sandbox/crash-message "no 'the guest reset' line on stderr"; fi
 
 # --- 4b. CMD fakes status 0 early, then lkvm is stopped by a signal: the signal's status wins -------------
 # CMD (root in the guest) tries both ways to the status channel: mounting the control tag again,
-# and the init's root through the guest's /proc (where the share was mounted before the fix).
+# and the init's root through the guest's /proc (where the share stayed mounted before the fix;
+# now its mount point there is an empty directory of the initramfs).
 FAKE='mkdir -p /tmp/ctl
 if mount -t 9p -o trans=virtio,version=9p2000.L,access=0 lkvm-ctl /tmp/ctl 2>/dev/null; then
   echo CTL-MOUNTED >&2; echo 0 >/tmp/ctl/status && echo CTL-WRITTEN >&2
 else echo CTL-MOUNT-REFUSED >&2; fi
-if echo 0 2>/dev/null >/proc/1/root/lkvm/ctl/status; then echo CTL-PROC-WRITTEN >&2; else echo CTL-PROC-REFUSED >&2; fi
+if [ -e /proc/1/root/lkvm/ctl/command ]; then
+  echo CTL-PROC-VISIBLE >&2; echo 0 2>/dev/null >/proc/1/root/lkvm/ctl/status && echo CTL-PROC-WRITTEN >&2
+else echo CTL-PROC-HIDDEN >&2; fi
 echo READY; exec sleep 600'
 # sb_signal TAG SIGNAL : the sandbox above, stopped with SIGNAL once CMD printed READY; sets SB_RC
 sb_signal() {
@@ -113,7 +116,7 @@ sb_signal() {
 }
 sb_signal sigterm TERM
 sb_expect_rc sandbox/fake-status-sigterm-143 143
-if grep -q CTL-MOUNT-REFUSED "$SB_ERR" && grep -q CTL-PROC-REFUSED "$SB_ERR"; then
+if grep -q CTL-MOUNT-REFUSED "$SB_ERR" && grep -q CTL-PROC-HIDDEN "$SB_ERR"; then
   rig_pass sandbox/status-channel-unreachable "CMD could neither mount lkvm-ctl again nor reach it through /proc/1/root"
 else rig_fail sandbox/status-channel-unreachable "$(grep -o 'CTL-[A-Z-]*' "$SB_ERR" | tr '\n' ' ')"; fi
 sb_signal sigint INT
