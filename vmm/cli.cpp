@@ -40,7 +40,10 @@ CLI::Validator whole_number() {
 
 void add_run_options(CLI::App& run, RunOptions& o) {
     VmConfig& c = o.config;
-    run.add_option("-k,--kernel", c.kernel, "arm64 Linux Image to boot")->type_name("IMAGE")->required();
+    run.add_option("-k,--kernel", c.kernel,
+                   "arm64 Linux Image to boot (default on an arm64 host: /boot/vmlinuz-$(uname -r) with "
+                   "/boot/initrd.img-$(uname -r), unless -i)")
+        ->type_name("IMAGE");
     run.add_option("-i,--initrd", c.initrd, "initial ramdisk")->type_name("FILE");
     o.params_option = run.add_option("-p,--params", o.params, "kernel command line (default: console=ttyS0 earlycon)")
                           ->type_name("CMDLINE");

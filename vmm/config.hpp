@@ -26,6 +26,11 @@ struct ShareConfig {
     std::string dir;
     std::string tag;  // the guest's mount source; default: the directory's base name
     bool read_only = false;
+    // lkvm sandbox's control share (vmm/sandbox/session.hpp): with read_only, the one file in the
+    // directory the guest may still write, and how many bytes of it; attaches granted (0: any).
+    std::string writable_file{};  // (initialised so that {dir, tag, ro} stays warning-free)
+    std::uint64_t writable_limit = 0;
+    std::uint32_t max_attaches = 0;
 };
 
 struct VmConfig {
@@ -46,6 +51,9 @@ struct VmConfig {
     std::string dump_dtb;               // non-empty: write the DTB there and exit
     bool debug = false;
     bool no_reboot = false;
+    // False for lkvm sandbox (its guest's stdin is /dev/null): stdin is not read and the terminal
+    // is left as it is, so Ctrl-C stays SIGINT, an orderly stop with status 130.
+    bool interactive = true;
 };
 
 // Every problem with `config`, each one line naming the flag and how to fix it; empty when the

@@ -24,7 +24,7 @@ inline constexpr const char* kRunExitHelp =
 inline constexpr const char* kSandboxExitHelp =
     "Exit status: CMD's own (0-255); 128+N when CMD was killed by signal N; 127 CMD not\n"
     "found, 126 not executable (as shells); 125 the sandbox failed: a usage error, a setup\n"
-    "failure, or a guest that crashed or ended without reporting CMD's status. When lkvm\n"
-    "itself is stopped by signal N (Ctrl-C, SIGTERM): 128+N.";
+    "failure, or a guest that reset, crashed or ended without reporting CMD's status. When\n"
+    "lkvm itself is stopped by signal N (Ctrl-C, SIGTERM): 128+N, whatever the guest reported.";
 
 }  // namespace vmm

@@ -196,6 +196,9 @@ void Machine::add_virtio_devices() {
     for (const ShareConfig& share : config_.shares) {
         devices::p9::ServerOptions options;
         options.read_only = share.read_only;
+        options.writable_file = share.writable_file;
+        options.writable_limit = share.writable_limit;
+        options.max_attaches = share.max_attaches;
         add_virtio(std::make_unique<virtio::P9>(devices::p9::Server::open(share.dir, options), share.tag),
                    {.label = "9p:" + share.tag});
     }
@@ -336,8 +339,9 @@ void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::fu
         else finish({RunResult::Reason::Signal, "", *signo});
     });
     // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input). A
-    // terminal lkvm does not own (started in the background) is left alone.
-    if (!Terminal::may_use(STDIN_FILENO)) return;
+    // terminal lkvm does not own (started in the background) is left alone, and so is the
+    // sandbox's (not interactive: CMD's stdin is /dev/null).
+    if (!config_.interactive || !Terminal::may_use(STDIN_FILENO)) return;
     loop.try_add(STDIN_FILENO, "stdin", [this, &loop] {
         std::uint8_t buffer[256];
         ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);

@@ -17,6 +17,7 @@
 #include "vmm/machine.hpp"
 #include "vmm/base/terminal.hpp"
 #include "vmm/exit_status.hpp"
+#include "vmm/host_kernel.hpp"
 #include "vmm/sandbox/guest_init.hpp"
 #include "vmm/sandbox/protocol.hpp"
 #include "vmm/sandbox/session.hpp"
@@ -35,7 +36,21 @@ void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
     if (!out) throw vmm::SetupError("--dump-dtb: cannot write '" + path + "'");
 }
 
-int run_vm(vmm::VmConfig config) {
+// What lkvm sandbox needs to know of how the VM ended (vmm/sandbox/session.hpp).
+vmm::sandbox::VmEnd vm_end(const vmm::RunResult& result) {
+    using How = vmm::sandbox::VmEnd::How;
+    switch (result.reason) {
+        case vmm::RunResult::Reason::Shutdown: return {How::PowerOff, 0};
+        case vmm::RunResult::Reason::Reset: return {How::Reset, 0};
+        case vmm::RunResult::Reason::Crash: return {How::Crash, 0};
+        case vmm::RunResult::Reason::Signal: return {How::Signal, result.signal};
+        case vmm::RunResult::Reason::Error: break;
+    }
+    return {How::Error, 0};
+}
+
+// `end`, if given, learns how the guest's last run ended (left as is when none ran to its end).
+int run_vm(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
     using vmm::RunResult;
     // Opening /dev/kvm first gives the host's limits to validate(); without KVM only the KVM
     // problem is reported (vmm::startup_errors).
@@ -56,7 +71,9 @@ int run_vm(vmm::VmConfig config) {
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is
     // restored before the signal mask on the way out.
     vmm::SignalFd signals;
-    vmm::Terminal terminal(STDIN_FILENO);
+    // Not interactive (lkvm sandbox): the terminal stays as it is, so Ctrl-C is SIGINT: 130.
+    std::optional<vmm::Terminal> terminal;
+    if (config.interactive) terminal.emplace(STDIN_FILENO);
     // The control socket (lkvm list/stop/stat/debug) is claimed before anything is built, so a
     // name a live VM holds fails fast, and kept across guest reboots under the same name. After
     // the SignalFd: SIGINT/SIGTERM now end in an orderly return, which unlinks it.
@@ -74,6 +91,7 @@ int run_vm(vmm::VmConfig config) {
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
             result = machine.run(signals, control ? &*control : nullptr);
         }  // the Machine is gone: threads joined, fds closed, RAM unmapped
+        if (end) *end = vm_end(result);
         switch (result.reason) {
             case RunResult::Reason::Shutdown:
                 return kExitOk;
@@ -94,10 +112,18 @@ int run_vm(vmm::VmConfig config) {
     }
 }
 
+// Without -k: the host's own kernel on an arm64 host (vmm/host_kernel.hpp), said in one line;
+// false (after one line naming -k) when there is none.
+bool choose_kernel(vmm::VmConfig& config) {
+    const vmm::KernelChoice choice = vmm::choose_host_kernel(config, vmm::HostSystem::running());
+    if (!choice.line.empty()) std::fprintf(stderr, choice.ok ? "lkvm: %s\n" : "lkvm: error: %s\n", choice.line.c_str());
+    return choice.ok;
+}
+
 // run_vm with its setup errors and any other exception reported: the exit statuses of run_vm.
-int run_vm_reporting(vmm::VmConfig config) {
+int run_vm_reporting(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
     try {
-        return run_vm(std::move(config));
+        return run_vm(std::move(config), end);
     } catch (const vmm::SetupError& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
         return kExitFailure;
@@ -109,17 +135,18 @@ int run_vm_reporting(vmm::VmConfig config) {
     }
 }
 
-// `lkvm sandbox`: the status is CMD's as the guest reported it (vmm/exit_status.hpp).
-int run_sandbox(const vmm::sandbox::Request& request) {
+// `lkvm sandbox`: CMD's status as the guest reported it, unless lkvm's own outcome says otherwise
+// (vmm/sandbox/session.hpp).
+int run_sandbox(vmm::sandbox::Request request) {
     vmm::set_log_level(request.config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
+    if (!choose_kernel(request.config)) return vmm::kExitSandboxFailed;
     try {
         vmm::sandbox::Session session(request);
-        const int vm_exit = run_vm_reporting(session.config());
-        const std::optional<int> reported = session.reported_status();
-        if (!reported && vm_exit == kExitOk)
-            std::fprintf(stderr, "lkvm: sandbox: the guest ended without reporting the command's status; exit status %d\n",
-                         vmm::kExitSandboxFailed);
-        return vmm::sandbox::exit_status(reported, vm_exit);
+        vmm::sandbox::VmEnd end;  // How::Error until a run ends
+        run_vm_reporting(session.config(), &end);
+        const vmm::sandbox::SandboxExit exit = vmm::sandbox::exit_status(end, session.reported_status());
+        if (!exit.message.empty()) std::fprintf(stderr, "lkvm: %s\n", exit.message.c_str());
+        return exit.status;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
         return vmm::kExitSandboxFailed;
@@ -148,8 +175,9 @@ int main(int argc, char** argv) {
             return kExitFailure;
         }
     }
-    if (auto* sandbox = std::get_if<vmm::sandbox::Request>(&command)) return run_sandbox(*sandbox);
+    if (auto* sandbox = std::get_if<vmm::sandbox::Request>(&command)) return run_sandbox(std::move(*sandbox));
     vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
     vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
+    if (!choose_kernel(config)) return kExitUsage;
     return run_vm_reporting(std::move(config));
 }

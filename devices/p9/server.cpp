@@ -124,6 +124,10 @@ void Server::reset() {
     msize_ = options_.max_msize;
 }
 
+bool Server::is_writable_file(const Fid& fid) const {
+    return !options_.writable_file.empty() && fid.rel == options_.writable_file;
+}
+
 Server::Fid* Server::find(std::uint32_t fid) {
     auto it = fids_.find(fid);
     return it == fids_.end() ? nullptr : &it->second;
@@ -284,6 +288,10 @@ int Server::attach(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     if (afid != kNoFid) return EINVAL;
     if (int err = check_new_fid(fid)) return err;
+    if (options_.max_attaches != 0 && attaches_ >= options_.max_attaches) {
+        vmm::guest_error(log_, "9p: attach refused: this export takes %u attach(es)", options_.max_attaches);
+        return EACCES;
+    }
     Fid f;
     if (int err = open_rel("", O_PATH | O_DIRECTORY, f.path)) return err;
     struct stat st{};
@@ -292,6 +300,7 @@ int Server::attach(Decoder& in, Encoder& out) {
     f.uid = n_uname == kNoFid ? 0 : n_uname;
     out.qid(f.qid);
     fids_.emplace(fid, std::move(f));
+    ++attaches_;
     return 0;
 }
 
@@ -371,7 +380,9 @@ int Server::lopen(Decoder& in, Encoder& out) {
     if (!f || f->xattr) return EBADF;
     if (f->open) return EBADF;  // already open
     int flags = host_open_flags(dotl);
-    if (options_.read_only && writes(flags)) return EROFS;
+    // The writable file of a read-only export: no O_TRUNC (a resize), no O_APPEND (pwrite would
+    // then write past the limit).
+    if (options_.read_only && writes(flags) && (!is_writable_file(*f) || (flags & (O_TRUNC | O_APPEND)))) return EROFS;
     struct stat st{};
     if (int err = stat_fd(f->path.get(), st)) return err;
     if (S_ISDIR(st.st_mode)) {
@@ -465,10 +476,18 @@ int Server::write(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     Fid* f = find(fid);
     if (!f || f->xattr) return EBADF;
-    if (options_.read_only) return EROFS;
+    const bool capped = options_.read_only;  // only the writable file is open for writing then
+    if (capped && !is_writable_file(*f)) return EROFS;
     if (!f->open || (f->open_flags & O_ACCMODE) == O_RDONLY) return EBADF;
     if (offset > static_cast<std::uint64_t>(INT64_MAX) || count > INT64_MAX - offset) return EFBIG;
-    const ssize_t put = count == 0 ? 0 : ::pwrite(f->open.get(), data.data(), data.size(), static_cast<off_t>(offset));
+    std::size_t length = data.size();
+    if (capped) {
+        // As RLIMIT_FSIZE: what fits below the limit is written, nothing at or past it.
+        if (count != 0 && offset >= options_.writable_limit) return EFBIG;
+        if (offset < options_.writable_limit)
+            length = static_cast<std::size_t>(std::min<std::uint64_t>(length, options_.writable_limit - offset));
+    }
+    const ssize_t put = length == 0 ? 0 : ::pwrite(f->open.get(), data.data(), length, static_cast<off_t>(offset));
     if (put < 0) return raw_errno(EIO);
     out.u32(static_cast<std::uint32_t>(put));
     return 0;

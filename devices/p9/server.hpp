@@ -32,6 +32,14 @@ namespace devices::p9 {
 
 struct ServerOptions {
     bool read_only = false;            // every request that would change the export gets EROFS
+    // With read_only: the one file (a name in the export's root) the guest may still open for
+    // writing and write, its first `writable_limit` bytes only, never resize, remove or replace
+    // (lkvm sandbox's status file, vmm/sandbox/session.hpp).
+    std::string writable_file;
+    std::uint64_t writable_limit = 0;
+    // Tattach requests granted for the server's life (Tversion and device resets do not restore
+    // them); 0: no limit. lkvm sandbox's init attaches once, so that nothing else can.
+    std::uint32_t max_attaches = 0;
     std::uint32_t max_fids = 4096;     // per guest; each fid holds at most two host descriptors
     std::uint32_t max_msize = 512 * 1024 + 4096;  // largest message negotiated by Tversion
 };
@@ -101,6 +109,8 @@ private:
     // The fid's own inode opened with `flags`, never by its name again (which may now lead to a
     // FIFO or another file); only regular files and directories (EOPNOTSUPP, ELOOP otherwise).
     int reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const;
+    // True when the fid is options_.writable_file of a read-only export.
+    bool is_writable_file(const Fid& fid) const;
     // The directory holding the fid's file and its last component (EINVAL for the root).
     int parent_of(const Fid& fid, vmm::UniqueFd& dir, std::string& name) const;
     // After a successful rename of `from` to `to` (paths below the root), fids below `from` follow.
@@ -112,6 +122,7 @@ private:
     ServerOptions options_;
     std::uint32_t msize_;
     std::unordered_map<std::uint32_t, Fid> fids_;
+    std::uint32_t attaches_ = 0;  // granted so far, for max_attaches
     vmm::RateLimiter log_;
 };
 

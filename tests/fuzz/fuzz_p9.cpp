@@ -205,7 +205,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     world->baseline_fds.clear();
     for (int fd : open_fds()) world->baseline_fds.insert(fd);
     devices::p9::ServerOptions options;
-    options.read_only = in.take<std::uint8_t>() % 8 == 0;
+    const std::uint8_t mode = in.take<std::uint8_t>();
+    options.read_only = mode % 8 == 0;
+    // Half the read-only exports are shaped like lkvm sandbox's control share: one attach, and
+    // only `file` writable, its first kWritableLimit bytes.
+    constexpr std::uint64_t kWritableLimit = 16;
+    const bool control_share = options.read_only && (mode & 8);
+    if (control_share) {
+        options.writable_file = "file";
+        options.writable_limit = kWritableLimit;
+        options.max_attaches = 1;
+    }
     options.max_fids = kMaxFids;
     options.max_msize = 16384 + in.take<std::uint16_t>();
     {
@@ -248,5 +258,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     check_fds(true);  // the server closed every descriptor it opened
     require(outside_state() == world->outside_state);
+    if (control_share) require(fs::file_size(world->exported + "/file") <= kWritableLimit);
     return 0;
 }

@@ -2,8 +2,11 @@
 # the guest's read-only root: L1's busybox sh and cat run in L2): CMD's exit status is lkvm's, its
 # stdout is lkvm's stdout byte for byte, its stderr lkvm's stderr, writes into --workdir land in
 # L1, the root is read-only, a missing CMD is 127, no `--` is one line and 125, and
-# a kernel panic is 125; a guest booted with `lkvm run --rootfs DIR` (DIR: the L2 initrd unpacked in
-# L1) reaches userspace from the 9p root. Five L2 boots (~15 s each in the rig).
+# a kernel panic is 125; CMD cannot reach the status channel (the control tag cannot be mounted
+# again, /proc/1/root shows no share) and a status it tries to fake early never beats a signal:
+# SIGTERM is 143, SIGINT 130; with no -k, L1's own /boot kernel and initrd boot it (exit 3); a guest
+# booted with `lkvm run --rootfs DIR` (DIR: the L2 initrd unpacked in L1) reaches userspace from the
+# 9p root. Nine L2 boots (~15 s each in the rig).
 . /mnt/rig/lib.sh
 
 rig_need_lkvm
@@ -77,8 +80,69 @@ else rig_fail sandbox/not-found-message "no message naming the command on stderr
 # --- 4. a guest crash: 125 ------------------------------------------------------------------------------
 sb_run crash --workdir "$WORK" -- sh -c 'echo c >/proc/sysrq-trigger; sleep 5'
 sb_expect_rc sandbox/crash-125 125
-if grep -q 'without reporting' "$SB_ERR"; then rig_pass sandbox/crash-message "$(grep -m1 'without reporting' "$SB_ERR" | tr -d '\r')"
-else rig_fail sandbox/crash-message "no 'without reporting' line on stderr"; fi
+if grep -q 'the guest reset' "$SB_ERR"; then rig_pass sandbox/crash-message "$(grep -m1 'the guest reset' "$SB_ERR" | tr -d '\r')"
+else rig_fail sandbox/crash-message "no 'the guest reset' line on stderr"; fi
+
+# --- 4b. CMD fakes status 0 early, then lkvm is stopped by a signal: the signal's status wins -------------
+# CMD (root in the guest) tries both ways to the status channel: mounting the control tag again,
+# and the init's root through the guest's /proc (where the share stayed mounted before the fix;
+# now its mount point there is an empty directory of the initramfs).
+FAKE='mkdir -p /tmp/ctl
+if mount -t 9p -o trans=virtio,version=9p2000.L,access=0 lkvm-ctl /tmp/ctl 2>/dev/null; then
+  echo CTL-MOUNTED >&2; echo 0 >/tmp/ctl/status && echo CTL-WRITTEN >&2
+else echo CTL-MOUNT-REFUSED >&2; fi
+if [ -e /proc/1/root/lkvm/ctl/command ]; then
+  echo CTL-PROC-VISIBLE >&2; echo 0 2>/dev/null >/proc/1/root/lkvm/ctl/status && echo CTL-PROC-WRITTEN >&2
+else echo CTL-PROC-HIDDEN >&2; fi
+echo READY; exec sleep 600'
+# sb_signal TAG SIGNAL : the sandbox above, stopped with SIGNAL once CMD printed READY; sets SB_RC
+sb_signal() {
+  SB_OUT=/tmp/sb-$1.out SB_ERR=/tmp/sb-$1.err
+  rig_log "[$1] lkvm sandbox -- sh -c FAKE, then SIG$2"
+  _t0=$(rig_now)
+  setsid "$LKVM" sandbox $K --workdir "$WORK" -- sh -c "$FAKE" </dev/null >"$SB_OUT" 2>"$SB_ERR" &
+  _sp=$!
+  _n=0
+  while ! grep -q READY "$SB_OUT" 2>/dev/null && rig_alive "$_sp" && [ $_n -lt $((SB_TIMEOUT * 5)) ]; do sleep 0.2; _n=$((_n + 1)); done
+  kill -"$2" "$_sp" 2>/dev/null
+  _n=0
+  while rig_alive "$_sp" && [ $_n -lt 300 ]; do sleep 0.2; _n=$((_n + 1)); done
+  rig_alive "$_sp" && rig_kill_group "$_sp"
+  wait "$_sp"; SB_RC=$?
+  SB_S=$(awk -v a="$_t0" -v b="$(rig_now)" 'BEGIN { printf "%.1f", b - a }')
+  sed "s/^/  $1 err| /" "$SB_ERR" | head -n 20
+  [ -d "$RIG_RESULTS" ] && cp "$SB_OUT" "$SB_ERR" "$RIG_RESULTS/" 2>/dev/null
+  echo "RIG-RESULT tag=sandbox-$1 rc=$SB_RC"
+}
+sb_signal sigterm TERM
+sb_expect_rc sandbox/fake-status-sigterm-143 143
+if grep -q CTL-MOUNT-REFUSED "$SB_ERR" && grep -q CTL-PROC-HIDDEN "$SB_ERR"; then
+  rig_pass sandbox/status-channel-unreachable "CMD could neither mount lkvm-ctl again nor reach it through /proc/1/root"
+else rig_fail sandbox/status-channel-unreachable "$(grep -o 'CTL-[A-Z-]*' "$SB_ERR" | tr '\n' ' ')"; fi
+sb_signal sigint INT
+sb_expect_rc sandbox/fake-status-sigint-130 130
+if ls -d /tmp/lkvm-sandbox-* >/dev/null 2>&1; then rig_fail sandbox/cleanup-after-signal "left behind: $(ls -d /tmp/lkvm-sandbox-*)"
+else rig_pass sandbox/cleanup-after-signal "no /tmp/lkvm-sandbox-* left after SIGTERM and SIGINT"; fi
+
+# --- 4c. no -k: L1's own kernel and initrd from /boot (the L2 Image is L1's kernel) -----------------------
+REL=$(uname -r)
+if [ -e "/boot/vmlinuz-$REL" ] || [ -e "/boot/initrd.img-$REL" ]; then
+  rig_fail sandbox/no-boot-kernel "L1 already has /boot/*-$REL: cannot test the case without"
+else
+  rig_capture 20 /tmp/sb-nok.out "$LKVM" sandbox --workdir "$WORK" -- true; rc=$?
+  if [ "$rc" = 125 ] && [ "$(grep -c . /tmp/sb-nok.out)" = 1 ] && grep -q -- '-k/--kernel' /tmp/sb-nok.out; then
+    rig_pass sandbox/no-boot-kernel "rc=$rc: $(head -n 1 /tmp/sb-nok.out | cut -c1-160)"
+  else rig_fail sandbox/no-boot-kernel "rc=$rc: $(head -n 2 /tmp/sb-nok.out | tr '\n' ' ' | cut -c1-200)"; fi
+fi
+mkdir -p /boot
+cp "$L2_KERNEL" "/boot/vmlinuz-$REL" && cp "$L2_INITRD" "/boot/initrd.img-$REL"
+K_SAVED=$K K=
+sb_run default-kernel --workdir "$WORK" -- sh -c 'exit 3'
+K=$K_SAVED
+sb_expect_rc sandbox/default-kernel-exit-3 3
+if grep -q "/boot/vmlinuz-$REL.*/boot/initrd.img-$REL" "$SB_ERR"; then rig_pass sandbox/default-kernel-line "$(grep -m1 /boot/vmlinuz "$SB_ERR" | tr -d '\r')"
+else rig_fail sandbox/default-kernel-line "no line naming /boot/vmlinuz-$REL and its initrd on stderr"; fi
+rm -f "/boot/vmlinuz-$REL" "/boot/initrd.img-$REL"
 
 # --- 5. lkvm run --rootfs DIR: the guest's / is DIR over 9p ----------------------------------------------
 ROOTFS=/tmp/sbrootfs

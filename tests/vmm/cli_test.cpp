@@ -100,7 +100,6 @@ TEST_CASE("Usage errors exit 2 with one line that names the problem") {
         CHECK(e.err.find('\n') == e.err.size() - 1);  // exactly one line
     };
     check_usage({"run", "-k", "I", "--bogus"}, "--bogus");
-    check_usage({"run"}, "--kernel");
     check_usage({"run", "-k", "I", "-c", "two"}, "two");
     check_usage({"run", "-k", "I", "-m", "-5"}, "-5");
     check_usage({"run", "-k", "I", "--console", "hdmi"}, "hdmi");

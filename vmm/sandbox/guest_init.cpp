@@ -31,8 +31,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Where the shares are mounted in the initramfs; CMD is chrooted into kRootMount and never sees
-// the control share.
+// Where the shares are mounted in the initramfs; CMD is chrooted into kRootMount. The control
+// share is detached again before CMD starts (see take_status_channel).
 constexpr const char* kShareBase = "/lkvm";
 constexpr const char* kControlMount = "/lkvm/ctl";
 constexpr const char* kRootMount = "/lkvm/root";
@@ -121,13 +121,14 @@ void load_modules() {
 
 // A 9p channel appears when 9pnet_virtio has probed its device; until then the mount fails
 // with ENOENT (net/9p/trans_virtio.c: no channel with that tag).
-void mount_share(std::string_view tag, const std::string& target, bool read_only) {
+// `options` adds to the 9p mount options.
+void mount_share(std::string_view tag, const std::string& target, bool read_only, const std::string& options = "") {
     make_dirs(target);
     const std::string source(tag);
+    const std::string data = "trans=virtio,version=9p2000.L" + options;
     int error = 0;
     const bool mounted = wait_until([&] {
-        if (::mount(source.c_str(), target.c_str(), "9p", read_only ? MS_RDONLY : 0,
-                    "trans=virtio,version=9p2000.L") == 0)
+        if (::mount(source.c_str(), target.c_str(), "9p", read_only ? MS_RDONLY : 0, data.c_str()) == 0)
             return true;
         error = errno;
         return error != ENOENT;
@@ -189,16 +190,31 @@ int wait_for(pid_t child) {
     }
 }
 
-void report(int status) {
-    const std::string path = std::string(kControlMount) + "/" + std::string(kStatusFile);
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) fail("create " + path);
-    const std::string text = encode_status(status);
-    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()) || ::fsync(fd.get()) != 0)
-        fail("write " + path);
+// The command from the control share, and the status file opened for writing; then the share
+// leaves the mount tree (MNT_DETACH: the open file keeps it alive for us alone). lkvm grants the
+// control share one attach, ours (access=0: every access as uid 0 goes through it), and the
+// guest's 9p transport lets one mount use a channel (net/9p/trans_virtio.c), so CMD can neither
+// find the share in any directory nor mount it again; only the status file is writable, 16 bytes.
+GuestCommand take_status_channel(UniqueFd& status) {
+    mount_share(kControlTag, kControlMount, false, ",access=0");
+    const std::string command_path = std::string(kControlMount) + "/" + std::string(kCommandFile);
+    const std::optional<std::string> encoded = read_file(command_path, kMaxCommandBytes);
+    std::optional<GuestCommand> command = encoded ? decode_command(*encoded) : std::nullopt;
+    if (!command) throw InitError{command_path + " is missing or malformed"};
+    const std::string status_path = std::string(kControlMount) + "/" + std::string(kStatusFile);
+    status = UniqueFd(::open(status_path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!status) fail("open " + status_path);
+    if (::umount2(kControlMount, MNT_DETACH) != 0) fail(std::string("umount ") + kControlMount);
+    return *command;
 }
 
-int run_sandbox(Stdio& stdio) {
+void report(int status_fd, int status) {
+    const std::string text = encode_status(status);
+    if (::pwrite(status_fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) || ::fsync(status_fd) != 0)
+        fail("write the status");
+}
+
+int run_sandbox(Stdio& stdio, UniqueFd& status) {
     // The initramfs: proc, sysfs and devtmpfs for modules and device nodes.
     for (const char* dir : {"/proc", "/sys", "/dev", kShareBase}) make_dir(dir);
     mount_or_fail("proc", "/proc", "proc", 0);
@@ -206,11 +222,7 @@ int run_sandbox(Stdio& stdio) {
     mount_or_fail("devtmpfs", "/dev", "devtmpfs", 0);
     load_modules();
 
-    mount_share(kControlTag, kControlMount, false);
-    const std::string command_path = std::string(kControlMount) + "/" + std::string(kCommandFile);
-    const std::optional<std::string> encoded = read_file(command_path, kMaxCommandBytes);
-    std::optional<GuestCommand> command = encoded ? decode_command(*encoded) : std::nullopt;
-    if (!command) throw InitError{command_path + " is missing or malformed"};
+    GuestCommand command = take_status_channel(status);
 
     stdio.out = open_tty("/dev/hvc0");
     stdio.err = open_tty("/dev/ttyS0");
@@ -222,17 +234,17 @@ int run_sandbox(Stdio& stdio) {
     const std::string root = kRootMount;
     mount_share(kRootTag, root, true);
     mount_or_fail("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_share(kWorkTag, root + command->workdir, false);
+    mount_share(kWorkTag, root + command.workdir, false);
     mount_or_fail("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_fail("sysfs", root + "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_fail("devtmpfs", root + "/dev", "devtmpfs", MS_NOSUID);
 
     std::vector<char*> argv;
-    for (std::string& arg : command->argv) argv.push_back(arg.data());
+    for (std::string& arg : command.argv) argv.push_back(arg.data());
     argv.push_back(nullptr);
     const pid_t child = ::fork();
     if (child < 0) fail("fork");
-    if (child == 0) exec_command(*command, stdio, argv);
+    if (child == 0) exec_command(command, stdio, argv);
     return wait_for(child);
 }
 
@@ -260,8 +272,10 @@ bool is_guest_init(int argc, const char* const* argv) {
 
 void run_guest_init() {
     Stdio stdio;
+    UniqueFd status;
     try {
-        report(run_sandbox(stdio));
+        const int cmd_status = run_sandbox(stdio, status);
+        report(status.get(), cmd_status);
     } catch (const InitError& e) {
         say("error: " + e.message);
     } catch (const std::exception& e) {

@@ -7,14 +7,13 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
-#include <filesystem>
-#include <system_error>
-
 #include "vmm/base/error.hpp"
+#include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/sandbox/cpio.hpp"
 #include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/remove_tree.hpp"
 
 namespace vmm::sandbox {
 namespace {
@@ -90,17 +89,35 @@ VmConfig guest_config(const Request& request, const std::string& workdir, const 
     config.console = ConsoleKind::Virtio;
     config.serial_to_stderr = true;
     config.no_reboot = true;  // a guest that resets (a panic: panic=-1) ends lkvm
+    config.interactive = false;  // CMD's stdin is /dev/null; Ctrl-C stops lkvm (130)
     config.shares.push_back({"/", std::string(kRootTag), true});
     config.shares.push_back({workdir, std::string(kWorkTag), false});
-    config.shares.push_back({control_dir, std::string(kControlTag), false});
+    // The control share: the command to read, and one file to write CMD's status into, no more
+    // than a status's bytes; nothing can be created. Attached once, by our init, before CMD runs.
+    ShareConfig control{control_dir, std::string(kControlTag), true};
+    control.writable_file = std::string(kStatusFile);
+    control.writable_limit = kMaxStatusBytes;
+    control.max_attaches = 1;
+    config.shares.push_back(control);
     return config;
 }
 
-int exit_status(std::optional<int> reported, int vm_exit_code) {
-    if (reported) return *reported;
-    // lkvm stopped by a signal reports it as run does (128+N); everything else is the sandbox's failure.
-    if (vm_exit_code >= kExitSignalBase) return vm_exit_code;
-    return kExitSandboxFailed;
+SandboxExit exit_status(const VmEnd& end, std::optional<int> reported) {
+    // A status the guest wrote early (CMD is root in the guest) must not hide how the VM ended.
+    const std::string ignored = reported ? "; the status the guest reported is ignored" : "";
+    switch (end.how) {
+        case VmEnd::How::PowerOff:
+            if (reported) return {*reported, ""};
+            return {kExitSandboxFailed, "sandbox: the guest ended without reporting the command's status; exit status 125"};
+        case VmEnd::How::Signal:  // as lkvm run reports it; the signal's line is already out
+            return {kExitSignalBase + end.signal, ""};
+        case VmEnd::How::Reset:
+            return {kExitSandboxFailed, "sandbox: the guest reset (a kernel panic, or CMD rebooted it); exit status 125" + ignored};
+        case VmEnd::How::Crash:
+        case VmEnd::How::Error:
+            break;  // lkvm has said why
+    }
+    return {kExitSandboxFailed, reported ? "sandbox: exit status 125" + ignored : ""};
 }
 
 Session::Session(const Request& request, const std::string& init) {
@@ -114,6 +131,8 @@ Session::Session(const Request& request, const std::string& init) {
         const std::string encoded = encode_command(command);
         write_all(open_or_throw(control + "/" + std::string(kCommandFile), O_WRONLY | O_CREAT | O_EXCL, "cannot create").get(),
                   std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()), "the command file");
+        // Empty until the guest's init writes CMD's status (the share lets it write this file only).
+        open_or_throw(control + "/" + std::string(kStatusFile), O_WRONLY | O_CREAT | O_EXCL, "cannot create");
 
         // The user's initrd, zeros up to a multiple of 4, then the archive with our init.
         const std::string initrd = dir_ + "/" + kInitrdName;
@@ -130,16 +149,17 @@ Session::Session(const Request& request, const std::string& init) {
         write_all(out.get(), init_archive(init_bytes), "the sandbox initrd");
         config_ = guest_config(request, workdir, control, initrd);
     } catch (...) {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir_, ignored);
+        remove_private_dir();
         throw;
     }
 }
 
-Session::~Session() {
-    // remove_all does not follow symlinks: whatever the guest left in control/ goes, nothing else.
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
+Session::~Session() { remove_private_dir(); }
+
+void Session::remove_private_dir() const {
+    // remove_tree follows no symlink and needs two descriptors at any depth.
+    if (const std::string error = remove_tree(dir_); !error.empty())
+        log_error("sandbox: %s; remove it by hand", error.c_str());
 }
 
 std::optional<int> Session::reported_status() const {

@@ -27,8 +27,28 @@ std::vector<std::uint8_t> init_archive(std::span<const std::uint8_t> init);
 VmConfig guest_config(const Request& request, const std::string& workdir, const std::string& control_dir,
                       const std::string& initrd);
 
-// lkvm's exit status from the status the guest reported (if any) and run_vm's exit code.
-int exit_status(std::optional<int> reported, int vm_exit_code);
+// How lkvm's VM ended, as lkvm itself saw it: never anything the guest wrote.
+struct VmEnd {
+    enum class How {
+        PowerOff,  // the guest powered off (PSCI SYSTEM_OFF): our init after CMD, or CMD itself
+        Reset,     // the guest reset: a kernel panic (panic=-1) or CMD rebooting it
+        Crash,     // lkvm ended the guest (an unrecoverable vCPU state)
+        Signal,    // lkvm was stopped by `signal` (Ctrl-C, SIGTERM, `lkvm stop`)
+        Error,     // lkvm failed: setup, configuration, or the VMM while running
+    };
+    How how = How::Error;
+    int signal = 0;
+};
+
+struct SandboxExit {
+    int status;
+    std::string message;  // one line for stderr (without "lkvm: "), or empty
+};
+
+// lkvm sandbox's exit status. lkvm's own outcome comes first: a signal is 128+N, a reset, crash
+// or error 125, whatever the guest reported; only a power-off reports the guest's status (125
+// without one). The guest's init writes a status only after CMD ended.
+SandboxExit exit_status(const VmEnd& end, std::optional<int> reported);
 
 class Session {
 public:
@@ -45,6 +65,9 @@ public:
     std::optional<int> reported_status() const;
 
 private:
+    // Logs what could not be removed (the rest is gone).
+    void remove_private_dir() const;
+
     std::string dir_;          // the private directory: initrd, and control/ (the share)
     VmConfig config_;
 };

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tests/support/temp_dir.hpp"
 #include "tests/vmm/sandbox/cpio_reader.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/sandbox/protocol.hpp"
@@ -20,18 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char pattern[] = "/tmp/lkvm-sandbox-test-XXXXXX";
-        REQUIRE(::mkdtemp(pattern));
-        path = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-};
+using testsupport::TempDir;
 
 std::string read_text(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -69,23 +59,49 @@ TEST_CASE("guest_config: our init and consoles, the three shares after the user'
     REQUIRE(share(c, vmm::sandbox::kWorkTag));
     CHECK(share(c, vmm::sandbox::kWorkTag)->dir == "/home/w");
     CHECK(!share(c, vmm::sandbox::kWorkTag)->read_only);
-    REQUIRE(share(c, vmm::sandbox::kControlTag));
-    CHECK(share(c, vmm::sandbox::kControlTag)->dir == "/tmp/x/control");
+    CHECK(!c.interactive);  // the terminal is left alone: Ctrl-C is SIGINT
+    const vmm::ShareConfig* control = share(c, vmm::sandbox::kControlTag);
+    REQUIRE(control);
+    CHECK(control->dir == "/tmp/x/control");
+    // Read-only but for the status file and its 16 bytes; one attach (our init's).
+    CHECK(control->read_only);
+    CHECK(control->writable_file == vmm::sandbox::kStatusFile);
+    CHECK(control->writable_limit == vmm::sandbox::kMaxStatusBytes);
+    CHECK(control->max_attaches == 1);
+    for (const vmm::ShareConfig* other : {share(c, vmm::sandbox::kRootTag), share(c, vmm::sandbox::kWorkTag)}) {
+        CHECK(other->writable_file.empty());
+        CHECK(other->max_attaches == 0);
+    }
 
     request.config.params = "debug initcall_debug";
     c = vmm::sandbox::guest_config(request, "/home/w", "/c", "/i");
     CHECK(*c.params == std::string(vmm::sandbox::kBaseParams) + " debug initcall_debug");
 }
 
-TEST_CASE("exit_status: the reported status wins; a signal to lkvm is 128+N; anything else is 125") {
-    CHECK(vmm::sandbox::exit_status(7, 0) == 7);
-    CHECK(vmm::sandbox::exit_status(0, 0) == 0);
-    CHECK(vmm::sandbox::exit_status(137, 0) == 137);
-    CHECK(vmm::sandbox::exit_status(std::nullopt, 0) == 125);   // powered off without a status
-    CHECK(vmm::sandbox::exit_status(std::nullopt, 1) == 125);   // setup failure
-    CHECK(vmm::sandbox::exit_status(std::nullopt, 2) == 125);   // invalid configuration
-    CHECK(vmm::sandbox::exit_status(std::nullopt, 3) == 125);   // guest crash
-    CHECK(vmm::sandbox::exit_status(std::nullopt, 130) == 130); // Ctrl-C
+TEST_CASE("exit_status: lkvm's own outcome comes first; only a power-off reports the guest's status") {
+    using vmm::sandbox::VmEnd;
+    using How = VmEnd::How;
+    const auto status = [](VmEnd end, std::optional<int> reported) { return vmm::sandbox::exit_status(end, reported).status; };
+    // A clean power-off: CMD's status as the init reported it; none reported is 125.
+    CHECK(status({How::PowerOff, 0}, 7) == 7);
+    CHECK(status({How::PowerOff, 0}, 0) == 0);
+    CHECK(status({How::PowerOff, 0}, 137) == 137);
+    CHECK(status({How::PowerOff, 0}, std::nullopt) == 125);
+    CHECK(vmm::sandbox::exit_status({How::PowerOff, 0}, std::nullopt).message.find("without reporting") != std::string::npos);
+    CHECK(vmm::sandbox::exit_status({How::PowerOff, 0}, 0).message.empty());
+    // Whatever the guest wrote, even 0 early: SIGTERM is 143, Ctrl-C 130; a reset, crash or VMM
+    // error 125, with a line saying the reported status is ignored.
+    for (std::optional<int> reported : {std::optional<int>(0), std::optional<int>(3), std::optional<int>()}) {
+        CAPTURE(reported.value_or(-1));
+        CHECK(status({How::Signal, 15}, reported) == 143);
+        CHECK(status({How::Signal, 2}, reported) == 130);
+        CHECK(status({How::Reset, 0}, reported) == 125);
+        CHECK(status({How::Crash, 0}, reported) == 125);
+        CHECK(status({How::Error, 0}, reported) == 125);
+        CHECK(status(VmEnd{}, reported) == 125);  // no run ended: a setup failure
+        CHECK(vmm::sandbox::exit_status({How::Reset, 0}, reported).message.find("reset") != std::string::npos);
+        CHECK((vmm::sandbox::exit_status({How::Crash, 0}, reported).message.find("ignored") != std::string::npos) == reported.has_value());
+    }
 }
 
 TEST_CASE("Session: command file, initrd = user's + padding + our init, status read back, directory removed") {
@@ -132,6 +148,8 @@ TEST_CASE("Session: command file, initrd = user's + padding + our init, status r
         REQUIRE(lkvm_init != entries->end());
         CHECK((std::string(lkvm_init->data.begin(), lkvm_init->data.end()) == read_text(init)));  // no 100 kB operands printed
 
+        CHECK(fs::is_regular_file(control + "/status"));  // made by lkvm, empty: the one file the guest may write
+        CHECK(fs::file_size(control + "/status") == 0);
         CHECK(!session.reported_status());
         std::ofstream(control + "/status") << "7\n";
         CHECK(session.reported_status() == 7);
