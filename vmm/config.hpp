@@ -21,11 +21,13 @@ struct DiskConfig {
     bool read_only = false;
 };
 
-// --9p DIR[,TAG][,ro]: a host directory exported to the guest over virtio-9p.
+// --9p DIR[,TAG][,ro][,suid]: a host directory exported to the guest over virtio-9p.
 struct ShareConfig {
     std::string dir;
     std::string tag;  // the guest's mount source; default: the directory's base name
     bool read_only = false;
+    bool allow_setid = false;      // ,suid: the guest may make files set-user-ID / set-group-ID
+    bool one_file_system = false;  // mount points below DIR are sealed (the sandbox's host root)
 };
 
 struct VmConfig {

@@ -90,7 +90,8 @@ VmConfig guest_config(const Request& request, const std::string& workdir, const 
     config.console = ConsoleKind::Virtio;
     config.serial_to_stderr = true;
     config.no_reboot = true;  // a guest that resets (a panic: panic=-1) ends lkvm
-    config.shares.push_back({"/", std::string(kRootTag), true});
+    // Never another file system: not the host's /proc, /sys, /dev, /run (the guest mounts its own).
+    config.shares.push_back({.dir = "/", .tag = std::string(kRootTag), .read_only = true, .one_file_system = true});
     config.shares.push_back({workdir, std::string(kWorkTag), false});
     config.shares.push_back({control_dir, std::string(kControlTag), false});
     return config;
