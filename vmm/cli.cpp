@@ -55,8 +55,8 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--9p", o.share_specs,
                    "share host directory DIR with the guest over virtio-9p (mount -t 9p -o trans=virtio TAG /mnt); "
-                   "TAG defaults to DIR's base name; ',ro' refuses writes (repeatable)")
-        ->type_name("DIR[,TAG][,ro]")
+                   "TAG defaults to DIR's base name; ',ro' refuses writes; ',suid' lets the guest make set-user-ID files (see README) (repeatable)")
+        ->type_name("DIR[,TAG][,ro][,suid]")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--rootfs", o.rootfs,
@@ -113,14 +113,15 @@ std::string parse_share(const std::string& spec, ShareConfig& share) {
         std::string opt = spec.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
         if (opt == "ro") share.read_only = true;
         else if (opt == "rw") share.read_only = false;
+        else if (opt == "suid") share.allow_setid = true;
         else if (!tag_given && !opt.empty()) {
             share.tag = opt;
             tag_given = true;
         } else
-            return "--9p " + spec + ": unexpected '" + opt + "'; use --9p DIR[,TAG][,ro]";
+            return "--9p " + spec + ": unexpected '" + opt + "'; use --9p DIR[,TAG][,ro][,suid]";
         comma = next;
     }
-    if (share.dir.empty()) return "--9p " + spec + ": no directory; use --9p DIR[,TAG][,ro]";
+    if (share.dir.empty()) return "--9p " + spec + ": no directory; use --9p DIR[,TAG][,ro][,suid]";
     if (!tag_given) {
         // kvmtool's default: the directory's base name ("/" and "." have none worth using).
         std::string dir = share.dir;

@@ -21,7 +21,7 @@ struct DiskConfig {
     bool read_only = false;
 };
 
-// --9p DIR[,TAG][,ro]: a host directory exported to the guest over virtio-9p.
+// --9p DIR[,TAG][,ro][,suid]: a host directory exported to the guest over virtio-9p.
 struct ShareConfig {
     std::string dir;
     std::string tag;  // the guest's mount source; default: the directory's base name
@@ -31,6 +31,8 @@ struct ShareConfig {
     std::string writable_file{};  // (initialised so that {dir, tag, ro} stays warning-free)
     std::uint64_t writable_limit = 0;
     std::uint32_t max_attaches = 0;
+    bool allow_setid = false;      // ,suid: the guest may make files set-user-ID / set-group-ID
+    bool one_file_system = false;  // mount points below DIR are sealed (the sandbox's host root)
 };
 
 struct VmConfig {

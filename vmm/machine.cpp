@@ -24,6 +24,7 @@
 #include "virtio/p9.hpp"
 #include "virtio/net.hpp"
 #include "virtio/rng.hpp"
+#include "vmm/base/descriptor_limit.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/kvm/vcpu_loop.hpp"
@@ -33,6 +34,9 @@
 
 namespace vmm {
 namespace {
+
+// Fewer fids per share than this and a guest can do little more than mount: lkvm says so.
+constexpr std::uint32_t kFewFids = 64;
 
 std::vector<GuestRange> ram_ranges(const VmConfig& config) {
     auto ram = layout::ram(config.mem_mib * layout::kMiB);  // validate() checked the size
@@ -193,12 +197,28 @@ void Machine::add_virtio_devices() {
                    {.label = "blk" + std::to_string(i)});
     }
     static_assert(kMaxShareTag <= virtio::P9::kMaxTagLength);
+    // Each share's fids within what the descriptor limit (raised by main) leaves after lkvm's
+    // own reserve: a guest meets EMFILE before lkvm's eventfd(), socket() or accept() fail.
+    const std::uint64_t limit = descriptor_limit();
+    const std::uint32_t fids = devices::p9::fid_limit(descriptors_for_guests(limit), config_.shares.size());
+    if (!config_.shares.empty() && fids < kFewFids) {
+        if (fids == 0)
+            throw SetupError("--9p: the descriptor limit (" + std::to_string(limit) +
+                             ") leaves 9p no descriptors; raise it (ulimit -Hn) above " +
+                             std::to_string(kReservedDescriptors +
+                                            kFewFids * devices::p9::kDescriptorsPerFid * config_.shares.size()));
+        log_warn("--9p: the descriptor limit (%llu) leaves each share %u fids; raise it (ulimit -Hn) for more",
+                 static_cast<unsigned long long>(limit), fids);
+    }
     for (const ShareConfig& share : config_.shares) {
         devices::p9::ServerOptions options;
         options.read_only = share.read_only;
         options.writable_file = share.writable_file;
         options.writable_limit = share.writable_limit;
         options.max_attaches = share.max_attaches;
+        options.allow_setid = share.allow_setid;
+        options.one_file_system = share.one_file_system;
+        options.max_fids = fids;
         add_virtio(std::make_unique<virtio::P9>(devices::p9::Server::open(share.dir, options), share.tag),
                    {.label = "9p:" + share.tag});
     }

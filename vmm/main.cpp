@@ -10,6 +10,7 @@
 #include "vmm/control/cli.hpp"
 #include "vmm/control/dir.hpp"
 #include "vmm/control/server.hpp"
+#include "vmm/base/descriptor_limit.hpp"
 #include "vmm/base/error.hpp"
 #include "vmm/base/event_loop.hpp"
 #include "vmm/kvm/system.hpp"
@@ -158,6 +159,9 @@ int run_sandbox(vmm::sandbox::Request request) {
 int main(int argc, char** argv) {
     // In a sandbox's guest this binary is PID 1 (vmm/sandbox/guest_init.hpp).
     if (vmm::sandbox::is_guest_init(argc, argv)) vmm::sandbox::run_guest_init();
+    // Before anything is opened: the budget guests draw from (9p fids) is what the hard limit
+    // allows beyond lkvm's reserve (vmm/base/descriptor_limit.hpp).
+    vmm::raise_descriptor_limit();
     vmm::cli::Command command = vmm::cli::parse(argc, argv);
     if (auto* exit = std::get_if<vmm::cli::Exit>(&command)) {
         std::fputs(exit->out.c_str(), stdout);

@@ -27,6 +27,11 @@ constexpr std::uint64_t kResolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RES
 constexpr std::uint32_t kMinMsize = 4096;
 constexpr std::size_t kMaxPath = PATH_MAX;
 constexpr std::size_t kMaxXattr = 64 * 1024;  // XATTR_SIZE_MAX
+constexpr std::uint32_t kSetId = S_ISUID | S_ISGID;
+// The host directories a guest never sees when the export is the host's `/` (it mounts its own):
+// the host's processes (environment, memory, kernel log), devices, kernel objects and run-time
+// sockets, even where they are not mount points.
+constexpr std::string_view kHostSystemDirs[] = {"proc", "sys", "dev", "run"};
 // fchmodat2(2) (Linux 6.6), not yet in every libc's <sys/syscall.h>; the number is the same on
 // every architecture (include/uapi/asm-generic/unistd.h).
 constexpr long kSysFchmodat2 = 452;
@@ -55,11 +60,11 @@ bool writes(int host_flags) { return (host_flags & O_ACCMODE) != O_RDONLY || (ho
 
 // openat2 beneath `dirfd`, never following a symlink, retried a bounded number of times when the
 // kernel reports a concurrent rename (EAGAIN, openat2(2)).
-int open_beneath(int dirfd, const char* path, int flags, mode_t mode, vmm::UniqueFd& out) {
+int openat2_beneath(int dirfd, const char* path, int flags, mode_t mode, vmm::UniqueFd& out, std::uint64_t resolve) {
     open_how how{};
     how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
     how.mode = (flags & O_CREAT) ? mode : 0;
-    how.resolve = kResolve;
+    how.resolve = resolve;
     for (int attempt = 0; attempt < 8; ++attempt) {
         long fd = ::syscall(SYS_openat2, dirfd, path, &how, sizeof how);
         if (fd >= 0) {
@@ -73,13 +78,6 @@ int open_beneath(int dirfd, const char* path, int flags, mode_t mode, vmm::Uniqu
 
 int stat_fd(int fd, struct stat& st) {
     return ::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
-}
-
-// Back to blocking I/O after an open that had to be non-blocking.
-int clear_nonblock(int fd) {
-    const int status = ::fcntl(fd, F_GETFL);
-    if (status < 0 || ::fcntl(fd, F_SETFL, status & ~O_NONBLOCK) != 0) return errno;
-    return 0;
 }
 
 Qid qid_of(const struct stat& st) {
@@ -104,9 +102,17 @@ bool valid_name(std::string_view name) {
            name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
 }
 
+std::uint32_t fid_limit(std::uint64_t descriptors, std::size_t shares, std::uint32_t per_share) {
+    if (shares == 0) return per_share;
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(per_share, descriptors / shares / kDescriptorsPerFid));
+}
+
 Server::Server(vmm::UniqueFd root, ServerOptions options)
     : root_(std::move(root)), options_(options), msize_(options_.max_msize) {
     if (options_.max_msize < kMinMsize) options_.max_msize = msize_ = kMinMsize;
+    struct stat export_root{}, host_root{};
+    root_is_host_root_ = stat_fd(root_.get(), export_root) == 0 && ::stat("/", &host_root) == 0 &&
+                         export_root.st_dev == host_root.st_dev && export_root.st_ino == host_root.st_ino;
 }
 
 std::unique_ptr<Server> Server::open(const std::string& dir, ServerOptions options) {
@@ -116,11 +122,14 @@ std::unique_ptr<Server> Server::open(const std::string& dir, ServerOptions optio
     // O_PATH opens need no permission; the export must be searchable (and readable) to serve.
     if (::faccessat(fd, ".", R_OK | X_OK, 0) != 0)
         vmm::throw_errno("--9p " + dir + ": the directory is not readable and searchable by lkvm");
+    // Files are opened through their O_PATH descriptors' /proc/self/fd links (Server::reopen).
+    if (::access("/proc/self/fd", X_OK) != 0)
+        vmm::throw_errno("--9p " + dir + ": lkvm serves 9p only with /proc mounted (/proc/self/fd)");
     return std::make_unique<Server>(std::move(root), options);
 }
 
 void Server::reset() {
-    fids_.clear();
+    clear_fids();
     msize_ = options_.max_msize;
 }
 
@@ -131,6 +140,43 @@ bool Server::is_writable_file(const Fid& fid) const {
 Server::Fid* Server::find(std::uint32_t fid) {
     auto it = fids_.find(fid);
     return it == fids_.end() ? nullptr : &it->second;
+}
+
+int Server::usable(std::uint32_t fid, Fid*& out) {
+    out = find(fid);
+    if (!out || out->xattr) return EBADF;
+    return out->sealed ? EACCES : 0;
+}
+
+void Server::insert_fid(std::uint32_t number, Fid fid) {
+    erase_fid(number);
+    xattr_bytes_ += fid.xattr_value.capacity();
+    fids_.emplace(number, std::move(fid));
+}
+
+void Server::erase_fid(std::uint32_t number) {
+    auto it = fids_.find(number);
+    if (it == fids_.end()) return;
+    xattr_bytes_ -= it->second.xattr_value.capacity();
+    fids_.erase(it);
+}
+
+void Server::clear_fids() {
+    fids_.clear();
+    xattr_bytes_ = 0;
+}
+
+bool Server::sealed_by_name(const std::string& rel, std::string_view name) const {
+    return options_.one_file_system && root_is_host_root_ && rel.empty() &&
+           std::find(std::begin(kHostSystemDirs), std::end(kHostSystemDirs), name) != std::end(kHostSystemDirs);
+}
+
+std::uint32_t Server::permitted_mode(std::uint32_t mode) const {
+    return mode & (options_.allow_setid ? 07777u : 07777u & ~kSetId);
+}
+
+int Server::open_beneath(int dirfd, const char* path, int flags, mode_t mode, vmm::UniqueFd& out) const {
+    return openat2_beneath(dirfd, path, flags, mode, out, options_.one_file_system ? kResolve | RESOLVE_NO_XDEV : kResolve);
 }
 
 int Server::check_new_fid(std::uint32_t fid) const {
@@ -144,30 +190,25 @@ int Server::open_rel(const std::string& rel, int flags, vmm::UniqueFd& out) cons
     return open_beneath(root_.get(), rel.empty() ? "." : rel.c_str(), flags, 0, out);
 }
 
-int Server::reopen(const Fid& fid, int flags, vmm::UniqueFd& out) const {
+int Server::reopen(int path_fd, int flags, vmm::UniqueFd& out) const {
     struct stat want{};
-    if (int err = stat_fd(fid.path.get(), want)) return err;
+    if (int err = stat_fd(path_fd, want)) return err;
     // Only regular files and directories are opened: opening a FIFO blocks until its other end
     // opens (this thread is the VMM's event loop: every device and signal would wait), and a
-    // device node would reach a host device.
+    // device node's open already reaches a host driver.
     if (!S_ISREG(want.st_mode) && !S_ISDIR(want.st_mode)) return S_ISLNK(want.st_mode) ? ELOOP : EOPNOTSUPP;
-    // O_NONBLOCK for the open only: a host process's lease on the file makes it fail (EWOULDBLOCK)
-    // instead of waiting for the lease break (fcntl(2), F_SETLEASE).
+    // O_NONBLOCK, kept: a host process's lease on the file makes the open fail (EWOULDBLOCK)
+    // instead of waiting for the lease break (fcntl(2), F_SETLEASE), and a regular file whose
+    // reads can wait (/proc/kmsg, a tracefs pipe) answers EAGAIN instead of holding this thread.
+    // Disk file systems ignore it for regular files (open(2)).
     const int open_flags = flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
     // Through the fid's own descriptor (proc_fd_link(), fs/proc/base.c): the very inode the walk
     // found, whatever its name leads to now. A second resolution of the name would open what a
-    // guest (Tunlinkat + Tmknod of a FIFO) or a racing host process swapped in.
-    const std::string own = "/proc/self/fd/" + std::to_string(fid.path.get());
+    // guest (Tunlinkat + Tmknod of a FIFO) or a racing host process swapped in; without /proc
+    // (Server::open checks it is there) nothing is opened.
+    const std::string own = "/proc/self/fd/" + std::to_string(path_fd);
     vmm::UniqueFd fd(::open(own.c_str(), open_flags));
-    if (!fd) {
-        if (errno != ENOENT) return errno;
-        // No /proc: the name again, beneath the root, and it must still be the same inode.
-        if (int err = open_rel(fid.rel, open_flags, fd)) return err == ELOOP ? ESTALE : err;
-        struct stat got{};
-        if (int err = stat_fd(fd.get(), got)) return err;
-        if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) return ESTALE;
-    }
-    if (int err = clear_nonblock(fd.get())) return err;
+    if (!fd) return errno;
     out = std::move(fd);
     return 0;
 }
@@ -274,7 +315,7 @@ int Server::version(Decoder& in, Encoder& out) {
     const std::string_view version = in.str();
     if (!in.ok()) return EPROTO;
     // A new session: every fid of the old one is gone (9P Tversion).
-    fids_.clear();
+    clear_fids();
     msize_ = std::clamp(msize, kMinMsize, options_.max_msize);
     out.u32(msize_);
     out.str(version == "9P2000.L" ? "9P2000.L" : "unknown");
@@ -299,7 +340,7 @@ int Server::attach(Decoder& in, Encoder& out) {
     f.qid = qid_of(st);
     f.uid = n_uname == kNoFid ? 0 : n_uname;
     out.qid(f.qid);
-    fids_.emplace(fid, std::move(f));
+    insert_fid(fid, std::move(f));
     ++attaches_;
     return 0;
 }
@@ -312,7 +353,7 @@ int Server::walk(Decoder& in, Encoder& out) {
     std::string_view names[kMaxWalkNames];
     for (std::uint16_t i = 0; i < count; ++i) names[i] = in.str();
     if (!in.ok()) return EPROTO;
-    Fid* from = find(fid);
+    Fid* from = find(fid);  // sealed fids too: the walk refuses what they may not reach
     if (!from || from->xattr) return EBADF;
     if (newfid != fid)
         if (int err = check_new_fid(newfid)) return err;
@@ -324,29 +365,45 @@ int Server::walk(Decoder& in, Encoder& out) {
     std::string rel = from->rel;
     Qid qids[kMaxWalkNames];
     Qid qid = from->qid;
+    bool sealed = from->sealed;
     std::uint16_t walked = 0;
     int first_error = 0;
     for (std::uint16_t i = 0; i < count; ++i) {
         const std::string_view name = names[i];
         vmm::UniqueFd next;
         std::string next_rel;
+        bool next_sealed = false;
         int err = 0;
         if (qid.type != kQidDir) {
             err = ENOTDIR;
         } else if (name == "..") {
+            // Sealed directories are entered only from the export's own file system.
             const std::size_t slash = rel.rfind('/');
             next_rel = slash == std::string::npos ? std::string() : rel.substr(0, slash);
             err = open_rel(next_rel, O_PATH, next);
         } else if (name == ".") {
             next_rel = rel;
+            next_sealed = sealed;
             next.reset(::fcntl(cur.get(), F_DUPFD_CLOEXEC, 0));
             if (!next) err = errno;
+        } else if (sealed) {
+            err = EACCES;
         } else if (!valid_name(name)) {
             err = name.empty() || name.size() > NAME_MAX ? ENOENT : EINVAL;
         } else {
             next_rel = join(rel, name);
+            const std::string n(name);
             if (next_rel.size() >= kMaxPath) err = ENAMETOOLONG;
-            else err = open_beneath(cur.get(), std::string(name).c_str(), O_PATH, 0, next);
+            else err = open_beneath(cur.get(), n.c_str(), O_PATH, 0, next);
+            if (err == EXDEV && options_.one_file_system) {
+                // Another file system's mount point: the guest may see that it is a directory
+                // (and mount its own file system there), never what is in it. O_PATH opens
+                // nothing and the name is this component only.
+                err = openat2_beneath(cur.get(), n.c_str(), O_PATH, 0, next, kResolve);
+                next_sealed = true;
+            } else if (err == 0 && sealed_by_name(rel, name)) {
+                next_sealed = true;
+            }
         }
         struct stat st{};
         if (err == 0) err = stat_fd(next.get(), st);
@@ -357,6 +414,7 @@ int Server::walk(Decoder& in, Encoder& out) {
         qid = qids[walked++] = qid_of(st);
         cur = std::move(next);
         rel = std::move(next_rel);
+        sealed = next_sealed;
     }
     // 9P: an error on the first name is Rlerror; a later one is a short Rwalk and no newfid.
     if (walked == 0 && count != 0) return first_error;
@@ -368,16 +426,16 @@ int Server::walk(Decoder& in, Encoder& out) {
     f.rel = std::move(rel);
     f.qid = qid;
     f.uid = from->uid;
-    if (newfid == fid) fids_.erase(fid);
-    fids_.emplace(newfid, std::move(f));
+    f.sealed = sealed;
+    insert_fid(newfid, std::move(f));
     return 0;
 }
 
 int Server::lopen(Decoder& in, Encoder& out) {
     const std::uint32_t fid = in.u32(), dotl = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     if (f->open) return EBADF;  // already open
     int flags = host_open_flags(dotl);
     // The writable file of a read-only export: no O_TRUNC (a resize), no O_APPEND (pwrite would
@@ -393,7 +451,7 @@ int Server::lopen(Decoder& in, Encoder& out) {
         // this thread, and a device node would hand the guest a host device.
         return S_ISLNK(st.st_mode) ? ELOOP : EOPNOTSUPP;
     }
-    if (int err = reopen(*f, flags, f->open)) return err;
+    if (int err = reopen(f->path.get(), flags, f->open)) return err;
     f->open_flags = flags;
     f->qid = qid_of(st);
     out.qid(f->qid);
@@ -406,31 +464,46 @@ int Server::lcreate(Decoder& in, Encoder& out) {
     const std::string_view name = in.str();
     const std::uint32_t dotl = in.u32(), mode = in.u32(), gid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(fid);
-    if (!dir || dir->xattr || dir->open) return EBADF;
+    Fid* dir = nullptr;
+    if (int err = usable(fid, dir)) return err;
+    if (dir->open) return EBADF;
     if (dir->qid.type != kQidDir) return ENOTDIR;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     const std::string rel = join(dir->rel, name);
     if (rel.size() >= kMaxPath) return ENAMETOOLONG;
-    int flags = host_open_flags(dotl) | O_CREAT;
-    if (dotl & kDotlExcl) flags |= O_EXCL;
-    // O_CREAT opens a name that exists already: O_NONBLOCK so that a FIFO there (made by the guest
-    // with Tmknod or by a host process) cannot block this thread, and only a regular file is kept.
-    vmm::UniqueFd file;
-    if (int err = open_beneath(dir->path.get(), std::string(name).c_str(), flags | O_NONBLOCK | O_NOCTTY, mode & 07777, file))
-        return err;
-    struct stat st{};
-    if (int err = stat_fd(file.get(), st)) return err;
-    if (!S_ISREG(st.st_mode)) return EOPNOTSUPP;
-    if (int err = clear_nonblock(file.get())) return err;
+    const std::string n(name);
+    const int flags = host_open_flags(dotl);
+    // open(O_CREAT) of a name that exists opens what is there: a device node's open reaches its
+    // host driver, a FIFO's blocks. So the name's type is looked at first (O_PATH opens nothing):
+    // an existing file is opened through that descriptor, only if it is a regular file, and a
+    // new one is made with O_EXCL, which never opens a name that appeared in between (EEXIST).
+    vmm::UniqueFd path, file;
+    int err = open_beneath(dir->path.get(), n.c_str(), O_PATH, 0, path);
+    const bool made = err == ENOENT;
+    if (made) {
+        err = open_beneath(dir->path.get(), n.c_str(), flags | O_CREAT | O_EXCL | O_NOCTTY | O_NONBLOCK, permitted_mode(mode), file);
+    } else if (err == 0) {
+        if (dotl & kDotlExcl) return EEXIST;
+        struct stat st{};
+        if (int e = stat_fd(path.get(), st)) return e;
+        if (S_ISDIR(st.st_mode)) return EISDIR;
+        err = reopen(path.get(), flags, file);  // a regular file; EOPNOTSUPP or ELOOP otherwise
+    }
+    if (err != 0) return err;
     Qid qid;
-    vmm::UniqueFd path;
-    if (int err = created(*dir, name, gid, qid, &path)) return err;
+    if (made) {
+        // Given to the guest user when we are root (an existing file keeps its owner).
+        if (int e = created(*dir, name, gid, qid, &path)) return e;
+    } else {
+        struct stat st{};
+        if (int e = stat_fd(path.get(), st)) return e;
+        qid = qid_of(st);
+    }
     // 9P: the directory fid now stands for the new, open file.
     dir->path = std::move(path);
     dir->open = std::move(file);
-    dir->open_flags = flags & ~(O_CREAT | O_EXCL | O_TRUNC);
+    dir->open_flags = flags & ~O_TRUNC;
     dir->rel = rel;
     dir->qid = qid;
     out.qid(qid);
@@ -474,8 +547,8 @@ int Server::write(Decoder& in, Encoder& out) {
     const std::uint32_t count = in.u32();
     const std::span<const std::uint8_t> data = in.bytes(count);
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     const bool capped = options_.read_only;  // only the writable file is open for writing then
     if (capped && !is_writable_file(*f)) return EROFS;
     if (!f->open || (f->open_flags & O_ACCMODE) == O_RDONLY) return EBADF;
@@ -502,6 +575,7 @@ int Server::clunk(Decoder& in, Encoder& /*out*/, bool remove) {
     if (remove) {
         // Tremove clunks the fid even when the removal fails (9P remove(5)).
         if (options_.read_only) err = EROFS;
+        else if (it->second.sealed) err = EACCES;
         else {
             vmm::UniqueFd dir;
             std::string name;
@@ -510,7 +584,7 @@ int Server::clunk(Decoder& in, Encoder& /*out*/, bool remove) {
                 err = errno;
         }
     }
-    fids_.erase(it);
+    erase_fid(fid);
     return err;
 }
 
@@ -518,7 +592,7 @@ int Server::getattr(Decoder& in, Encoder& out) {
     const std::uint32_t fid = in.u32();
     in.u64();  // request_mask: the basic set is always returned
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
+    Fid* f = find(fid);  // sealed fids too: their attributes are what the guest may see of them
     if (!f || f->xattr) return EBADF;
     struct stat st{};
     if (int err = stat_fd(f->path.get(), st)) return err;
@@ -546,19 +620,21 @@ int Server::setattr(Decoder& in, Encoder& /*out*/) {
     const std::uint64_t size = in.u64(), atime_sec = in.u64(), atime_nsec = in.u64(), mtime_sec = in.u64(),
                         mtime_nsec = in.u64();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     if (options_.read_only) return EROFS;
     // P9_ATTR_* (include/net/9p/9p.h).
     constexpr std::uint32_t kMode = 1, kUid = 2, kGid = 4, kSize = 8, kAtime = 16, kMtime = 32, kAtimeSet = 128,
                             kMtimeSet = 256;
     const int fd = f->path.get();
     if (valid & kMode) {
+        // A guest may not make a host file set-user-ID or set-group-ID (ServerOptions).
+        if (permitted_mode(mode) != (mode & 07777)) return EPERM;
         if (::syscall(kSysFchmodat2, fd, "", mode & 07777, AT_EMPTY_PATH) != 0) {
             if (errno != ENOSYS) return errno;
             if (f->qid.type == kQidSymlink) return EOPNOTSUPP;
             vmm::UniqueFd file;
-            if (int err = reopen(*f, O_RDONLY, file)) return err;
+            if (int err = reopen(fd, O_RDONLY, file)) return err;
             if (::fchmod(file.get(), mode & 07777) != 0) return errno;
         }
     }
@@ -573,7 +649,7 @@ int Server::setattr(Decoder& in, Encoder& /*out*/) {
         int target = -1;
         vmm::UniqueFd file;
         if (f->open && (f->open_flags & O_ACCMODE) != O_RDONLY) target = f->open.get();
-        else if (int err = reopen(*f, O_WRONLY, file)) return err;
+        else if (int err = reopen(fd, O_WRONLY, file)) return err;
         else target = file.get();
         if (::ftruncate(target, static_cast<off_t>(size)) != 0) return errno;
     }
@@ -597,8 +673,8 @@ int Server::readdir(Decoder& in, Encoder& out) {
     const std::uint64_t offset = in.u64();
     const std::uint32_t count = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     if (!f->open || !(f->open_flags & O_DIRECTORY)) return EBADF;
     if (offset > static_cast<std::uint64_t>(INT64_MAX)) return EINVAL;
     if (::lseek(f->open.get(), static_cast<off_t>(offset), SEEK_SET) < 0) return errno;
@@ -642,11 +718,11 @@ int Server::mkdir(Decoder& in, Encoder& out) {
     const std::string_view name = in.str();
     const std::uint32_t mode = in.u32(), gid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(fid);
-    if (!dir || dir->xattr) return EBADF;
+    Fid* dir = nullptr;
+    if (int err = usable(fid, dir)) return err;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
-    if (::mkdirat(dir->path.get(), std::string(name).c_str(), mode & 07777) != 0) return errno;
+    if (::mkdirat(dir->path.get(), std::string(name).c_str(), permitted_mode(mode)) != 0) return errno;
     Qid qid;
     if (int err = created(*dir, name, gid, qid)) return err;
     out.qid(qid);
@@ -658,8 +734,8 @@ int Server::symlink(Decoder& in, Encoder& out) {
     const std::string_view name = in.str(), target = in.str();
     const std::uint32_t gid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(fid);
-    if (!dir || dir->xattr) return EBADF;
+    Fid* dir = nullptr;
+    if (int err = usable(fid, dir)) return err;
     // The target is only data: the server never follows it.
     if (!valid_name(name) || target.empty() || target.find('\0') != std::string_view::npos) return EINVAL;
     if (options_.read_only) return EROFS;
@@ -675,15 +751,15 @@ int Server::mknod(Decoder& in, Encoder& out) {
     const std::string_view name = in.str();
     const std::uint32_t mode = in.u32(), major = in.u32(), minor = in.u32(), gid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(fid);
-    if (!dir || dir->xattr) return EBADF;
+    Fid* dir = nullptr;
+    if (int err = usable(fid, dir)) return err;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     // No device nodes on the host for the guest (they would reach host devices); FIFOs, sockets
     // and regular files are harmless.
     const std::uint32_t kind = mode & S_IFMT;
     if (kind != S_IFIFO && kind != S_IFSOCK && kind != S_IFREG) return EPERM;
-    if (::mknodat(dir->path.get(), std::string(name).c_str(), kind | (mode & 07777), makedev(major, minor)) != 0)
+    if (::mknodat(dir->path.get(), std::string(name).c_str(), kind | permitted_mode(mode), makedev(major, minor)) != 0)
         return errno;
     Qid qid;
     if (int err = created(*dir, name, gid, qid)) return err;
@@ -694,8 +770,8 @@ int Server::mknod(Decoder& in, Encoder& out) {
 int Server::readlink(Decoder& in, Encoder& out) {
     const std::uint32_t fid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     char target[PATH_MAX];
     const ssize_t n = ::readlinkat(f->path.get(), "", target, sizeof target);
     if (n < 0) return errno == ENOENT ? EINVAL : errno;
@@ -707,9 +783,9 @@ int Server::rename(Decoder& in, Encoder& /*out*/) {
     const std::uint32_t fid = in.u32(), dfid = in.u32();
     const std::string_view name = in.str();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    Fid* dir = find(dfid);
-    if (!f || !dir || f->xattr || dir->xattr) return EBADF;
+    Fid *f = nullptr, *dir = nullptr;
+    if (int err = usable(fid, f)) return err;
+    if (int err = usable(dfid, dir)) return err;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     vmm::UniqueFd from_dir;
@@ -728,9 +804,9 @@ int Server::renameat(Decoder& in, Encoder& /*out*/) {
     const std::uint32_t new_fid = in.u32();
     const std::string_view new_name = in.str();
     if (!in.ok()) return EPROTO;
-    Fid* old_dir = find(old_fid);
-    Fid* new_dir = find(new_fid);
-    if (!old_dir || !new_dir || old_dir->xattr || new_dir->xattr) return EBADF;
+    Fid *old_dir = nullptr, *new_dir = nullptr;
+    if (int err = usable(old_fid, old_dir)) return err;
+    if (int err = usable(new_fid, new_dir)) return err;
     if (!valid_name(old_name) || !valid_name(new_name)) return EINVAL;
     if (options_.read_only) return EROFS;
     const std::string to = join(new_dir->rel, new_name);
@@ -746,8 +822,8 @@ int Server::unlinkat(Decoder& in, Encoder& /*out*/) {
     const std::string_view name = in.str();
     const std::uint32_t flags = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(fid);
-    if (!dir || dir->xattr) return EBADF;
+    Fid* dir = nullptr;
+    if (int err = usable(fid, dir)) return err;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     // The client passes AT_REMOVEDIR (0x200, the same value everywhere) and nothing else.
@@ -759,9 +835,9 @@ int Server::link(Decoder& in, Encoder& /*out*/) {
     const std::uint32_t dfid = in.u32(), fid = in.u32();
     const std::string_view name = in.str();
     if (!in.ok()) return EPROTO;
-    Fid* dir = find(dfid);
-    Fid* f = find(fid);
-    if (!dir || !f || dir->xattr || f->xattr) return EBADF;
+    Fid *dir = nullptr, *f = nullptr;
+    if (int err = usable(dfid, dir)) return err;
+    if (int err = usable(fid, f)) return err;
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     if (f->qid.type == kQidDir) return EPERM;
@@ -780,8 +856,8 @@ int Server::link(Decoder& in, Encoder& /*out*/) {
 int Server::statfs(Decoder& in, Encoder& out) {
     const std::uint32_t fid = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     struct statfs st{};
     if (::fstatfs(f->path.get(), &st) != 0) return errno;
     std::uint64_t fsid = 0;
@@ -801,8 +877,8 @@ int Server::statfs(Decoder& in, Encoder& out) {
 int Server::fsync(Decoder& in, Encoder& /*out*/) {
     const std::uint32_t fid = in.u32(), datasync = in.u32();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     if (!f->open) return 0;  // nothing written through this fid
     if ((datasync ? ::fdatasync(f->open.get()) : ::fsync(f->open.get())) != 0) return errno;
     return 0;
@@ -812,8 +888,8 @@ int Server::xattrwalk(Decoder& in, Encoder& out) {
     const std::uint32_t fid = in.u32(), newfid = in.u32();
     const std::string_view name = in.str();
     if (!in.ok()) return EPROTO;
-    Fid* f = find(fid);
-    if (!f || f->xattr) return EBADF;
+    Fid* f = nullptr;
+    if (int err = usable(fid, f)) return err;
     if (newfid != fid)
         if (int err = check_new_fid(newfid)) return err;
     if (name.find('\0') != std::string_view::npos || name.size() > XATTR_NAME_MAX) return EINVAL;
@@ -823,15 +899,19 @@ int Server::xattrwalk(Decoder& in, Encoder& out) {
     vmm::UniqueFd file;
     int fd = f->open ? f->open.get() : -1;
     if (fd < 0) {
-        if (int err = reopen(*f, f->qid.type == kQidDir ? O_RDONLY | O_DIRECTORY : O_RDONLY, file)) return err;
+        if (int err = reopen(f->path.get(), f->qid.type == kQidDir ? O_RDONLY | O_DIRECTORY : O_RDONLY, file)) return err;
         fd = file.get();
     }
-    std::vector<std::uint8_t> value(kMaxXattr);
+    // Read into the one reusable buffer; the fid keeps a copy of exactly what was read, and all
+    // the copies together stay within max_xattr_bytes (each fid could otherwise pin 64 KiB).
+    xattr_buffer_.resize(kMaxXattr);
     const std::string n(name);
-    const ssize_t got = name.empty() ? ::flistxattr(fd, reinterpret_cast<char*>(value.data()), value.size())
-                                     : ::fgetxattr(fd, n.c_str(), value.data(), value.size());
+    const ssize_t got = name.empty() ? ::flistxattr(fd, reinterpret_cast<char*>(xattr_buffer_.data()), xattr_buffer_.size())
+                                     : ::fgetxattr(fd, n.c_str(), xattr_buffer_.data(), xattr_buffer_.size());
     if (got < 0) return errno;
-    value.resize(static_cast<std::size_t>(got));
+    const std::size_t size = static_cast<std::size_t>(got);
+    if (xattr_bytes_ > options_.max_xattr_bytes || size > options_.max_xattr_bytes - xattr_bytes_) return ENOMEM;
+    std::vector<std::uint8_t> value(xattr_buffer_.begin(), xattr_buffer_.begin() + got);
     Fid x;
     x.path.reset(::fcntl(f->path.get(), F_DUPFD_CLOEXEC, 0));
     if (!x.path) return errno;
@@ -841,8 +921,7 @@ int Server::xattrwalk(Decoder& in, Encoder& out) {
     x.xattr = true;
     x.xattr_value = std::move(value);
     out.u64(x.xattr_value.size());
-    if (newfid == fid) fids_.erase(fid);
-    fids_.emplace(newfid, std::move(x));
+    insert_fid(newfid, std::move(x));
     return 0;
 }
 
@@ -875,6 +954,14 @@ int Server::lock(Decoder& in, Encoder& out) {
     if (!f || f->xattr || !f->open) return EBADF;
     struct flock fl{};
     if (!to_flock(type, start, length, fl)) return EINVAL;
+    // A read-only share has no effect on the host, locks included (a host process must still be
+    // able to write-lock its files): granted without a host lock. Guest processes still exclude
+    // each other: the client takes the lock in the guest's own lock table before it asks the
+    // server (v9fs_file_do_lock(), fs/9p/vfs_file.c).
+    if (options_.read_only) {
+        out.u8(kLockSuccess);
+        return 0;
+    }
     // Open-file-description locks: one owner per fid, never blocking this thread.
     std::uint8_t status = kLockSuccess;
     if (::fcntl(f->open.get(), F_OFD_SETLK, &fl) != 0)

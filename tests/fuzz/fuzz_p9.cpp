@@ -4,9 +4,13 @@
 // fuzzed reply room. Besides ASan/UBSan findings it traps when the server holds a descriptor of
 // anything outside the export, when the directory beside the export changes, when a reply is
 // larger than the room given or its size field lies, or when the fid bound is exceeded.
+// Bounded resources, checked after every request: the server holds at most kDescriptorsPerFid
+// host descriptors per fid (so at most max_fids x that), its xattr values stay within
+// max_xattr_bytes, and without allow_setid no file in the export ever has a set-ID bit.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -61,8 +65,9 @@ std::string outside_state() {
 }
 
 // Every file descriptor the server holds names a file in the export (or, deleted, one that was);
-// with `none_left`, the server must hold no file descriptor at all.
-void check_fds(bool none_left = false) {
+// with `none_left`, the server must hold no file descriptor at all. Returns how many it holds.
+std::size_t check_fds(bool none_left = false) {
+    std::size_t held = 0;
     for (int fd : open_fds()) {
         if (world->baseline_fds.count(fd)) continue;
         char target[4096];
@@ -76,7 +81,19 @@ void check_fds(bool none_left = false) {
         const bool inside = path == world->exported || path.rfind(world->exported + "/", 0) == 0;
         if (!inside) std::fprintf(stderr, "fuzz_p9: descriptor %d names %s, outside the export\n", fd, path.c_str());
         require(inside);
+        ++held;
     }
+    return held;
+}
+
+// No file the guest made or changed is set-user-ID or set-group-ID (ServerOptions::allow_setid).
+bool no_setid_files() {
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(world->exported, ec), end; !ec && it != end; it.increment(ec)) {
+        struct stat st{};
+        if (::lstat(it->path().c_str(), &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) return false;
+    }
+    return true;
 }
 
 void fresh_export() {
@@ -90,6 +107,9 @@ void fresh_export() {
     fs::create_directory_symlink("../outside", world->exported + "/rel");
     fs::create_directory_symlink("/proc/self/root", world->exported + "/magic");
     fs::create_symlink(world->outside + "/secret", world->exported + "/secretlink");
+    // Something for Txattrwalk to hold (tmpfs has user xattrs since Linux 6.6; else none).
+    const std::string value(3000, 'x');
+    (void)::setxattr((world->exported + "/file").c_str(), "user.x", value.data(), value.size(), 0);
 }
 
 const char* const kNames[] = {"file", "dir", "sub", "inner", "slash", "abs", "rel", "magic", "secretlink", "..", ".",
@@ -207,6 +227,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     devices::p9::ServerOptions options;
     const std::uint8_t mode = in.take<std::uint8_t>();
     options.read_only = mode % 8 == 0;
+    options.allow_setid = mode & 0x10;
+    options.one_file_system = mode & 0x20;
     // Half the read-only exports are shaped like lkvm sandbox's control share: one attach, and
     // only `file` writable, its first kWritableLimit bytes.
     constexpr std::uint64_t kWritableLimit = 16;
@@ -217,6 +239,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         options.max_attaches = 1;
     }
     options.max_fids = kMaxFids;
+    options.max_xattr_bytes = 8192;  // two or three values of user.x
     options.max_msize = 16384 + in.take<std::uint16_t>();
     {
         auto server = devices::p9::Server::open(world->exported, options);
@@ -253,9 +276,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 require(header->size <= server->msize() || header->type == static_cast<std::uint8_t>(Type::Rlerror));
             }
             require(server->fid_count() <= kMaxFids);
-            check_fds();
+            require(check_fds() <= kMaxFids * devices::p9::kDescriptorsPerFid);
+            require(server->xattr_bytes() <= options.max_xattr_bytes);
         }
     }
+    require(options.allow_setid || no_setid_files());
     check_fds(true);  // the server closed every descriptor it opened
     require(outside_state() == world->outside_state);
     if (control_share) require(fs::file_size(world->exported + "/file") <= kWritableLimit);

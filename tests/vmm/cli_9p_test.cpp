@@ -43,6 +43,21 @@ TEST_CASE("--9p takes DIR, an optional TAG (default: the base name) and ,ro; rep
     CHECK(!shares[2].read_only);
 }
 
+// Set-user-ID files only when asked for: a guest's set-user-ID file in a host directory is a way
+// for any host user who can reach it to run the guest's code as its owner.
+TEST_CASE("--9p DIR,TAG,suid lets the guest keep set-ID bits; without it they are refused") {
+    auto command = parse({"--9p", "/tmp/x,t,suid", "--9p", "/tmp/y,u,ro", "--9p", "/tmp/z,suid"});
+    auto* run = std::get_if<vmm::cli::Run>(&command);
+    REQUIRE(run);
+    const auto& shares = run->config.shares;
+    REQUIRE(shares.size() == 3);
+    CHECK(shares[0].allow_setid);
+    CHECK(!shares[1].allow_setid);
+    CHECK(shares[2].allow_setid);
+    CHECK(shares[2].tag == "z");
+    CHECK(!shares[0].one_file_system);  // the sandbox's host root only
+}
+
 TEST_CASE("--9p usage errors are one line naming the flag") {
     for (auto spec : {",tag", "/tmp,a,b", "/"}) {
         CAPTURE(spec);

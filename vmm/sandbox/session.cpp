@@ -90,7 +90,8 @@ VmConfig guest_config(const Request& request, const std::string& workdir, const 
     config.serial_to_stderr = true;
     config.no_reboot = true;  // a guest that resets (a panic: panic=-1) ends lkvm
     config.interactive = false;  // CMD's stdin is /dev/null; Ctrl-C stops lkvm (130)
-    config.shares.push_back({"/", std::string(kRootTag), true});
+    // Never another file system: not the host's /proc, /sys, /dev, /run (the guest mounts its own).
+    config.shares.push_back({.dir = "/", .tag = std::string(kRootTag), .read_only = true, .one_file_system = true});
     config.shares.push_back({workdir, std::string(kWorkTag), false});
     // The control share: the command to read, and one file to write CMD's status into, no more
     // than a status's bytes; nothing can be created. Attached once, by our init, before CMD runs.

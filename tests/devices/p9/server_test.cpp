@@ -6,6 +6,9 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/inotify.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include "tests/devices/p9/p9_client.hpp"
@@ -546,4 +550,327 @@ TEST_CASE("p9 server: malformed messages get Rlerror and never a crash") {
     CHECK(c.call(Type::Tread, [](Encoder& e) { e.u32(3), e.u64(0), e.u32(100); }, 31) == 0);
     CHECK(c.reply().size() == 31);
     CHECK(c.body().u32() == 20);
+}
+
+namespace {
+std::size_t open_descriptors() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+}
+
+// The status flags of the descriptor this process holds open on `file` (not O_PATH), or -1.
+int open_flags_of(const fs::path& file) {
+    const fs::path want = fs::canonical(file);
+    for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        if (fs::read_symlink(entry.path(), ec) != want || ec) continue;
+        const int fd = std::stoi(entry.path().filename().string());
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (flags >= 0 && (flags & O_PATH) == 0) return flags;
+    }
+    return -1;
+}
+
+std::uint32_t setattr_mode(Client& c, std::uint32_t fid, std::uint32_t mode) {
+    return c.call(Type::Tsetattr, [&](Encoder& e) {
+        e.u32(fid), e.u32(1), e.u32(mode), e.u32(0), e.u32(0), e.u64(0);  // P9_ATTR_MODE
+        for (int i = 0; i < 4; ++i) e.u64(0);
+    });
+}
+
+std::uint32_t lcreate_mode(Client& c, std::uint32_t fid, const std::string& name, std::uint32_t mode) {
+    return c.call(Type::Tlcreate, [&](Encoder& e) { e.u32(fid), e.str(name), e.u32(kRdwr), e.u32(mode), e.u32(0); });
+}
+
+// Tlock (P9_LOCK_TYPE_RDLCK / WRLCK over the whole file); returns the status byte, or 0xff for an
+// Rlerror.
+std::uint8_t lock(Client& c, std::uint32_t fid, std::uint8_t type) {
+    const std::uint32_t err = c.call(Type::Tlock, [&](Encoder& e) {
+        e.u32(fid), e.u8(type), e.u32(0), e.u64(0), e.u64(0), e.u32(1), e.str("guest");
+    });
+    return err ? 0xff : c.body().u8();
+}
+}  // namespace
+
+// Item: a hostile guest exhausting lkvm's descriptors. Each share's fid limit comes from what the
+// process limit leaves after lkvm's reserve (vmm/base/descriptor_limit.hpp), split evenly.
+TEST_CASE("p9 fid_limit: the shares split what the descriptor limit leaves, at most 4096 fids each") {
+    CHECK(devices::p9::fid_limit(1 << 20, 1) == 4096);
+    CHECK(devices::p9::fid_limit(1 << 20, 3) == 4096);
+    CHECK(devices::p9::fid_limit(1024 - 512, 1) == 256);
+    CHECK(devices::p9::fid_limit(1024 - 512, 3) == 85);
+    CHECK(devices::p9::fid_limit(0, 2) == 0);
+    CHECK(devices::p9::fid_limit(1000, 0) == 4096);
+    // Within the budget whatever the split: fids x descriptors per fid x shares.
+    for (std::uint64_t budget : {0ull, 1ull, 511ull, 512ull, 7000ull, 1ull << 40})
+        for (std::size_t shares = 1; shares < 9; ++shares)
+            CHECK(std::uint64_t{devices::p9::fid_limit(budget, shares)} * devices::p9::kDescriptorsPerFid * shares <= budget);
+}
+
+TEST_CASE("p9 server: a guest at its fid limit holds at most two host descriptors per fid") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "x";
+    fs::create_directory(s.exported / "d");
+    devices::p9::ServerOptions options;
+    options.max_fids = 64;
+    auto server = serve(s, options);
+    Client c(*server);
+    const std::size_t before = open_descriptors();
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    // Every kind of fid: open files, open directories, xattr fids, fids after Tlcreate.
+    std::uint32_t fid = 2;
+    for (; fid <= 64; ++fid) {
+        switch (fid % 4) {
+            case 0: REQUIRE(c.walk(kRoot, fid, {"f"}) == 0); REQUIRE(c.lopen(fid, kRdonly) == 0); break;
+            case 1: REQUIRE(c.walk(kRoot, fid, {"d"}) == 0); REQUIRE(c.lopen(fid, kRdonly) == 0); break;
+            case 2: REQUIRE(c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(kRoot), e.u32(fid), e.str(""); }) == 0); break;
+            default: REQUIRE(c.walk(kRoot, fid, {}) == 0); REQUIRE(c.lcreate(fid, "n" + std::to_string(fid)) == 0); break;
+        }
+    }
+    CHECK(server->fid_count() == 64);
+    CHECK(open_descriptors() - before <= 64 * devices::p9::kDescriptorsPerFid);
+    CHECK(c.walk(kRoot, fid, {"f"}) == EMFILE);
+    CHECK(c.attach(fid) == EMFILE);
+    CHECK(open_descriptors() - before <= 64 * devices::p9::kDescriptorsPerFid);
+    REQUIRE(c.version() == 0);
+    CHECK(open_descriptors() == before);
+}
+
+// Item: xattr fids each pinned a 64 KiB buffer, whatever they held.
+TEST_CASE("p9 server: xattr fids hold exactly what was read, and all of them at most max_xattr_bytes") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "x";
+    devices::p9::ServerOptions options;
+    options.max_xattr_bytes = 2500;
+    auto server = serve(s, options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"f"}) == 0);
+    auto xattrwalk = [&](std::uint32_t newfid, const std::string& name) {
+        return c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(2), e.u32(newfid), e.str(name); });
+    };
+    // Empty listings: no memory at all, however many.
+    for (std::uint32_t fid = 10; fid < 110; ++fid) REQUIRE(xattrwalk(fid, "") == 0);
+    CHECK(server->xattr_bytes() == 0);
+    for (std::uint32_t fid = 10; fid < 110; ++fid) REQUIRE(c.clunk(fid) == 0);
+
+    const std::string value(1000, 'v');
+    if (::setxattr((s.exported / "f").c_str(), "user.big", value.data(), value.size(), 0) != 0) {
+        MESSAGE("no user xattrs on this file system; the bound is not exercised");
+        return;
+    }
+    REQUIRE(xattrwalk(3, "user.big") == 0);
+    CHECK(c.body().u64() == 1000);
+    CHECK(server->xattr_bytes() == 1000);
+    REQUIRE(xattrwalk(4, "user.big") == 0);
+    CHECK(server->xattr_bytes() == 2000);
+    CHECK(xattrwalk(5, "user.big") == ENOMEM);  // 3000 > 2500
+    CHECK(c.read(3, 0, 4096) == value);
+    REQUIRE(c.clunk(3) == 0);
+    CHECK(server->xattr_bytes() == 1000);
+    CHECK(xattrwalk(5, "user.big") == 0);
+    // Counted when it replaces its own fid, and dropped by Tversion.
+    REQUIRE(c.clunk(5) == 0);
+    REQUIRE(c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(2), e.u32(2), e.str("user.big"); }) == 0);
+    CHECK(server->xattr_bytes() == 2000);
+    REQUIRE(c.version() == 0);
+    CHECK(server->xattr_bytes() == 0);
+}
+
+// Item: a guest left a set-user-ID root-owned file in a read-write export.
+TEST_CASE("p9 server: set-user-ID and set-group-ID are dropped on create and refused on chmod, unless allow_setid") {
+    Scratch s;
+    auto mode_of = [&](const char* name) { return fs::status(s.exported / name).permissions(); };
+    constexpr auto kSetId = fs::perms::set_uid | fs::perms::set_gid;
+    {
+        auto server = serve(s);
+        Client c(*server);
+        REQUIRE(c.version() == 0);
+        REQUIRE(c.attach(kRoot) == 0);
+        REQUIRE(c.walk(kRoot, 2, {}) == 0);
+        REQUIRE(lcreate_mode(c, 2, "suid", 06755) == 0);
+        CHECK((mode_of("suid") & kSetId) == fs::perms::none);
+        CHECK((mode_of("suid") & fs::perms::owner_exec) != fs::perms::none);  // the rest is kept
+        CHECK(c.call(Type::Tmkdir, [](Encoder& e) { e.u32(kRoot), e.str("sgid"), e.u32(02775), e.u32(0); }) == 0);
+        CHECK((mode_of("sgid") & kSetId) == fs::perms::none);
+        CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("node"), e.u32(S_IFREG | 04755), e.u32(0), e.u32(0), e.u32(0); }) == 0);
+        CHECK((mode_of("node") & kSetId) == fs::perms::none);
+        REQUIRE(c.walk(kRoot, 3, {"node"}) == 0);
+        CHECK(setattr_mode(c, 3, 04755) == EPERM);
+        CHECK(setattr_mode(c, 3, 02755) == EPERM);
+        CHECK((mode_of("node") & kSetId) == fs::perms::none);
+        CHECK(setattr_mode(c, 3, 0700) == 0);
+        CHECK(mode_of("node") == fs::perms::owner_all);
+    }
+    devices::p9::ServerOptions options;
+    options.allow_setid = true;
+    auto server = serve(s, options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"node"}) == 0);
+    CHECK(setattr_mode(c, 2, 04755) == 0);
+    CHECK((mode_of("node") & fs::perms::set_uid) != fs::perms::none);
+}
+
+// Item: a guest's lock through a read-only export kept a host process from write-locking its file.
+TEST_CASE("p9 server: a lock on a read-only share takes no host lock") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "data";
+    devices::p9::ServerOptions options;
+    options.read_only = true;
+    auto server = serve(s, options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"f"}) == 0);
+    REQUIRE(c.lopen(2, kRdonly) == 0);
+    CHECK(lock(c, 2, 0) == 0);  // P9_LOCK_SUCCESS: granted, as far as the guest is concerned
+    const int host = ::open((s.exported / "f").c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(host >= 0);
+    struct flock fl{};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    CHECK(::fcntl(host, F_OFD_SETLK, &fl) == 0);  // the host's writer is not kept out
+    ::close(host);
+    CHECK(lock(c, 2, 2) == 0);  // unlock
+}
+
+// Item: the host root reached /proc, /sys, /dev and every other file system mounted below it.
+TEST_CASE("p9 server: one_file_system seals the host's proc, sys, dev, run and other mount points") {
+    devices::p9::ServerOptions options;
+    options.read_only = true;
+    options.one_file_system = true;
+    auto server = devices::p9::Server::open("/", options);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    std::uint32_t fid = 2;
+    for (const char* dir : {"proc", "sys", "dev", "run"}) {
+        CAPTURE(dir);
+        if (!fs::is_directory(fs::path("/") / dir)) continue;
+        // There and a directory (the guest mounts its own there) ...
+        REQUIRE(c.walk(kRoot, fid, {dir}) == 0);
+        CHECK(c.last_qid().type == devices::p9::kQidDir);
+        CHECK(c.call(Type::Tgetattr, [&](Encoder& e) { e.u32(fid), e.u64(0x7ff); }) == 0);
+        // ... but nothing in it: not listed, not opened, not walked into or through.
+        CHECK(c.lopen(fid, kRdonly) == EACCES);
+        CHECK(c.walk(fid, fid + 1, {"self"}) == EACCES);
+        CHECK(c.walk(kRoot, fid + 1, {dir, "self", "environ"}) == 0xffffffff);
+        CHECK(c.walked() == 1);
+        CHECK(c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(fid), e.u32(fid + 1), e.str(""); }) == EACCES);
+        CHECK(c.call(Type::Tstatfs, [&](Encoder& e) { e.u32(fid); }) == EACCES);
+        // `..` leads back to the root, which is not sealed.
+        REQUIRE(c.walk(fid, fid + 1, {".."}) == 0);
+        CHECK(c.lopen(fid + 1, kRdonly) == 0);
+        fid += 2;
+    }
+    // Any other mount point below / (from mountinfo): sealed too, by RESOLVE_NO_XDEV. A walk to
+    // it ends there (a mount point above it is sealed: the walk stops short) or at it, unopenable.
+    std::ifstream mountinfo("/proc/self/mountinfo");
+    std::string line;
+    std::size_t checked = 0;
+    while (std::getline(mountinfo, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, point;
+        fields >> id >> parent >> devno >> root >> point;
+        std::error_code ec;
+        if (point == "/" || point.find('\\') != std::string::npos || !fs::is_directory(point, ec)) continue;
+        std::vector<std::string> names;
+        for (const auto& part : fs::path(point).relative_path()) names.push_back(part.string());
+        if (names.empty() || names.size() > 16) continue;
+        CAPTURE(point);
+        const std::uint32_t err = c.call(Type::Twalk, [&](Encoder& e) {
+            e.u32(kRoot), e.u32(fid), e.u16(static_cast<std::uint16_t>(names.size()));
+            for (const std::string& n : names) e.str(n);
+        });
+        if (err != 0) continue;  // the first name already refused: nothing reached
+        const std::uint16_t walked = c.body().u16();
+        if (walked == names.size()) {
+            CHECK(c.lopen(fid, kRdonly) == EACCES);
+            c.clunk(fid);
+        }
+        ++checked;
+    }
+    MESSAGE("mount points below / checked as sealed: " << checked);
+}
+
+// Item: a regular file whose reads wait (/proc/kmsg, a tracefs pipe) held the serving thread (the
+// event loop) for good. Every file the server opens for the guest stays O_NONBLOCK, on every
+// share, so such a read answers EAGAIN; disk file systems ignore the flag for regular files.
+TEST_CASE("p9 server: files and directories opened for the guest stay non-blocking") {
+    Scratch s;
+    std::ofstream(s.exported / "f") << "data";
+    fs::create_directory(s.exported / "d");
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    REQUIRE(c.walk(kRoot, 2, {"f"}) == 0);
+    REQUIRE(c.lopen(2, kRdonly) == 0);
+    CHECK((open_flags_of(s.exported / "f") & O_NONBLOCK) != 0);
+    CHECK(c.read(2, 0, 10) == "data");  // a disk file reads as before
+    REQUIRE(c.walk(kRoot, 3, {"d"}) == 0);
+    REQUIRE(c.lopen(3, kRdonly) == 0);
+    CHECK((open_flags_of(s.exported / "d") & O_NONBLOCK) != 0);
+    REQUIRE(c.walk(kRoot, 4, {}) == 0);
+    REQUIRE(c.lcreate(4, "new") == 0);
+    CHECK((open_flags_of(s.exported / "new") & O_NONBLOCK) != 0);
+    CHECK(c.write(4, 0, "written") == 0);
+    CHECK(slurp(s.exported / "new") == "written");
+}
+
+// Item: Tlcreate opened an existing device node (inotify saw the open) before it checked that it
+// was a regular file. The type is now looked at on an O_PATH descriptor first; inotify's IN_OPEN
+// (and IN_ACCESS / IN_MODIFY) would tell any open.
+TEST_CASE("p9 server: Tlcreate of an existing device node or FIFO opens nothing; of a regular file, opens it") {
+    Scratch s;
+    const bool root_made_node = ::mknod((s.exported / "null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0;
+    if (!root_made_node) MESSAGE("cannot make a device node here; checked with a FIFO only");
+    REQUIRE(::mkfifo((s.exported / "fifo").c_str(), 0666) == 0);
+    std::ofstream(s.exported / "file") << "old contents";
+    const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    REQUIRE(watch >= 0);
+    REQUIRE(::inotify_add_watch(watch, s.exported.c_str(), IN_OPEN | IN_ACCESS | IN_MODIFY) >= 0);
+    auto opened = [&] {
+        std::vector<std::string> names;
+        alignas(inotify_event) char buffer[4096];
+        for (;;) {
+            const ssize_t n = ::read(watch, buffer, sizeof buffer);
+            if (n <= 0) return names;
+            for (ssize_t at = 0; at < n;) {
+                const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+                if (event->len) names.emplace_back(event->name);
+                at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+            }
+        }
+    };
+    auto server = serve(s);
+    Client c(*server);
+    REQUIRE(c.version() == 0);
+    REQUIRE(c.attach(kRoot) == 0);
+    std::uint32_t fid = 2;
+    for (const char* name : {"null", "fifo"}) {
+        if (std::string(name) == "null" && !root_made_node) continue;
+        CAPTURE(name);
+        for (std::uint32_t flags : {kRdonly, kWronly, kRdwr, kRdwr | kTrunc}) {
+            REQUIRE(c.walk(kRoot, fid, {}) == 0);
+            CHECK(c.lcreate(fid, name, flags) == EOPNOTSUPP);
+            ++fid;
+        }
+        CHECK(opened().empty());
+    }
+    // An existing regular file is opened (and truncated when asked), as open(O_CREAT) does.
+    REQUIRE(c.walk(kRoot, fid, {}) == 0);
+    REQUIRE(c.lcreate(fid, "file", kRdwr | kTrunc) == 0);
+    CHECK(slurp(s.exported / "file").empty());
+    CHECK(!opened().empty());
+    REQUIRE(c.walk(kRoot, fid + 1, {}) == 0);
+    CHECK(c.call(Type::Tlcreate, [&](Encoder& e) { e.u32(fid + 1), e.str("file"), e.u32(kRdwr | 0200), e.u32(0644), e.u32(0); }) == EEXIST);
+    REQUIRE(c.walk(kRoot, fid + 2, {}) == 0);
+    CHECK(c.lcreate(fid + 2, "d", kRdonly) == 0);  // a new name is created
+    ::close(watch);
 }

@@ -56,6 +56,7 @@ TEST_CASE("guest_config: our init and consoles, the three shares after the user'
     REQUIRE(share(c, vmm::sandbox::kRootTag));
     CHECK(share(c, vmm::sandbox::kRootTag)->dir == "/");
     CHECK(share(c, vmm::sandbox::kRootTag)->read_only);
+    CHECK(share(c, vmm::sandbox::kRootTag)->one_file_system);  // never the host's /proc, /sys, /dev, /run
     REQUIRE(share(c, vmm::sandbox::kWorkTag));
     CHECK(share(c, vmm::sandbox::kWorkTag)->dir == "/home/w");
     CHECK(!share(c, vmm::sandbox::kWorkTag)->read_only);
