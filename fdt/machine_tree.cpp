@@ -83,6 +83,12 @@ std::vector<std::uint8_t> build_machine_tree(const MachineDescription& m) {
                                Interrupt::ppi(layout::kTimerHypPpi, Trigger::LevelHigh)});
         w.property_empty("always-on");
     }
+    if (m.pmu_ppi) {
+        // The same PPI on every CPU: one node, no interrupt-affinity.
+        auto pmu = w.node("pmu");
+        w.property_string("compatible", "arm,armv8-pmuv3");
+        context.interrupts(w, {Interrupt::ppi(*m.pmu_ppi, Trigger::LevelHigh)});
+    }
 
     std::vector<const Contributor*> devices = m.devices;
     std::stable_sort(devices.begin(), devices.end(),

@@ -1,6 +1,7 @@
 // The machine-wide part of lkvm's device tree (root, chosen, aliases, memory, cpus, psci, timer)
 // followed by every device's own node. Bindings: Linux Documentation/devicetree/bindings
-// (arm/cpus.yaml, arm/psci.yaml, timer/arm,arch_timer.yaml) and booting.rst for /chosen.
+// (arm/cpus.yaml, arm/psci.yaml, timer/arm,arch_timer.yaml, perf/arm,pmu.yaml) and booting.rst
+// for /chosen.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,7 @@ struct MachineDescription {
     std::string stdout_path;              // full node path, e.g. "/serial@1000000"; empty: none
     std::vector<std::uint8_t> rng_seed;   // /chosen/rng-seed (seeds the guest's CRNG); may be empty
     std::vector<const Contributor*> devices;
+    std::optional<std::uint32_t> pmu_ppi = std::nullopt;  // the vCPUs' PMUv3 and its overflow PPI; none: no PMU
 };
 
 // The finished blob. Throws std::runtime_error / std::logic_error on an impossible tree.

@@ -65,6 +65,11 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
+    run.add_flag("--pmu", c.cpu.pmu, "give the vCPUs a PMUv3 (perf counters; needs the host's KVM_CAP_ARM_PMU_V3)");
+    run.add_option("--sve-max-vl", c.cpu.sve_max_vl,
+                   "longest SVE vector length of the vCPUs, in bits (default: the host's longest)")
+        ->type_name("BITS")
+        ->check(whole_number());
     run.add_option("--vfio-pci", c.vfio_pci,
                    "assign host PCI function BDF (bound to vfio-pci) to the guest; repeatable")
         ->type_name("BDF")

@@ -155,6 +155,7 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
     check_shares(c, errors);
     check_memory(c, limits, errors);
     check_cpus(c, limits, errors);
+    for (std::string& e : check_cpu_request(c.cpu, limits.cpu)) errors.push_back(std::move(e));
     check_name(c, errors);
     if (kernel_params(c).size() >= kMaxKernelParams)
         errors.push_back("-p/--params: the kernel command line is " + std::to_string(kernel_params(c).size()) +

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vmm/cpu_features.hpp"
 #include "vmm/net_config.hpp"
 #include "vmm/kvm/system.hpp"
 #include "vmm/viommu_config.hpp"
@@ -40,6 +41,7 @@ struct VmConfig {
     std::string initrd;                 // empty: none
     std::optional<std::string> params;  // kernel command line; unset: default_params()
     unsigned cpus = 1;
+    CpuRequest cpu;                     // --pmu, --sve-max-vl (vmm/cpu_features.hpp)
     std::uint64_t mem_mib = 256;
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
     std::vector<ShareConfig> shares;    // virtio-9p, in command-line order (after the disks)

@@ -71,12 +71,19 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     log_debug("RAM: %" PRIu64 " MiB at 0x%" PRIx64 ", %u-bit IPA", ram.range.size() >> 20, ram.range.base().value,
               layout::ipa_bits_for(ram.range.size(), !config_.vfio_pci.empty()));
 
-    // 2. vCPUs: vCPU 0 boots the kernel, the others wait for PSCI CPU_ON.
+    // 2. vCPUs: vCPU 0 boots the kernel, the others wait for PSCI CPU_ON. Pointer authentication
+    //    and SVE when KVM has them, the PMU with --pmu (vmm/cpu_features.hpp).
+    const CpuCaps caps = kvm.limits().cpu;
+    cpu_features_ = select_cpu_features(caps, config_.cpu);
+    log_debug("%s", describe(cpu_features_, caps, config_.cpu).c_str());
     vcpus_.reserve(config_.cpus);
-    for (unsigned i = 0; i < config_.cpus; ++i) vcpus_.push_back(vm_.create_vcpu(i));
+    for (unsigned i = 0; i < config_.cpus; ++i) vcpus_.push_back(vm_.create_vcpu(i, cpu_features_));
 
-    // 3. GICv3 + ITS (after the vCPUs: its initialization sizes the redistributors).
+    // 3. GICv3 + ITS (after the vCPUs: its initialization sizes the redistributors), then the
+    //    PMU, whose initialization needs the initialized vGIC (Documentation/virt/kvm/devices/vcpu.rst).
     gic_.emplace(vm_, config_.cpus);
+    if (cpu_features_.pmu)
+        for (kvm::Vcpu& vcpu : vcpus_) vcpu.init_pmu(kPmuPpi);
 
     // 4. The UART: boot console (earlycon) and ttyS0.
     bus_.add(layout::kUart, uart_, "uart");
@@ -172,7 +179,9 @@ std::vector<std::uint8_t> Machine::build_device_tree(std::optional<GuestRange> i
                               .initrd = initrd,
                               .stdout_path = "",
                               .rng_seed = random_seed(),
-                              .devices = {}};
+                              .devices = {},
+                              .pmu_ppi = std::nullopt};
+    if (cpu_features_.pmu) m.pmu_ppi = kPmuPpi;
     for (const kvm::Vcpu& vcpu : vcpus_) m.cpu_mpidrs.push_back(vcpu.mpidr());
     // earlycon with no arguments and the kernel's default console both follow stdout-path.
     char path[32];

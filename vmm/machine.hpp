@@ -97,6 +97,7 @@ private:
     std::vector<std::uint8_t> build_device_tree(std::optional<GuestRange> initrd) const;
 
     const VmConfig config_;
+    CpuFeatures cpu_features_;  // what the vCPUs were given (the DT describes the PMU)
     GuestMemory memory_;
     kvm::Vm vm_;
     std::vector<kvm::Vcpu> vcpus_;

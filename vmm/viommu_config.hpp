@@ -12,7 +12,8 @@
 //     page_size=4K|64K|MASK       page_size_mask (virtio 1.2 5.13.4). 4K: granule 4 KiB and every
 //                                 larger power of two (Linux then maps big contiguous buffers in
 //                                 one MAP); 64K likewise from 64 KiB; MASK a number (0x...), whose
-//                                 lowest set bit is the granule. Default 4K.
+//                                 lowest set bit is the granule. Default 4K. The granule must not
+//                                 exceed the guest's page size (Linux refuses it), so at most 64K.
 //     bypass=0|1                  boot value of config.bypass (5.13.4, CONFORMANCE.md D13): whether
 //                                 endpoints DMA untranslated until the driver attaches them.
 //                                 Default 1 (QEMU's boot-bypass default): guests without the driver

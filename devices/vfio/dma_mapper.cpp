@@ -173,7 +173,11 @@ bool DmaMapper::fits(Space& space, std::uint64_t entries, std::uint64_t bytes, c
 
 void DmaMapper::warn_if_near_budget(Space& space) {
     // Once per container: at 90 % of a budget, say what runs out and how to raise it, before
-    // the guest's MAPs start failing (which guests since Linux 6.8 do not notice).
+    // the guest's MAPs start failing (which guests since Linux 6.8 do not notice). Not a larger
+    // granule: Linux refuses one above its page size (drivers/iommu/virtio-iommu.c), and the
+    // default mask already lets it map a contiguous buffer in one MAP. The host reads
+    // dma_entry_limit when a container is opened (drivers/vfio/vfio_iommu_type1.c), so a new
+    // value takes effect when lkvm starts again.
     if (space.near_limit_warned) return;
     const bool entries_near = space.entries * 10 >= space.entry_limit * 9;
     const bool memlock_near = memlock_budget_ && pinned_ * 10 >= *memlock_budget_ * 9;
@@ -181,8 +185,10 @@ void DmaMapper::warn_if_near_budget(Space& space) {
     space.near_limit_warned = true;
     vmm::log_warn("vfio: %s: DMA budget nearly used: %" PRIu64 " of %" PRIu64
                   " host entries (vfio_iommu_type1.dma_entry_limit), %s pinned of %s (RLIMIT_MEMLOCK); MAPs beyond "
-                  "are refused. Raise the module parameter dma_entry_limit, raise ulimit -l, or use --viommu "
-                  "page_size=2M so that the guest maps in 2M granules",
+                  "are refused. Before the next start of lkvm raise the module parameter dma_entry_limit "
+                  "(/sys/module/vfio_iommu_type1/parameters/dma_entry_limit) or ulimit -l; or, if the guest needs "
+                  "no DMA isolation for this device, leave it out of the vIOMMU (--viommu virtio) or boot the guest "
+                  "with iommu.passthrough=1 (guest RAM mapped once, in a few entries, and pinned whole)",
                   space.counters.name.c_str(), space.entries, space.entry_limit, kib(pinned_).c_str(),
                   memlock_budget_ ? kib(*memlock_budget_).c_str() : "unlimited");
 }

@@ -131,6 +131,24 @@ TEST_CASE("Device nodes appear in address order whatever order they were given i
                                               "intc@8000000"});
 }
 
+TEST_CASE("With a PMU the tree has a pmu node on its PPI; without one, none") {
+    Tree t;
+    CHECK(t.node("/pmu") < 0);
+    fdt::MachineDescription m{*layout::ram(64 << 20), {0}, "", std::nullopt, "", {}, {}};
+    m.pmu_ppi = 7;
+    auto blob = fdt::build_machine_tree(m);
+    int pmu = fdt_path_offset(blob.data(), "/pmu");
+    REQUIRE(pmu >= 0);
+    CHECK(std::string(static_cast<const char*>(fdt_getprop(blob.data(), pmu, "compatible", nullptr))) == "arm,armv8-pmuv3");
+    int len = 0;
+    const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(blob.data(), pmu, "interrupts", &len));
+    REQUIRE(len == 12);
+    // GIC_PPI, PPI 7 (INTID 23), IRQ_TYPE_LEVEL_HIGH (perf/arm,pmu.yaml; interrupt-controller/arm,gic-v3.yaml).
+    CHECK(fdt32_to_cpu(cells[0]) == 1);
+    CHECK(fdt32_to_cpu(cells[1]) == 7);
+    CHECK(fdt32_to_cpu(cells[2]) == 4);
+}
+
 TEST_CASE("A virtio-mmio node behind the vIOMMU names it in iommus") {
     devices::VirtioMmioNode blk{layout::virtio_mmio_slot(0), layout::virtio_mmio_spi(0)};
     devices::VirtioMmioNode viommu{layout::virtio_mmio_slot(1), layout::virtio_mmio_spi(1)};

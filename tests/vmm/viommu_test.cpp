@@ -105,6 +105,14 @@ TEST_CASE("check_viommu rejects masks and ranges Linux cannot use") {
     CHECK(vmm::check_viommu(c).size() == 1);
     c = parsed("page_size=0x100000");  // 1 MiB granule
     CHECK(vmm::check_viommu(c).size() == 1);
+    // 2M: Linux's virtio-iommu driver refuses a granule above its page size; the line says so and
+    // names what works.
+    c = parsed("page_size=2M");
+    REQUIRE(vmm::check_viommu(c).size() == 1);
+    CHECK(vmm::check_viommu(c)[0] ==
+          "--viommu page_size=0xffffffffffe00000: granule 2 MiB is larger than any arm64 page, and Linux refuses a "
+          "granule above its page size; use page_size=4K (the default: the guest still maps a large contiguous "
+          "buffer in one MAP) or 64K");
     c = parsed("input_range=0x2000-0x1000");
     CHECK(vmm::check_viommu(c).size() == 1);
     c = parsed("input_range=0x800-0xffffffff");  // start inside a 4 KiB page

@@ -44,6 +44,11 @@ HostLimits System::limits() const {
     if (limits.max_vcpus == 0) limits.max_vcpus = static_cast<unsigned>(check_extension(KVM_CAP_NR_VCPUS));
     int ipa = check_extension(KVM_CAP_ARM_VM_IPA_SIZE);
     limits.ipa_bits = ipa > 0 ? static_cast<unsigned>(ipa) : kDefaultIpaBits;
+    limits.cpu.probed = true;
+    limits.cpu.ptrauth_address = check_extension(KVM_CAP_ARM_PTRAUTH_ADDRESS) > 0;
+    limits.cpu.ptrauth_generic = check_extension(KVM_CAP_ARM_PTRAUTH_GENERIC) > 0;
+    limits.cpu.sve = check_extension(KVM_CAP_ARM_SVE) > 0;
+    limits.cpu.pmu_v3 = check_extension(KVM_CAP_ARM_PMU_V3) > 0;
     return limits;
 }
 

@@ -2,15 +2,18 @@
 // Documentation/virt/kvm/api.rst 4.1-4.3 (KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION).
 #pragma once
 
+#include "vmm/cpu_features.hpp"
 #include "vmm/kvm/vm.hpp"
 #include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 
-// What the host's KVM allows (KVM_CAP_MAX_VCPUS, KVM_CAP_ARM_VM_IPA_SIZE), for vmm::validate.
+// What the host's KVM allows (KVM_CAP_MAX_VCPUS, KVM_CAP_ARM_VM_IPA_SIZE) and offers the vCPUs,
+// for vmm::validate.
 struct HostLimits {
     unsigned max_vcpus = 0;
     unsigned ipa_bits = 0;
+    CpuCaps cpu{};
 };
 
 class System {
@@ -19,7 +22,8 @@ public:
     static System open();
 
     int check_extension(long capability) const;
-    // KVM_CAP_MAX_VCPUS and KVM_CAP_ARM_VM_IPA_SIZE (40 when the cap is absent: the fixed size).
+    // KVM_CAP_MAX_VCPUS, KVM_CAP_ARM_VM_IPA_SIZE (40 when the cap is absent: the fixed size) and
+    // the vCPU feature capabilities.
     HostLimits limits() const;
     // A VM whose stage-2 covers `ipa_bits` of guest-physical address space.
     Vm create_vm(unsigned ipa_bits) const;

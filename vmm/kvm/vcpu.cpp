@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "vmm/base/error.hpp"
 #include "vmm/base/log.hpp"
@@ -44,6 +46,46 @@ void Vcpu::set_x(unsigned n, std::uint64_t value) {
 }
 
 std::uint64_t Vcpu::mpidr() const { return get_reg(kMpidrEl1); }
+
+void Vcpu::finalize_sve(std::uint32_t max_vl) {
+    static_assert(sizeof(SveVls) == KVM_ARM64_SVE_VLS_WORDS * sizeof(std::uint64_t));
+    const std::string who = "vCPU " + std::to_string(index_);
+    SveVls vls{};
+    kvm_one_reg reg{KVM_REG_ARM64_SVE_VLS, reinterpret_cast<std::uint64_t>(vls.data())};
+    if (::ioctl(fd_.get(), KVM_GET_ONE_REG, &reg) != 0) throw_errno("reading the SVE vector lengths of " + who);
+    const std::vector<std::uint32_t> lengths = sve_lengths(vls);
+    if (max_vl != 0) {
+        std::optional<SveVls> limited = limit_sve_lengths(vls, max_vl);
+        if (!limited) {
+            std::string offered;
+            for (std::uint32_t vl : lengths) offered += (offered.empty() ? "" : ", ") + std::to_string(vl);
+            throw SetupError("--sve-max-vl " + std::to_string(max_vl) + ": this host's SVE vector lengths are " +
+                             offered + " bits; pick one of them");
+        }
+        vls = *limited;
+        // Written before finalization: KVM fixes the lengths then (KVM_REG_ARM64_SVE_VLS).
+        if (::ioctl(fd_.get(), KVM_SET_ONE_REG, &reg) != 0) throw_errno("limiting the SVE vector lengths of " + who);
+    }
+    if (index_ == 0 && !lengths.empty())
+        log_debug("SVE: the host offers %u to %u-bit vectors; the guest's longest is %u bits", lengths.front(),
+                  lengths.back(), max_vl != 0 ? max_vl : lengths.back());
+    int feature = KVM_ARM_VCPU_SVE;
+    if (::ioctl(fd_.get(), KVM_ARM_VCPU_FINALIZE, &feature) != 0) throw_errno("KVM_ARM_VCPU_FINALIZE (SVE) of " + who);
+}
+
+void Vcpu::init_pmu(std::uint32_t ppi) {
+    const std::string who = "vCPU " + std::to_string(index_);
+    // KVM takes the interrupt as an INTID; every vCPU gets the same PPI.
+    int intid = static_cast<int>(16 + ppi);
+    kvm_device_attr attr{};
+    attr.group = KVM_ARM_VCPU_PMU_V3_CTRL;
+    attr.attr = KVM_ARM_VCPU_PMU_V3_IRQ;
+    attr.addr = reinterpret_cast<std::uint64_t>(&intid);
+    if (::ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr) != 0) throw_errno("setting the PMU interrupt of " + who);
+    attr.attr = KVM_ARM_VCPU_PMU_V3_INIT;
+    attr.addr = 0;
+    if (::ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr) != 0) throw_errno("initializing the PMU of " + who);
+}
 
 void Vcpu::request_exit() {
     // kvm_run is shared with the kernel and written here by another thread than the vCPU's.

@@ -11,6 +11,7 @@
 #include "vmm/base/address.hpp"
 #include "vmm/base/mapping.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/cpu_features.hpp"
 
 namespace vmm::kvm {
 
@@ -50,6 +51,13 @@ public:
     void set_x(unsigned n, std::uint64_t value);
     // MPIDR_EL1, the CPU's affinity as the guest (and the DT's cpu reg) sees it.
     std::uint64_t mpidr() const;
+
+    // After KVM_ARM_VCPU_INIT with SVE: caps the vector lengths at `max_vl` bits (0: KVM's
+    // default, the host's longest) and finalizes SVE (KVM_ARM_VCPU_FINALIZE), which KVM_RUN
+    // needs. Throws SetupError naming the lengths the host has when it lacks `max_vl`.
+    void finalize_sve(std::uint32_t max_vl);
+    // The PMUv3's overflow interrupt `ppi`, then its initialization; after the vGIC is initialized.
+    void init_pmu(std::uint32_t ppi);
 
     VcpuExit run();
     // Makes the current or next KVM_RUN return Interrupted (kvm_run.immediate_exit); pair with

@@ -27,7 +27,7 @@ void Vm::add_memory(std::uint32_t slot, GuestRange guest, void* host) {
         throw_errno("KVM_SET_USER_MEMORY_REGION for " + std::to_string(guest.size() >> 20) + " MiB of guest RAM");
 }
 
-Vcpu Vm::create_vcpu(unsigned index) {
+Vcpu Vm::create_vcpu(unsigned index, const CpuFeatures& features) {
     UniqueFd fd(::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index)));
     if (!fd) throw_errno("KVM_CREATE_VCPU " + std::to_string(index));
     void* run = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
@@ -38,8 +38,14 @@ Vcpu Vm::create_vcpu(unsigned index) {
     if (::ioctl(fd_.get(), KVM_ARM_PREFERRED_TARGET, &init) != 0) throw_errno("KVM_ARM_PREFERRED_TARGET");
     init.features[0] |= 1u << KVM_ARM_VCPU_PSCI_0_2;
     if (index != 0) init.features[0] |= 1u << KVM_ARM_VCPU_POWER_OFF;
+    // KVM takes address and generic authentication only together.
+    if (features.ptrauth) init.features[0] |= 1u << KVM_ARM_VCPU_PTRAUTH_ADDRESS | 1u << KVM_ARM_VCPU_PTRAUTH_GENERIC;
+    if (features.sve) init.features[0] |= 1u << KVM_ARM_VCPU_SVE;
+    if (features.pmu) init.features[0] |= 1u << KVM_ARM_VCPU_PMU_V3;
     if (::ioctl(fd.get(), KVM_ARM_VCPU_INIT, &init) != 0) throw_errno("KVM_ARM_VCPU_INIT for vCPU " + std::to_string(index));
-    return Vcpu(std::move(fd), std::move(run_mapping), index);
+    Vcpu vcpu(std::move(fd), std::move(run_mapping), index);
+    if (features.sve) vcpu.finalize_sve(features.sve_max_vl);
+    return vcpu;
 }
 
 UniqueFd Vm::create_device(std::uint32_t type, const std::string& what) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "vmm/base/address.hpp"
+#include "vmm/cpu_features.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -24,9 +25,10 @@ public:
     // Backs [guest, guest + size) with host memory at `host` (KVM_SET_USER_MEMORY_REGION).
     void add_memory(std::uint32_t slot, GuestRange guest, void* host);
 
-    // vCPU `index` with PSCI 0.2+; all but vCPU 0 start powered off (the guest starts them with
-    // PSCI CPU_ON).
-    Vcpu create_vcpu(unsigned index);
+    // vCPU `index` with PSCI 0.2+ and `features` (vmm/cpu_features.hpp), SVE finalized; all but
+    // vCPU 0 start powered off (the guest starts them with PSCI CPU_ON). The PMU still needs
+    // Vcpu::init_pmu once the vGIC is initialized.
+    Vcpu create_vcpu(unsigned index, const CpuFeatures& features);
 
     // An in-kernel device (KVM_CREATE_DEVICE); `what` names it in errors.
     UniqueFd create_device(std::uint32_t type, const std::string& what);

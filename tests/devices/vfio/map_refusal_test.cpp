@@ -2,8 +2,11 @@
 // since Linux 6.8 never read a MAP's status), rate-limited, and counted; the status itself stays
 // S_NOMEM.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "devices/vfio/dma_mapper.hpp"
@@ -11,6 +14,7 @@
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/mock_vfio_kernel.hpp"
+#include "vmm/base/log.hpp"
 
 namespace {
 
@@ -50,7 +54,46 @@ struct VfioBehindViommu {
     }
 };
 
+// What `body` writes to stderr (lkvm's log, at least its warnings: tests/main.cpp silences them).
+template <typename Body>
+std::string stderr_of(Body body) {
+    const vmm::LogLevel before = vmm::log_enabled(vmm::LogLevel::Debug) ? vmm::LogLevel::Debug : vmm::LogLevel::Error;
+    vmm::set_log_level(vmm::LogLevel::Warn);
+    std::fflush(stderr);
+    std::FILE* capture = std::tmpfile();
+    REQUIRE(capture != nullptr);
+    const int saved = ::dup(STDERR_FILENO);
+    ::dup2(::fileno(capture), STDERR_FILENO);
+    body();
+    std::fflush(stderr);
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    vmm::set_log_level(before);
+    std::string text;
+    std::rewind(capture);
+    for (int c; (c = std::fgetc(capture)) != EOF;) text.push_back(static_cast<char>(c));
+    std::fclose(capture);
+    return text;
+}
+
 }  // namespace
+
+TEST_CASE("Near the VFIO budget lkvm warns once with advice that works, not a granule Linux refuses") {
+    VfioBehindViommu v(10);
+    REQUIRE(v.h->start());
+    REQUIRE(v.h->attach(kEndpoint, 1) == S(Status::Ok));
+    const std::string log = stderr_of([&] {
+        for (std::uint64_t page = 0; page < 10; ++page) CHECK(v.map_page(page) == S(Status::Ok));
+    });
+    CAPTURE(log);
+    CHECK(log.find("DMA budget nearly used: 9 of 10 host entries") != std::string::npos);
+    CHECK(log.find("DMA budget nearly used", log.find("DMA budget nearly used") + 1) == std::string::npos);  // once
+    for (const char* advice : {"Before the next start of lkvm raise the module parameter dma_entry_limit",
+                               "/sys/module/vfio_iommu_type1/parameters/dma_entry_limit", "or ulimit -l",
+                               "leave it out of the vIOMMU (--viommu virtio)", "iommu.passthrough=1"})
+        CHECK_MESSAGE(log.find(advice) != std::string::npos, advice);
+    CHECK(log.find("page_size") == std::string::npos);
+}
 
 TEST_CASE("A MAP refused for the VFIO budget answers S_NOMEM and posts a MAPPING fault for the endpoint and IOVA") {
     VfioBehindViommu v(4);
