@@ -24,14 +24,15 @@ struct DiskConfig {
 // --9p DIR[,TAG][,ro]: a host directory exported to the guest over virtio-9p.
 struct ShareConfig {
     std::string dir;
-    std::string tag;  // the guest's mount source; default: the directory's base name
+    std::string tag;  // the guest's mount source; default: kDefaultShareTag
     bool read_only = false;
 };
 
 struct VmConfig {
     std::string kernel;
     std::string initrd;                 // empty: none
-    std::optional<std::string> params;  // kernel command line; unset: default_params()
+    std::optional<std::string> params;  // -p: appended to the default command line (kernel_params())
+    bool nodefaults = false;            // --nodefaults: the command line is -p alone
     unsigned cpus = 1;
     std::uint64_t mem_mib = 256;
     std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
@@ -46,6 +47,9 @@ struct VmConfig {
     std::string dump_dtb;               // non-empty: write the DTB there and exit
     bool debug = false;
     bool no_reboot = false;
+    // `lkvm run` on a terminal: Ctrl-C goes to the guest and Ctrl-A x ends lkvm
+    // (vmm/base/console_keys.hpp). Off for `lkvm sandbox`, where Ctrl-C stops lkvm.
+    bool console_keys = false;
 };
 
 // Every problem with `config`, each one line naming the flag and how to fix it; empty when the
@@ -57,8 +61,20 @@ std::vector<std::string> validate(const VmConfig& config, const kvm::HostLimits&
 // may only be echoes of it (limits validate() could not read without KVM). Else every config error.
 std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors);
 
-// The kernel command line the guest gets: -p as given, else a console on the chosen device.
+// The kernel command line the guest gets, built as kvmtool builds it: a console on the chosen
+// device; the root: `root=/dev/root` and the 9p words for a --rootfs share, else
+// `root=/dev/vda rw` when there is a disk and -p names no root= itself; then -p appended.
+// With --nodefaults: -p alone.
 std::string kernel_params(const VmConfig& config);
+
+// The line `lkvm run` prints at start, as kvmtool does, so that a guest that hangs early is
+// never silent about what it booted: "# lkvm run -k IMAGE -m MIB -c N --name NAME: CMDLINE".
+std::string start_line(const VmConfig& config);
+
+// One warning line when the guest's RAM is more than the host has available (MemAvailable of
+// /proc/meminfo, in MiB; 0: unknown), else empty. The guest may still run (RAM is only touched
+// as the guest uses it), but the host will swap or kill it once it does.
+std::string memory_warning(std::uint64_t guest_mib, std::uint64_t host_available_mib);
 
 // The kernel's command line limit on arm64 (COMMAND_LINE_SIZE, including the NUL).
 inline constexpr std::size_t kMaxKernelParams = 2048;
@@ -66,6 +82,10 @@ inline constexpr std::size_t kMaxKernelParams = 2048;
 // The tag of a share the guest boots from (kvmtool's convention): it adds root=/dev/root ... to
 // the default kernel command line.
 inline constexpr std::string_view kRootShareTag = "/dev/root";
+
+// The tag of a --9p DIR given without one: kvmtool's (the guest mounts it with
+// `mount -t 9p -o trans=virtio kvm_9p /mnt`).
+inline constexpr std::string_view kDefaultShareTag = "kvm_9p";
 
 // Longest --9p tag (virtio::P9::kMaxTagLength: the config's tag, a mount source in the guest).
 inline constexpr std::size_t kMaxShareTag = 255;

@@ -28,6 +28,7 @@
 #include "vmm/kvm/vcpu_loop.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/base/console_keys.hpp"
 #include "vmm/base/terminal.hpp"
 
 namespace vmm {
@@ -277,7 +278,7 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
     return parts;
 }
 
-RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
+RunResult Machine::run(const SignalFd& signals, const ControlSocket* control, bool console_keys) {
     kvm::install_kick_handler();
     EventLoop loop;
     std::mutex result_lock;
@@ -298,11 +299,29 @@ RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
     });
     // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input). A
     // terminal lkvm does not own (started in the background) is left alone.
+    ConsoleKeys keys;
+    std::vector<std::uint8_t> to_guest;
     auto read_stdin = [&] {
         std::uint8_t buffer[256];
         ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
-        if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
-        else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+        if (n <= 0) {
+            if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+            return;
+        }
+        const std::span<const std::uint8_t> input(buffer, static_cast<std::size_t>(n));
+        if (!console_keys) {
+            deliver_input(input);
+            return;
+        }
+        to_guest.clear();
+        const ConsoleKeys::Action action = keys.feed(input, to_guest);
+        if (!to_guest.empty()) deliver_input(to_guest);
+        if (action == ConsoleKeys::Action::Help) {
+            const std::string_view help = ConsoleKeys::help_text();
+            [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, help.data(), help.size());
+        } else if (action == ConsoleKeys::Action::Quit) {
+            finish({RunResult::Reason::Shutdown, "Ctrl-A x"});
+        }
     };
     if (Terminal::may_use(STDIN_FILENO)) loop.try_add(STDIN_FILENO, "stdin", read_stdin);
     // NICs: frames from the backend move into the guest on this thread, under the transport lock;

@@ -58,8 +58,9 @@ public:
 
     // Boots the guest and returns when it powers off, resets or crashes, or a signal arrives.
     // With `control`, serves lkvm stop/stat/debug on it while running (`lkvm stop` ends the run
-    // as Shutdown, "lkvm stop").
-    RunResult run(const SignalFd& signals, const ControlSocket* control = nullptr);
+    // as Shutdown, "lkvm stop"). With `console_keys` (stdin is lkvm's raw terminal), console
+    // input passes vmm/base/console_keys.hpp first: Ctrl-A x ends the run as Shutdown, "Ctrl-A x".
+    RunResult run(const SignalFd& signals, const ControlSocket* control = nullptr, bool console_keys = false);
 
 private:
     // One virtio-mmio slot. Members in dependency order: the doorbells go first on destruction,

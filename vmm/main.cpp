@@ -22,7 +22,8 @@
 
 namespace {
 
-// Exit statuses: 0 guest powered off (or rebooted with --no-reboot), 1 setup or VMM failure,
+// Exit statuses: 0 guest powered off (or rebooted with --no-reboot, `lkvm stop`, Ctrl-A x at the
+// console), 1 setup or VMM failure,
 // 2 usage error, 3 guest crash, 128 + N killed by signal N (after an orderly teardown).
 // `lkvm sandbox` exits with CMD's status instead (vmm/sandbox/protocol.hpp).
 constexpr int kExitOk = 0;
@@ -37,7 +38,19 @@ void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
     if (!out) throw vmm::SetupError("--dump-dtb: cannot write '" + path + "'");
 }
 
-int run_vm(vmm::VmConfig config) {
+// MemAvailable of /proc/meminfo in MiB; 0 when unknown.
+std::uint64_t host_available_mib() {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    std::uint64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit)
+        if (key == "MemAvailable:") return kib / 1024;
+    return 0;
+}
+
+// `announce` (lkvm run): the start line, and a warning when the RAM is more than the host has.
+int run_vm(vmm::VmConfig config, bool announce) {
     using vmm::RunResult;
     // Opening /dev/kvm first gives the host's limits to validate(); without KVM only the KVM
     // problem is reported (vmm::startup_errors).
@@ -54,11 +67,21 @@ int run_vm(vmm::VmConfig config) {
     if (!kvm) return kExitFailure;
     if (!errors.empty()) return kExitUsage;
     if (config.name.empty()) config.name = "guest-" + std::to_string(::getpid());
+    if (announce && config.dump_dtb.empty()) {
+        std::fprintf(stderr, "%s\n", vmm::start_line(config).c_str());
+        if (std::string warning = vmm::memory_warning(config.mem_mib, host_available_mib()); !warning.empty())
+            std::fprintf(stderr, "lkvm: warning: %s\n", warning.c_str());
+        for (const vmm::DiskConfig& disk : config.disks)
+            vmm::log_debug("disk: %s%s", disk.path.c_str(), disk.read_only ? " (read-only)" : "");
+        for (const vmm::ShareConfig& share : config.shares)
+            vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(), share.read_only ? " (read-only)" : "");
+    }
 
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is
     // restored before the signal mask on the way out.
     vmm::SignalFd signals;
-    vmm::Terminal terminal(STDIN_FILENO);
+    vmm::Terminal terminal(STDIN_FILENO,
+                           config.console_keys ? vmm::Terminal::Keys::ToGuest : vmm::Terminal::Keys::CtrlCStops);
     // The control socket (lkvm list/stop/stat/debug) is claimed before anything is built, so a
     // name a live VM holds fails fast, and kept across guest reboots under the same name. After
     // the SignalFd: SIGINT/SIGTERM now end in an orderly return, which unlinks it.
@@ -74,7 +97,7 @@ int run_vm(vmm::VmConfig config) {
                 return kExitOk;
             }
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
-            result = machine.run(signals, control ? &*control : nullptr);
+            result = machine.run(signals, control ? &*control : nullptr, config.console_keys && terminal.is_raw());
         }  // the Machine is gone: threads joined, fds closed, RAM unmapped
         switch (result.reason) {
             case RunResult::Reason::Shutdown:
@@ -97,9 +120,9 @@ int run_vm(vmm::VmConfig config) {
 }
 
 // run_vm with its setup errors and any other exception reported: the exit statuses of run_vm.
-int run_vm_reporting(vmm::VmConfig config) {
+int run_vm_reporting(vmm::VmConfig config, bool announce) {
     try {
-        return run_vm(std::move(config));
+        return run_vm(std::move(config), announce);
     } catch (const vmm::SetupError& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
         return kExitFailure;
@@ -116,7 +139,7 @@ int run_sandbox(const vmm::sandbox::Request& request) {
     vmm::set_log_level(request.config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
     try {
         vmm::sandbox::Session session(request);
-        const int vm_exit = run_vm_reporting(session.config());
+        const int vm_exit = run_vm_reporting(session.config(), false);
         const std::optional<int> reported = session.reported_status();
         if (!reported && vm_exit == kExitOk)
             std::fprintf(stderr, "lkvm: sandbox: the guest ended without reporting the command's status; exit status %d\n",
@@ -153,5 +176,5 @@ int main(int argc, char** argv) {
     if (auto* sandbox = std::get_if<vmm::sandbox::Request>(&command)) return run_sandbox(*sandbox);
     vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
     vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
-    return run_vm_reporting(std::move(config));
+    return run_vm_reporting(std::move(config), true);
 }

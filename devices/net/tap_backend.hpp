@@ -2,7 +2,8 @@
 // an existing tap (or, with CAP_NET_ADMIN, one lkvm creates, brings up and gives host_ip/24); no
 // tapif as root: a new "lkvmtap%d". With IFF_VNET_HDR the virtio-net header passes through
 // unchanged (TUNSETVNETHDRSZ 12), so the guest gets checksum and TSO offloads in both directions
-// where the tap accepts TUNSETOFFLOAD.
+// where the tap accepts TUNSETOFFLOAD. fd=N takes a tap another process opened and passed down
+// (with the vnet header if it was opened with IFF_VNET_HDR).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,9 @@ public:
     const std::string& ifname() const { return ifname_; }
 
 private:
+    // fd=N: a tap the caller opened (and configured); lkvm uses a duplicate of it.
+    void adopt(int fd);
+
     vmm::UniqueFd fd_;
     std::string ifname_;
     bool vnet_header_ = false;
