@@ -7,14 +7,24 @@
 
 #include "vmm/base/unique_fd.hpp"
 
-TEST_CASE("Terminal makes a tty raw but keeps Ctrl-C and output processing, and restores it") {
-    vmm::UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY));
-    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) {
-        MESSAGE("no pseudo-terminals here; skipped");
-        return;
+namespace {
+
+// A pseudo-terminal pair; `tty` is invalid (and a message says the test is skipped) without ptys.
+struct Pty {
+    vmm::UniqueFd master{::posix_openpt(O_RDWR | O_NOCTTY)};
+    vmm::UniqueFd tty;
+    Pty() {
+        if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) MESSAGE("no pseudo-terminals here; skipped");
+        else tty.reset(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY));
     }
-    vmm::UniqueFd tty(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY));
-    REQUIRE(tty);
+};
+
+}  // namespace
+
+TEST_CASE("Terminal makes a tty raw but keeps Ctrl-C and output processing, and restores it") {
+    Pty pty;
+    if (!pty.tty) return;
+    vmm::UniqueFd& tty = pty.tty;
     termios before{};
     REQUIRE(::tcgetattr(tty.get(), &before) == 0);
     REQUIRE((before.c_lflag & ICANON) != 0);
@@ -39,13 +49,10 @@ TEST_CASE("Terminal makes a tty raw but keeps Ctrl-C and output processing, and 
 }
 
 TEST_CASE("Terminal with Keys::ToGuest turns ISIG off: Ctrl-C is a byte for the guest") {
-    vmm::UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY));
-    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) {
-        MESSAGE("no pseudo-terminals here; skipped");
-        return;
-    }
-    vmm::UniqueFd tty(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY));
-    REQUIRE(tty);
+    Pty pty;
+    if (!pty.tty) return;
+    vmm::UniqueFd& tty = pty.tty;
+    vmm::UniqueFd& master = pty.master;
     termios before{};
     REQUIRE(::tcgetattr(tty.get(), &before) == 0);
     {
