@@ -4,8 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -28,13 +29,23 @@ std::set<std::string> flags_in(const std::string& help) {
     std::set<std::string> flags;
     std::istringstream lines(help);
     std::string line;
-    const std::regex flag(R"((^|[ ,])(--?[A-Za-z0-9][A-Za-z0-9-]*))");
+    auto flag_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; };
     while (std::getline(lines, line)) {
         const std::size_t first = line.find_first_not_of(' ');
         if (first == std::string::npos || line[first] != '-') continue;
-        // The option column only (CLI11 puts the description after a run of spaces).
+        // The option column only (CLI11 puts the description after a run of spaces); its words,
+        // split at ' ' and ',', that start with '-' and a letter or digit are the flags.
         const std::string column = line.substr(first, line.find("  ", first) - first);
-        for (std::sregex_iterator it(column.begin(), column.end(), flag), end; it != end; ++it) flags.insert((*it)[2]);
+        for (std::size_t at = 0; at < column.size();) {
+            const std::size_t end = std::min(column.find_first_of(" ,", at), column.size());
+            std::string word = column.substr(at, end - at);
+            at = end + 1;
+            const std::size_t dashes = word.starts_with("--") ? 2 : word.starts_with("-") ? 1 : 0;
+            if (dashes == 0 || word.size() == dashes || !std::isalnum(static_cast<unsigned char>(word[dashes]))) continue;
+            std::size_t length = dashes;
+            while (length < word.size() && flag_char(word[length])) ++length;
+            flags.insert(word.substr(0, length));
+        }
     }
     return flags;
 }
@@ -55,7 +66,7 @@ TEST_CASE("vmm/lkvm.1 names every flag of every command's --help") {
     std::size_t checked = 0;
     for (auto command : std::vector<std::vector<const char*>>{{"run"}, {"sandbox"}, {"stop"}, {"stat"}, {"debug"}, {"list"}, {}}) {
         for (const std::string& flag : flags_in(help_of(command))) {
-            INFO("lkvm " << (command.empty() ? "" : command[0]) << " " << flag);
+            INFO("lkvm " << std::string(command.empty() ? "" : command[0]) << " " << flag);
             CHECK(man.find(roff(flag)) != std::string::npos);
             ++checked;
         }
