@@ -8,7 +8,9 @@
 #                   ASan+UBSan unit tests, fuzz corpora replayed, every benchmark built
 #   make unit       native unit tests only (no KVM, no root)
 #   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make lkvm       the arm64 VMM binary: $(BUILD)/arm64/lkvm
+#   make lkvm       the arm64 VMM binary: $(BUILD)/arm64/lkvm (build only)
+#   make install    lkvm, its man page and bash completion under PREFIX (default /usr/local), DESTDIR=
+#   make uninstall  removes what make install put there
 #   make fuzz       libFuzzer targets, each run for FUZZ_SECONDS (clang)
 #   make demo       boot the demo guest (directly on arm64 KVM; in the nested rig on x86)
 #   make bench      benchmarks against peers measured in the same run
@@ -84,7 +86,7 @@ UNIT       := $(BUILD)/native/unit-tests
 UNIT_ASAN  := $(BUILD)/asan/unit-tests
 LKVM       := $(BUILD)/arm64/lkvm
 
-.PHONY: all unit asan lkvm test check fuzz fuzz-build bench bench-build demo clean setup format
+.PHONY: all unit asan lkvm test check fuzz fuzz-build bench bench-build demo clean setup format install uninstall
 all: unit lkvm
 
 $(BUILD)/native/obj/%.o: %.cpp
@@ -106,6 +108,17 @@ $(UNIT): $(call objs,native,$(TEST_SRCS)) $(NATIVE_LIB)
 	$(NATIVE_CXX) $(NATIVE_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 $(UNIT_ASAN): $(call objs,asan,$(TEST_SRCS)) $(ASAN_LIB)
 	$(NATIVE_CXX) $(ASAN_FLAGS) -o $@ $^ $(NATIVE_LIBS)
+
+# `lkvm --version` names the commit it was built from. Only vmm/cli.cpp sees it, and a stamp file
+# that changes only when the description does rebuilds just that object.
+GIT_COMMIT := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+VERSION_STAMP := $(BUILD)/git-commit.stamp
+$(VERSION_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(GIT_COMMIT)' | cmp -s - $@ || echo '$(GIT_COMMIT)' >$@
+FORCE:
+$(foreach flavour,native asan arm64 fuzz,$(BUILD)/$(flavour)/obj/vmm/cli.o): $(VERSION_STAMP)
+$(foreach flavour,native asan arm64 fuzz,$(BUILD)/$(flavour)/obj/vmm/cli.o): CPPFLAGS += -DLKVM_GIT_COMMIT='"$(GIT_COMMIT)"'
 
 $(LKVM): $(call objs,arm64,$(SRCS_lkvm) vmm/main.cpp) $(ARM64_LIBFDT) $(ARM64_SLIRP)
 	$(ARM64_CXX) $(ARM64_FLAGS) -o $@ $(filter %.o,$^) $(ARM64_LDFLAGS) $(or $(ARM64_LIBFDT),-lfdt) $(ARM64_SLIRP_LIBS)
@@ -158,6 +171,19 @@ check:
 	BUILD=$(BUILD) JOBS=$(JOBS) tests/run-all.sh check
 demo: setup
 	BUILD=$(BUILD) JOBS=$(JOBS) guest-images/demo.sh
+
+# ---- install ---------------------------------------------------------------------------------------
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+COMPDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+install: $(LKVM)
+	install -D -m 0755 $(LKVM) $(BINDIR)/lkvm
+	install -D -m 0644 vmm/lkvm.1 $(MANDIR)/lkvm.1
+	install -D -m 0644 vmm/lkvm.bash-completion $(COMPDIR)/lkvm
+uninstall:
+	rm -f $(BINDIR)/lkvm $(MANDIR)/lkvm.1 $(COMPDIR)/lkvm
 
 format:
 	tests/check-format.sh --fix

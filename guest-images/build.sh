@@ -86,9 +86,12 @@ pick_kernel_pkg() {
 download() {  # download PKG [apt options...] : fetch PKG:arm64 into the cache unless present
   local pkg=$1; shift
   [ -n "$(cached_deb "$pkg")" ] && return 0
-  say "downloading $pkg:arm64"
+  local size t0=$SECONDS
+  size=$(apt-cache show "$pkg:arm64" 2>/dev/null | sed -n 's/^Size: //p' | sort -n | tail -n 1)
+  say "downloading $pkg:arm64${size:+ ($((size / 1048576)) MiB)}"
   (cd "$CACHE/debs" && apt-get download -q "${APT_DL_OPTS[@]}" "$@" "$pkg:arm64" >/dev/null) ||
     die "apt-get download $pkg:arm64 failed (apt-get update needed? network?)"
+  say "  done in $((SECONDS - t0))s"
 }
 
 KPKG=${KPKG:-$(pick_kernel_pkg)}
@@ -107,7 +110,10 @@ if [ "$WITH_QEMU" = 1 ] && ! ls "$QROOT"/archives/qemu-system-arm_*.deb >/dev/nu
   apt-get -q -y -d --no-install-recommends -t "$SUITE" "${APT_DL_OPTS[@]}" \
     -o Dir::State::status="$QROOT/status" -o Dir::Cache::archives="$QROOT/archives" \
     -o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1 \
-    install qemu-system-arm >"$QROOT/download.log" 2>&1 ||
+    install qemu-system-arm 2>&1 | tee "$QROOT/download.log" |
+    # Progress: how much in all, then one line per package as it arrives (N/TOTAL name size).
+    awk '/newly installed/ { total = $3 } /^Need to get/ { print "build:   " $0; fflush() }
+         /^Get:/ { n++; printf "build:   %d/%s %s %s %s\n", n, total, $5, $(NF - 1), $NF; fflush() }' ||
     { tail -n 20 "$QROOT/download.log" >&2; die "could not download the arm64 QEMU closure"; }
 fi
 

@@ -23,9 +23,12 @@ show() {
          { print; fflush() }'
 }
 
+# Progress on a cold cache: what is being built or fetched, how large, how far (build.sh's lines).
+echo "demo: building lkvm ($BUILD/arm64/lkvm; the first build also fetches and builds arm64 libfdt and libslirp)"
 make -C "$REPO" -s -j"$JOBS" BUILD="$BUILD" lkvm
 LKVM=$REPO/$BUILD/arm64/lkvm
-"$RIG/build.sh" >/dev/null
+echo "demo: the guest images (cached in ${XDG_CACHE_HOME:-$HOME/.cache}/lkvm-rig after the first run)"
+"$RIG/build.sh" | sed -u -n 's/^build: /demo: /p'
 
 if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ] && [ -n "${DEMO_VFIO_PCI:-}" ]; then
   B=$DEMO_VFIO_PCI

@@ -7,7 +7,8 @@
 # NVMe disk (for VFIO) and a 9p share (guest-images/share/, tag "rig", mounted at /mnt in L1).
 # Before the boot the share receives:
 #   test.sh        the TEST_SCRIPT (run by L1's init as PID 1's child, cwd /tmp)
-#   rig/, bench/   copies of tests/rig/ and tests/bench/ (lib.sh: . /mnt/rig/lib.sh)
+#   rig/, bench/   copies of tests/rig/ and tests/bench/ (lib.sh: . /mnt/rig/lib.sh); the C
+#                  helpers tests/rig/tools/*.c built for arm64 next to their source
 #   bin/lkvm       the VMM under test, copied from $LKVM_BIN if that exists (default:
 #                  build/arm64/lkvm in the repository); removed from the share otherwise
 #   results/       kept; L1 scripts may leave files there
@@ -55,6 +56,13 @@ cp "$TEST" "$SHARE/test.sh.tmp" && mv "$SHARE/test.sh.tmp" "$SHARE/test.sh"
 for d in rig bench; do
   rm -rf "$SHARE/$d"
   [ -d "$REPO/tests/$d" ] && cp -r "$REPO/tests/$d" "$SHARE/$d"
+done
+# Helper programs of the rig scripts (tests/rig/tools/*.c, e.g. pty-run), built static for L1,
+# which has busybox and no compiler.
+ARM64_CC=${ARM64_CC:-$( [ "$(uname -m)" = aarch64 ] && echo gcc || echo aarch64-linux-gnu-gcc )}
+for c in "$SHARE"/rig/tools/*.c; do
+  [ -e "$c" ] || continue
+  "$ARM64_CC" -static -O2 -Wall -o "${c%.c}" "$c" || die "cannot build $c for L1 with $ARM64_CC"
 done
 LKVM_BIN=${LKVM_BIN:-build/arm64/lkvm}
 case $LKVM_BIN in /*) ;; *) LKVM_BIN=$REPO/$LKVM_BIN ;; esac

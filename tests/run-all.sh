@@ -112,6 +112,7 @@ single "bench-build" make -s -j"$JOBS" BUILD="$BUILD" bench-build
 if [ "$MODE" = test ]; then
     stage "arm64 lkvm"
     single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm
+    single "install_test" env BUILD="$BUILD" tests/install_test.sh
 
     stage "rig tests (nested arm64 KVM under QEMU TCG)"
     if [ -x guest-images/rig-test.sh ]; then

@@ -1,5 +1,5 @@
 // The command line: `lkvm run ...` (kvmtool's flags), `lkvm sandbox ... -- CMD`, `lkvm version`,
-// `lkvm --help`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
+// `lkvm --help`, `lkvm help [COMMAND]`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
 // that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
 #pragma once
 
@@ -13,6 +13,12 @@
 namespace vmm::cli {
 
 inline constexpr const char* kVersion = "0.1.0";
+// The commit lkvm was built from (`git describe --always --dirty`, which the Makefile passes to
+// vmm/cli.cpp alone as LKVM_GIT_COMMIT), or "unknown".
+const char* git_commit();
+
+// "lkvm VERSION (git COMMIT)\n": `lkvm --version` and `lkvm version`.
+std::string version_text();
 
 // Print `out` to stdout and `err` to stderr, then exit with `code` (0: help/version; 2: usage;
 // 125: usage of `lkvm sandbox`, whose statuses below 125 are CMD's).

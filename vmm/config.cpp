@@ -50,6 +50,13 @@ void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
         }
         if (!seen.insert(d.path).second)
             errors.push_back("-d/--disk " + quoted(d.path) + " is given twice; attach each disk image once");
+        // kvmtool boots a directory given to -d over 9p; lkvm names that explicitly.
+        struct stat st{};
+        if (::stat(d.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+            errors.push_back("-d/--disk " + quoted(d.path) + " is a directory, not a disk image; boot from it with --rootfs " +
+                             d.path + " or share it with --9p " + d.path);
+            continue;
+        }
         int fd = ::open(d.path.c_str(), (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (fd >= 0) {
             ::close(fd);
@@ -89,7 +96,7 @@ void check_shares(const VmConfig& c, std::vector<std::string>& errors) {
 void check_memory(const VmConfig& c, const kvm::HostLimits& limits, std::vector<std::string>& errors) {
     const std::uint64_t max_layout_mib = layout::kMaxRamSize >> 20;
     if (c.mem_mib == 0) {
-        errors.push_back("-m/--mem 0: the guest needs RAM; give its size in MiB, e.g. -m 256");
+        errors.push_back("-m/--mem 0: the guest needs RAM; give its size, e.g. -m 256 (MiB) or -m 1G");
         return;
     }
     auto bytes = checked_mul(c.mem_mib, layout::kMiB);
@@ -135,11 +142,29 @@ void check_name(const VmConfig& c, std::vector<std::string>& errors) {
 }  // namespace
 
 std::string kernel_params(const VmConfig& config) {
-    if (config.params) return *config.params;
+    const std::string user = config.params.value_or("");
+    if (config.nodefaults) return user;
     std::string params = config.console == ConsoleKind::Virtio ? "console=hvc0 earlycon" : "console=ttyS0 earlycon";
-    if (std::any_of(config.shares.begin(), config.shares.end(), [](const ShareConfig& s) { return s.tag == kRootShareTag; }))
-        params += " root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw";
+    const bool root_share = std::any_of(config.shares.begin(), config.shares.end(),
+                                        [](const ShareConfig& s) { return s.tag == kRootShareTag; });
+    // "root=" anywhere in -p (also "nfsroot=") means the user chose the root: add none.
+    if (root_share) params += " root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw";
+    else if (!config.disks.empty() && user.find("root=") == std::string::npos) params += " root=/dev/vda rw";
+    if (!user.empty()) params += " " + user;
     return params;
+}
+
+std::string start_line(const VmConfig& config) {
+    std::string line = "# lkvm run -k " + config.kernel;
+    if (!config.initrd.empty()) line += " -i " + config.initrd;
+    line += " -m " + std::to_string(config.mem_mib) + " -c " + std::to_string(config.cpus) + " --name " + config.name;
+    return line + ": kernel command line \"" + kernel_params(config) + "\"";
+}
+
+std::string memory_warning(std::uint64_t guest_mib, std::uint64_t host_available_mib) {
+    if (host_available_mib == 0 || guest_mib <= host_available_mib) return {};
+    return "-m/--mem " + std::to_string(guest_mib) + ": the guest may use more RAM than the host has available (" +
+           std::to_string(host_available_mib) + " MiB); the host will swap, or kill lkvm, if it does";
 }
 
 std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors) {

@@ -25,7 +25,7 @@ struct DiskConfig {
 // --9p DIR[,TAG][,ro][,suid]: a host directory exported to the guest over virtio-9p.
 struct ShareConfig {
     std::string dir;
-    std::string tag;  // the guest's mount source; default: the directory's base name
+    std::string tag;  // the guest's mount source; default: kDefaultShareTag
     bool read_only = false;
     // lkvm sandbox's control share (vmm/sandbox/session.hpp): with read_only, the one file in the
     // directory the guest may still write, and how many bytes of it; attaches granted (0: any).
@@ -39,7 +39,8 @@ struct ShareConfig {
 struct VmConfig {
     std::string kernel;
     std::string initrd;                 // empty: none
-    std::optional<std::string> params;  // kernel command line; unset: default_params()
+    std::optional<std::string> params;  // -p: appended to the default command line (kernel_params())
+    bool nodefaults = false;            // --nodefaults: the command line is -p alone
     unsigned cpus = 1;
     CpuRequest cpu;                     // --pmu, --sve-max-vl (vmm/cpu_features.hpp)
     std::uint64_t mem_mib = 256;
@@ -58,6 +59,9 @@ struct VmConfig {
     // False for lkvm sandbox (its guest's stdin is /dev/null): stdin is not read and the terminal
     // is left as it is, so Ctrl-C stays SIGINT, an orderly stop with status 130.
     bool interactive = true;
+    // `lkvm run` on a terminal: Ctrl-C goes to the guest and Ctrl-A x ends lkvm
+    // (vmm/base/console_keys.hpp). Off for `lkvm sandbox`, where Ctrl-C stops lkvm.
+    bool console_keys = false;
 };
 
 // Every problem with `config`, each one line naming the flag and how to fix it; empty when the
@@ -69,8 +73,20 @@ std::vector<std::string> validate(const VmConfig& config, const kvm::HostLimits&
 // may only be echoes of it (limits validate() could not read without KVM). Else every config error.
 std::vector<std::string> startup_errors(const std::string& kvm_error, std::vector<std::string> config_errors);
 
-// The kernel command line the guest gets: -p as given, else a console on the chosen device.
+// The kernel command line the guest gets, built as kvmtool builds it: a console on the chosen
+// device; the root: `root=/dev/root` and the 9p words for a --rootfs share, else
+// `root=/dev/vda rw` when there is a disk and -p names no root= itself; then -p appended.
+// With --nodefaults: -p alone.
 std::string kernel_params(const VmConfig& config);
+
+// The line `lkvm run` prints at start, as kvmtool does, so that a guest that hangs early is
+// never silent about what it booted: "# lkvm run -k IMAGE -m MIB -c N --name NAME: CMDLINE".
+std::string start_line(const VmConfig& config);
+
+// One warning line when the guest's RAM is more than the host has available (MemAvailable of
+// /proc/meminfo, in MiB; 0: unknown), else empty. The guest may still run (RAM is only touched
+// as the guest uses it), but the host will swap or kill it once it does.
+std::string memory_warning(std::uint64_t guest_mib, std::uint64_t host_available_mib);
 
 // The kernel's command line limit on arm64 (COMMAND_LINE_SIZE, including the NUL).
 inline constexpr std::size_t kMaxKernelParams = 2048;
@@ -78,6 +94,10 @@ inline constexpr std::size_t kMaxKernelParams = 2048;
 // The tag of a share the guest boots from (kvmtool's convention): it adds root=/dev/root ... to
 // the default kernel command line.
 inline constexpr std::string_view kRootShareTag = "/dev/root";
+
+// The tag of a --9p DIR given without one: kvmtool's (the guest mounts it with
+// `mount -t 9p -o trans=virtio kvm_9p /mnt`).
+inline constexpr std::string_view kDefaultShareTag = "kvm_9p";
 
 // Longest --9p tag (virtio::P9::kMaxTagLength: the config's tag, a mount source in the guest).
 inline constexpr std::size_t kMaxShareTag = 255;

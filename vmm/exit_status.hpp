@@ -6,7 +6,7 @@
 
 namespace vmm {
 
-inline constexpr int kExitOk = 0;          // the guest powered off (or rebooted with --no-reboot, or `lkvm stop`)
+inline constexpr int kExitOk = 0;  // the guest powered off (or rebooted with --no-reboot), `lkvm stop`, Ctrl-A x
 inline constexpr int kExitFailure = 1;     // setup or VMM failure
 inline constexpr int kExitUsage = 2;       // usage error
 inline constexpr int kExitGuestCrash = 3;  // the guest crashed
@@ -19,8 +19,8 @@ inline constexpr int kExitNotFound = 127;       // no CMD on the guest's PATH
 
 // The --help paragraphs that state them.
 inline constexpr const char* kRunExitHelp =
-    "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
-    "2 usage error, 3 guest crash, 128+N stopped by signal N.";
+    "Exit status: 0 guest powered off (or rebooted with --no-reboot, `lkvm stop`, Ctrl-A x),\n"
+    "1 setup failure, 2 usage error, 3 guest crash, 128+N stopped by signal N.";
 inline constexpr const char* kSandboxExitHelp =
     "Exit status: CMD's own (0-255); 128+N when CMD was killed by signal N; 127 CMD not\n"
     "found, 126 not executable (as shells); 125 the sandbox failed: a usage error, a setup\n"

@@ -30,6 +30,7 @@
 #include "vmm/kvm/vcpu_loop.hpp"
 #include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/base/console_keys.hpp"
 #include "vmm/base/terminal.hpp"
 
 namespace vmm {
@@ -361,7 +362,7 @@ private:
 }  // namespace
 
 void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::function<void(RunResult)> finish) {
-    loop.add(signals.fd(), "signals", [this, &signals, finish = std::move(finish)] {
+    loop.add(signals.fd(), "signals", [this, &signals, finish] {
         auto signo = signals.read_signal();
         if (!signo) return;
         if (*signo == SIGWINCH) update_console_size();
@@ -369,13 +370,31 @@ void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::fu
     });
     // Console input: stdin may be a terminal, a pipe, or /dev/null (not pollable: no input). A
     // terminal lkvm does not own (started in the background) is left alone, and so is the
-    // sandbox's (not interactive: CMD's stdin is /dev/null).
+    // sandbox's (not interactive: CMD's stdin is /dev/null). With console keys (lkvm run on a
+    // terminal) Ctrl-A x ends lkvm and Ctrl-A h prints the keys (vmm/base/console_keys.hpp).
     if (!config_.interactive || !Terminal::may_use(STDIN_FILENO)) return;
-    loop.try_add(STDIN_FILENO, "stdin", [this, &loop] {
+    loop.try_add(STDIN_FILENO, "stdin",
+                 [this, &loop, console_keys, finish, keys = ConsoleKeys{}, to_guest = std::vector<std::uint8_t>{}]() mutable {
         std::uint8_t buffer[256];
         ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
-        if (n > 0) deliver_input(std::span<const std::uint8_t>(buffer, static_cast<std::size_t>(n)));
-        else if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+        if (n <= 0) {
+            if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+            return;
+        }
+        const std::span<const std::uint8_t> input(buffer, static_cast<std::size_t>(n));
+        if (!console_keys) {
+            deliver_input(input);
+            return;
+        }
+        to_guest.clear();
+        const ConsoleKeys::Action action = keys.feed(input, to_guest);
+        if (!to_guest.empty()) deliver_input(to_guest);
+        if (action == ConsoleKeys::Action::Help) {
+            const std::string_view help = ConsoleKeys::help_text();
+            [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, help.data(), help.size());
+        } else if (action == ConsoleKeys::Action::Quit) {
+            finish({RunResult::Reason::Shutdown, "Ctrl-A x"});
+        }
     });
 }
 
@@ -386,11 +405,11 @@ std::unique_ptr<virtio::DeviceEvents> Machine::serve(EventLoop& loop, VirtioSlot
     return std::make_unique<virtio::DeviceEvents>(loop, *slot.transport, std::move(doorbells));
 }
 
-RunResult Machine::run(const SignalFd& signals, const ControlSocket* control) {
+RunResult Machine::run(const SignalFd& signals, const ControlSocket* control, bool console_keys) {
     kvm::install_kick_handler();
     EventLoop loop;
     RunOutcome outcome(loop);
-    watch_host_input(loop, signals, [&outcome](RunResult result) { outcome.finish(std::move(result)); });
+    watch_host_input(loop, signals, console_keys, [&outcome](RunResult result) { outcome.finish(std::move(result)); });
     // Every virtio device on this thread: queue kicks and its own event sources (a NIC's backend).
     std::vector<std::unique_ptr<virtio::DeviceEvents>> devices;
     for (const auto& slot : virtio_) devices.push_back(serve(loop, *slot));

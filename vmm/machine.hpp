@@ -58,8 +58,9 @@ public:
 
     // Boots the guest and returns when it powers off, resets or crashes, or a signal arrives.
     // With `control`, serves lkvm stop/stat/debug on it while running (`lkvm stop` ends the run
-    // as Shutdown, "lkvm stop").
-    RunResult run(const SignalFd& signals, const ControlSocket* control = nullptr);
+    // as Shutdown, "lkvm stop"). With `console_keys` (stdin is lkvm's raw terminal), console
+    // input passes vmm/base/console_keys.hpp first: Ctrl-A x ends the run as Shutdown, "Ctrl-A x".
+    RunResult run(const SignalFd& signals, const ControlSocket* control = nullptr, bool console_keys = false);
 
 private:
     // One virtio-mmio slot. Members in dependency order: the doorbells go first on destruction,
@@ -86,7 +87,7 @@ private:
     void add_virtio_devices();
     // The event loop's host-side sources: the signals (`finish` the run, or a terminal resize)
     // and stdin (console input).
-    void watch_host_input(EventLoop& loop, const SignalFd& signals, std::function<void(RunResult)> finish);
+    void watch_host_input(EventLoop& loop, const SignalFd& signals, bool console_keys, std::function<void(RunResult)> finish);
     // One slot served on the event loop: its doorbells and the device's own event sources.
     static std::unique_ptr<virtio::DeviceEvents> serve(EventLoop& loop, VirtioSlot& slot);
     void deliver_input(std::span<const std::uint8_t> bytes);

@@ -37,6 +37,17 @@ void write_dtb(const std::string& path, const std::vector<std::uint8_t>& dtb) {
     if (!out) throw vmm::SetupError("--dump-dtb: cannot write '" + path + "'");
 }
 
+// MemAvailable of /proc/meminfo in MiB; 0 when unknown.
+std::uint64_t host_available_mib() {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    std::uint64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit)
+        if (key == "MemAvailable:") return kib / 1024;
+    return 0;
+}
+
 // What lkvm sandbox needs to know of how the VM ended (vmm/sandbox/session.hpp).
 vmm::sandbox::VmEnd vm_end(const vmm::RunResult& result) {
     using How = vmm::sandbox::VmEnd::How;
@@ -50,8 +61,9 @@ vmm::sandbox::VmEnd vm_end(const vmm::RunResult& result) {
     return {How::Error, 0};
 }
 
+// `announce` (lkvm run): the start line, and a warning when the RAM is more than the host has.
 // `end`, if given, learns how the guest's last run ended (left as is when none ran to its end).
-int run_vm(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
+int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullptr) {
     using vmm::RunResult;
     // Opening /dev/kvm first gives the host's limits to validate(); without KVM only the KVM
     // problem is reported (vmm::startup_errors).
@@ -68,13 +80,23 @@ int run_vm(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
     if (!kvm) return kExitFailure;
     if (!errors.empty()) return kExitUsage;
     if (config.name.empty()) config.name = "guest-" + std::to_string(::getpid());
+    if (announce && config.dump_dtb.empty()) {
+        std::fprintf(stderr, "%s\n", vmm::start_line(config).c_str());
+        if (std::string warning = vmm::memory_warning(config.mem_mib, host_available_mib()); !warning.empty())
+            std::fprintf(stderr, "lkvm: warning: %s\n", warning.c_str());
+        for (const vmm::DiskConfig& disk : config.disks)
+            vmm::log_debug("disk: %s%s", disk.path.c_str(), disk.read_only ? " (read-only)" : "");
+        for (const vmm::ShareConfig& share : config.shares)
+            vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(), share.read_only ? " (read-only)" : "");
+    }
 
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is
     // restored before the signal mask on the way out.
     vmm::SignalFd signals;
     // Not interactive (lkvm sandbox): the terminal stays as it is, so Ctrl-C is SIGINT: 130.
     std::optional<vmm::Terminal> terminal;
-    if (config.interactive) terminal.emplace(STDIN_FILENO);
+    if (config.interactive)
+        terminal.emplace(STDIN_FILENO, config.console_keys ? vmm::Terminal::Keys::ToGuest : vmm::Terminal::Keys::CtrlCStops);
     // The control socket (lkvm list/stop/stat/debug) is claimed before anything is built, so a
     // name a live VM holds fails fast, and kept across guest reboots under the same name. After
     // the SignalFd: SIGINT/SIGTERM now end in an orderly return, which unlinks it.
@@ -90,7 +112,7 @@ int run_vm(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
                 return kExitOk;
             }
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
-            result = machine.run(signals, control ? &*control : nullptr);
+            result = machine.run(signals, control ? &*control : nullptr, config.console_keys && terminal && terminal->is_raw());
         }  // the Machine is gone: threads joined, fds closed, RAM unmapped
         if (end) *end = vm_end(result);
         switch (result.reason) {
@@ -122,9 +144,9 @@ bool choose_kernel(vmm::VmConfig& config) {
 }
 
 // run_vm with its setup errors and any other exception reported: the exit statuses of run_vm.
-int run_vm_reporting(vmm::VmConfig config, vmm::sandbox::VmEnd* end = nullptr) {
+int run_vm_reporting(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullptr) {
     try {
-        return run_vm(std::move(config), end);
+        return run_vm(std::move(config), announce, end);
     } catch (const vmm::SetupError& e) {
         std::fprintf(stderr, "lkvm: error: %s\n", e.what());
         return kExitFailure;
@@ -144,7 +166,7 @@ int run_sandbox(vmm::sandbox::Request request) {
     try {
         vmm::sandbox::Session session(request);
         vmm::sandbox::VmEnd end;  // How::Error until a run ends
-        run_vm_reporting(session.config(), &end);
+        run_vm_reporting(session.config(), false, &end);
         const vmm::sandbox::SandboxExit exit = vmm::sandbox::exit_status(end, session.reported_status());
         if (!exit.message.empty()) std::fprintf(stderr, "lkvm: %s\n", exit.message.c_str());
         return exit.status;
@@ -183,5 +205,5 @@ int main(int argc, char** argv) {
     vmm::VmConfig config = std::move(std::get<vmm::cli::Run>(command).config);
     vmm::set_log_level(config.debug ? vmm::LogLevel::Debug : vmm::LogLevel::Warn);
     if (!choose_kernel(config)) return kExitUsage;
-    return run_vm_reporting(std::move(config));
+    return run_vm_reporting(std::move(config), true);
 }

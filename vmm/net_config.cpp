@@ -164,7 +164,7 @@ devices::net::SlirpOptions slirp_options(const NetConfig& config) {
 }
 
 devices::net::TapOptions tap_options(const NetConfig& config) {
-    return {.tapif = config.tapif, .host_ip = config.host_ip};
+    return {.tapif = config.tapif, .host_ip = config.host_ip, .tap_fd = config.tap_fd};
 }
 
 std::string format_mac(const std::array<std::uint8_t, 6>& mac) {

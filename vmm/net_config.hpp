@@ -44,6 +44,7 @@ struct NetConfig {
     std::uint32_t host_ip = 0x0a000202;     // host order; 10.0.2.2
     std::uint32_t guest_ip = 0;             // host order; 0: host_ip's network .15
     std::vector<HostForward> hostfwd;
+    int tap_fd = -1;                        // mode=tap,fd=N: an open tap lkvm was given; -1: none
     bool operator==(const NetConfig&) const = default;
 };
 

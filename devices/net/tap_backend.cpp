@@ -57,6 +57,10 @@ void configure_new_tap(const std::string& name, std::uint32_t host_ip) {
 }  // namespace
 
 TapBackend::TapBackend(const TapOptions& options) {
+    if (options.tap_fd >= 0) {
+        adopt(options.tap_fd);
+        return;
+    }
     const std::string wanted = options.tapif.empty() ? "lkvmtap%d" : options.tapif;
     fd_.reset(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (fd_.get() < 0)
@@ -87,6 +91,31 @@ TapBackend::TapBackend(const TapOptions& options) {
         ::ioctl(fd_.get(), TUNSETOFFLOAD, 0);
     }
     if (created_) configure_new_tap(ifname_, options.host_ip);
+}
+
+void TapBackend::adopt(int fd) {
+    const std::string what = "-n/--network fd=" + std::to_string(fd) + ": ";
+    ifreq ifr{};
+    if (::fcntl(fd, F_GETFD) < 0) throw vmm::SetupError(what + "not an open file descriptor of lkvm");
+    if (::ioctl(fd, TUNGETIFF, &ifr) != 0)
+        throw vmm::SetupError(what + "not a tap device (TUNGETIFF: " + std::strerror(errno) + ")");
+    if ((ifr.ifr_flags & IFF_TAP) == 0 || (ifr.ifr_flags & IFF_NO_PI) == 0)
+        throw vmm::SetupError(what + "a tun device or one with packet information; open it with IFF_TAP | IFF_NO_PI");
+    // lkvm's own copy, non-blocking and closed on exec; the caller's descriptor is left as it was.
+    fd_.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (fd_.get() < 0) throw vmm::SetupError(what + "dup: " + std::strerror(errno));
+    const int flags = ::fcntl(fd_.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd_.get(), F_SETFL, flags | O_NONBLOCK) != 0)
+        throw vmm::SetupError(what + "O_NONBLOCK: " + std::strerror(errno));
+    ifname_ = ifr.ifr_name;
+    vnet_header_ = (ifr.ifr_flags & IFF_VNET_HDR) != 0;
+    if (vnet_header_) {
+        int size = sizeof(virtio_net_hdr_v1);
+        if (::ioctl(fd_.get(), TUNSETVNETHDRSZ, &size) != 0)
+            throw vmm::SetupError(what + "TUNSETVNETHDRSZ: " + std::strerror(errno));
+        guest_offloads_ = ::ioctl(fd_.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) == 0;
+        ::ioctl(fd_.get(), TUNSETOFFLOAD, 0);
+    }
 }
 
 std::string TapBackend::describe() const {

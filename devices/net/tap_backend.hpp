@@ -2,7 +2,8 @@
 // an existing tap (or, with CAP_NET_ADMIN, one lkvm creates, brings up and gives host_ip/24); no
 // tapif as root: a new "lkvmtap%d". With IFF_VNET_HDR the virtio-net header passes through
 // unchanged (TUNSETVNETHDRSZ 12), so the guest gets checksum and TSO offloads in both directions
-// where the tap accepts TUNSETOFFLOAD.
+// where the tap accepts TUNSETOFFLOAD. fd=N takes a tap another process opened and passed down
+// (with the vnet header if it was opened with IFF_VNET_HDR).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@ namespace devices::net {
 struct TapOptions {
     std::string tapif;                   // an existing tap's name; empty: a new one (root)
     std::uint32_t host_ip = 0x0a000202;  // host order: given to a tap lkvm creates, as host_ip/24
+    int tap_fd = -1;                     // fd=: an open tap of the caller's, used instead (dup'd)
 };
 
 class TapBackend final : public virtio::NetBackend {
@@ -34,6 +36,9 @@ public:
     int receive_fd() const override { return fd_.get(); }
 
 private:
+    // fd=N: a tap the caller opened (and configured); lkvm uses a duplicate of it.
+    void adopt(int fd);
+
     vmm::UniqueFd fd_;
     std::string ifname_;
     bool vnet_header_ = false;

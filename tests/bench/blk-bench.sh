@@ -47,7 +47,7 @@ bench_run() {  # bench_run CONFIG I
         lkvm-strict-poll[0-9]*) _vi="--viommu virtio,poll=${_cfg#lkvm-strict-poll}"; _mode="iommu.strict=1" ;;
         lkvm-lazy-poll[0-9]*) _vi="--viommu virtio,poll=${_cfg#lkvm-lazy-poll}"; _mode="iommu.strict=0" ;;
       esac
-      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 --name "$_tag" --console serial \
+      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -n none -c 1 -m 256 --name "$_tag" --console serial \
         -d "$IMG,ro" $_vi -p "console=ttyS0 quiet panic=-1 $_mode $CHECKS" ;;
     qemu-*)
       _dev="-device virtio-blk-pci,drive=d0,disable-legacy=on"; _mode=""

@@ -24,7 +24,7 @@ bench_run() {  # bench_run VMM I
   case $1 in
     qemu) run_l2 "bench-qemu-$2" $(qemu_l2_base 1 256) -serial stdio \
             -append "console=ttyAMA0 quiet panic=-1 rigsleep=1" ;;
-    lkvm) run_l2 "bench-lkvm-$2" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 \
+    lkvm) run_l2 "bench-lkvm-$2" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -n none -c 1 -m 256 \
             --console serial -p "console=ttyS0 quiet panic=-1 rigsleep=1" ;;
   esac
   if [ -n "$L2_BOOT_S" ] && [ "$L2_RC" = 0 ]; then

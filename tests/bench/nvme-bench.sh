@@ -34,7 +34,7 @@ bench_run() {  # bench_run CONFIG I
     lkvm-*)
       _vi=""; _mode=""
       case $_cfg in lkvm-strict) _vi="--viommu vfio"; _mode="iommu.strict=1" ;; lkvm-lazy) _vi="--viommu vfio"; _mode="iommu.strict=0" ;; esac
-      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 --name "$_tag" --console serial \
+      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -n none -c 1 -m 256 --name "$_tag" --console serial \
         --vfio-pci "$B" $_vi -p "console=ttyS0 quiet panic=-1 $_mode $CHECKS" ;;
     qemu-*)
       _dev="-device vfio-pci,host=$B"; _mode=""

@@ -36,7 +36,7 @@ bench_run() {  # bench_run CONFIG I
   rm -rf "$SHARE"; mkdir -p "$SHARE"
   case $_cfg in
     lkvm)
-      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -c 1 -m 256 --name "$_tag" --9p "$SHARE,share" \
+      run_l2 "$_tag" lkvm run -k "$L2_KERNEL" -i "$L2_INITRD" -n none -c 1 -m 256 --name "$_tag" --9p "$SHARE,share" \
         -p "console=ttyS0 quiet panic=-1 $CHECKS" ;;
     qemu)
       run_l2 "$_tag" $(qemu_l2_base 1 256) -serial stdio \

@@ -11,7 +11,7 @@ rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-300}
 
 A="console=ttyS0 quiet panic=-1"
-K="-k $L2_KERNEL -i $L2_INITRD"
+K="-k $L2_KERNEL -i $L2_INITRD -n none"  # -n none: no default user-mode NIC in the device sets counted here
 SHARE=/tmp/p9share
 RO=/tmp/p9ro
 OUT=/tmp/p9outside

@@ -12,7 +12,7 @@
 rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-240}
 A="console=ttyS0 quiet panic=-1"
-K="-k $L2_KERNEL -i $L2_INITRD"
+K="-k $L2_KERNEL -i $L2_INITRD -n none"  # -n none: no default user-mode NIC in the device sets counted here
 if [ -n "${XDG_RUNTIME_DIR:-}" ]; then CTL_DIR=$XDG_RUNTIME_DIR/lkvm; else CTL_DIR=$HOME/.lkvm; fi
 VM=rig-ctl
 DMA_SECS=45

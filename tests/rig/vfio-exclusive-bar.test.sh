@@ -10,7 +10,7 @@
 rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-150}
 A="console=ttyS0 quiet panic=-1"
-K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial"
+K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial -n none"  # -n none: no default user-mode NIC
 OFF=96   # MiB offset of the patterns (vfio.test.sh uses 64..72)
 
 B=$(nvme_bdf) || { rig_fail xbar/nvme "no NVMe controller in L1"; rig_finish; }

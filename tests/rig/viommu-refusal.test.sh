@@ -12,7 +12,7 @@ rig_need_lkvm
 "$LKVM" run --help 2>&1 | grep -q -- --vfio-pci || { rig_fail refusal/flag "this lkvm has no --vfio-pci"; rig_finish; }
 L2_TIMEOUT=${L2_TIMEOUT:-180}
 A="console=ttyS0 quiet panic=-1"
-K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial"
+K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial -n none"  # -n none: no default user-mode NIC
 T=vfio-budget
 
 B=$(nvme_bdf) || { rig_fail refusal/nvme "no NVMe controller in L1"; rig_finish; }

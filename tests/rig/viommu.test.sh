@@ -10,7 +10,7 @@ rig_need_lkvm
 L2_TIMEOUT=${L2_TIMEOUT:-150}
 
 A="console=ttyS0 quiet panic=-1"
-K="-k $L2_KERNEL -i $L2_INITRD"
+K="-k $L2_KERNEL -i $L2_INITRD -n none"  # -n none: no default user-mode NIC in the device sets counted here
 
 # --- 0. bad --viommu values: one line, non-zero, no guest --------------------------------------------
 rig_cli_error cli/viommu-bypass 'bypass' "$LKVM" run $K --viommu virtio,bypass=2

@@ -11,14 +11,16 @@ bool Terminal::may_use(int fd) {
     return foreground < 0 || foreground == ::getpgrp();
 }
 
-Terminal::Terminal(int fd) : fd_(fd) {
+Terminal::Terminal(int fd, Keys keys) : fd_(fd) {
     if (!::isatty(fd_) || !may_use(fd_) || ::tcgetattr(fd_, &saved_) != 0) return;
     termios raw = saved_;
     // Input: no CR->NL translation and no XON/XOFF, so the guest sees exactly what was typed.
     raw.c_iflag &= ~static_cast<tcflag_t>(ICRNL | INLCR | IGNCR | IXON);
-    // Local: byte-at-a-time, no echo (the guest echoes). ISIG stays on for Ctrl-C.
+    // Local: byte-at-a-time, no echo (the guest echoes). ISIG: Ctrl-C raises SIGINT, or (off) is
+    // the byte 0x03 for the guest, as kvmtool's and QEMU's consoles do.
     raw.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO | ECHONL | IEXTEN);
-    raw.c_lflag |= ISIG;
+    if (keys == Keys::ToGuest) raw.c_lflag &= ~static_cast<tcflag_t>(ISIG);
+    else raw.c_lflag |= ISIG;
     // Ctrl-Z and Ctrl-\ go to the guest: stopping or core-dumping lkvm would leave the terminal raw.
     raw.c_cc[VSUSP] = _POSIX_VDISABLE;
     raw.c_cc[VQUIT] = _POSIX_VDISABLE;

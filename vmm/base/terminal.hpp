@@ -1,5 +1,7 @@
 // RAII for the controlling terminal: while lkvm runs a guest, keys go to the guest as typed
-// (non-canonical, no echo) except Ctrl-C, which still raises SIGINT for an orderly shutdown.
+// (non-canonical, no echo). Keys::ToGuest (`lkvm run`): Ctrl-C, Ctrl-Z and Ctrl-\ are bytes for
+// the guest too (ISIG off); lkvm is left with Ctrl-A x (vmm/base/console_keys.hpp).
+// Keys::CtrlCStops (`lkvm sandbox`, not interactive): Ctrl-C still raises SIGINT.
 // The original settings come back when the object dies, on every exit path that unwinds.
 #pragma once
 
@@ -9,8 +11,9 @@ namespace vmm {
 
 class Terminal {
 public:
+    enum class Keys { ToGuest, CtrlCStops };
     // Does nothing if `fd` is not a terminal (a pipe, a file, /dev/null) or not ours (may_use()).
-    explicit Terminal(int fd);
+    explicit Terminal(int fd, Keys keys = Keys::CtrlCStops);
     ~Terminal();
     Terminal(const Terminal&) = delete;
     Terminal& operator=(const Terminal&) = delete;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -91,11 +92,27 @@ ControlOutput stop(const std::string& dir, const std::string& name, const Contro
     return {kExitOk, name + ": stop acknowledged; the VM is still shutting down\n", ""};
 }
 
+// `lkvm stop --all`: every VM with a socket, one after the other; the worst status wins.
+ControlOutput stop_all(const std::string& dir, const ControlTimeouts& timeouts) {
+    ControlOutput result{kExitOk, "", ""};
+    if (!check_control_dir(dir, false)) return result;  // no directory: no VMs
+    for (const std::string& name : control_socket_names(dir)) {
+        // A socket left by a VM that died is no VM to stop (`lkvm list` removes it).
+        if (probe_control_socket(control_socket_path(dir, name)) != SocketLiveness::Live) continue;
+        ControlOutput one = stop(dir, name, timeouts);
+        result.code = std::max(result.code, one.code);
+        result.out += one.out;
+        result.err += one.err;
+    }
+    return result;
+}
+
 }  // namespace
 
 ControlOutput run_control_command(const ControlCommand& command, const std::string& dir, ControlTimeouts timeouts) {
     try {
         if (command.kind == ControlCommand::Kind::List) return list(dir, timeouts);
+        if (command.kind == ControlCommand::Kind::Stop && command.all) return stop_all(dir, timeouts);
         if (!valid_vm_name(command.name)) return error(kExitUsage, "'" + command.name.substr(0, 80) + "' is not a VM name: " + vm_name_rule());
         if (!check_control_dir(dir, false))
             return error(kExitFailure, "no VM named '" + command.name + "'; `lkvm list` shows the running ones");

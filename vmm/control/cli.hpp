@@ -1,4 +1,4 @@
-// `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME dump|fault ...|fail-next ...`:
+// `lkvm list`, `lkvm stop NAME|--all`, `lkvm stat NAME`, `lkvm debug NAME dump|fault ...|fail-next ...`:
 // the client commands, run against the VMs whose sockets are in a control directory. Returns the
 // text to print and the exit status (0 done, 1 failed, 2 usage); errors are one line.
 #pragma once
@@ -11,8 +11,9 @@ namespace vmm {
 struct ControlCommand {
     enum class Kind { List, Stop, Stat, Debug };
     Kind kind = Kind::List;
-    std::string name;                // all but List
+    std::string name;                // all but List (and Stop with `all`)
     std::vector<std::string> words;  // Debug: the debug command and its arguments
+    bool all = false;                // Stop: every VM with a socket in the directory
     friend bool operator==(const ControlCommand&, const ControlCommand&) = default;
 };
 

@@ -346,3 +346,26 @@ TEST_CASE("lkvm list/stat/stop/debug against a directory: rows, stale sockets re
     CHECK(vm.vm.stops == 1);
     for (const std::string& e : {list.err, stat.err, stop.err}) CHECK(e.empty());
 }
+
+TEST_CASE("lkvm stop --all stops every live VM and passes over stale sockets") {
+    TempDir tmp;
+    const std::string dir = tmp.sub("lkvm");
+    vmm::ControlTimeouts fast;
+    fast.stop_wait_ms = 200;
+    using K = vmm::ControlCommand::Kind;
+    vmm::ControlOutput none = vmm::run_control_command({K::Stop, "", {}, true}, dir, fast);
+    CHECK(none.code == 0);
+    CHECK(none.out.empty());
+
+    Served one(dir, "one", {});
+    Served two(dir, "two", {});
+    make_stale_socket(dir + "/dead.sock");
+    vmm::ControlOutput all = vmm::run_control_command({K::Stop, "", {}, true}, dir, fast);
+    CHECK(all.code == 0);
+    CHECK(all.out.find("one: stop") != std::string::npos);
+    CHECK(all.out.find("two: stop") != std::string::npos);
+    CHECK(all.out.find("dead") == std::string::npos);
+    CHECK(all.err.empty());
+    CHECK(one.vm.stops == 1);
+    CHECK(two.vm.stops == 1);
+}
