@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -345,4 +347,47 @@ TEST_CASE("lkvm list/stat/stop/debug against a directory: rows, stale sockets re
     CHECK(stop.out.starts_with("alive: stop"));  // the fake VM does not exit: "still shutting down"
     CHECK(vm.vm.stops == 1);
     for (const std::string& e : {list.err, stat.err, stop.err}) CHECK(e.empty());
+}
+
+TEST_CASE("ControlServer at the descriptor limit: a failing accept pauses the listener instead of spinning the loop") {
+    TempDir dir;
+    vmm::EventLoop loop;
+    FakeVm vm;
+    vmm::ControlSocket socket(dir.sub("lkvm"), "full");
+    vmm::ControlServerOptions options;
+    options.accept_backoff = std::chrono::hours(1);  // longer than the test: no clock in the result
+    vmm::ControlServer server(loop, socket, vm, options);
+    // A loop round counter: an always-readable eventfd that stops the loop after 50 rounds.
+    vmm::UniqueFd ticker(::eventfd(1, EFD_NONBLOCK));
+    int ticks = 0;
+    loop.add(ticker.get(), "ticker", [&] {
+        if (++ticks == 50) loop.stop();
+    });
+    // A client waits in the backlog, so the listening socket stays readable.
+    vmm::UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, socket.path().c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+
+    // No descriptor left: the soft limit at the lowest free number, so accept() fails with EMFILE.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    const int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    struct Restore {
+        rlimit limit;
+        ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
+    } restore{saved};
+    rlimit full = saved;
+    full.rlim_cur = static_cast<rlim_t>(lowest_free);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &full) == 0);
+    loop.run();
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+
+    CHECK(ticks == 50);
+    CHECK(server.accept_failures() == 1);  // before: one failed accept per round, for ever
+    CHECK(loop.paused(socket.fd()));
+    CHECK(server.client_count() == 0);
 }
