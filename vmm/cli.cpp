@@ -188,6 +188,10 @@ Command sandbox_request(RunOptions& options, std::string workdir, std::vector<st
     if (workdir.empty()) return usage_error("--workdir: empty directory name", hint, kSandboxUsageError);
     auto config = finish_config(options, hint, kSandboxUsageError);
     if (auto* exit = std::get_if<Exit>(&config)) return *exit;
+    // CMD is the code to contain: the host's loopback services (databases, agents, metadata
+    // proxies that trust 127.0.0.1) stay out of its reach unless host_loopback=on is given.
+    for (NetConfig& net : std::get<VmConfig>(config).nets)
+        if (net.mode == NetMode::User && !net.host_loopback) net.host_loopback = false;
     return sandbox::Request{std::move(std::get<VmConfig>(config)), std::move(workdir), std::move(argv)};
 }
 
