@@ -247,7 +247,9 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
     auto stop = vmm::control_exchange(dir, "vm1", {"stop", {}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlResponse>(stop));
     CHECK(std::get<vmm::ControlResponse>(stop).detail == "stopping vm1");
-    for (int i = 0; i < 100 && vm.vm.stops == 0; ++i) std::this_thread::sleep_for(10ms);
+    // The loop thread calls stop() after the answer went out: wait for it (the bound only keeps
+    // a broken build from hanging).
+    for (int i = 0; i < 60'000 && vm.vm.stops == 0; ++i) std::this_thread::sleep_for(1ms);
     CHECK(vm.vm.stops == 1);
 }
 
