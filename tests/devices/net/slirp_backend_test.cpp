@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -44,7 +45,7 @@ void put32(std::vector<std::uint8_t>& f, std::size_t at, std::uint32_t v) {
 // An Ethernet + IPv4 frame from the guest with `l4` as payload (IP header checksum filled in:
 // slirp checks it).
 std::vector<std::uint8_t> ipv4_frame(std::uint8_t protocol, std::uint32_t dst, const std::vector<std::uint8_t>& l4) {
-    std::vector<std::uint8_t> f(14 + 20);
+    std::vector<std::uint8_t> f(14 + 20 + l4.size());
     const std::uint8_t guest_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
     std::memset(f.data(), 0xff, 6);
     std::memcpy(f.data() + 6, guest_mac, 6);
@@ -59,7 +60,7 @@ std::vector<std::uint8_t> ipv4_frame(std::uint8_t protocol, std::uint32_t dst, c
     for (std::size_t i = 14; i < 34; i += 2) sum += (std::uint32_t{f[i]} << 8) | f[i + 1];
     while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
     put16(f, 24, static_cast<std::uint16_t>(~sum));
-    f.insert(f.end(), l4.begin(), l4.end());
+    std::copy(l4.begin(), l4.end(), f.begin() + 34);
     return f;
 }
 
