@@ -108,6 +108,23 @@ struct LoopbackListener {
 // A free TCP port on 127.0.0.1 (the kernel's pick, released again).
 std::uint16_t free_port() { return LoopbackListener().port; }
 
+vmm::NetConfig forwarding(std::uint16_t host_port) {
+    vmm::NetConfig config;
+    config.hostfwd.push_back(vmm::HostForward{.udp = false, .host_port = host_port, .guest_port = 22});
+    return config;
+}
+
+// A host client connected to 127.0.0.1:port: it waits in the listener's backlog until accepted.
+vmm::UniqueFd connect_loopback(std::uint16_t port) {
+    vmm::UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    return client;
+}
+
 }  // namespace
 
 TEST_CASE("slirp: a guest sending UDP from 100 source ports costs at most max_sockets host descriptors") {
@@ -136,17 +153,9 @@ TEST_CASE("slirp: TCP SYNs count against the cap too, and so does UDP at the cap
 
 TEST_CASE("slirp: a hostfwd listener that cannot accept (no descriptor left) is paused, not retried every round") {
     const std::uint16_t port = free_port();
-    vmm::NetConfig config;
-    config.hostfwd.push_back(vmm::HostForward{.udp = false, .host_port = port, .guest_port = 22});
-    devices::net::SlirpBackend slirp(config, {.max_sockets = 64, .listener_backoff = std::chrono::hours(1)});
+    devices::net::SlirpBackend slirp(forwarding(port), {.max_sockets = 64, .listener_backoff = std::chrono::hours(1)});
     REQUIRE(slirp.sockets() == 1);  // the listener
-    // A host client waits in the listener's backlog.
-    vmm::UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const vmm::UniqueFd client = connect_loopback(port);
 
     // No descriptor left: accept() would fail with EMFILE, and slirp would leave the listener
     // readable and try again on every round of the event loop.
@@ -170,15 +179,8 @@ TEST_CASE("slirp: a hostfwd listener that cannot accept (no descriptor left) is 
 
 TEST_CASE("slirp: at the socket cap a hostfwd connection waits in the backlog and the listener pauses") {
     const std::uint16_t port = free_port();
-    vmm::NetConfig config;
-    config.hostfwd.push_back(vmm::HostForward{.udp = false, .host_port = port, .guest_port = 22});
-    devices::net::SlirpBackend slirp(config, {.max_sockets = 1, .listener_backoff = std::chrono::hours(1)});
-    vmm::UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    devices::net::SlirpBackend slirp(forwarding(port), {.max_sockets = 1, .listener_backoff = std::chrono::hours(1)});
+    const vmm::UniqueFd client = connect_loopback(port);
     for (int round = 0; round < 50; ++round) slirp.service();
     CHECK(slirp.listener_pauses() == 1);
     CHECK(slirp.sockets() == 1);
@@ -186,9 +188,7 @@ TEST_CASE("slirp: at the socket cap a hostfwd connection waits in the backlog an
 
 TEST_CASE("slirp: hostfwd listens on 127.0.0.1 by default, on the address given otherwise") {
     const std::uint16_t port = free_port();
-    vmm::NetConfig config;
-    config.hostfwd.push_back(vmm::HostForward{.udp = false, .host_port = port, .guest_port = 22});
-    devices::net::SlirpBackend slirp(config);
+    devices::net::SlirpBackend slirp(forwarding(port));
     // The port is taken on 127.0.0.1 only: another address of the host can still bind it.
     vmm::UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a{};
