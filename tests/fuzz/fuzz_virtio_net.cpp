@@ -39,7 +39,7 @@ void require(bool ok) {
 constexpr std::uint16_t kQueueSize = 16;
 // What one step may move through DMA: every chain of both queues at its request limit, each with
 // an indirect table to walk (at most 4 descriptors here), plus the rings.
-constexpr std::uint64_t kStepBytes = 2 * kQueueSize * (virtio::Net::kMaxFrame + 2 + 4 * 16) + 64 * 1024;
+constexpr std::uint64_t kStepBytes = 2 * kQueueSize * (virtio::Net::kMaxFrame + 14 + 4 * 16) + 64 * 1024;
 
 std::size_t open_descriptors() {
     std::size_t count = 0;

@@ -119,6 +119,7 @@ void EventLoop::run() {
             }
             auto it = entries_.find(fd);
             if (it == entries_.end()) continue;  // removed by an earlier handler in this batch
+            if (paused_.count(fd) != 0) continue;  // paused by an earlier handler in this batch
             // Held here, not through `it`: the handler may remove itself (erasing the map node)
             // and then throw, and the log line below still needs its name.
             const std::shared_ptr<const Entry> entry = it->second;
