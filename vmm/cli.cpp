@@ -76,7 +76,8 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     o.network_option = run.add_option("-n,--network", o.network_specs,
                    "a virtio-net NIC (repeatable); mode=user (default: libslirp, DHCP, DNS, no root), "
                    "tap (tapif=NAME, or a new tap as root) or none")
-        ->type_name("[mode=user|tap|none][,tapif=NAME][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]")
+        ->type_name("[mode=user|tap|none][,tapif=NAME][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]"
+                    "[,host_loopback=on|off][,restrict=on|off]")
         ->expected(0, 1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
@@ -234,7 +235,9 @@ Command parse(int argc, const char* const* argv) {
         "requests without further kicks (no VM exit each) until US microseconds pass idle; 0 = off.\n"
         "Ctrl-C stops the guest. A guest reboot restarts it unless --no-reboot.\n"
         "-n/--network: mode=user gives the guest 10.0.2.15 by DHCP behind a NAT gateway 10.0.2.2\n"
-        "(DNS 10.0.2.3); hostfwd=tcp:HOSTPORT-GUESTPORT forwards a host port into the guest.\n"
+        "(DNS 10.0.2.3; the gateway is the host's 127.0.0.1 unless host_loopback=off, and\n"
+        "restrict=on keeps the guest from reaching anything); hostfwd=tcp:HOSTPORT-GUESTPORT\n"
+        "forwards 127.0.0.1:HOSTPORT into the guest (tcp:ADDR:HOSTPORT-GUESTPORT another address).\n"
         "--name NAME: `lkvm list`, `lkvm stop NAME`, `lkvm stat NAME`, `lkvm debug NAME ...` reach it.\n"
         "Exit status: 0 guest powered off (or rebooted with --no-reboot, or `lkvm stop`), 1 setup failure,\n"
         "2 usage error, 3 guest crash, 128+N stopped by signal N.");
