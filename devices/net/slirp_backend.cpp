@@ -210,8 +210,9 @@ bool SlirpBackend::may_open_socket(std::span<const std::uint8_t> frame) const {
         }
         case 6:  // TCP: a SYN without ACK starts a connection
             return l4_length >= 14 && (l4[13] & 0x12) == 0x02;
-        case 1:  // ICMP: an echo request to anything but slirp's own addresses
-            return l4_length >= 1 && l4[0] == 8 && (destination & 0xffffff00) != (config_.host_ip & 0xffffff00);
+        case 1:  // ICMP: an echo request to anything but slirp's own gateway and DNS addresses
+            return l4_length >= 1 && l4[0] == 8 && destination != config_.host_ip &&
+                   destination != ((config_.host_ip & 0xffffff00) | 3);
         default: return false;
     }
 }
