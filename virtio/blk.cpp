@@ -39,8 +39,8 @@ private:
     const Direction direction_;
 };
 
-// Writes `length` zero bytes at the writer's position, in 4 KiB pieces (bounded by the chain's
-// writable size, itself <= 2^32).
+// Writes `length` zero bytes at the writer's position, in 4 KiB pieces (length <= kMaxRequestData,
+// checked in process()).
 bool write_zeros(ChainWriter& writer, std::uint64_t length) {
     static constexpr std::array<std::uint8_t, 4096> kZeros{};
     while (length != 0) {
@@ -61,8 +61,11 @@ Blk::Blk(std::unique_ptr<BlockBackend> backend, BlkOptions options)
     if (options_.queue_size < 4 || options_.queue_size > Virtqueue::kMaxSize) options_.queue_size = 256;
     virtio_blk_config config{};
     config.capacity = capacity_bytes_ / kSectorSize;
-    // Two descriptors of every request carry the header and the status byte (5.2.5).
-    config.seg_max = static_cast<std::uint32_t>(options_.queue_size - 2);
+    // Two descriptors of every request carry the header and the status byte (5.2.5); size_max
+    // times seg_max is the largest request served (kMaxRequestData).
+    config.seg_max = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(options_.queue_size - 2, kMaxRequestData / kSegmentSize));
+    config.size_max = kSegmentSize;
     config.blk_size = kSectorSize;
     std::memcpy(config_.data(), &config, sizeof config);
 }
@@ -70,7 +73,8 @@ Blk::Blk(std::unique_ptr<BlockBackend> backend, BlkOptions options)
 std::uint32_t Blk::device_id() const { return VIRTIO_ID_BLOCK; }
 
 std::uint64_t Blk::device_features() const {
-    std::uint64_t features = feature_bit(VIRTIO_BLK_F_SEG_MAX) | feature_bit(VIRTIO_BLK_F_BLK_SIZE) |
+    std::uint64_t features = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
+                             feature_bit(VIRTIO_BLK_F_BLK_SIZE) |
                              feature_bit(VIRTIO_BLK_F_FLUSH) | feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
                              feature_bit(VIRTIO_RING_F_EVENT_IDX);
     if (options_.read_only) features |= feature_bit(VIRTIO_BLK_F_RO);
@@ -160,6 +164,18 @@ void Blk::process(const DescriptorChain& chain) {
     }
     // 5.2.6: the status is the last writable byte; everything before it is the data area.
     const std::uint64_t data_len = writable - 1;
+    if (data_len > kMaxRequestData || chain.readable_bytes() > sizeof(virtio_blk_outhdr) + kMaxRequestData) {
+        // More than size_max * seg_max: no driver that read the config sends this, and aliased
+        // descriptors make it cheap to claim. The status alone answers it; used length 0, as
+        // the data area is left as it was (2.7.8.2: at least len bytes written).
+        vmm::guest_error(log_, "virtio-blk: request of %llu readable, %llu writable bytes exceeds %llu bytes of data",
+                         static_cast<unsigned long long>(chain.readable_bytes()),
+                         static_cast<unsigned long long>(writable), static_cast<unsigned long long>(kMaxRequestData));
+        ChainWriter tail(chain, active_.memory());
+        if (tail.skip(data_len)) tail.write_obj(std::uint8_t{VIRTIO_BLK_S_IOERR});
+        active_.queue(0)->add_used(chain.head(), 0);
+        return;
+    }
     ChainReader reader(chain, active_.memory());
     const auto header = reader.read_obj<virtio_blk_outhdr>();
     std::uint8_t status = VIRTIO_BLK_S_IOERR;

@@ -26,6 +26,12 @@ struct BlkOptions {
 class Blk final : public Device {
 public:
     static constexpr std::uint64_t kSectorSize = 512;  // 5.2.4: capacity is in 512-byte sectors
+    // The data one request may carry. Offered as size_max (VIRTIO_BLK_F_SIZE_MAX) times seg_max,
+    // so a driver splits larger transfers itself (Linux's default request is 1280 KiB); a request
+    // claiming more (descriptors may alias one buffer up to 2^32 bytes) is answered IOERR without
+    // moving its data, since serving it would hold the event-loop thread for seconds.
+    static constexpr std::uint32_t kSegmentSize = 64 * 1024;
+    static constexpr std::uint64_t kMaxRequestData = std::uint64_t{256} * kSegmentSize;  // 16 MiB
 
     // `backend` size is rounded down to whole sectors.
     Blk(std::unique_ptr<BlockBackend> backend, BlkOptions options);
@@ -35,6 +41,9 @@ public:
     std::uint64_t device_features() const override;
     std::uint16_t queue_count() const override { return 1; }
     std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue == 0 ? options_.queue_size : 0; }
+    // The header, the data twice (read into the buffers, then zeroed after a failed read: see
+    // process()) and the status byte.
+    std::uint64_t max_request_bytes(std::uint16_t) const override { return 2 * kMaxRequestData + 512; }
     std::uint32_t config_size() const override;
     void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
     bool activate(const Activation& activation) override;

@@ -4,23 +4,23 @@
 namespace virtio {
 
 bool ChainReader::read(std::span<std::uint8_t> out) {
-    return advance(out.size(), [&](vmm::Iova addr, std::uint64_t done, std::uint64_t piece) {
+    return advance(out.size(), Moves::Yes, [&](vmm::Iova addr, std::uint64_t done, std::uint64_t piece) {
         return memory().read(addr, out.subspan(done, piece));
     });
 }
 
 bool ChainReader::skip(std::uint64_t length) {
-    return advance(length, [](vmm::Iova, std::uint64_t, std::uint64_t) { return true; });
+    return advance(length, Moves::No, [](vmm::Iova, std::uint64_t, std::uint64_t) { return true; });
 }
 
 bool ChainReader::visit(std::uint64_t length, vmm::HostVisitor& visitor) {
-    return advance(length, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
+    return advance(length, Moves::Yes, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
         return memory().access(addr, piece, vmm::Access::Read, visitor);
     });
 }
 
 bool ChainWriter::write(std::span<const std::uint8_t> in) {
-    return advance(in.size(), [&](vmm::Iova addr, std::uint64_t done, std::uint64_t piece) {
+    return advance(in.size(), Moves::Yes, [&](vmm::Iova addr, std::uint64_t done, std::uint64_t piece) {
         if (!memory().write(addr, in.subspan(done, piece))) return false;
         written_ += piece;
         return true;
@@ -28,11 +28,11 @@ bool ChainWriter::write(std::span<const std::uint8_t> in) {
 }
 
 bool ChainWriter::skip(std::uint64_t length) {
-    return advance(length, [](vmm::Iova, std::uint64_t, std::uint64_t) { return true; });
+    return advance(length, Moves::No, [](vmm::Iova, std::uint64_t, std::uint64_t) { return true; });
 }
 
 bool ChainWriter::visit(std::uint64_t length, vmm::HostVisitor& visitor) {
-    return advance(length, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
+    return advance(length, Moves::Yes, [&](vmm::Iova addr, std::uint64_t, std::uint64_t piece) {
         if (!memory().access(addr, piece, vmm::Access::Write, visitor)) return false;
         written_ += piece;
         return true;

@@ -16,22 +16,29 @@
 namespace virtio {
 
 // Position inside one direction (readable or writable part) of a chain. Shared by the reader and
-// the writer; failure is sticky, so a caller can check once at the end.
+// the writer; failure is sticky, so a caller can check once at the end. Every byte read, written
+// or visited is charged to the chain first (DescriptorChain::charge): a request that would move
+// more than its queue allows fails here, before any of that work is done, whatever device
+// asked. Skipping moves nothing and costs nothing.
 class ChainCursor {
 public:
-    ChainCursor(std::span<const Descriptor> descriptors, std::uint64_t total, const vmm::DmaMemory& memory)
-        : descriptors_(descriptors), remaining_(total), memory_(&memory) {}
+    ChainCursor(const DescriptorChain& chain, std::span<const Descriptor> descriptors, std::uint64_t total,
+                const vmm::DmaMemory& memory)
+        : chain_(&chain), descriptors_(descriptors), remaining_(total), memory_(&memory) {}
 
     std::uint64_t remaining() const { return failed_ ? 0 : remaining_; }
     bool failed() const { return failed_; }
 
 protected:
+    enum class Moves : bool { No, Yes };
     // Walks the next `length` bytes as (bus address, piece length) pairs; all or nothing with
-    // respect to the length check, piece by piece with respect to `per_piece` failures.
+    // respect to the length and transfer-limit checks, piece by piece with respect to
+    // `per_piece` failures.
     template <class PerPiece>
-    bool advance(std::uint64_t length, PerPiece&& per_piece) {
+    bool advance(std::uint64_t length, Moves moves, PerPiece&& per_piece) {
         if (failed_) return false;
         if (length > remaining_) return fail();
+        if (moves == Moves::Yes && !chain_->charge(length)) return fail();
         std::uint64_t done = 0;
         // Bounded by the number of descriptors in the chain.
         while (done < length) {
@@ -60,6 +67,7 @@ private:
         failed_ = true;
         return false;
     }
+    const DescriptorChain* chain_;
     std::span<const Descriptor> descriptors_;
     std::size_t index_ = 0;
     std::uint64_t offset_ = 0;
@@ -72,7 +80,7 @@ private:
 class ChainReader : public ChainCursor {
 public:
     ChainReader(const DescriptorChain& chain, const vmm::DmaMemory& memory)
-        : ChainCursor(chain.readable(), chain.readable_bytes(), memory) {}
+        : ChainCursor(chain, chain.readable(), chain.readable_bytes(), memory) {}
 
     // Exactly out.size() bytes, or false (short chain or unreachable memory; then failed()).
     bool read(std::span<std::uint8_t> out);
@@ -94,7 +102,7 @@ public:
 class ChainWriter : public ChainCursor {
 public:
     ChainWriter(const DescriptorChain& chain, const vmm::DmaMemory& memory)
-        : ChainCursor(chain.writable(), chain.writable_bytes(), memory) {}
+        : ChainCursor(chain, chain.writable(), chain.writable_bytes(), memory) {}
 
     bool write(std::span<const std::uint8_t> in);
     // Moves past `length` writable bytes without writing them (not counted as written).

@@ -108,14 +108,21 @@ void Console::transmit() {
     std::array<std::uint8_t, 4096> chunk;
     while (auto chain = transmitq->pop()) {
         ChainReader reader(*chain, active_.memory());
-        // In pieces: a chain may claim up to 4 GiB.
-        while (reader.remaining() != 0) {
-            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(reader.remaining(), chunk.size()));
+        std::uint64_t left = std::min<std::uint64_t>(reader.remaining(), kMaxTransmit);
+        if (reader.remaining() > left) {
+            dropped_output_ += reader.remaining() - left;
+            vmm::guest_error(log_, "virtio-console: transmit buffer of %llu bytes cut to %zu",
+                             static_cast<unsigned long long>(reader.remaining()), kMaxTransmit);
+        }
+        // In pieces, through a fixed buffer.
+        while (left != 0) {
+            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk.size()));
             if (!reader.read({chunk.data(), n})) {
                 vmm::guest_error(log_, "virtio-console: transmit buffer not readable");
                 break;
             }
             output_->write({chunk.data(), n});
+            left -= n;
         }
         transmitq->add_used(chain->head(), 0);  // the device wrote nothing into the chain
     }

@@ -34,6 +34,10 @@ struct ConsoleOptions {
 class Console final : public Device {
 public:
     static constexpr std::size_t kMaxPendingInput = 64 * 1024;  // input held while the guest has no buffers
+    // Output taken from one transmit buffer; the rest of a larger one is dropped (logged). Linux
+    // writes at most 32 KiB per buffer (drivers/char/virtio_console.c); a chain may claim 4 GiB
+    // through aliased descriptors, which would otherwise all go to the sink.
+    static constexpr std::size_t kMaxTransmit = 64 * 1024;
     static constexpr std::uint16_t kReceiveQueue = 0;
     static constexpr std::uint16_t kTransmitQueue = 1;
 
@@ -44,6 +48,7 @@ public:
     std::uint64_t device_features() const override;
     std::uint16_t queue_count() const override { return 2; }
     std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue < 2 ? options_.queue_size : 0; }
+    std::uint64_t max_request_bytes(std::uint16_t) const override { return kMaxTransmit; }
     std::uint32_t config_size() const override;
     void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
     void write_config(std::uint32_t offset, std::span<const std::uint8_t> data) override;
@@ -58,10 +63,15 @@ public:
     // the size feature is offered.
     void set_size(std::uint16_t cols, std::uint16_t rows);
 
-    // input_dropped: host input beyond kMaxPendingInput while the guest read none.
-    void describe(Description& out) const override { out.add("input_dropped", dropped_input_); }
+    // input_dropped: host input beyond kMaxPendingInput while the guest read none;
+    // output_dropped: transmit bytes past kMaxTransmit in one buffer.
+    void describe(Description& out) const override {
+        out.add("input_dropped", dropped_input_);
+        out.add("output_dropped", dropped_output_);
+    }
 
     std::size_t pending_input() const { return pending_.size(); }
+    std::uint64_t dropped_output() const { return dropped_output_; }
 
 private:
     void deliver_input();
@@ -71,6 +81,7 @@ private:
     ConsoleOptions options_;
     std::vector<std::uint8_t> pending_;
     std::uint64_t dropped_input_ = 0;
+    std::uint64_t dropped_output_ = 0;
 
     ActiveQueues active_;
     vmm::RateLimiter log_;

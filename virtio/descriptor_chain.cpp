@@ -31,6 +31,16 @@ const char* describe(ChainError error) {
     return "unknown chain error";
 }
 
+bool DescriptorChain::charge(std::uint64_t bytes) const {
+    if (bytes > transfer_limit_ - transferred_) return false;  // transferred_ <= limit: no wrap
+    transferred_ += bytes;
+    if (meter_) {
+        meter_->pass_bytes += bytes;
+        meter_->total_bytes += bytes;
+    }
+    return true;
+}
+
 bool DescriptorChain::fail(ChainError error) {
     error_ = error;
     // An invalid chain exposes no buffers, so no caller can use half of it by mistake.

@@ -38,6 +38,13 @@ enum class ChainError : std::uint8_t {
 
 const char* describe(ChainError error);
 
+// Bytes devices moved through the chains of one queue (virtio/queue.hpp owns it): in the current
+// pass, which pop() bounds, and in all.
+struct TransferMeter {
+    std::uint64_t pass_bytes = 0;
+    std::uint64_t total_bytes = 0;
+};
+
 // A chain copied out of guest memory and validated as a whole before a device sees any of it, so
 // a device never acts on the first half of a malformed chain, and a guest rewriting descriptors
 // afterwards cannot change what was validated. Readable descriptors come first, then writable.
@@ -62,8 +69,24 @@ public:
     std::uint64_t readable_bytes() const { return readable_bytes_; }
     std::uint64_t writable_bytes() const { return writable_bytes_; }
 
+    // What a device may move through this request: read plus written bytes, whatever the
+    // descriptors claim. Aliasing is legal (one buffer may appear in every entry of an indirect
+    // table), so the claimed total (up to 2^32) says nothing about the work a request is worth;
+    // the queue sets the device's limit at pop(), and ChainReader / ChainWriter charge every byte
+    // they move here (and to the queue's pass) and refuse past the limit.
+    std::uint64_t transfer_limit() const { return transfer_limit_; }
+    std::uint64_t transferred() const { return transferred_; }
+    // Counts `bytes` about to be moved; false (nothing counted) when they would pass the limit.
+    // Const: the buffers are fixed, only the count of what moved through them changes.
+    bool charge(std::uint64_t bytes) const;
+
 private:
+    friend class Virtqueue;  // binds a popped chain to its meter and limit
     explicit DescriptorChain(std::uint16_t head) : head_(head) {}
+    void meter(TransferMeter* meter, std::uint64_t limit) {
+        meter_ = meter;
+        transfer_limit_ = limit;
+    }
     bool fail(ChainError error);
     bool append(std::uint64_t addr, std::uint32_t len, bool writable);
 
@@ -82,6 +105,10 @@ private:
     std::size_t readable_count_ = 0;
     std::uint64_t readable_bytes_ = 0;
     std::uint64_t writable_bytes_ = 0;
+    // 2 * 2^32: every byte read once and written twice would still fit; a queue sets its own.
+    std::uint64_t transfer_limit_ = std::uint64_t{1} << 33;
+    TransferMeter* meter_ = nullptr;  // none for a chain walked outside a queue (tests)
+    mutable std::uint64_t transferred_ = 0;
 };
 
 }  // namespace virtio

@@ -93,6 +93,12 @@ public:
 
     virtual std::uint16_t queue_count() const = 0;
     virtual std::uint16_t queue_max_size(std::uint16_t queue) const = 0;
+    // The most one request on `queue` may move, read plus written, however large its chain
+    // claims to be (descriptors may alias: 2^32 bytes in one buffer repeated). Enforced in shared
+    // code (DescriptorChain::charge); a model that knows a smaller bound checks it up front to
+    // answer in the protocol. The default fits a 9p message and every small request.
+    static constexpr std::uint64_t kDefaultMaxRequestBytes = std::uint64_t{16} << 20;
+    virtual std::uint64_t max_request_bytes(std::uint16_t /*queue*/) const { return kDefaultMaxRequestBytes; }
 
     // Device configuration space. The transport has checked offset + size <= config_size().
     virtual std::uint32_t config_size() const = 0;

@@ -312,6 +312,7 @@ void MmioTransport::activate() {
             set_needs_reset();
             return;
         }
+        queues_[q]->limit_request_bytes(device_->max_request_bytes(q));
         queue_ptrs_[q] = queues_[q].get();
     }
     bool ok = false;

@@ -57,6 +57,10 @@ public:
     bool accept_features(std::uint64_t features) override;
     std::uint16_t queue_count() const override { return 2; }
     std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue < 2 ? options_.queue_size : 0; }
+    // One frame either way: up to kMaxFrame bytes from the backend, the 12-byte header added on
+    // receive when the backend has none, and the num_buffers rewrite in the first buffer of a
+    // merged frame.
+    std::uint64_t max_request_bytes(std::uint16_t) const override { return kMaxFrame + 12 + sizeof(std::uint16_t); }
     std::uint32_t config_size() const override;
     void read_config(std::uint32_t offset, std::span<std::uint8_t> data) const override;
     bool activate(const Activation& activation) override;

@@ -111,7 +111,7 @@ std::optional<DescriptorChain> Virtqueue::pop() {
     // Bounded: each iteration consumes one avail entry, and at most `size` can be pending.
     for (std::uint32_t attempt = 0; attempt <= layout_.size; ++attempt) {
         if (broken_ || halted_) return std::nullopt;
-        if (pass_budget_ == 0) {
+        if (pass_budget_ == 0 || meter_.pass_bytes >= pass_byte_budget_) {
             budget_exhausted_ = true;
             return std::nullopt;
         }
@@ -150,7 +150,10 @@ std::optional<DescriptorChain> Virtqueue::pop() {
         if (event_idx_ && !publish_avail_event()) return std::nullopt;
 
         DescriptorChain chain = DescriptorChain::walk(*memory_, layout_.desc, layout_.size, *head, indirect_);
-        if (chain.is_valid()) return chain;
+        if (chain.is_valid()) {
+            chain.meter(&meter_, request_limit_);
+            return chain;
+        }
         // 2.7.5.2 asks the device to treat such a chain as an error; answering it with an empty
         // used element keeps the driver's ring accounting intact and the queue usable.
         ++malformed_chains_;

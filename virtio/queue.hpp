@@ -100,15 +100,27 @@ public:
     bool rewind(const PopMark& mark);
     // Fairness between the queues one thread serves (the event loop serves every device): the
     // transport opens a pass with begin_pass(budget) before it calls into the device, and pop()
-    // hands out at most `budget` avail entries in it. A pass that ran out says so
-    // (budget_exhausted()); the transport then arranges another pass later instead of letting a
-    // driver that re-posts as fast as it is served keep the thread (the vhost "weight"). Outside
-    // a pass (a queue used directly, as in device tests) pop() is unbounded.
-    void begin_pass(std::uint32_t budget) {
+    // hands out at most `budget` avail entries in it, and none once the chains it handed out
+    // moved `bytes` (DescriptorChain::charge; so a pass moves less than `bytes` plus one
+    // request's limit). A pass that ran out says so (budget_exhausted()); the transport then
+    // arranges another pass later instead of letting a driver that re-posts as fast as it is
+    // served keep the thread (the vhost "weight"). Outside a pass (a queue used directly, as in
+    // device tests) pop() is unbounded.
+    static constexpr std::uint64_t kPassBytes = std::uint64_t{16} << 20;
+    void begin_pass(std::uint32_t budget, std::uint64_t bytes = kPassBytes) {
         pass_budget_ = budget;
+        pass_byte_budget_ = bytes;
+        meter_.pass_bytes = 0;
         budget_exhausted_ = false;
     }
     bool budget_exhausted() const { return budget_exhausted_; }
+
+    // The most one request (one chain) may move, read plus written (Device::max_request_bytes);
+    // every chain pop() returns carries it (DescriptorChain::transfer_limit).
+    void limit_request_bytes(std::uint64_t bytes) { request_limit_ = bytes; }
+    std::uint64_t request_limit() const { return request_limit_; }
+    // Bytes moved through this queue's chains, in the current pass and in all.
+    const TransferMeter& transferred() const { return meter_; }
 
     // The driver set FAILED or the device DEVICE_NEEDS_RESET: from now on the queue touches no
     // ring (pop() yields nothing, add_used() and the suppression calls write nothing) until the
@@ -140,6 +152,9 @@ private:
     bool halted_ = false;
     bool budget_exhausted_ = false;
     std::uint32_t pass_budget_ = UINT32_MAX;
+    std::uint64_t pass_byte_budget_ = UINT64_MAX;
+    std::uint64_t request_limit_ = std::uint64_t{1} << 33;  // DescriptorChain's default
+    TransferMeter meter_;
 
     std::uint16_t last_avail_idx_ = 0;  // next avail ring slot the device will consume
     std::uint16_t used_idx_ = 0;        // next used ring slot (== the used idx published)

@@ -25,6 +25,7 @@ public:
     std::uint64_t device_features() const override;
     std::uint16_t queue_count() const override { return 1; }
     std::uint16_t queue_max_size(std::uint16_t queue) const override { return queue == 0 ? queue_size_ : 0; }
+    std::uint64_t max_request_bytes(std::uint16_t) const override { return kMaxBytesPerRequest; }
     std::uint32_t config_size() const override { return 0; }
     void read_config(std::uint32_t, std::span<std::uint8_t>) const override {}
     bool activate(const Activation& activation) override;

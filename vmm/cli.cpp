@@ -91,7 +91,8 @@ void add_run_options(CLI::App& run, RunOptions& o) {
     o.network_option = run.add_option("-n,--network", o.network_specs,
                    "a virtio-net NIC (repeatable; without -n: one mode=user NIC); mode=user (libslirp, DHCP, DNS, "
                    "no root), tap (tapif=NAME, fd=N an open tap, or a new tap as root) or none (no NIC)")
-        ->type_name("[mode=user|tap|none][,tapif=NAME|fd=N][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]")
+        ->type_name("[mode=user|tap|none][,tapif=NAME|fd=N][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]"
+                    "[,host_loopback=on|off][,restrict=on|off]")
         ->expected(0, 1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
@@ -323,6 +324,10 @@ Command sandbox_request(RunOptions& options, std::string workdir, std::vector<st
     if (auto* exit = std::get_if<Exit>(&config)) return *exit;
     // The sandbox writes the whole kernel command line itself (vmm/sandbox/session.hpp).
     std::get<VmConfig>(config).nodefaults = true;
+    // CMD is the code to contain: the host's loopback services (databases, agents, metadata
+    // proxies that trust 127.0.0.1) stay out of its reach unless host_loopback=on is given.
+    for (NetConfig& net : std::get<VmConfig>(config).nets)
+        if (net.mode == NetMode::User && !net.host_loopback) net.host_loopback = false;
     return sandbox::Request{std::move(std::get<VmConfig>(config)), std::move(workdir), std::move(argv)};
 }
 
@@ -388,8 +393,10 @@ Command parse(int argc, const char* const* argv) {
         "Console keys on a terminal: Ctrl-C goes to the guest; Ctrl-A x ends lkvm, Ctrl-A Ctrl-A\n"
         "sends Ctrl-A, Ctrl-A h lists the keys. A guest reboot restarts it unless --no-reboot.\n"
         "-n/--network: without -n the guest gets one mode=user NIC (-n none: no NIC). mode=user\n"
-        "gives the guest 10.0.2.15 by DHCP behind a NAT gateway 10.0.2.2 (DNS 10.0.2.3);\n"
-        "hostfwd=tcp:HOSTPORT-GUESTPORT forwards a host port into the guest.\n"
+        "gives the guest 10.0.2.15 by DHCP behind a NAT gateway 10.0.2.2 (DNS 10.0.2.3; the gateway\n"
+        "is the host's 127.0.0.1 unless host_loopback=off, and restrict=on keeps the guest from\n"
+        "reaching anything); hostfwd=tcp:HOSTPORT-GUESTPORT forwards 127.0.0.1:HOSTPORT into the\n"
+        "guest (tcp:ADDR:HOSTPORT-GUESTPORT another address).\n"
         "--name NAME: `lkvm list`, `lkvm stop -n NAME`, `lkvm stat -n NAME`, `lkvm debug -n NAME ...`.\n" +
         std::string(kRunExitHelp));
 

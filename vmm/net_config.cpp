@@ -51,20 +51,33 @@ bool parse_port(std::string_view text, std::uint16_t& port) {
     return true;
 }
 
-// "tcp:HOSTPORT-GUESTPORT" or "udp:..." (QEMU's ":HOSTPORT-:GUESTPORT" spelling accepted too).
+// "[ADDR:]PORT" (also ":PORT"): an empty or missing address leaves `addr` as it is.
+bool parse_endpoint(std::string_view text, std::uint32_t& addr, std::uint16_t& port) {
+    const std::size_t colon = text.rfind(':');
+    if (colon != std::string_view::npos && colon != 0 && !parse_ip(text.substr(0, colon), addr)) return false;
+    return parse_port(colon == std::string_view::npos ? text : text.substr(colon + 1), port);
+}
+
+// QEMU's syntax: "tcp:[ADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT" or "udp:...", and the short
+// "tcp:HOSTPORT-GUESTPORT".
 bool parse_hostfwd(std::string_view text, HostForward& fwd) {
     const std::size_t colon = text.find(':');
     if (colon == std::string_view::npos) return false;
     const std::string_view proto = text.substr(0, colon);
     if (proto == "udp") fwd.udp = true;
     else if (proto != "tcp") return false;
-    std::string_view ports = text.substr(colon + 1);
-    if (!ports.empty() && ports.front() == ':') ports.remove_prefix(1);
-    const std::size_t dash = ports.find('-');
+    const std::string_view ends = text.substr(colon + 1);
+    const std::size_t dash = ends.find('-');
     if (dash == std::string_view::npos) return false;
-    std::string_view guest = ports.substr(dash + 1);
-    if (!guest.empty() && guest.front() == ':') guest.remove_prefix(1);
-    return parse_port(ports.substr(0, dash), fwd.host_port) && parse_port(guest, fwd.guest_port);
+    return parse_endpoint(ends.substr(0, dash), fwd.host_addr, fwd.host_port) &&
+           parse_endpoint(ends.substr(dash + 1), fwd.guest_addr, fwd.guest_port);
+}
+
+bool parse_switch(std::string_view text, bool& on) {
+    if (text == "on" || text == "yes") on = true;
+    else if (text == "off" || text == "no") on = false;
+    else return false;
+    return true;
 }
 
 }  // namespace
@@ -104,15 +117,24 @@ std::string parse_network(std::string_view spec, NetConfig& out) {
         } else if (key == "hostfwd") {
             HostForward fwd;
             if (!parse_hostfwd(value, fwd))
-                return all + ": hostfwd=" + std::string(value) + ": write tcp:HOSTPORT-GUESTPORT (or udp:...), ports 1-65535";
+                return all + ": hostfwd=" + std::string(value) +
+                       ": write tcp:[ADDR:]HOSTPORT-[GUESTADDR:]GUESTPORT (or udp:...), ports 1-65535";
             out.hostfwd.push_back(fwd);
+        } else if (key == "host_loopback" || key == "restrict") {
+            bool on = false;
+            if (!parse_switch(value, on))
+                return all + ": " + std::string(key) + "=" + std::string(value) + ": write on or off";
+            if (key == "restrict") out.restricted = on;
+            else out.host_loopback = on;
         } else {
             return all + ": unknown parameter '" + std::string(key) +
-                   "'; the parameters are mode, tapif, guest_mac, host_ip, guest_ip, hostfwd";
+                   "'; the parameters are mode, tapif, guest_mac, host_ip, guest_ip, hostfwd, host_loopback, restrict";
         }
     }
     if (out.mode != NetMode::User && !out.hostfwd.empty())
         return all + ": hostfwd= needs mode=user (a tap is reached directly)";
+    if (out.mode != NetMode::User && (out.host_loopback || out.restricted))
+        return all + ": host_loopback= and restrict= need mode=user (a tap is the host's own interface)";
     if (out.mode != NetMode::Tap && !out.tapif.empty()) return all + ": tapif= needs mode=tap";
     return {};
 }
@@ -135,10 +157,16 @@ std::vector<std::string> check_networks(const std::vector<NetConfig>& nets) {
                 errors.push_back("-n/--network host_ip=" + format_ipv4(net.host_ip) + ",guest_ip=" + format_ipv4(guest) +
                                  ": user mode needs two different host addresses in one /24 network");
         }
-        for (const HostForward& fwd : net.hostfwd)
+        for (const HostForward& fwd : net.hostfwd) {
+            const std::uint32_t guest = nic_guest_ip(net);
+            if (fwd.guest_addr != 0 && ((fwd.guest_addr & 0xffffff00) != (guest & 0xffffff00) || fwd.guest_addr == net.host_ip))
+                errors.push_back("-n/--network hostfwd=...-" + format_ipv4(fwd.guest_addr) + ":" +
+                                 std::to_string(fwd.guest_port) + ": the guest address must be in the guest's network " +
+                                 format_ipv4(guest & 0xffffff00) + "/24 (and not host_ip)");
             if (!ports.insert({fwd.udp, fwd.host_port}).second)
                 errors.push_back("-n/--network hostfwd=" + std::string(fwd.udp ? "udp:" : "tcp:") +
                                  std::to_string(fwd.host_port) + ": that host port is forwarded twice");
+        }
         if (!net.tapif.empty() && !taps.insert(net.tapif).second)
             errors.push_back("-n/--network tapif=" + net.tapif + " is given twice; one NIC per tap");
     }
@@ -159,7 +187,13 @@ devices::net::SlirpOptions slirp_options(const NetConfig& config) {
     options.host_ip = config.host_ip;
     options.guest_ip = nic_guest_ip(config);
     for (const HostForward& fwd : config.hostfwd)
-        options.hostfwd.push_back({.udp = fwd.udp, .host_port = fwd.host_port, .guest_port = fwd.guest_port});
+        options.hostfwd.push_back({.udp = fwd.udp,
+                                   .host_addr = fwd.host_addr,
+                                   .host_port = fwd.host_port,
+                                   .guest_addr = fwd.guest_addr,
+                                   .guest_port = fwd.guest_port});
+    options.host_loopback = config.host_loopback.value_or(true);
+    options.restricted = config.restricted;
     return options;
 }
 

@@ -1,6 +1,12 @@
 // libFuzzer target: arbitrary guest memory, ring placement and descriptor bytes -> build a
 // Virtqueue, walk every chain (directly and through pop()), stream each through ChainReader /
 // ChainWriter, complete it and ask for notification. Nothing may crash, hang or over-allocate.
+//
+// Bounded mode (flag bit 16): the queue gets a request limit and a pass budget, as the transport
+// sets them, and each popped chain is streamed to the end with no loop bound of the harness's own:
+// only the shared limit (DescriptorChain::charge) stops it. The harness traps when a request
+// moved more than its limit or a pass more than its budget plus one request, and a chain of
+// aliased descriptors (corpus/descriptor_chain/aliased-indirect-*) would otherwise stream 4 GiB.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -64,6 +70,31 @@ void stream(const virtio::DescriptorChain& chain, const vmm::DmaMemory& memory) 
     }
 }
 
+void require(bool ok) {
+    if (!ok) __builtin_trap();
+}
+
+constexpr std::uint64_t kRequestLimit = 8 * 1024;
+constexpr std::uint64_t kPassBytes = 32 * 1024;
+
+// Reads, then writes, until the chain (or its limit) says no: the loops end only through the
+// shared bound.
+void stream_to_end(const virtio::DescriptorChain& chain, const vmm::DmaMemory& memory) {
+    std::uint8_t chunk[512];
+    virtio::ChainReader reader(chain, memory);
+    while (reader.remaining() != 0) {
+        const std::size_t n = std::min<std::uint64_t>(sizeof chunk, reader.remaining());
+        if (!reader.read({chunk, n})) break;
+    }
+    virtio::ChainWriter writer(chain, memory);
+    std::memset(chunk, 0x5a, sizeof chunk);
+    while (writer.remaining() != 0) {
+        const std::size_t n = std::min<std::uint64_t>(sizeof chunk, writer.remaining());
+        if (!writer.write({chunk, n})) break;
+    }
+    require(chain.transferred() <= chain.transfer_limit());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -108,13 +139,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     virtio::QueueLayout layout{queue_size, table, vmm::Iova{kRamBase + avail_off}, vmm::Iova{kRamBase + used_off}};
     auto queue = virtio::Virtqueue::create(layout, virtio::Virtqueue::kMaxSize, memory, features);
     if (!queue) return 0;
+    const bool bounded = (flags & 16) != 0;
+    if (bounded) queue->limit_request_bytes(kRequestLimit);
     for (unsigned round = 0; round < 2; ++round) {
+        if (bounded) queue->begin_pass(queue_size, kPassBytes);
         for (unsigned i = 0; i < 16; ++i) {
             auto chain = queue->pop();
             if (!chain) break;
-            stream(*chain, memory);
+            if (bounded) stream_to_end(*chain, memory);
+            else stream(*chain, memory);
             queue->add_used(chain->head(), static_cast<std::uint32_t>(chain->writable_bytes()));
         }
+        if (bounded) require(queue->transferred().pass_bytes < kPassBytes + kRequestLimit);
         (void)queue->needs_notification();
     }
     return 0;

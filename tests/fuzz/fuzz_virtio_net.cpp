@@ -5,8 +5,14 @@
 // space reads at any offset and width, kicks, resets and renegotiation. Besides ASan/UBSan it
 // traps on broken invariants: a frame handed to the backend larger than the device allows, a
 // transmit completion that claims written bytes, counters that disagree with the backend.
+// Resource bounds while the hostile guest runs: DMA goes through a counting translation, and each
+// step may move at most what its requests are allowed (Net::max_request_bytes per chain, plus
+// the descriptor tables walked); frames held for the guest stay within kMaxPendingFrames; and the
+// session ends with as many host descriptors open as it started with.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <linux/virtio_mmio.h>
+
+#include <dirent.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +20,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "tests/support/aliased_chain.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/fake_net_backend.hpp"
 #include "virtio/features.hpp"
@@ -30,6 +37,19 @@ void require(bool ok) {
 }
 
 constexpr std::uint16_t kQueueSize = 16;
+// What one step may move through DMA: every chain of both queues at its request limit, each with
+// an indirect table to walk (at most 4 descriptors here), plus the rings.
+constexpr std::uint64_t kStepBytes = 2 * kQueueSize * (virtio::Net::kMaxFrame + 14 + 4 * 16) + 64 * 1024;
+
+std::size_t open_descriptors() {
+    std::size_t count = 0;
+    if (DIR* dir = ::opendir("/proc/self/fd")) {
+        while (const dirent* entry = ::readdir(dir))
+            if (entry->d_name[0] != '.') ++count;
+        ::closedir(dir);
+    }
+    return count;
+}
 
 class Session {
 public:
@@ -39,8 +59,12 @@ public:
         state_->send_capacity = fdp_.ConsumeBool() ? SIZE_MAX : fdp_.ConsumeIntegralInRange<std::size_t>(0, 8);
         driver_ = std::make_unique<support::FakeDriver>(
             std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(state_)),
-            std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, 8 << 20));
+            std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, 8 << 20), dma_);
         start();
+    }
+    ~Session() {
+        driver_.reset();
+        require(open_descriptors() == descriptors_at_start_);
     }
 
     void run() {
@@ -148,6 +172,12 @@ private:
     }
 
     void check() {
+        const std::uint64_t moved = dma_->moved();
+        require(moved - moved_at_last_check_ <= kStepBytes);
+        moved_at_last_check_ = moved;
+        const std::size_t held = driver_->transport().with_device(
+            [](virtio::Device& d) { return static_cast<virtio::Net&>(d).pending_frames(); });
+        require(held <= virtio::Net::kMaxPendingFrames);
         for (const auto& frame : state_->sent) require(frame.size() <= virtio::Net::kMaxFrame);
         const virtio::NetStats s = driver_->transport().with_device(
             [](virtio::Device& d) { return static_cast<virtio::Net&>(d).stats(); });
@@ -160,6 +190,9 @@ private:
     }
 
     FuzzedDataProvider& fdp_;
+    const std::size_t descriptors_at_start_ = open_descriptors();
+    std::shared_ptr<support::CountingTranslator> dma_ = std::make_shared<support::CountingTranslator>();
+    std::uint64_t moved_at_last_check_ = 0;
     std::shared_ptr<support::FakeNetBackend::State> state_ = std::make_shared<support::FakeNetBackend::State>();
     std::unique_ptr<support::FakeDriver> driver_;
     bool started_ = false;

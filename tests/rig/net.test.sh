@@ -2,7 +2,9 @@
 #   user mode: DHCP gives 10.0.2.15; an 8 MiB file from a listener in L1 (reached through slirp's
 #     gateway 10.0.2.2 = L1's loopback) arrives with a matching sha256; the same file sent from L1
 #     through hostfwd=tcp:HOSTPORT-GUESTPORT into a listener in L2 too;
+#     hostfwd listens on 127.0.0.1 only (no address given);
 #   the same behind --viommu virtio with the guest's IOMMU strict (every DMA mapped and unmapped);
+#   restrict=on: DHCP still answers, the gateway (L1's loopback) is out of the guest's reach;
 #   tap mode: lkvm creates a tap in L1 (root) with host_ip/24, up, bridged to nothing; L2 pings
 #     L1 and fetches the file over it;
 #   mode=none: no NIC in L2; bad -n values and a tap name that is not a tap: one clear line, non-zero.
@@ -33,6 +35,8 @@ send_when_listening() {
     _i=0
     while [ $_i -lt 1200 ] && ! grep -q RIG-NET-LISTEN "/tmp/l2-$1.log" 2>/dev/null; do sleep 0.1; _i=$((_i + 1)); done
     sleep 0.5
+    # The hostfwd listener as the kernel sees it (local address, state 0A = LISTEN).
+    grep -E "^ *[0-9]+: [0-9A-F]{8}:$(printf '%04X' "$2") [0-9A-F]{8}:0000 0A" /proc/net/tcp >"/tmp/l2-$1.hostfwd" 2>/dev/null
     timeout 150 nc 127.0.0.1 "$2" </tmp/netblob >/dev/null 2>&1
   ) &
 }
@@ -67,11 +71,27 @@ user_case() {  # TAG HOSTPORT EXTRA-LKVM-ARGS... -- EXTRA-CMDLINE
   # shellcheck disable=SC2046
   l2_expect "$_t" $(echo "$USER_CHECKS" | tr , " ")
   l2_expect_rc "$_t" 0
+  if grep -q "0100007F:$(printf '%04X' "$_hp") " "/tmp/l2-$_t.hostfwd" 2>/dev/null; then
+    rig_pass "$_t/hostfwd-loopback" "port $_hp listens on 127.0.0.1 only"
+  else rig_fail "$_t/hostfwd-loopback" "listener on port $_hp: $(head -c 120 "/tmp/l2-$_t.hostfwd" 2>/dev/null)"; fi
   kill "$SERVE_PID" 2>/dev/null
   wait 2>/dev/null
 }
 user_case net-user 6001 --
 user_case net-user-viommu 6002 --viommu virtio -- iommu.strict=1
+
+# --- 1b. restrict=on: slirp answers DHCP, forwards nothing out (the fetch from the gateway gets no byte) --
+serve $SRC_PORT
+run_l2 net-restrict "$LKVM" run $K -c 1 -m 256 --name net-restrict --console serial -n mode=user,restrict=on \
+  -p "$A rigchecks=netdhcp,netfetch rignetip=10.0.2.15 rignetsrc=10.0.2.2:$SRC_PORT rignetsha=$SHA rignetbytes=$BYTES"
+l2_expect net-restrict netdhcp
+if ! tr -d '\r' <"$L2_LOG" | grep -q "RIG-CHECK FAIL netfetch 0 bytes from"; then
+  rig_fail net-restrict/gateway-blocked "the guest's fetch from 10.0.2.2:$SRC_PORT did not fail empty ($(_l2_state))"
+elif ! kill -0 "$SERVE_PID" 2>/dev/null; then
+  rig_fail net-restrict/gateway-blocked "the listener in L1 was reached"
+else rig_pass net-restrict/gateway-blocked "no byte from 10.0.2.2:$SRC_PORT, the listener in L1 never saw a connection"; fi
+kill "$SERVE_PID" 2>/dev/null
+wait 2>/dev/null
 
 # --- 2. tap mode: a tap lkvm creates in L1, nothing else on it -------------------------------------------
 serve $SRC_PORT

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/aliased_chain.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "virtio/features.hpp"
 #include "vmm/base/error.hpp"
@@ -374,4 +375,43 @@ TEST_CASE("Blk processes a batch of requests in one kick and interrupts once wit
     CHECK(f.driver.used_idx(0) == 5);
     CHECK(f.driver.irq().take() == 1);
     for (auto s : statuses) CHECK(f.driver.ram().read_obj<std::uint8_t>(s) == VIRTIO_BLK_S_OK);
+}
+
+TEST_CASE("Blk: a request whose 512 KiB indirect table aliases one 128 KiB buffer moves a bounded number of bytes") {
+    // 32766 data descriptors of 128 KiB each claim almost 4 GiB: before the bound, every such
+    // request outside the disk zero-filled all of it, and a within-disk one read that much.
+    TempImage image;
+    auto counter = std::make_shared<support::CountingTranslator>();
+    FakeDriver driver(std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path(), false), virtio::BlkOptions{}),
+                      nullptr, counter);
+    REQUIRE(driver.start());
+    const std::uint64_t buffer = driver.ram().alloc(support::kAliasedBuffer, 4096);
+    const std::uint64_t status = driver.ram().alloc(1);
+    for (const std::uint32_t type : {VIRTIO_BLK_T_IN, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_OUT}) {
+        CAPTURE(type);
+        virtio_blk_outhdr h{};
+        h.type = type;
+        h.sector = 0;
+        const std::uint64_t hdr = driver.ram().alloc(sizeof h);
+        driver.ram().write_obj(hdr, h);
+        std::vector<Segment> chain{Segment{hdr, sizeof h, false}};
+        const bool out = type == VIRTIO_BLK_T_OUT;
+        for (const Segment& s : support::aliased(buffer, support::kIndirectEntries - 2, !out)) chain.push_back(s);
+        chain.push_back(Segment{status, 1, true});
+        driver.ram().write_obj<std::uint8_t>(status, 0xee);
+        const std::uint64_t before = counter->moved();
+        const std::uint16_t head = driver.add_chain(0, chain, ChainLayout::Indirect);
+        driver.kick(0);
+        auto used = driver.pop_used(0);
+        REQUIRE(used);
+        CHECK(used->id == head);
+        CHECK(used->len == 0);  // the data area was left alone
+        CHECK(driver.ram().read_obj<std::uint8_t>(status) == VIRTIO_BLK_S_IOERR);
+        // The indirect table itself is read (512 KiB), the claimed data is not touched.
+        CHECK(counter->moved() - before < 1024 * 1024);
+    }
+    CHECK(image.read(0, 512) == TempImage().read(0, 512));  // nothing written to the disk
+    // The largest request a driver may send (size_max * seg_max) is still served.
+    CHECK(driver.read_config(offsetof(virtio_blk_config, size_max), 4) * driver.read_config(offsetof(virtio_blk_config, seg_max), 4) <=
+          virtio::Blk::kMaxRequestData);
 }

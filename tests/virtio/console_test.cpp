@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/aliased_chain.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "virtio/features.hpp"
 
@@ -175,4 +176,27 @@ TEST_CASE("Console input after FAILED or DEVICE_NEEDS_RESET touches no ring") {
     f.driver.add_chain(0, {Segment{buf2, 4, true}});
     f.driver.kick(0);
     CHECK(as_string(f.driver.ram().read_bytes(buf2, 4)) == "abcd");
+}
+
+TEST_CASE("Console: transmit buffers aliasing one 128 KiB buffer through 512 KiB indirect tables are cut, not sent whole") {
+    // Each chain claims 4 GiB; before the cut, four of them sent 16 GiB to the sink.
+    std::string output;
+    auto ram = std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, 8 << 20);
+    auto counter = std::make_shared<support::CountingTranslator>();
+    FakeDriver driver(std::make_unique<virtio::Console>(std::make_unique<StringSink>(output)), ram, counter);
+    REQUIRE(driver.start());
+    const std::uint64_t buffer = ram->alloc(support::kAliasedBuffer, 4096);
+    ram->fill(buffer, support::kAliasedBuffer, 'x');
+    constexpr int kRequests = 4;
+    for (int i = 0; i < kRequests; ++i)
+        driver.add_chain(1, support::aliased(buffer, support::kIndirectEntries, false), support::ChainLayout::Indirect);
+    const std::uint64_t before = counter->read_bytes;
+    driver.kick(1);
+    for (int i = 0; i < kRequests; ++i) CHECK(driver.pop_used(1));
+    CHECK(output.size() == kRequests * virtio::Console::kMaxTransmit);
+    // Read from the guest: the cut output plus the indirect tables, nothing near 4 GiB a request.
+    CHECK(counter->read_bytes - before <= kRequests * (virtio::Console::kMaxTransmit + 512 * 1024 + 4096));
+    const std::uint64_t dropped = driver.transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Console&>(d).dropped_output(); });
+    CHECK(dropped == kRequests * (std::uint64_t{support::kIndirectEntries} * support::kAliasedBuffer - virtio::Console::kMaxTransmit));
 }

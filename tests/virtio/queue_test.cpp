@@ -6,7 +6,10 @@
 
 #include <linux/virtio_config.h>
 
+#include <array>
+
 #include "tests/support/fake_driver.hpp"
+#include "virtio/chain_io.hpp"
 #include "virtio/features.hpp"
 #include "virtio/ring.hpp"
 
@@ -380,4 +383,38 @@ TEST_CASE("G8 suppression on a broken queue does nothing and reports nothing pen
     CHECK(r.ram.read_obj<std::uint16_t>(r.layout.used.value) == 0);
     CHECK_FALSE(q->has_pending());
     CHECK_FALSE(q->enable_notifications());
+}
+
+TEST_CASE("Virtqueue: a request moves at most the queue's request limit, and a pass ends once its bytes are spent") {
+    Rings r(4);  // four writable 64-byte buffers
+    auto q = r.queue();
+    q->limit_request_bytes(48);
+    for (std::uint16_t i = 0; i < 4; ++i) r.offer(i);
+    q->begin_pass(4, 100);
+    std::array<std::uint8_t, 64> bytes{};
+
+    auto first = q->pop();
+    REQUIRE(first);
+    CHECK(first->transfer_limit() == 48);
+    virtio::ChainWriter over(*first, r.dma);
+    CHECK_FALSE(over.write(bytes));  // 64 > 48: refused before anything moves
+    CHECK(first->transferred() == 0);
+    virtio::ChainWriter within(*first, r.dma);
+    CHECK(within.write(std::span(bytes).first(48)));
+    CHECK_FALSE(within.write(std::span(bytes).first(1)));  // the limit is per request, not per writer
+    CHECK(q->transferred().pass_bytes == 48);
+
+    auto second = q->pop();
+    REQUIRE(second);
+    CHECK(virtio::ChainWriter(*second, r.dma).write(std::span(bytes).first(48)));
+    auto third = q->pop();  // 96 of 100 bytes spent: still within the pass
+    REQUIRE(third);
+    CHECK(virtio::ChainWriter(*third, r.dma).write(std::span(bytes).first(8)));
+    CHECK_FALSE(q->pop());  // 104 >= 100: the pass is over although a chain and chain budget are left
+    CHECK(q->budget_exhausted());
+    CHECK(q->transferred().total_bytes == 104);
+
+    q->begin_pass(4, 100);  // the next pass serves the fourth
+    CHECK(q->pop());
+    CHECK(q->transferred().pass_bytes == 0);
 }

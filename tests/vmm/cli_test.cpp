@@ -1,4 +1,5 @@
 #include "vmm/cli.hpp"
+#include "vmm/sandbox/request.hpp"
 
 #include <doctest/doctest.h>
 
@@ -143,10 +144,22 @@ TEST_CASE("-n is kvmtool's --network, repeatable, one NIC each; --name names the
     REQUIRE(c.nets.size() == 3);
     CHECK(c.nets[0].mode == vmm::NetMode::User);
     REQUIRE(c.nets[0].hostfwd.size() == 1);
-    CHECK(c.nets[0].hostfwd[0] == vmm::HostForward{false, 2222, 22});
+    CHECK(c.nets[0].hostfwd[0] == vmm::HostForward{.udp = false, .host_port = 2222, .guest_port = 22});
     CHECK(c.nets[1].mode == vmm::NetMode::Tap);
     CHECK(c.nets[1].tapif == "tap0");
     CHECK(c.nets[2].mode == vmm::NetMode::None);
+}
+
+TEST_CASE("-n host_loopback: on unless given for run, off unless given for sandbox") {
+    CHECK(run_config({"run", "-k", "Image", "-n", "mode=user"}).nets[0].host_loopback.value_or(true));
+    auto sandbox_nets = [](const char* spec) {
+        auto command = parse({"sandbox", "-k", "Image", "-n", spec, "--", "true"});
+        auto* request = std::get_if<vmm::sandbox::Request>(&command);
+        REQUIRE(request != nullptr);
+        return request->config.nets;
+    };
+    CHECK(sandbox_nets("mode=user")[0].host_loopback == false);
+    CHECK(sandbox_nets("mode=user,host_loopback=on")[0].host_loopback == true);
 }
 
 TEST_CASE("-n without a mode is user mode; a bare -n too") {

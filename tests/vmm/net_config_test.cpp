@@ -30,9 +30,37 @@ TEST_CASE("-n takes kvmtool's parameter names") {
     CHECK(vmm::format_ipv4(n.host_ip) == "192.168.33.1");
     CHECK(vmm::format_ipv4(vmm::nic_guest_ip(n)) == "192.168.33.15");
     REQUIRE(n.hostfwd.size() == 2);
-    CHECK(n.hostfwd[0] == vmm::HostForward{false, 8080, 80});
-    CHECK(n.hostfwd[1] == vmm::HostForward{true, 5353, 53});
+    CHECK(n.hostfwd[0] == vmm::HostForward{.udp = false, .host_port = 8080, .guest_port = 80});
+    CHECK(n.hostfwd[1] == vmm::HostForward{.udp = true, .host_port = 5353, .guest_port = 53});
     CHECK(parsed("mode=tap,tapif=tap0").tapif == "tap0");
+}
+
+TEST_CASE("-n hostfwd listens on 127.0.0.1 unless an address is given (QEMU's ADDR:PORT-GUESTADDR:PORT)") {
+    auto n = parsed("hostfwd=tcp:8022-22,hostfwd=tcp:0.0.0.0:8080-10.0.2.20:80,hostfwd=udp:192.168.1.5:5353-:53,"
+                    "hostfwd=tcp::2222-22");
+    REQUIRE(n.hostfwd.size() == 4);
+    CHECK(vmm::format_ipv4(n.hostfwd[0].host_addr) == "127.0.0.1");
+    CHECK(n.hostfwd[0].guest_addr == 0);  // the NIC's guest_ip
+    CHECK(vmm::format_ipv4(n.hostfwd[1].host_addr) == "0.0.0.0");
+    CHECK(vmm::format_ipv4(n.hostfwd[1].guest_addr) == "10.0.2.20");
+    CHECK(n.hostfwd[1].host_port == 8080);
+    CHECK(vmm::format_ipv4(n.hostfwd[2].host_addr) == "192.168.1.5");
+    CHECK(n.hostfwd[2].udp);
+    CHECK(vmm::format_ipv4(n.hostfwd[3].host_addr) == "127.0.0.1");
+    CHECK(n.hostfwd[3].host_port == 2222);
+    CHECK(error_of("hostfwd=tcp:1.2.3:80-22").find("hostfwd") != std::string::npos);
+    CHECK(vmm::check_networks({parsed("hostfwd=tcp:80-10.0.3.9:22")}).size() == 1);  // outside the guest's /24
+}
+
+TEST_CASE("-n host_loopback and restrict: unset, on or off, user mode only") {
+    CHECK_FALSE(parsed("").host_loopback.has_value());  // the command decides
+    CHECK(parsed("host_loopback=off").host_loopback == false);
+    CHECK(parsed("host_loopback=on").host_loopback == true);
+    CHECK_FALSE(parsed("").restricted);
+    CHECK(parsed("restrict=on").restricted);
+    CHECK(parsed("restrict=yes").restricted);
+    CHECK(error_of("restrict=maybe").find("restrict=maybe") != std::string::npos);
+    CHECK(error_of("mode=tap,host_loopback=off").find("need mode=user") != std::string::npos);
 }
 
 TEST_CASE("-n defaults: user mode, 10.0.2.2 / 10.0.2.15, MACs by index") {

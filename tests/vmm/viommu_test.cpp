@@ -364,7 +364,8 @@ TEST_CASE("ViommuSetup with poll=US serves the virtio-iommu request queue withou
         rig.ram().write(in, bytes);
         rig.viommu->add_chain(0, {Segment{in, static_cast<std::uint32_t>(bytes.size()), false}, Segment{tail, 4, true}});
         if (kick) rig.viommu->kick(0);
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        // Waits for the poller to serve it; the bound only keeps a broken build from hanging.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
         std::optional<vring_used_elem> used;
         while (!(used = rig.viommu->pop_used(0)) && std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::microseconds(100));

@@ -3,10 +3,12 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <exception>
 
 #include "vmm/base/error.hpp"
@@ -14,13 +16,19 @@
 namespace vmm {
 
 EventLoop::EventLoop()
-    : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), firewall_log_(5) {
+    : epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+      wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      timer_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
+      firewall_log_(5) {
     if (!epoll_) throw_errno("event loop: epoll_create1");
     if (!wake_) throw_errno("event loop: eventfd");
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = wake_.get();
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) throw_errno("event loop: epoll_ctl");
+    if (!timer_) throw_errno("event loop: timerfd_create");
+    for (int fd : {wake_.get(), timer_.get()}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("event loop: epoll_ctl");
+    }
 }
 
 bool EventLoop::insert(int fd, std::string name, Handler handler, bool tolerate_unpollable) {
@@ -31,7 +39,7 @@ bool EventLoop::insert(int fd, std::string name, Handler handler, bool tolerate_
         if (tolerate_unpollable && errno == EPERM) return false;
         throw_errno("event loop: cannot watch " + name);
     }
-    entries_[fd] = Entry{std::move(name), std::make_shared<Handler>(std::move(handler))};
+    entries_[fd] = std::make_shared<const Entry>(Entry{std::move(name), std::move(handler)});
     return true;
 }
 
@@ -43,7 +51,42 @@ bool EventLoop::try_add(int fd, std::string name, Handler handler) {
 
 void EventLoop::remove(int fd) {
     if (entries_.erase(fd) == 0) return;
+    if (paused_.erase(fd) != 0) return;  // not in the epoll set meanwhile
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void EventLoop::pause(int fd, std::chrono::milliseconds duration) {
+    if (entries_.count(fd) == 0) return;
+    if (paused_.count(fd) == 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    paused_[fd] = Clock::now() + duration;
+    resume_due();  // arms the timer
+}
+
+void EventLoop::resume_due() {
+    const Clock::time_point now = Clock::now();
+    std::optional<Clock::time_point> next;
+    for (auto it = paused_.begin(); it != paused_.end();) {
+        if (it->second > now) {
+            if (!next || it->second < *next) next = it->second;
+            ++it;
+            continue;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = it->first;
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, it->first, &ev) != 0 && firewall_log_.allow())
+            log_error("event loop: cannot watch %s again: %s", entries_.at(it->first)->name.c_str(), std::strerror(errno));
+        it = paused_.erase(it);
+    }
+    itimerspec spec{};  // all zero: disarmed
+    if (next) {
+        // At least 1 ns: a zero it_value would disarm the timer instead.
+        const auto in = std::max<Clock::duration>(*next - now, std::chrono::nanoseconds(1));
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(in).count();
+        spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+        spec.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    }
+    ::timerfd_settime(timer_.get(), 0, &spec, nullptr);
 }
 
 void EventLoop::stop() {
@@ -68,16 +111,25 @@ void EventLoop::run() {
         for (int i = 0; i < n; ++i) {
             int fd = events[i].data.fd;
             if (fd == wake_.get()) return;
+            if (fd == timer_.get()) {
+                std::uint64_t expirations;
+                [[maybe_unused]] ssize_t r = ::read(timer_.get(), &expirations, sizeof expirations);
+                resume_due();
+                continue;
+            }
             auto it = entries_.find(fd);
             if (it == entries_.end()) continue;  // removed by an earlier handler in this batch
-            // Keep the handler alive even if it removes itself.
-            std::shared_ptr<Handler> handler = it->second.handler;
+            if (paused_.count(fd) != 0) continue;  // paused by an earlier handler in this batch
+            // Held here, not through `it`: the handler may remove itself (erasing the map node)
+            // and then throw, and the log line below still needs its name.
+            const std::shared_ptr<const Entry> entry = it->second;
             try {
-                (*handler)();
+                entry->handler();
             } catch (const std::exception& e) {
-                if (firewall_log_.allow()) log_error("event loop: handler for %s failed: %s", it->second.name.c_str(), e.what());
+                if (firewall_log_.allow()) log_error("event loop: handler for %s failed: %s", entry->name.c_str(), e.what());
             } catch (...) {
-                if (firewall_log_.allow()) log_error("event loop: handler failed with an unknown exception");
+                if (firewall_log_.allow())
+                    log_error("event loop: handler for %s failed with an unknown exception", entry->name.c_str());
             }
         }
     }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <functional>
@@ -34,8 +35,15 @@ public:
     // Like add(), but false (nothing added) when `fd` cannot be polled (a regular file or
     // /dev/null as stdin).
     bool try_add(int fd, std::string name, Handler handler);
-    // Safe from inside a handler (also for the handler's own fd).
+    // Safe from inside a handler (also for the handler's own fd). Forgets a pause too.
     void remove(int fd);
+    // Stops watching `fd` for `duration`, then watches it again; the handler stays registered.
+    // For a descriptor that stays ready while its handler cannot make progress (a listening
+    // socket whose accept() fails with EMFILE): level-triggered, it would be dispatched again at
+    // once, for ever, and the loop would spin instead of serving everything else. Safe from
+    // inside a handler; pausing a paused fd moves its deadline.
+    void pause(int fd, std::chrono::milliseconds duration);
+    bool paused(int fd) const { return paused_.count(fd) != 0; }
 
     // Dispatches until stop(). Returns at once if stop() was already called.
     void run();
@@ -44,16 +52,23 @@ public:
     bool stopped() const;
 
 private:
+    // Shared with a running dispatch, so a handler that removes itself (or is replaced) stays
+    // alive, name included, until its call and the firewall's log line are over.
     struct Entry {
         std::string name;
-        std::shared_ptr<Handler> handler;
+        Handler handler;
     };
+    using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC, as the timerfd
     bool insert(int fd, std::string name, Handler handler, bool tolerate_unpollable);
+    // Watches again every paused fd whose time has come, and arms the timer for the next one.
+    void resume_due();
 
     UniqueFd epoll_;
-    UniqueFd wake_;  // eventfd written by stop()
+    UniqueFd wake_;   // eventfd written by stop()
+    UniqueFd timer_;  // timerfd: the earliest end of a pause
     std::atomic<bool> stopped_{false};
-    std::map<int, Entry> entries_;
+    std::map<int, std::shared_ptr<const Entry>> entries_;
+    std::map<int, Clock::time_point> paused_;  // fd -> when to watch it again
     RateLimiter firewall_log_;
 };
 

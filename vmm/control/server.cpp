@@ -102,8 +102,18 @@ void ControlServer::accept_clients() {
     for (int i = 0; i < kAcceptsPerWakeup; ++i) {
         UniqueFd fd(::accept4(socket_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED && log_.allow())
-                log_warn("control: accept on %s: %s", socket_.path().c_str(), std::strerror(errno));
+            const int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) return;
+            ++accept_failures_;
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the backlog and the socket
+            // stays readable, so without a pause the level-triggered loop would call us again at
+            // once, for ever. Any other failure is paused too: none of them may spin the loop.
+            loop_.pause(socket_.fd(), options_.accept_backoff);
+            std::uint64_t dropped = 0;
+            if (log_.allow(&dropped))
+                log_warn("control: accept on %s: %s; not accepting for %lld ms (%llu similar messages suppressed)",
+                         socket_.path().c_str(), std::strerror(err),
+                         static_cast<long long>(options_.accept_backoff.count()), static_cast<unsigned long long>(dropped));
             return;
         }
         ucred peer{};

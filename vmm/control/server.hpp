@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -47,6 +48,10 @@ struct ControlServerOptions {
     // lock `lkvm stop` out).
     std::size_t max_clients = 8;
     uid_t allowed_uid = ::geteuid();  // peers of any other uid are closed at once (SO_PEERCRED)
+    // How long the listening socket is left alone after accept() failed (for want of descriptors
+    // or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM): the connection waits in the backlog meanwhile,
+    // and the loop serves the VM instead of spinning on a socket it cannot accept from.
+    std::chrono::milliseconds accept_backoff{250};
 };
 
 // Serves `socket` on `loop` with `target`. Construct after the VM is built and destroy before the
@@ -60,6 +65,7 @@ public:
 
     std::size_t client_count() const { return clients_.size(); }
     std::uint64_t refused_peers() const { return refused_; }
+    std::uint64_t accept_failures() const { return accept_failures_; }
 
 private:
     struct Client {
@@ -81,6 +87,7 @@ private:
     std::map<int, Client> clients_;
     std::uint64_t next_serial_ = 0;
     std::uint64_t refused_ = 0;
+    std::uint64_t accept_failures_ = 0;
     RateLimiter log_;
 };
 

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -245,7 +247,9 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
     auto stop = vmm::control_exchange(dir, "vm1", {"stop", {}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlResponse>(stop));
     CHECK(std::get<vmm::ControlResponse>(stop).detail == "stopping vm1");
-    for (int i = 0; i < 100 && vm.vm.stops == 0; ++i) std::this_thread::sleep_for(10ms);
+    // The loop thread calls stop() after the answer went out: wait for it (the bound only keeps
+    // a broken build from hanging).
+    for (int i = 0; i < 60'000 && vm.vm.stops == 0; ++i) std::this_thread::sleep_for(1ms);
     CHECK(vm.vm.stops == 1);
 }
 
@@ -368,4 +372,47 @@ TEST_CASE("lkvm stop --all stops every live VM and passes over stale sockets") {
     CHECK(all.err.empty());
     CHECK(one.vm.stops == 1);
     CHECK(two.vm.stops == 1);
+}
+
+TEST_CASE("ControlServer at the descriptor limit: a failing accept pauses the listener instead of spinning the loop") {
+    TempDir dir;
+    vmm::EventLoop loop;
+    FakeVm vm;
+    vmm::ControlSocket socket(dir.sub("lkvm"), "full");
+    vmm::ControlServerOptions options;
+    options.accept_backoff = std::chrono::hours(1);  // longer than the test: no clock in the result
+    vmm::ControlServer server(loop, socket, vm, options);
+    // A loop round counter: an always-readable eventfd that stops the loop after 50 rounds.
+    vmm::UniqueFd ticker(::eventfd(1, EFD_NONBLOCK));
+    int ticks = 0;
+    loop.add(ticker.get(), "ticker", [&] {
+        if (++ticks == 50) loop.stop();
+    });
+    // A client waits in the backlog, so the listening socket stays readable.
+    vmm::UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, socket.path().c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+
+    // No descriptor left: the soft limit at the lowest free number, so accept() fails with EMFILE.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    const int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    struct Restore {
+        rlimit limit;
+        ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
+    } restore{saved};
+    rlimit full = saved;
+    full.rlim_cur = static_cast<rlim_t>(lowest_free);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &full) == 0);
+    loop.run();
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+
+    CHECK(ticks == 50);
+    CHECK(server.accept_failures() == 1);  // before: one failed accept per round, for ever
+    CHECK(loop.paused(socket.fd()));
+    CHECK(server.client_count() == 0);
 }
