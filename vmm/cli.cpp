@@ -445,7 +445,7 @@ Command parse(int argc, const char* const* argv) {
         if (!found) return usage_error("unknown command '" + first + "'; the commands are: " + known, "lkvm");
         if (first == "run" || first == "sandbox")
             if (std::string error = kvmtool_only_flag(argc, argv); !error.empty())
-                return usage_error(error, "lkvm " + first, first == "sandbox" ? kSandboxUsageError : kUsageError);
+                return usage_error(error, "lkvm " + first, first == "sandbox" ? kExitSandboxFailed : kExitUsage);
     }
     // CLI11's help() of a parsed app is the selected subcommand's: keep the top level's.
     const std::string top_help = app.help();

@@ -189,7 +189,7 @@ TEST_CASE("slirp: at the socket cap a hostfwd connection waits in the backlog an
 
 TEST_CASE("slirp: hostfwd listens on 127.0.0.1 by default, on the address given otherwise") {
     const std::uint16_t port = free_port();
-    devices::net::SlirpBackend slirp(forwarding(port));
+    devices::net::SlirpBackend slirp(vmm::slirp_options(forwarding(port)));
     // The port is taken on 127.0.0.1 only: another address of the host can still bind it.
     vmm::UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a{};
@@ -200,13 +200,13 @@ TEST_CASE("slirp: hostfwd listens on 127.0.0.1 by default, on the address given 
     // Before: bound to 0.0.0.0, which takes the port on every address.
     vmm::NetConfig busy;
     busy.hostfwd.push_back(vmm::HostForward{.udp = false, .host_addr = 0, .host_port = port, .guest_port = 22});
-    CHECK_THROWS(devices::net::SlirpBackend(busy));
+    CHECK_THROWS(devices::net::SlirpBackend(vmm::slirp_options(busy)));
 }
 
 TEST_CASE("slirp: host_loopback=off and restrict=on keep a guest's connection to the gateway from the host's loopback") {
     LoopbackListener service;
     auto sockets_after_syn = [&](vmm::NetConfig config) {
-        devices::net::SlirpBackend slirp(config);
+        devices::net::SlirpBackend slirp(vmm::slirp_options(config));
         const std::size_t before = slirp.sockets();
         slirp.send(tcp_syn(31000, kGateway, service.port));
         slirp.flush();
