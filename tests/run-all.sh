@@ -46,6 +46,11 @@ single "check-citations" tests/check-citations.sh
 cit=$(tests/check-citations.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-citations.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
 if [ -n "$cit" ]; then count "check-citations.test" $cit; else count "check-citations.test" 0 1; fi
 
+stage "layers (every include points down: vmm/base < fdt < virtio < iommu < devices < vmm)"
+single "check-layers" tests/check-layers.sh
+lay=$(tests/check-layers.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-layers.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+if [ -n "$lay" ]; then count "check-layers.test" $lay; else count "check-layers.test" 0 1; fi
+
 stage "unit tests (native)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
     doctest_stage "unit" "$BUILD/native/unit-tests"
