@@ -21,7 +21,8 @@ bool Domain::overlaps(std::uint64_t first, std::uint64_t last) const {
 Status Domain::collect_unmap(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& out) const {
     MappingTree::Cursor at = mappings_.floor(first);
     if (!at.at_end()) {
-        // Starts before the range and reaches into it: removing it would split it (example 4).
+        // Starts before the range and reaches into it: removing it would split it, which
+        // UNMAP never does (virtio 1.2 section 5.13.6.6, the fourth UNMAP example).
         if (at->first.value < first && at->last.value >= first) return Status::Range;
         if (at->first.value < first) at.next();
     } else {

@@ -5,6 +5,7 @@
 #   - cites a document that is not in the repository: "reference 1.5", "reference section 4.2",
 #     "the reference's Appendix A", "architecture 6.7.5",
 #     "Architecture doc", "architecture.md", "rig.md", "landscape", "../shared", "virtio-iommu-reference";
+#   - cites an issue of a tracker the repository does not have: "issue 14", "Issue #5", "issues 4";
 #   - uses a conformance ID (D17, G3, R2, or "CONFORMANCE.md L8") that tests/CONFORMANCE.md does not
 #     define (D, G and R IDs anywhere in comments; L IDs where CONFORMANCE.md is named, since L1/L2
 #     also name the rig's guest levels);
@@ -72,6 +73,8 @@ for my $f (@files) {
         $carry = $text =~ /(\b[Rr]eference(?:\x27s)?(?:\s+sections?)?)\s*$/ ? "$1 " : "";
         problem($f, $n, "cites a document outside the repository: \"$1\"")
             if $joined =~ /(\b[Rr]eference(?:\x27s)?\s+(?:(?:sections?|\xc2\xa7)\s*[0-9]+(?:\.[0-9]+)*|[Aa]ppendix\s+[A-Z]\b|[0-9]+(?:\.[0-9]+)*)|\b[Aa]rchitecture(?: doc)? [0-9]+(?:\.[0-9]+)*|\b[Aa]rchitecture doc\b|architecture\.md|rig\.md|\blandscape\b|\.\.\/shared|\/work\/shared|virtio-iommu-reference)/;
+        problem($f, $n, "cites a tracker the repository does not have: \"$1\"; say what it means instead")
+            if $joined =~ /(\b[Ii]ssues?\s*#?[0-9]+)/;
         # Conformance IDs.
         my $scan = $text;
         $scan =~ s/\bRIG-L[0-9]\S*//g;

@@ -1,5 +1,6 @@
 // ViommuConfig: what `lkvm run --viommu[=SPEC]` asked for, as plain data, with its parser (used by
-// vmm/cli.cpp) and its checks (used by validate()). Syntax, kvmtool-branch style:
+// vmm/cli.cpp) and its checks (used by validate()). Syntax: which devices go
+// behind it, then comma-separated options:
 //
 //   --viommu                      everything behind the vIOMMU with the defaults below
 //   --viommu virtio[,OPTIONS]     only the emulated virtio-mmio devices

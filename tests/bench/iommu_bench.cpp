@@ -1,7 +1,7 @@
 // Host-native micro-benchmark of the virtio-iommu request path: MAP and UNMAP of 4 KiB pages through
 // the whole device (split virtqueue -> parse -> domain -> external-IOMMU listener -> used ring), on
 // one core, with 16 and with 65 535 live mappings in the domain. Only the device's work is timed
-// (the kick); building requests and reading the used ring is the guest's. Aims (issue 4):
+// (the kick); building requests and reading the used ring is the guest's. Our aims:
 // >= 5 M requests/s, and the per-request cost at 65 535 mappings <= 1.5x the cost at 16.
 #include <linux/virtio_config.h>
 #include <linux/virtio_iommu.h>

@@ -1,4 +1,4 @@
-// devices::FdOutput, the stdout writer of the UART and the virtio-console (issue 14 item 4): a
+// devices::FdOutput, the stdout writer of the UART and the virtio-console: a
 // reader that stopped reading must not keep the writing thread from a teardown.
 #include "devices/fd_output.hpp"
 

@@ -1,5 +1,6 @@
 // libFuzzer target: iommu::MappingTree against std::map (tests/support/mapping_tree_model.hpp),
-// for the long runs of issue 14 item 6 (`make fuzz`, or -runs=N). Each 5-byte record is one
+// for long differential runs (`make fuzz`, or -runs=N; tests/iommu/mapping_tree_test.cpp runs the
+// same harness briefly). Each 5-byte record is one
 // operation (kind, first page, length); a disagreement aborts with what differed.
 #include <cstddef>
 #include <cstdint>

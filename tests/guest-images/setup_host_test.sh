@@ -1,5 +1,6 @@
 #!/bin/bash
-# guest-images/setup-host.sh's package decisions (issue 12), run against a fake dpkg/apt on PATH:
+# guest-images/setup-host.sh's package decisions (what a new host is missing, what apt-get is
+# asked), run against a fake dpkg/apt on PATH:
 # no real package database or apt is touched, so it runs anywhere, as any user. Each case gives
 # the fake dpkg database, runs the script and checks what it said and what it asked apt-get.
 #   tests/guest-images/setup_host_test.sh     (prints "setup-host-test: N passed, N failed")

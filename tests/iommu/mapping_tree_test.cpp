@@ -109,7 +109,7 @@ TEST_CASE("MappingTree survives sequential patterns that stress one edge of the 
     CHECK(tree.empty());
 }
 
-// Issue 14 item 6: a randomized differential run of every interval operation against std::map
+// A randomized differential run of every interval operation against std::map
 // (tests/support/mapping_tree_model.hpp); the fuzz target fuzz_mapping_tree runs the same harness
 // for millions of operations.
 TEST_CASE("MappingTree agrees with std::map on random clustered insert_if_free/erase/remove_range/floor/upper_bound") {

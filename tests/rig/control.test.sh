@@ -1,4 +1,4 @@
-# Runs in L1. The control channel (issue 5): `lkvm list`, `lkvm stat`, `lkvm debug` and `lkvm stop`
+# Runs in L1. The control channel (vmm/control/): `lkvm list`, `lkvm stat`, `lkvm debug` and `lkvm stop`
 # against running L2 guests, over the per-user socket directory.
 #   1. A guest with a vIOMMU and a disk keeps doing DMA (L2 check dmaloop) while L1 watches it:
 #      list shows it, stat twice shows maps/unmaps rising, an injected fault reaches the guest's

@@ -147,7 +147,7 @@ TEST_CASE("Console survives unreadable transmit and unwritable receive buffers")
     CHECK((f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET) == 0);
 }
 
-// Issue 14 item 5 / virtio 1.2 section 2.1.2: once the driver set FAILED or the device set
+// virtio 1.2 section 2.1.2: once the driver set FAILED or the device set
 // DEVICE_NEEDS_RESET, host input must not reach the driver's buffers or the used ring.
 TEST_CASE("Console input after FAILED or DEVICE_NEEDS_RESET touches no ring") {
     Fixture f;

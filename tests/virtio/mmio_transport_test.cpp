@@ -450,7 +450,7 @@ TEST_CASE("MmioTransport does not offer ACCESS_PLATFORM when not behind an IOMMU
     CHECK((f.driver.device_features() & kAccessPlatform) == 0);
 }
 
-// Issue 14 item 3: one kick of a driver that re-posts every buffer as soon as it completes must
+// One kick of a driver that re-posts every buffer as soon as it completes must
 // not keep the serving thread (the event loop serves every device, stdin and the signals).
 TEST_CASE("MmioTransport serves at most one ring's worth per notify and asks for another pass") {
     Fixture f;

@@ -1,4 +1,4 @@
-// --vfio-pci and --viommu vfio on the command line and in validate() (issue 6's part of vmm/cli.cpp
+// --vfio-pci and --viommu vfio on the command line and in validate() (the VFIO parts of vmm/cli.cpp
 // and vmm/config.cpp).
 #include <doctest/doctest.h>
 
@@ -53,7 +53,7 @@ TEST_CASE("validate: with --vfio-pci the IPA must reach the 64-bit PCIe window")
     CHECK_FALSE(has_error(vmm::validate(c, {8, needed}), "-m/--mem"));
 }
 
-// Issue 12: a malformed BDF is a usage error at parse time, before any KVM setup, and the message
+// A malformed BDF is a usage error at parse time, before any KVM setup, and the message
 // shows the expected format.
 TEST_CASE("--vfio-pci with a malformed BDF is rejected at parse time with the expected format") {
     for (const char* bad : {"zz:00.0", "00:20.0", "00:03.8", "0000:00:03", "3.0", ""}) {

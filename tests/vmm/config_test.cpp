@@ -140,7 +140,7 @@ TEST_CASE("validate rejects the same disk twice, bad names and overlong command 
     CHECK(mentions(errors, "-p/--params"));
 }
 
-// Issue 12: with /dev/kvm unusable, the first (and only) line is the KVM problem and its fix; the
+// With /dev/kvm unusable, the first (and only) line is the KVM problem and its fix; the
 // config errors (some only echoes of the missing host limits) are not shown.
 TEST_CASE("startup_errors: a KVM problem alone, else every config error") {
     const std::vector<std::string> config_errors{"-k/--kernel: no kernel given", "-c/--cpus 4: KVM on this host allows at most 0"};

@@ -81,7 +81,7 @@ inline constexpr std::uint64_t kMaxRamSize = kPcieMmio64Base - kRamBase;
 
 // Interrupts. SPI numbers are 0-based (INTID = 32 + spi), as in the DT's GIC_SPI cells and as
 // the GSI of KVM's default irqchip routing.
-inline constexpr std::uint32_t kPcieIntxSpiBase = 0;  // INTA..INTD, reserved (issue 6)
+inline constexpr std::uint32_t kPcieIntxSpiBase = 0;  // INTA..INTD, reserved: functions get MSI-X only
 inline constexpr std::uint32_t kUartSpi = 4;
 inline constexpr std::uint32_t kVirtioMmioSpiBase = 16;
 // SGIs + PPIs + SPIs the vGIC implements (KVM: 64..1024 in steps of 32).

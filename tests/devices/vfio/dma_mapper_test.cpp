@@ -309,7 +309,7 @@ TEST_CASE("Identity maps skip guest RAM the host cannot translate") {
 }
 
 TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the function blocked, not in its old domain") {
-    // Issue 14 item 1: Status 0 with bypass = 1 while a bus-mastering function is attached and the
+    // Status 0 with bypass = 1 while a bus-mastering function is attached and the
     // identity map exceeds RLIMIT_MEMLOCK. The forced detach failed, the mapper rolled back to the
     // old domain and the guest's mapping stayed in the host IOMMU with no model mapping left.
     Rig rig;
@@ -330,7 +330,7 @@ TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the
 }
 
 TEST_CASE("Regression: ATTACH into a domain too big for the VFIO budget is refused before any host ioctl") {
-    // Issue 14 item 2: replaying a domain that the guest filled through an emulated endpoint
+    // Replaying a domain that the guest filled through an emulated endpoint
     // issued a MAP_DMA per mapping, then as many UNMAP_DMA, before answering S_NOMEM.
     Rig rig(false, 100);
     rig.model->add_endpoint({1, {}, nullptr});  // emulated
