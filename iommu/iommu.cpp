@@ -78,11 +78,6 @@ void Iommu::set_geometry(const Geometry& geometry) {
     geometry_.granule = std::uint64_t{1} << std::countr_zero(geometry_.granule);
 }
 
-Geometry Iommu::geometry() const {
-    std::shared_lock lock(lock_);
-    return geometry_;
-}
-
 // ---- helpers -------------------------------------------------------------------------------------
 
 Status Iommu::check_domain_id(DomainId domain) const {

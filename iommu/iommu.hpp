@@ -130,7 +130,6 @@ public:
 
     // ---- front end
     void set_geometry(const Geometry& geometry);
-    Geometry geometry() const;
 
     // Requests, several under one exclusive lock (the front end takes a chunk of its ring at a
     // time, so a request does not pay for locking; translations wait for the chunk to end).

@@ -19,7 +19,6 @@ namespace iommu::protocol {
 inline constexpr std::size_t kHeadSize = sizeof(virtio_iommu_req_head);
 inline constexpr std::size_t kTailSize = sizeof(virtio_iommu_req_tail);
 inline constexpr std::size_t kResvMemSize = sizeof(virtio_iommu_probe_resv_mem);
-inline constexpr std::size_t kFaultSize = sizeof(virtio_iommu_fault);
 // The longest fixed device-readable part (PROBE: head, endpoint, 64 reserved bytes).
 inline constexpr std::size_t kMaxReadable = sizeof(virtio_iommu_req_probe);
 

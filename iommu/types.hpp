@@ -42,7 +42,6 @@ constexpr const char* status_name(Status status) {
 inline constexpr std::uint32_t kMapRead = VIRTIO_IOMMU_MAP_F_READ;
 inline constexpr std::uint32_t kMapWrite = VIRTIO_IOMMU_MAP_F_WRITE;
 inline constexpr std::uint32_t kMapMmio = VIRTIO_IOMMU_MAP_F_MMIO;
-inline constexpr std::uint32_t kMapFlagMask = VIRTIO_IOMMU_MAP_F_MASK;
 
 // One mapping, as created by one MAP request: [first, last] -> [gpa, gpa + (last - first)].
 // Bounds are inclusive, so the full 64-bit space is representable (the size 2^64 is not).

@@ -46,7 +46,6 @@ public:
     // VIRTIO_BLK_S_IOERR without touching the disk, as a failing host disk would answer them.
     // Under the transport lock, like every call into the device.
     void fail_next_requests(unsigned count) { fail_next_ = count; }
-    unsigned pending_forced_failures() const { return fail_next_; }
     std::uint64_t forced_failures() const { return forced_failures_; }
 
 private:

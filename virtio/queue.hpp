@@ -115,7 +115,6 @@ public:
     // transport drops it at reset (virtio 1.2 section 2.1.2). Unlike a broken queue this is no
     // error of its own.
     void halt() { halted_ = true; }
-    bool is_halted() const { return halted_; }
 
     bool is_broken() const { return broken_; }
     std::uint16_t size() const { return layout_.size; }

@@ -33,8 +33,6 @@ public:
     std::size_t receive(std::span<std::uint8_t> buffer) override;
     int receive_fd() const override { return fd_.get(); }
 
-    const std::string& ifname() const { return ifname_; }
-
 private:
     vmm::UniqueFd fd_;
     std::string ifname_;

@@ -36,7 +36,6 @@ public:
     // ---- Message Control (capability offset 2): enable (bit 15), function mask (bit 14), size
     std::uint16_t control() const;
     bool enabled() const { return enabled_; }
-    bool function_masked() const { return function_masked_; }
     // Returns true when `enabled()` changed (the owner then enables or disables host vectors).
     bool write_control(std::uint16_t value);
 

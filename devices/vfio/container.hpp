@@ -37,7 +37,6 @@ public:
     Kernel& kernel() const { return kernel_; }
     int fd() const { return fd_.get(); }
     const std::string& name() const { return name_; }
-    void set_name(std::string name) { name_ = std::move(name); }
 
     // After the first group joined: selects TYPE1v2 and reads the host geometry. Idempotent.
     void enable_iommu();

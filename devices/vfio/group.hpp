@@ -41,7 +41,6 @@ public:
     Group(const Group&) = delete;
     Group& operator=(const Group&) = delete;
 
-    unsigned number() const { return number_; }
     int fd() const { return fd_.get(); }
     Kernel& kernel() const { return kernel_; }
     const std::shared_ptr<Container>& container() const { return container_; }

@@ -33,7 +33,6 @@ public:
         : memory_(&memory), translator_(std::move(translator)) {}
 
     bool is_translated() const { return translator_ != nullptr; }
-    const GuestMemory& guest_memory() const { return *memory_; }
 
     // Calls `visitor` with host pointers covering [addr, addr + length), after checking the whole
     // range translates with `access` and lies in guest RAM. false (visitor not called) otherwise.

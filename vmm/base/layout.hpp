@@ -80,8 +80,8 @@ inline constexpr std::uint64_t kPcieMmio64Size = 512 * kGiB;
 inline constexpr std::uint64_t kMaxRamSize = kPcieMmio64Base - kRamBase;
 
 // Interrupts. SPI numbers are 0-based (INTID = 32 + spi), as in the DT's GIC_SPI cells and as
-// the GSI of KVM's default irqchip routing.
-inline constexpr std::uint32_t kPcieIntxSpiBase = 0;  // INTA..INTD, reserved: functions get MSI-X only
+// the GSI of KVM's default irqchip routing. SPIs 0-3 stay free for PCIe INTA..INTD, which no
+// function gets (they use MSI-X through the ITS).
 inline constexpr std::uint32_t kUartSpi = 4;
 inline constexpr std::uint32_t kVirtioMmioSpiBase = 16;
 // SGIs + PPIs + SPIs the vGIC implements (KVM: 64..1024 in steps of 32).
@@ -126,7 +126,6 @@ constexpr std::uint32_t virtio_mmio_spi(unsigned index) { return kVirtioMmioSpiB
 //   0x10000 + i      the virtio-mmio device in slot i. With --viommu, slot 0 is the virtio-iommu
 //                    itself (first, so it probes before its endpoints) and is no endpoint; the
 //                    devices follow in their usual order (disks, rng, console) from slot 1.
-inline constexpr std::uint32_t kPciEndpointLast = 0xffff;
 inline constexpr std::uint32_t kVirtioMmioEndpointBase = 0x10000;
 constexpr std::uint32_t virtio_mmio_endpoint(unsigned index) { return kVirtioMmioEndpointBase + index; }
 
