@@ -18,28 +18,6 @@ bool Domain::overlaps(std::uint64_t first, std::uint64_t last) const {
     return !at.at_end() && at->first.value <= last;
 }
 
-Status Domain::collect_unmap(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& out) const {
-    MappingTree::Cursor at = mappings_.floor(first);
-    if (!at.at_end()) {
-        // Starts before the range and reaches into it: removing it would split it, which
-        // UNMAP never does (virtio 1.2 section 5.13.6.6, the fourth UNMAP example).
-        if (at->first.value < first && at->last.value >= first) return Status::Range;
-        if (at->first.value < first) at.next();
-    } else {
-        at = mappings_.begin();
-    }
-    const std::size_t kept = out.size();
-    // Bounded by the number of mappings in the domain (itself capped).
-    for (; !at.at_end() && at->first.value <= last; at.next()) {
-        if (at->last.value > last) {
-            out.resize(kept);
-            return Status::Range;
-        }
-        out.push_back(*at);
-    }
-    return Status::Ok;
-}
-
 const Mapping* Domain::find(std::uint64_t iova) const {
     MappingTree::Cursor at = mappings_.floor(iova);
     return !at.at_end() && at->last.value >= iova ? &*at : nullptr;

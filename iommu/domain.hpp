@@ -40,8 +40,6 @@ public:
     Status remove_range(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& removed) {
         return mappings_.remove_range(first, last, removed) ? Status::Ok : Status::Range;
     }
-    // The mappings remove_range() would take, without taking them (same result).
-    Status collect_unmap(std::uint64_t first, std::uint64_t last, std::vector<Mapping>& out) const;
     void clear() { mappings_.clear(); }
 
     // The mapping that contains `iova`, or null. The pointer is valid until the next change.

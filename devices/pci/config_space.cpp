@@ -20,10 +20,6 @@ void ConfigSpace::set_writable(std::size_t offset, std::size_t size, std::uint64
     for (std::size_t i = 0; i < size; ++i) write_mask_.at(offset + i) = static_cast<std::uint8_t>(mask >> (8 * i));
 }
 
-void ConfigSpace::set_write_clear(std::size_t offset, std::size_t size, std::uint64_t mask) {
-    for (std::size_t i = 0; i < size; ++i) clear_mask_.at(offset + i) = static_cast<std::uint8_t>(mask >> (8 * i));
-}
-
 std::uint64_t ConfigSpace::get(std::size_t offset, std::size_t size) const {
     std::uint64_t value = 0;
     for (std::size_t i = 0; i < size; ++i) value |= std::uint64_t{bytes_.at(offset + i)} << (8 * i);
@@ -39,8 +35,7 @@ void ConfigSpace::write(std::size_t offset, std::span<const std::uint8_t> data) 
     for (std::size_t i = 0; i < data.size() && offset + i < kConfigSize; ++i) {
         const std::size_t at = offset + i;
         const std::uint8_t writable = write_mask_[at];
-        const std::uint8_t cleared = clear_mask_[at] & data[i];
-        bytes_[at] = static_cast<std::uint8_t>(((bytes_[at] & ~writable) | (data[i] & writable)) & ~cleared);
+        bytes_[at] = static_cast<std::uint8_t>((bytes_[at] & ~writable) | (data[i] & writable));
     }
 }
 

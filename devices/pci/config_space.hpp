@@ -28,7 +28,7 @@ void store_le(std::span<std::uint8_t> bytes, std::uint64_t value);
 // Not thread-safe: the owning function serialises access.
 class ConfigSpace {
 public:
-    ConfigSpace() { bytes_.fill(0); write_mask_.fill(0); clear_mask_.fill(0); }
+    ConfigSpace() { bytes_.fill(0); write_mask_.fill(0); }
 
     // ---- VMM side: set contents and masks (ignores masks)
     void set_u8(std::size_t offset, std::uint8_t value) { bytes_.at(offset) = value; }
@@ -37,8 +37,6 @@ public:
     void set(std::size_t offset, std::size_t size, std::uint64_t value);
     // Bits set in `mask` (little-endian over `size` bytes) become guest-writable.
     void set_writable(std::size_t offset, std::size_t size, std::uint64_t mask);
-    // Bits set in `mask` are write-1-to-clear (status bits).
-    void set_write_clear(std::size_t offset, std::size_t size, std::uint64_t mask);
 
     std::uint8_t u8(std::size_t offset) const { return bytes_.at(offset); }
     std::uint16_t u16(std::size_t offset) const { return static_cast<std::uint16_t>(get(offset, 2)); }
@@ -54,7 +52,6 @@ public:
 private:
     std::array<std::uint8_t, kConfigSize> bytes_;
     std::array<std::uint8_t, kConfigSize> write_mask_;
-    std::array<std::uint8_t, kConfigSize> clear_mask_;
 };
 
 }  // namespace devices::pci
