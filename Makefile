@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer targets, each run for FUZZ_SECONDS (clang)
 #   make demo       boot the demo guest (directly on arm64 KVM; in the nested rig on x86)
 #   make bench      benchmarks against peers measured in the same run
+#   make format     clang-format the project's C++ sources in place (.clang-format)
 #
 # BUILD=dir puts every output under another directory (handy when several trees build at once).
 
@@ -154,7 +155,7 @@ demo: setup
 	BUILD=$(BUILD) JOBS=$(JOBS) guest-images/demo.sh
 
 format:
-	clang-format -i $(SRCS_all) $(TEST_SRCS) $(wildcard */*.hpp */*/*.hpp)
+	tests/check-format.sh --fix
 clean:
 	rm -rf $(BUILD)
 

@@ -26,7 +26,7 @@ if [ -r /etc/os-release ]; then
 fi
 
 ARCH=$(dpkg --print-architecture)
-BUILD_PKGS=(g++ make pkg-config libfdt-dev libslirp-dev libcli11-dev doctest-dev device-tree-compiler clang libclang-rt-14-dev)
+BUILD_PKGS=(g++ make pkg-config libfdt-dev libslirp-dev libcli11-dev doctest-dev device-tree-compiler clang libclang-rt-14-dev clang-format)
 RIG_PKGS=(kmod cpio bc file xz-utils binutils)
 CROSS_PKGS=()
 WANT_QEMU=0
