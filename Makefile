@@ -2,7 +2,10 @@
 # no edit here; the folder list below is the table of contents of the project.
 #
 #   make            native unit tests + the arm64 lkvm (cross-compiled on x86, native on arm64)
-#   make test       everything CI runs: host setup, unit tests, ASan+UBSan unit tests, fuzz smoke, rig tests
+#   make test       everything CI runs: host setup, then tests/run-all.sh test (make check's stages,
+#                   the arm64 build and the rig tests)
+#   make check      the fast tier, no root, no rig: citation, layer and format checks, unit tests,
+#                   ASan+UBSan unit tests, fuzz corpora replayed, every benchmark built
 #   make unit       native unit tests only (no KVM, no root)
 #   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make lkvm       the arm64 VMM binary: $(BUILD)/arm64/lkvm
@@ -81,7 +84,7 @@ UNIT       := $(BUILD)/native/unit-tests
 UNIT_ASAN  := $(BUILD)/asan/unit-tests
 LKVM       := $(BUILD)/arm64/lkvm
 
-.PHONY: all unit asan lkvm test fuzz fuzz-build bench bench-build demo clean setup format
+.PHONY: all unit asan lkvm test check fuzz fuzz-build bench bench-build demo clean setup format
 all: unit lkvm
 
 $(BUILD)/native/obj/%.o: %.cpp
@@ -146,11 +149,13 @@ bench-build: $(BENCH_BINS)
 bench: $(BENCH_BINS) $(LKVM)
 	tests/bench/run.sh $(BUILD)
 
-# ---- the two commands of the README ----------------------------------------------------------------
+# ---- the commands of the README --------------------------------------------------------------------
 setup:
 	guest-images/setup-host.sh
 test: setup
-	BUILD=$(BUILD) JOBS=$(JOBS) tests/run-all.sh
+	BUILD=$(BUILD) JOBS=$(JOBS) tests/run-all.sh test
+check:
+	BUILD=$(BUILD) JOBS=$(JOBS) tests/run-all.sh check
 demo: setup
 	BUILD=$(BUILD) JOBS=$(JOBS) guest-images/demo.sh
 

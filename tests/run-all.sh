@@ -1,17 +1,29 @@
 #!/bin/bash
-# The whole test run (what `make test` and CI execute): the citation check, unit tests, the
-# host-setup script tests, the unit tests under ASan+UBSan, the fuzz corpora replayed under
-# sanitizers, every benchmark built (not run), the arm64 lkvm build, and the rig tests that boot real guests in the nested rig.
-# Prints a final "N passed, N failed" line and fails if any failed.
+# tests/run-all.sh [test|check]: the test run, in one of two tiers. Each prints a final
+# "N passed, N failed" line and fails if any stage failed.
+#
+#   test   (`make test`, what CI runs; needs root and the nested rig) every stage below.
+#   check  (`make check`, no root, no rig, minutes) the same stages without the three marked
+#          [test]: citation, layer and format checks, unit tests, host-setup script tests, unit
+#          tests under ASan+UBSan, fuzz corpora replayed under sanitizers, every benchmark built.
+#
+# Stages: citations, layers, format, unit (native), script tests, unit (ASan + UBSan), fuzz
+# replays, benchmarks built (not run), [test] arm64 lkvm build, [test] rig tests. (`make test`
+# runs the host setup, [test], before this script.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+MODE=${1:-test}
+case $MODE in
+    test | check) ;;
+    *) echo "usage: tests/run-all.sh [test|check]" >&2; exit 2 ;;
+esac
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-2}
 passed=0
 failed=0
 failures=()
 
-stage() { printf '\n==== %s ====\n' "$*"; }
+stage() { printf '\n==== %s (%ds so far) ====\n' "$*" "$SECONDS"; }
 count() {  # count NAME PASSED FAILED
     passed=$((passed + $2))
     failed=$((failed + $3))
@@ -23,6 +35,12 @@ single() {  # single NAME CMD...
     local name=$1
     shift
     if "$@"; then count "$name" 1 0; else count "$name" 0 1; fi
+}
+# A script that prints its own "NAME: N passed, N failed" last line.
+counted_script() {  # counted_script NAME SCRIPT
+    local name=$1 counts
+    counts=$("$2" 2>&1 | tee /dev/stderr | sed -n "s/^$name: \\([0-9]*\\) passed, \\([0-9]*\\) failed\$/\\1 \\2/p")
+    if [ -n "$counts" ]; then count "$name" $counts; else count "$name" 0 1; fi
 }
 # Run a doctest binary and count its test cases.
 doctest_stage() {  # doctest_stage NAME BINARY [env...]
@@ -43,13 +61,14 @@ doctest_stage() {  # doctest_stage NAME BINARY [env...]
 
 stage "citations (every comment, test name, script and README cites what is in the tree)"
 single "check-citations" tests/check-citations.sh
-cit=$(tests/check-citations.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-citations.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
-if [ -n "$cit" ]; then count "check-citations.test" $cit; else count "check-citations.test" 0 1; fi
+counted_script "check-citations.test" tests/check-citations.test.sh
 
 stage "layers (every include points down: vmm/base < fdt < virtio < iommu < devices < vmm)"
 single "check-layers" tests/check-layers.sh
-lay=$(tests/check-layers.test.sh 2>&1 | tee /dev/stderr | sed -n 's/^check-layers.test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
-if [ -n "$lay" ]; then count "check-layers.test" $lay; else count "check-layers.test" 0 1; fi
+counted_script "check-layers.test" tests/check-layers.test.sh
+
+stage "format (clang-format --dry-run on the project's C++ sources; make format fixes)"
+single "check-format" tests/check-format.sh
 
 stage "unit tests (native)"
 if make -s -j"$JOBS" BUILD="$BUILD" "$BUILD/native/unit-tests"; then
@@ -90,28 +109,31 @@ fi
 stage "benchmarks built (not run: their rig parts belong to make bench)"
 single "bench-build" make -s -j"$JOBS" BUILD="$BUILD" bench-build
 
-stage "arm64 lkvm"
-single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm
+if [ "$MODE" = test ]; then
+    stage "arm64 lkvm"
+    single "lkvm-arm64-build" make -s -j"$JOBS" BUILD="$BUILD" lkvm
 
-stage "rig tests (nested arm64 KVM under QEMU TCG)"
-if [ -x guest-images/rig-test.sh ]; then
-    log=$(mktemp)
-    LKVM_BIN="$PWD/$BUILD/arm64/lkvm" guest-images/rig-test.sh 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    line=$(grep -E '^rig: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
-    rm -f "$log"
-    p=$(echo "$line" | sed -n 's/^rig: \([0-9]*\) passed.*/\1/p')
-    f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
-    if [ -z "$p" ]; then count "rig" 0 1
+    stage "rig tests (nested arm64 KVM under QEMU TCG)"
+    if [ -x guest-images/rig-test.sh ]; then
+        log=$(mktemp)
+        LKVM_BIN="$PWD/$BUILD/arm64/lkvm" guest-images/rig-test.sh 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        line=$(grep -E '^rig: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+        rm -f "$log"
+        p=$(echo "$line" | sed -n 's/^rig: \([0-9]*\) passed.*/\1/p')
+        f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+        if [ -z "$p" ]; then count "rig" 0 1
+        else
+            [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+            count "rig" "$p" "$f"
+        fi
     else
-        [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-        count "rig" "$p" "$f"
+        count "rig (guest-images/rig-test.sh missing)" 0 1
     fi
-else
-    count "rig (guest-images/rig-test.sh missing)" 0 1
 fi
 
 echo
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "make $MODE: ${SECONDS}s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
