@@ -15,21 +15,10 @@ RO=/tmp/p9ro
 OUT=/tmp/p9outside
 
 # --- 0. bad --9p values: one line, non-zero, no guest ----------------------------------------------------
-p9_cli_error() {  # NAME PATTERN ARGS...
-  _n=$1 _pat=$2; shift 2
-  rig_capture 20 /tmp/cli.out "$LKVM" run $K "$@"; _rc=$?
-  _lines=$(grep -c . /tmp/cli.out)
-  _first=$(grep -m1 . /tmp/cli.out | cut -c1-160)
-  if [ "$_rc" = 0 ] || [ "$_rc" = 124 ]; then rig_fail "$_n" "exit status $_rc for '$*'"
-  elif grep -q -e 'RIG-L2' -e 'Booting Linux' /tmp/cli.out; then rig_fail "$_n" "a guest was started"
-  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output: $_first"
-  elif ! grep -qiE -- "$_pat" /tmp/cli.out; then rig_fail "$_n" "error does not name '$_pat': $_first"
-  else rig_pass "$_n" "rc=$_rc: $_first"; fi
-}
-p9_cli_error cli/9p-missing 'no such file' --9p /nonexistent/dir
-p9_cli_error cli/9p-tag 'tag' --9p "/tmp,$(printf '%0300d' 0)"
+rig_cli_error cli/9p-missing 'no such file' "$LKVM" run $K --9p /nonexistent/dir
+rig_cli_error cli/9p-tag 'tag' "$LKVM" run $K --9p "/tmp,$(printf '%0300d' 0)"
 echo not-a-dir >/tmp/p9file
-p9_cli_error cli/9p-file 'not a directory' --9p /tmp/p9file,x
+rig_cli_error cli/9p-file 'not a directory' "$LKVM" run $K --9p /tmp/p9file,x
 rm -f /tmp/p9file
 
 # --- 1. the shares -----------------------------------------------------------------------------------------

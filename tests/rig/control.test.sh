@@ -17,19 +17,6 @@ if [ -n "${XDG_RUNTIME_DIR:-}" ]; then CTL_DIR=$XDG_RUNTIME_DIR/lkvm; else CTL_D
 VM=rig-ctl
 DMA_SECS=45
 
-# ctl_error NAME PATTERN CMD... : CMD fails (non-zero) within 20 s with one line matching PATTERN
-ctl_error() {
-  _n=$1 _pat=$2; shift 2
-  rig_capture 20 /tmp/ctl.out "$@"; _rc=$?
-  _out=$(cat /tmp/ctl.out)
-  _lines=$(printf '%s\n' "$_out" | grep -c .)
-  _first=$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-160)
-  if [ "$_rc" = 0 ]; then rig_fail "$_n" "exit status 0 for '$*': $_first"
-  elif [ "$_rc" = 124 ]; then rig_fail "$_n" "still running after 20s: '$*'"
-  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output, wanted one: $_first"
-  elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "error does not say '$_pat': $_first"
-  else rig_pass "$_n" "rc=$_rc: $_first"; fi
-}
 # ctl CMD... : run a control command (10 s at most); output in /tmp/ctl.out, status returned
 ctl() { rig_capture 10 /tmp/ctl.out "$LKVM" "$@"; }
 # wait_file PATH SECS : until PATH exists
@@ -48,10 +35,10 @@ wait_log() {
 stat_field() { sed -n "s/^$2 .*[ ]$3=\([^ ]*\).*/\1/p" "$1" | head -n 1; }
 
 # --- 0. errors before anything runs ----------------------------------------------------------------
-ctl_error ctl/stat-unknown "no VM named 'nosuchvm'.*lkvm list" "$LKVM" stat nosuchvm
-ctl_error ctl/stop-unknown "no VM named" "$LKVM" stop nosuchvm
-ctl_error ctl/bad-name "not a VM name" "$LKVM" stat 'bad/name'
-ctl_error ctl/no-name "name" "$LKVM" stat
+rig_cli_error ctl/stat-unknown "no VM named 'nosuchvm'.*lkvm list" "$LKVM" stat nosuchvm
+rig_cli_error ctl/stop-unknown "no VM named" "$LKVM" stop nosuchvm
+rig_cli_error ctl/bad-name "not a VM name" "$LKVM" stat 'bad/name'
+rig_cli_error ctl/no-name "name" "$LKVM" stat
 if ctl list && [ "$(grep -vc '^NAME' /tmp/ctl.out)" = 0 ]; then rig_pass ctl/list-empty "no VM listed before any runs"
 else rig_fail ctl/list-empty "rc=$? output: $(head -n 3 /tmp/ctl.out | tr '\n' '|')"; fi
 
@@ -82,7 +69,7 @@ if wait_log /tmp/l2-ctl-main.log RIG-L2-DMALOOP-START 180; then
     check_eq ctl/threads "${threads:-none}" 2
   fi
 
-  ctl_error ctl/name-taken "already running" "$LKVM" run $K -c 1 -m 128 --name "$VM" -p "$A"
+  rig_cli_error ctl/name-taken "already running" "$LKVM" run $K -c 1 -m 128 --name "$VM" -p "$A"
 
   # stat several times while the guest maps and unmaps: maps/unmaps rise, live mappings move.
   : >/tmp/ctl-samples
@@ -124,9 +111,9 @@ if wait_log /tmp/l2-ctl-main.log RIG-L2-DMALOOP-START 180; then
 
   if [ -n "$epid" ] && ctl debug "$VM" fault "$epid" write 0x12345000; then rig_pass ctl/fault-injected "$(head -n 1 /tmp/ctl.out)"
   else rig_fail ctl/fault-injected "endpoint '${epid:-?}': $(head -n 1 /tmp/ctl.out)"; fi
-  ctl_error ctl/fault-bad-endpoint "no endpoint 7" "$LKVM" debug "$VM" fault 7
-  ctl_error ctl/debug-malformed "unknown debug command" "$LKVM" debug "$VM" frobnicate
-  ctl_error ctl/fault-malformed "usage|unexpected" "$LKVM" debug "$VM" fault "${epid:-1}" sideways
+  rig_cli_error ctl/fault-bad-endpoint "no endpoint 7" "$LKVM" debug "$VM" fault 7
+  rig_cli_error ctl/debug-malformed "unknown debug command" "$LKVM" debug "$VM" frobnicate
+  rig_cli_error ctl/fault-malformed "usage|unexpected" "$LKVM" debug "$VM" fault "${epid:-1}" sideways
 
   if ctl debug "$VM" fail-next blk0; then rig_pass ctl/fail-next "$(head -n 1 /tmp/ctl.out)"
   else rig_fail ctl/fail-next "$(head -n 1 /tmp/ctl.out)"; fi
@@ -148,7 +135,7 @@ if [ -e "$CTL_DIR/$VM.sock" ]; then rig_fail ctl/main-no-socket "$CTL_DIR/$VM.so
 else rig_pass ctl/main-no-socket "socket removed at poweroff"; fi
 if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then rig_fail ctl/main-no-process "pid $pid still there"
 else rig_pass ctl/main-no-process "no lkvm process left"; fi
-ctl_error ctl/stat-after-exit "no VM named '$VM'" "$LKVM" stat "$VM"
+rig_cli_error ctl/stat-after-exit "no VM named '$VM'" "$LKVM" stat "$VM"
 
 # --- 2. a stale socket (SIGKILL): list removes it; the next VM of that name replaces it; lkvm stop ---
 # claim_then_kill NAME : start a VM, SIGKILL it once its socket exists (before the guest boots)
@@ -166,7 +153,7 @@ if claim_then_kill rig-stale; then
 else rig_fail ctl/list-removes-stale "no stale socket to remove (lkvm did not create one?)"; fi
 
 if claim_then_kill rig-stop; then
-  ctl_error ctl/stat-stale "not running" "$LKVM" stat rig-stop
+  rig_cli_error ctl/stat-stale "not running" "$LKVM" stat rig-stop
 else rig_fail ctl/stat-stale "no stale socket for rig-stop"; fi
 # This guest reboots once (blkpersist: write, reboot, verify) and then waits: its socket must
 # outlive the reboot, with the same name and pid.

@@ -122,6 +122,24 @@ rig_capture() {
   kill -KILL -"$_cp" 2>/dev/null   # leftovers of the group, if any
   return $_crc
 }
+# rig_cli_error NAME PATTERN CMD... : a command-line error as users must see it. CMD fails
+# (non-zero) within 20 s, prints exactly one line, which matches PATTERN (extended regexp,
+# case-insensitive), and boots no guest.
+rig_cli_error() {
+  _n=$1 _pat=$2; shift 2
+  _t0=$(rig_now)
+  rig_capture 20 /tmp/cli.out "$@"; _rc=$?
+  _out=$(cat /tmp/cli.out)
+  _dt=$(awk -v a="$_t0" -v b="$(rig_now)" 'BEGIN { printf "%.1f", b - a }')
+  _lines=$(printf '%s\n' "$_out" | grep -c .)
+  _first=$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-200)
+  if [ "$_rc" = 0 ]; then rig_fail "$_n" "exit status 0 for '$*': $_first"
+  elif [ "$_rc" = 124 ]; then rig_fail "$_n" "still running after 20s: '$*'"
+  elif printf '%s\n' "$_out" | grep -q -e 'RIG-L2' -e 'Booting Linux' -e 'Linux version'; then rig_fail "$_n" "a guest was started"
+  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output, wanted a one-line error; first: $_first"
+  elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "error does not name the problem ($_pat): $_first"
+  else rig_pass "$_n" "rc=$_rc in ${_dt}s: $_first"; fi
+}
 # rig_alive PID : PID exists and is not a zombie
 rig_alive() { [ -e "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 

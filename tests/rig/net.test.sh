@@ -38,26 +38,15 @@ send_when_listening() {
 }
 
 # --- 0. bad input: one line naming the parameter, non-zero exit, no guest -----------------------------
-net_cli_error() {  # NAME PATTERN ARGS...
-  _n=$1 _pat=$2; shift 2
-  rig_capture 20 /tmp/cli.out "$LKVM" run $K -p "$A" "$@"; _rc=$?
-  _lines=$(grep -c . /tmp/cli.out)
-  _first=$(grep -m1 . /tmp/cli.out | cut -c1-200)
-  if [ "$_rc" = 0 ] || [ "$_rc" = 124 ]; then rig_fail "$_n" "exit status $_rc for '$*'"
-  elif grep -q -e 'RIG-L2' -e 'Booting Linux' /tmp/cli.out; then rig_fail "$_n" "a guest was started"
-  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output: $_first"
-  elif ! grep -qiE -- "$_pat" /tmp/cli.out; then rig_fail "$_n" "error does not name '$_pat': $_first"
-  else rig_pass "$_n" "rc=$_rc: $_first"; fi
-}
-net_cli_error cli/net-mode 'mode=bridge' -n mode=bridge
-net_cli_error cli/net-mac 'guest_mac' -n guest_mac=52:54:00:zz:00:01
-net_cli_error cli/net-ip 'host_ip' -n host_ip=10.0.2
-net_cli_error cli/net-bad-tap 'tapif=lo' -n mode=tap,tapif=lo
+rig_cli_error cli/net-mode 'mode=bridge' "$LKVM" run $K -p "$A" -n mode=bridge
+rig_cli_error cli/net-mac 'guest_mac' "$LKVM" run $K -p "$A" -n guest_mac=52:54:00:zz:00:01
+rig_cli_error cli/net-ip 'host_ip' "$LKVM" run $K -p "$A" -n host_ip=10.0.2
+rig_cli_error cli/net-bad-tap 'tapif=lo' "$LKVM" run $K -p "$A" -n mode=tap,tapif=lo
 # A hostfwd port already taken on the host.
 timeout 60 nc -l -p 5999 </dev/null >/dev/null 2>&1 &
 _busy=$!
 sleep 0.3
-net_cli_error cli/net-hostfwd-busy 'hostfwd=tcp:5999' -n hostfwd=tcp:5999-22
+rig_cli_error cli/net-hostfwd-busy 'hostfwd=tcp:5999' "$LKVM" run $K -p "$A" -n hostfwd=tcp:5999-22
 kill "$_busy" 2>/dev/null
 
 # --- 1. user mode: DHCP, outbound fetch through the gateway, hostfwd into the guest -------------------

@@ -24,28 +24,17 @@ esac
 rig_log "NVMe $B: $layout"
 
 # --- negative cases first: nothing may start, one line each -------------------------------------
-cli_error() {  # cli_error NAME PATTERN CMD... : fails fast with one line matching PATTERN
-  _n=$1 _pat=$2; shift 2
-  _out=$(timeout 30 "$@" </dev/null 2>&1); _rc=$?
-  _lines=$(printf '%s\n' "$_out" | grep -c .)
-  _first=$(printf '%s\n' "$_out" | grep -m1 . | cut -c1-200)
-  if [ "$_rc" = 0 ]; then rig_fail "$_n" "exit status 0"
-  elif printf '%s\n' "$_out" | grep -q -e 'RIG-L2' -e 'Booting Linux'; then rig_fail "$_n" "a guest was started"
-  elif [ "$_lines" != 1 ]; then rig_fail "$_n" "$_lines lines of output; first: $_first"
-  elif ! printf '%s\n' "$_out" | grep -qiE -- "$_pat"; then rig_fail "$_n" "error does not name the problem ($_pat): $_first"
-  else rig_pass "$_n" "rc=$_rc: $_first"; fi
-}
-cli_error vfio/no-such-bdf '0000:00:1f\.0.*no such PCI device' "$LKVM" run $K --vfio-pci 0000:00:1f.0 -p "$A"
-cli_error vfio/bad-bdf 'not a PCI address' "$LKVM" run $K --vfio-pci 00:1f -p "$A"
+rig_cli_error vfio/no-such-bdf '0000:00:1f\.0.*no such PCI device' "$LKVM" run $K --vfio-pci 0000:00:1f.0 -p "$A"
+rig_cli_error vfio/bad-bdf 'not a PCI address' "$LKVM" run $K --vfio-pci 00:1f -p "$A"
 # The NVMe is still on its nvme driver here.
-cli_error vfio/not-vfio-pci "$B.*bound to nvme, not vfio-pci" "$LKVM" run $K --vfio-pci "$B" -p "$A"
+rig_cli_error vfio/not-vfio-pci "$B.*bound to nvme, not vfio-pci" "$LKVM" run $K --vfio-pci "$B" -p "$A"
 VIRTIO9P=$(for d in /sys/bus/pci/devices/*; do [ "$(cat "$d/vendor")" = 0x1af4 ] && basename "$d" && break; done)
-[ -n "$VIRTIO9P" ] && cli_error vfio/virtio-bound "$VIRTIO9P.*bound to virtio-pci" "$LKVM" run $K --vfio-pci "$VIRTIO9P" -p "$A"
+[ -n "$VIRTIO9P" ] && rig_cli_error vfio/virtio-bound "$VIRTIO9P.*bound to virtio-pci" "$LKVM" run $K --vfio-pci "$VIRTIO9P" -p "$A"
 
 l1_before=$(dd if=/dev/nvme0n1 bs=1M count=1 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
 G=$(bind_vfio "$B") || { rig_fail vfio/bind "could not bind $B to vfio-pci"; rig_finish; }
 rig_pass vfio/bind "$B -> vfio-pci, IOMMU group $G, reserved: $(tr '\n' ';' <"/sys/kernel/iommu_groups/$G/reserved_regions")"
-cli_error vfio/twice 'given twice' "$LKVM" run $K --vfio-pci "$B" --vfio-pci "${B#0000:}" -p "$A"
+rig_cli_error vfio/twice 'given twice' "$LKVM" run $K --vfio-pci "$B" --vfio-pci "${B#0000:}" -p "$A"
 
 # --- VmLck sampler: what VFIO has pinned for lkvm, every 0.2 s ------------------------------------
 # lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
