@@ -10,14 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/cli_args.hpp"
 #include "vmm/sandbox/session.hpp"
 
 namespace {
 
-vmm::cli::Command parse(std::vector<const char*> args) {
-    args.insert(args.begin(), "lkvm");
-    return vmm::cli::parse(static_cast<int>(args.size()), args.data());
-}
+using test_support::exit_of;
+vmm::cli::Command parse(std::vector<const char*> args) { return test_support::parse_words(std::move(args)); }
 
 vmm::VmConfig run_config(std::vector<const char*> args) {
     args.insert(args.begin(), {"run", "-k", "Image"});
@@ -25,13 +24,6 @@ vmm::VmConfig run_config(std::vector<const char*> args) {
     auto* run = std::get_if<vmm::cli::Run>(&command);
     if (!run) FAIL("expected a run command, got: " << std::get<vmm::cli::Exit>(command).err);
     return run->config;
-}
-
-vmm::cli::Exit exit_of(std::vector<const char*> args) {
-    auto command = parse(std::move(args));
-    auto* exit = std::get_if<vmm::cli::Exit>(&command);
-    REQUIRE(exit != nullptr);
-    return *exit;
 }
 
 vmm::ControlCommand control_of(std::vector<const char*> args) {
