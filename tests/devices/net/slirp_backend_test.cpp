@@ -8,7 +8,6 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tests/support/descriptor_limit.hpp"
 #include "vmm/base/unique_fd.hpp"
 #include "vmm/net_config.hpp"
 
@@ -160,20 +160,9 @@ TEST_CASE("slirp: a hostfwd listener that cannot accept (no descriptor left) is 
 
     // No descriptor left: accept() would fail with EMFILE, and slirp would leave the listener
     // readable and try again on every round of the event loop.
-    rlimit saved{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    const int lowest_free = ::dup(0);
-    REQUIRE(lowest_free >= 0);
-    ::close(lowest_free);
-    struct Restore {
-        rlimit limit;
-        ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
-    } restore{saved};
-    rlimit full = saved;
-    full.rlim_cur = static_cast<rlim_t>(lowest_free);
-    REQUIRE(::setrlimit(RLIMIT_NOFILE, &full) == 0);
+    support::DescriptorLimitReached full;
     for (int round = 0; round < 50; ++round) slirp.service();
-    ::setrlimit(RLIMIT_NOFILE, &saved);
+    full.release();
     CHECK(slirp.listener_pauses() == 1);  // once, then left alone for the backoff
     CHECK(slirp.sockets() == 1);          // nothing accepted
 }

@@ -6,7 +6,6 @@
 #include <doctest/doctest.h>
 
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,6 +17,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "tests/support/descriptor_limit.hpp"
 #include "vmm/control/cli.hpp"
 #include "vmm/control/client.hpp"
 #include "vmm/control/dir.hpp"
@@ -396,20 +396,9 @@ TEST_CASE("ControlServer at the descriptor limit: a failing accept pauses the li
     REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
 
     // No descriptor left: the soft limit at the lowest free number, so accept() fails with EMFILE.
-    rlimit saved{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    const int lowest_free = ::dup(0);
-    REQUIRE(lowest_free >= 0);
-    ::close(lowest_free);
-    struct Restore {
-        rlimit limit;
-        ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
-    } restore{saved};
-    rlimit full = saved;
-    full.rlim_cur = static_cast<rlim_t>(lowest_free);
-    REQUIRE(::setrlimit(RLIMIT_NOFILE, &full) == 0);
+    support::DescriptorLimitReached full;
     loop.run();
-    ::setrlimit(RLIMIT_NOFILE, &saved);
+    full.release();
 
     CHECK(ticks == 50);
     CHECK(server.accept_failures() == 1);  // before: one failed accept per round, for ever
