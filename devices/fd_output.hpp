@@ -25,7 +25,7 @@ public:
     explicit FdOutput(int fd, std::chrono::milliseconds stall_limit = kDefaultStallLimit)
         : fd_(fd), stall_limit_(stall_limit) {}
 
-    void write_bytes(std::span<const std::uint8_t> bytes) override;             // SerialOutput
+    void write_bytes(std::span<const std::uint8_t> bytes) override;                   // SerialOutput
     void write(std::span<const std::uint8_t> bytes) override { write_bytes(bytes); }  // ConsoleSink
 
     std::uint64_t dropped_bytes() const { return dropped_.load(std::memory_order_relaxed); }

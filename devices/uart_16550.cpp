@@ -23,8 +23,8 @@ std::uint8_t loopback_msr(std::uint8_t mcr) {
 
 }  // namespace
 
-Uart16550::Uart16550(vmm::GuestRange window, std::uint32_t spi, std::uint32_t clock_hz,
-                     vmm::LevelInterruptLine& irq, SerialOutput& output)
+Uart16550::Uart16550(vmm::GuestRange window, std::uint32_t spi, std::uint32_t clock_hz, vmm::LevelInterruptLine& irq,
+                     SerialOutput& output)
     : window_(window), spi_(spi), clock_hz_(clock_hz), irq_(irq), output_(output) {}
 
 void Uart16550::mmio_read(std::uint64_t offset, std::span<std::uint8_t> data) {
@@ -63,18 +63,15 @@ std::uint8_t Uart16550::read_register(unsigned reg) {
             rx_.pop_front();
             return byte;
         }
-        case UART_IER:
-            return dlab ? dlm_ : ier_;
+        case UART_IER: return dlab ? dlm_ : ier_;
         case UART_IIR: {
             std::uint8_t iir = interrupt_identification();
             // Reading IIR while it reports THR-empty acknowledges that interrupt.
             if ((iir & UART_IIR_ID) == UART_IIR_THRI && !(iir & UART_IIR_NO_INT)) thre_pending_ = false;
             return iir;
         }
-        case UART_LCR:
-            return lcr_;
-        case UART_MCR:
-            return mcr_;
+        case UART_LCR: return lcr_;
+        case UART_MCR: return mcr_;
         case UART_LSR: {
             // The transmitter is always empty: bytes leave for the host as they are written.
             std::uint8_t lsr = UART_LSR_THRE | UART_LSR_TEMT | lsr_errors_;
@@ -88,10 +85,8 @@ std::uint8_t Uart16550::read_register(unsigned reg) {
             msr_deltas_ = 0;
             return msr;
         }
-        case UART_SCR:
-            return scr_;
-        default:
-            return 0;
+        case UART_SCR: return scr_;
+        default: return 0;
     }
 }
 
@@ -120,9 +115,7 @@ void Uart16550::write_register(unsigned reg, std::uint8_t value) {
             fifo_enabled_ = value & UART_FCR_ENABLE_FIFO;
             if (value & UART_FCR_CLEAR_RCVR) rx_.clear();
             break;
-        case UART_LCR:
-            lcr_ = value;
-            break;
+        case UART_LCR: lcr_ = value; break;
         case UART_MCR: {
             std::uint8_t before = (mcr_ & UART_MCR_LOOP) ? loopback_msr(mcr_) : kMsrConnected;
             mcr_ = value & 0x1f;
@@ -134,11 +127,8 @@ void Uart16550::write_register(unsigned reg, std::uint8_t value) {
             if ((before & UART_MSR_RI) && !(after & UART_MSR_RI)) msr_deltas_ |= UART_MSR_TERI;
             break;
         }
-        case UART_SCR:
-            scr_ = value;
-            break;
-        default:
-            break;  // LSR and MSR are read-only
+        case UART_SCR: scr_ = value; break;
+        default: break;  // LSR and MSR are read-only
     }
 }
 

@@ -13,8 +13,8 @@ namespace {
 constexpr std::uint64_t kMpidrAffinityMask = 0xff'00ff'ffffULL;
 
 void write_cpus(Writer& w, const std::vector<std::uint64_t>& mpidrs) {
-    bool two_cells = std::any_of(mpidrs.begin(), mpidrs.end(),
-                                 [](std::uint64_t m) { return (m & kMpidrAffinityMask) >> 32 != 0; });
+    bool two_cells =
+        std::any_of(mpidrs.begin(), mpidrs.end(), [](std::uint64_t m) { return (m & kMpidrAffinityMask) >> 32 != 0; });
     auto cpus = w.node("cpus");
     w.property_u32("#address-cells", two_cells ? 2 : 1);
     w.property_u32("#size-cells", 0);
@@ -24,10 +24,8 @@ void write_cpus(Writer& w, const std::vector<std::uint64_t>& mpidrs) {
         w.property_string("device_type", "cpu");
         w.property_string("compatible", "arm,arm-v8");
         w.property_string("enable-method", "psci");
-        if (two_cells)
-            w.property_u32s("reg", {static_cast<std::uint32_t>(reg >> 32), static_cast<std::uint32_t>(reg)});
-        else
-            w.property_u32("reg", static_cast<std::uint32_t>(reg));
+        if (two_cells) w.property_u32s("reg", {static_cast<std::uint32_t>(reg >> 32), static_cast<std::uint32_t>(reg)});
+        else w.property_u32("reg", static_cast<std::uint32_t>(reg));
     }
 }
 

@@ -19,8 +19,8 @@ struct MachineDescription {
     std::vector<std::uint64_t> cpu_mpidrs;  // MPIDR_EL1 of each vCPU, in vCPU order
     std::string bootargs;
     std::optional<vmm::GuestRange> initrd;
-    std::string stdout_path;              // full node path, e.g. "/serial@1000000"; empty: none
-    std::vector<std::uint8_t> rng_seed;   // /chosen/rng-seed (seeds the guest's CRNG); may be empty
+    std::string stdout_path;             // full node path, e.g. "/serial@1000000"; empty: none
+    std::vector<std::uint8_t> rng_seed;  // /chosen/rng-seed (seeds the guest's CRNG); may be empty
     std::vector<const Contributor*> devices;
     std::optional<std::uint32_t> pmu_ppi = std::nullopt;  // the vCPUs' PMUv3 and its overflow PPI; none: no PMU
 };

@@ -35,8 +35,7 @@ void Writer::call(const char* what, Op op) {
     for (;;) {
         int err = op();
         if (err >= 0) return;
-        if (err != -FDT_ERR_NOSPACE || buffer_.size() >= kMaxSize)
-            throw std::runtime_error(error_text(what, err));
+        if (err != -FDT_ERR_NOSPACE || buffer_.size() >= kMaxSize) throw std::runtime_error(error_text(what, err));
         std::vector<std::uint8_t> bigger(buffer_.size() * 2);
         int resized = fdt_resize(buffer_.data(), bigger.data(), static_cast<int>(bigger.size()));
         if (resized < 0) throw std::runtime_error(error_text("resize", resized));

@@ -19,11 +19,9 @@ std::size_t index(Status status) { return static_cast<std::size_t>(status); }
 void validate_regions(const EndpointConfig& config, const Limits& limits) {
     const std::string who = "iommu endpoint " + std::to_string(config.id);
     if (config.reserved.size() > limits.max_reserved_regions)
-        throw vmm::SetupError(who + ": more than " + std::to_string(limits.max_reserved_regions) +
-                              " reserved regions");
+        throw vmm::SetupError(who + ": more than " + std::to_string(limits.max_reserved_regions) + " reserved regions");
     std::vector<ResvRegion> sorted = config.reserved;
-    std::sort(sorted.begin(), sorted.end(),
-              [](const ResvRegion& a, const ResvRegion& b) { return a.first < b.first; });
+    std::sort(sorted.begin(), sorted.end(), [](const ResvRegion& a, const ResvRegion& b) { return a.first < b.first; });
     int msi_regions = 0;
     for (std::size_t i = 0; i < sorted.size(); ++i) {
         const ResvRegion& r = sorted[i];
@@ -35,8 +33,7 @@ void validate_regions(const EndpointConfig& config, const Limits& limits) {
         // MSI region.
         if (i > 0 && sorted[i - 1].last >= r.first)
             throw vmm::SetupError(who + ": reserved regions overlap at " + vmm::hex(r.first.value));
-        if (r.kind == ResvKind::Msi && ++msi_regions > 1)
-            throw vmm::SetupError(who + ": more than one MSI region");
+        if (r.kind == ResvKind::Msi && ++msi_regions > 1) throw vmm::SetupError(who + ": more than one MSI region");
     }
 }
 
@@ -93,9 +90,9 @@ Status Iommu::listener_status(ListenerResult result) {
     if (result == ListenerResult::Ok) return Status::Ok;
     ++listener_failures_;
     switch (result) {
-    case ListenerResult::NoMemory: return Status::NoMem;
-    case ListenerResult::Invalid: return Status::Inval;
-    default: return Status::DevErr;
+        case ListenerResult::NoMemory: return Status::NoMem;
+        case ListenerResult::Invalid: return Status::Inval;
+        default: return Status::DevErr;
     }
 }
 
@@ -125,7 +122,8 @@ Status Iommu::move_listener(Endpoint& endpoint, DomainState* to, DomainId to_id,
     if (endpoint.domain) {
         if (Status status = listener_status(listener->detach(id, false)); status != Status::Ok) return status;
     }
-    // The listener replays the domain's mappings (a VFIO container, devices/vfio/dma_mapper.hpp) and sees them all first.
+    // The listener replays the domain's mappings (a VFIO container, devices/vfio/dma_mapper.hpp) and sees them all
+    // first.
     return listener_status(listener->attach(id, to_id, to_bypass, DomainMappings(to ? &to->domain : nullptr)));
 }
 
@@ -147,9 +145,10 @@ void Iommu::quarantine(Endpoint& endpoint) {
     ++blocked_endpoints_;
     std::uint64_t dropped = 0;
     if (log_.allow(&dropped))
-        vmm::log_warn("iommu: endpoint %u: its external IOMMU could not follow; the endpoint is detached and its DMA "
-                      "blocked until the guest attaches it again (%llu similar messages suppressed)",
-                      endpoint.config.id, static_cast<unsigned long long>(dropped));
+        vmm::log_warn(
+            "iommu: endpoint %u: its external IOMMU could not follow; the endpoint is detached and its DMA "
+            "blocked until the guest attaches it again (%llu similar messages suppressed)",
+            endpoint.config.id, static_cast<unsigned long long>(dropped));
     leave_domain(endpoint);
     block_listener(endpoint);
 }
@@ -204,7 +203,7 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
     DomainState* to = find_domain(domain_id);
     if (to) {
         if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // CONFORMANCE.md D19
-        if (to == endpoint.domain) return finish(Status::Ok);              // already there
+        if (to == endpoint.domain) return finish(Status::Ok);                // already there
         // CONFORMANCE.md D21: the endpoint's reserved regions must be compatible with the domain:
         // no existing mapping may cover them, or the endpoint would reach what it must not.
         for (const ResvRegion& region : endpoint.config.reserved)
@@ -260,16 +259,16 @@ Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
     return finish(Status::Ok);
 }
 
-Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end,
-                         std::uint64_t phys_start, std::uint32_t flags) {
+Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
+                         std::uint32_t flags) {
     DomainState* state = find_domain(domain_id);
     map_refused_for_.reset();
     auto finish = [&](Status status) {
         if (!state) return status;
         ++state->statuses[index(status)];
         if (status != Status::Ok && !map_refused_for_) {
-            const auto& members = state->domain.listener_members().empty() ? state->domain.members()
-                                                                            : state->domain.listener_members();
+            const auto& members =
+                state->domain.listener_members().empty() ? state->domain.members() : state->domain.listener_members();
             if (!members.empty()) map_refused_for_ = members.front().endpoint;
         }
         return status;
@@ -279,16 +278,17 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     // virt_end must be strictly greater than virt_start (the driver's rule, virtio 1.2 5.13.6.5.1).
     if (virt_end <= virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last) return finish(Status::Range);
+    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last)
+        return finish(Status::Range);
     // CONFORMANCE.md D29: virt_start, phys_start and virt_end + 1 aligned to the granule (virt_end
     // + 1 may wrap to 0 for a mapping that ends at 2^64 - 1, which is aligned).
     const std::uint64_t granule_mask = geometry_.window.granule() - 1;
     if ((virt_start | phys_start | (virt_end + 1)) & granule_mask) return finish(Status::Range);
     // The physical range must not wrap past 2^64.
     if (!vmm::checked_add(phys_start, virt_end - virt_start)) return finish(Status::Range);
-    if (!state) return Status::NoEnt;                                  // CONFORMANCE.md D32
-    if (state->domain.is_bypass()) return finish(Status::Inval);       // CONFORMANCE.md D33
-    for (const ResvRegion& region : state->reserved)                   // CONFORMANCE.md D52
+    if (!state) return Status::NoEnt;                             // CONFORMANCE.md D32
+    if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D33
+    for (const ResvRegion& region : state->reserved)              // CONFORMANCE.md D52
         if (region.overlaps(virt_start, virt_end)) return finish(Status::Inval);
     if (state->domain.mapping_count() >= limits_.max_mappings_per_domain || live_mappings_ >= limits_.max_mappings)
         return finish(state->domain.overlaps(virt_start, virt_end) ? Status::Inval : Status::NoMem);
@@ -325,7 +325,8 @@ Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::ui
     };
     if (virt_end < virt_start) return finish(Status::Inval);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last) return finish(Status::Range);
+    if (virt_start < geometry_.window.input_first || virt_end > geometry_.window.input_last)
+        return finish(Status::Range);
     if (!state) return Status::NoEnt;                             // CONFORMANCE.md D37
     if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D38
     scratch_.clear();

@@ -16,9 +16,9 @@
 
 #include "iommu/domain.hpp"
 #include "iommu/map_listener.hpp"
-#include "vmm/base/translator.hpp"
 #include "iommu/types.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/base/translator.hpp"
 
 namespace iommu {
 
@@ -38,7 +38,7 @@ struct Geometry {
     std::uint32_t domain_first = 0;
     std::uint32_t domain_last = ~std::uint32_t{0};
     std::uint32_t map_flags = kMapRead | kMapWrite | kMapMmio;  // MMIO only with F_MMIO
-    std::uint32_t attach_flags = VIRTIO_IOMMU_ATTACH_F_BYPASS;    // only with F_BYPASS_CONFIG
+    std::uint32_t attach_flags = VIRTIO_IOMMU_ATTACH_F_BYPASS;  // only with F_BYPASS_CONFIG
 };
 
 struct EndpointConfig {
@@ -245,9 +245,9 @@ private:
     std::uint64_t total_maps_ = 0, total_unmaps_ = 0;
     std::uint64_t listener_failures_ = 0, rollback_failures_ = 0, forced_detach_failures_ = 0;
     std::uint64_t blocked_endpoints_ = 0;
-    std::vector<Mapping> scratch_;  // UNMAP's collected mappings, reused to avoid allocation
+    std::vector<Mapping> scratch_;               // UNMAP's collected mappings, reused to avoid allocation
     std::optional<EndpointId> map_refused_for_;  // see Batch::refused_map_endpoint
-    vmm::RateLimiter log_;  // guest-triggered warnings (an endpoint blocked)
+    vmm::RateLimiter log_;                       // guest-triggered warnings (an endpoint blocked)
 
     mutable std::mutex sink_lock_;
     FaultSink* sink_ = nullptr;

@@ -101,7 +101,7 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     std::shared_lock lock(lock_);
     std::string out;
     vmm::append_format(out, "iommu: %zu endpoints, %zu domains, %zu mappings, unattached %s\n", endpoints_.size(),
-           domains_.size(), live_mappings_, unattached_bypass_ ? "bypass" : "blocked");
+                       domains_.size(), live_mappings_, unattached_bypass_ ? "bypass" : "blocked");
     // Sorted by ID so that two dumps compare line by line.
     std::vector<EndpointId> endpoint_ids;
     for (const auto& [id, endpoint] : endpoints_) endpoint_ids.push_back(id);
@@ -109,17 +109,19 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     for (EndpointId id : endpoint_ids) {
         const Endpoint& endpoint = endpoints_.at(id);
         vmm::append_format(out, "endpoint %u: %s", id, endpoint.config.listener ? "external" : "emulated");
-        if (endpoint.domain)
-            vmm::append_format(out, " domain %u", endpoint.domain->domain.id());
+        if (endpoint.domain) vmm::append_format(out, " domain %u", endpoint.domain->domain.id());
         else
-            vmm::append_format(out, endpoint.blocked ? " unattached (blocked: its host IOMMU could not follow)" : " unattached");
-        vmm::append_format(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64, endpoint.attaches,
-               endpoint.detaches, endpoint.probes, endpoint.faults.load(std::memory_order_relaxed));
+            vmm::append_format(
+                out, endpoint.blocked ? " unattached (blocked: its host IOMMU could not follow)" : " unattached");
+        vmm::append_format(out, " attaches=%" PRIu64 " detaches=%" PRIu64 " probes=%" PRIu64 " faults=%" PRIu64,
+                           endpoint.attaches, endpoint.detaches, endpoint.probes,
+                           endpoint.faults.load(std::memory_order_relaxed));
         append_statuses(out, endpoint.statuses);
         out += '\n';
         for (const ResvRegion& region : endpoint.config.reserved)
-            vmm::append_format(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n", region.kind == ResvKind::Msi ? "msi" : "reserved",
-                   region.first.value, region.last.value);
+            vmm::append_format(out, "  resv %s [%#" PRIx64 ", %#" PRIx64 "]\n",
+                               region.kind == ResvKind::Msi ? "msi" : "reserved", region.first.value,
+                               region.last.value);
     }
     std::vector<DomainId> domain_ids;
     for (const auto& [id, state] : domains_) domain_ids.push_back(id);
@@ -128,8 +130,8 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
         const DomainState* state = domains_.at(id).get();
         const Domain& domain = state->domain;
         vmm::append_format(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
-               domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
-               state->faults.load(std::memory_order_relaxed));
+                           domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
+                           state->faults.load(std::memory_order_relaxed));
         append_statuses(out, state->statuses);
         out += '\n';
         std::size_t listed = 0;
@@ -138,9 +140,9 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
                 vmm::append_format(out, "  ... %zu more\n", domain.mapping_count() - max_mappings_per_domain);
                 return false;
             }
-            vmm::append_format(out, "  [%#" PRIx64 ", %#" PRIx64 "] -> %#" PRIx64 " %s%s%s\n", m.first.value, m.last.value,
-                   m.gpa.value, (m.flags & kMapRead) ? "r" : "-", (m.flags & kMapWrite) ? "w" : "-",
-                   (m.flags & kMapMmio) ? " mmio" : "");
+            vmm::append_format(out, "  [%#" PRIx64 ", %#" PRIx64 "] -> %#" PRIx64 " %s%s%s\n", m.first.value,
+                               m.last.value, m.gpa.value, (m.flags & kMapRead) ? "r" : "-",
+                               (m.flags & kMapWrite) ? "w" : "-", (m.flags & kMapMmio) ? " mmio" : "");
             return true;
         });
     }

@@ -68,8 +68,7 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
     // interrupt controller untranslated; any other reserved IOVA is never accessible.
     for (const ResvRegion& region : endpoint.config.reserved) {
         if (!region.overlaps(first, last)) continue;
-        if (region.kind == ResvKind::Msi && first >= region.first.value && last <= region.last.value)
-            return identity();
+        if (region.kind == ResvKind::Msi && first >= region.first.value && last <= region.last.value) return identity();
         fault = Fault{id, FaultReason::Mapping, access, std::max(first, region.first.value), {}};
         return false;
     }
@@ -77,7 +76,7 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
     const DomainState* state = endpoint.domain;
     if (!state) {
         if (unattached_bypass_ && !endpoint.blocked) return identity();  // CONFORMANCE.md D13
-        fault = Fault{id, FaultReason::Domain, access, first, {}};  // CONFORMANCE.md D11
+        fault = Fault{id, FaultReason::Domain, access, first, {}};       // CONFORMANCE.md D11
         return false;
     }
     if (state->domain.is_bypass()) return identity();  // rule 1b
@@ -115,10 +114,8 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
 void Iommu::deliver_fault(const Fault& fault) const {
     faults_.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard guard(sink_lock_);
-    if (sink_)
-        sink_->report_fault(fault);
-    else
-        faults_undelivered_.fetch_add(1, std::memory_order_relaxed);
+    if (sink_) sink_->report_fault(fault);
+    else faults_undelivered_.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace iommu

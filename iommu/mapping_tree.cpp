@@ -170,9 +170,10 @@ bool MappingTree::insert_if_free(const Mapping& mapping) {
     const int index = upper_index(leaf->keys, leaf->count, mapping.first.value);
     // Only the entry before (the last one starting at or before `first`) and the entry after can
     // overlap, since entries are disjoint.
-    const std::uint64_t* before_last = index > 0      ? &leaf->lasts[static_cast<std::size_t>(index - 1)]
-                                       : leaf->prev ? &leaf->prev->lasts[static_cast<std::size_t>(leaf->prev->count - 1)]
-                                                    : nullptr;
+    const std::uint64_t* before_last = index > 0 ? &leaf->lasts[static_cast<std::size_t>(index - 1)]
+                                       : leaf->prev
+                                           ? &leaf->prev->lasts[static_cast<std::size_t>(leaf->prev->count - 1)]
+                                           : nullptr;
     if (before_last && *before_last >= mapping.first.value) return false;
     const std::uint64_t* after = index < leaf->count ? &leaf->keys[static_cast<std::size_t>(index)]
                                  : leaf->next        ? &leaf->next->keys[0]
@@ -205,8 +206,8 @@ void MappingTree::insert_at(Leaf* leaf, int index, std::array<PathStep, kMaxDept
     ++size_;
 }
 
-void MappingTree::insert_into_parent(std::array<PathStep, kMaxDepth>& path, int level, Node* left,
-                                     std::uint64_t key, Node* right) {
+void MappingTree::insert_into_parent(std::array<PathStep, kMaxDepth>& path, int level, Node* left, std::uint64_t key,
+                                     Node* right) {
     if (level < 0) {  // `left` was the root
         auto* root = new Inner;
         root->leaf = false;

@@ -30,8 +30,8 @@ class MappingTree {
     struct Leaf : Node {
         Leaf* prev = nullptr;
         Leaf* next = nullptr;
-        std::uint32_t used = 0;                         // occupied value slots
-        std::array<std::uint8_t, kLeafCapacity> slot;   // value slot of the i-th key
+        std::uint32_t used = 0;                          // occupied value slots
+        std::array<std::uint8_t, kLeafCapacity> slot;    // value slot of the i-th key
         std::array<std::uint64_t, kLeafCapacity> keys;   // sorted, searched apart from the values
         std::array<std::uint64_t, kLeafCapacity> lasts;  // last IOVA of the i-th key's entry, so
                                                          // overlap checks need no value

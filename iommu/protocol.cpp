@@ -46,29 +46,29 @@ Request parse_request(const ReadableBytes& readable, std::uint64_t readable_tota
     if (readable_total < needed) return TooShort{type};
 
     switch (type) {
-    case VIRTIO_IOMMU_T_ATTACH: {
-        const auto wire = copy_in<virtio_iommu_req_attach>(readable);
-        bool zero = true;
-        for (std::uint8_t byte : wire.reserved) zero = zero && byte == 0;
-        return AttachRequest{le32toh(wire.domain), le32toh(wire.endpoint), le32toh(wire.flags), zero};
-    }
-    case VIRTIO_IOMMU_T_DETACH: {
-        const auto wire = copy_in<virtio_iommu_req_detach>(readable);
-        return DetachRequest{le32toh(wire.domain), le32toh(wire.endpoint)};
-    }
-    case VIRTIO_IOMMU_T_MAP: {
-        const auto wire = copy_in<virtio_iommu_req_map>(readable);
-        return MapRequest{le32toh(wire.domain), le64toh(wire.virt_start), le64toh(wire.virt_end),
-                          le64toh(wire.phys_start), le32toh(wire.flags)};
-    }
-    case VIRTIO_IOMMU_T_UNMAP: {
-        const auto wire = copy_in<virtio_iommu_req_unmap>(readable);
-        return UnmapRequest{le32toh(wire.domain), le64toh(wire.virt_start), le64toh(wire.virt_end)};
-    }
-    default: {  // VIRTIO_IOMMU_T_PROBE
-        const auto wire = copy_in<virtio_iommu_req_probe>(readable);
-        return ProbeRequest{le32toh(wire.endpoint)};
-    }
+        case VIRTIO_IOMMU_T_ATTACH: {
+            const auto wire = copy_in<virtio_iommu_req_attach>(readable);
+            bool zero = true;
+            for (std::uint8_t byte : wire.reserved) zero = zero && byte == 0;
+            return AttachRequest{le32toh(wire.domain), le32toh(wire.endpoint), le32toh(wire.flags), zero};
+        }
+        case VIRTIO_IOMMU_T_DETACH: {
+            const auto wire = copy_in<virtio_iommu_req_detach>(readable);
+            return DetachRequest{le32toh(wire.domain), le32toh(wire.endpoint)};
+        }
+        case VIRTIO_IOMMU_T_MAP: {
+            const auto wire = copy_in<virtio_iommu_req_map>(readable);
+            return MapRequest{le32toh(wire.domain), le64toh(wire.virt_start), le64toh(wire.virt_end),
+                              le64toh(wire.phys_start), le32toh(wire.flags)};
+        }
+        case VIRTIO_IOMMU_T_UNMAP: {
+            const auto wire = copy_in<virtio_iommu_req_unmap>(readable);
+            return UnmapRequest{le32toh(wire.domain), le64toh(wire.virt_start), le64toh(wire.virt_end)};
+        }
+        default: {  // VIRTIO_IOMMU_T_PROBE
+            const auto wire = copy_in<virtio_iommu_req_probe>(readable);
+            return ProbeRequest{le32toh(wire.endpoint)};
+        }
     }
 }
 

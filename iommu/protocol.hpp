@@ -25,12 +25,12 @@ inline constexpr std::size_t kMaxReadable = sizeof(virtio_iommu_req_probe);
 // Fixed device-readable size of a request type (everything before the tail), 0 if unknown.
 constexpr std::size_t readable_size(std::uint8_t type) {
     switch (type) {
-    case VIRTIO_IOMMU_T_ATTACH: return sizeof(virtio_iommu_req_attach) - kTailSize;
-    case VIRTIO_IOMMU_T_DETACH: return sizeof(virtio_iommu_req_detach) - kTailSize;
-    case VIRTIO_IOMMU_T_MAP: return sizeof(virtio_iommu_req_map) - kTailSize;
-    case VIRTIO_IOMMU_T_UNMAP: return sizeof(virtio_iommu_req_unmap) - kTailSize;
-    case VIRTIO_IOMMU_T_PROBE: return sizeof(virtio_iommu_req_probe);
-    default: return 0;
+        case VIRTIO_IOMMU_T_ATTACH: return sizeof(virtio_iommu_req_attach) - kTailSize;
+        case VIRTIO_IOMMU_T_DETACH: return sizeof(virtio_iommu_req_detach) - kTailSize;
+        case VIRTIO_IOMMU_T_MAP: return sizeof(virtio_iommu_req_map) - kTailSize;
+        case VIRTIO_IOMMU_T_UNMAP: return sizeof(virtio_iommu_req_unmap) - kTailSize;
+        case VIRTIO_IOMMU_T_PROBE: return sizeof(virtio_iommu_req_probe);
+        default: return 0;
     }
 }
 
@@ -63,7 +63,8 @@ struct TooShort {
     std::uint8_t type;
 };
 
-using Request = std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest>;
+using Request =
+    std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest>;
 
 // A copy of the first kMaxReadable bytes of the device-readable part, zero-padded.
 using ReadableBytes = std::array<std::uint8_t, kMaxReadable>;

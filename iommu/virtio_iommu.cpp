@@ -32,7 +32,8 @@ void validate(const VirtioIommuConfig& config, const Limits& limits) {
     const IovaWindow& window = config.window;
     if (window.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
     if (window.input_first > window.input_last) throw vmm::SetupError("virtio-iommu: empty input range");
-    if (window.input_first & (window.granule() - 1)) throw vmm::SetupError("virtio-iommu: input range start not aligned");
+    if (window.input_first & (window.granule() - 1))
+        throw vmm::SetupError("virtio-iommu: input range start not aligned");
     if (config.domain_first > config.domain_last) throw vmm::SetupError("virtio-iommu: empty domain range");
     const std::uint64_t needed = limits.max_reserved_regions * protocol::kResvMemSize;
     if (config.probe_size < needed || config.probe_size > 65536)
@@ -136,7 +137,6 @@ void VirtioIommu::apply_bypass(std::uint8_t value) {
     bypass_ = value;
 }
 
-
 // ---- lifecycle -------------------------------------------------------------------------------------
 
 // Either queue may be left disabled: requests or fault reports then go unserved.
@@ -195,12 +195,13 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     ++stats_.requests;
     const std::uint64_t writable = chain.writable_bytes();
     protocol::ReadableBytes readable{};
-    const std::size_t copied = static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), readable.size()));
+    const std::size_t copied =
+        static_cast<std::size_t>(std::min<std::uint64_t>(chain.readable_bytes(), readable.size()));
     virtio::ChainReader reader(chain, active_.memory());
     // Copy first, validate the copy (the guest may rewrite the buffer meanwhile).
     const bool read_ok = reader.read({readable.data(), copied});
-    protocol::Request request = read_ok ? protocol::parse_request(readable, chain.readable_bytes())
-                                        : protocol::Request{protocol::Unparsable{}};
+    protocol::Request request =
+        read_ok ? protocol::parse_request(readable, chain.readable_bytes()) : protocol::Request{protocol::Unparsable{}};
     const std::uint8_t type = copied > 0 ? readable[0] : 0;
     const bool is_probe = type == VIRTIO_IOMMU_T_PROBE && !std::holds_alternative<protocol::Unparsable>(request);
 
@@ -221,8 +222,8 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     std::span<std::uint8_t> area;
     if (is_probe) {
         const std::uint64_t room = writable - protocol::kTailSize;
-        area = std::span<std::uint8_t>(probe_buffer_).first(
-            static_cast<std::size_t>(std::min<std::uint64_t>(room, config_.probe_size)));
+        area = std::span<std::uint8_t>(probe_buffer_)
+                   .first(static_cast<std::size_t>(std::min<std::uint64_t>(room, config_.probe_size)));
         std::memset(area.data(), 0, area.size());
     }
 

@@ -52,8 +52,8 @@ struct VirtioIommuStats {
     StatusCounts statuses{};
     std::uint64_t unanswered = 0;  // returned with used length 0 (unknown type, no tail room, ...)
     std::uint64_t faults_posted = 0;
-    std::uint64_t faults_dropped = 0;      // no event buffer posted, or the device not running
-    std::uint64_t bad_event_buffers = 0;   // eventq buffers too small for a report (CONFORMANCE.md D58)
+    std::uint64_t faults_dropped = 0;     // no event buffer posted, or the device not running
+    std::uint64_t bad_event_buffers = 0;  // eventq buffers too small for a report (CONFORMANCE.md D58)
     std::uint64_t rejected_config_writes = 0;
     // MAPs answered with an error, each reported as a MAPPING fault on the eventq (guests since
     // Linux 6.8 do not read a MAP's status): reported, skipped by the rate limit, or dropped for

@@ -63,8 +63,8 @@ Blk::Blk(std::unique_ptr<BlockBackend> backend, BlkOptions options)
     config.capacity = capacity_bytes_ / kSectorSize;
     // Two descriptors of every request carry the header and the status byte (5.2.5); size_max
     // times seg_max is the largest request served (kMaxRequestData).
-    config.seg_max = static_cast<std::uint32_t>(
-        std::min<std::uint64_t>(options_.queue_size - 2, kMaxRequestData / kSegmentSize));
+    config.seg_max =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(options_.queue_size - 2, kMaxRequestData / kSegmentSize));
     config.size_max = kSegmentSize;
     config.blk_size = kSectorSize;
     std::memcpy(config_.data(), &config, sizeof config);
@@ -74,9 +74,8 @@ std::uint32_t Blk::device_id() const { return VIRTIO_ID_BLOCK; }
 
 std::uint64_t Blk::device_features() const {
     std::uint64_t features = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
-                             feature_bit(VIRTIO_BLK_F_BLK_SIZE) |
-                             feature_bit(VIRTIO_BLK_F_FLUSH) | feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
-                             feature_bit(VIRTIO_RING_F_EVENT_IDX);
+                             feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH) |
+                             feature_bit(VIRTIO_RING_F_INDIRECT_DESC) | feature_bit(VIRTIO_RING_F_EVENT_IDX);
     if (options_.read_only) features |= feature_bit(VIRTIO_BLK_F_RO);
     return features;
 }

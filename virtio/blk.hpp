@@ -16,8 +16,8 @@
 namespace virtio {
 
 struct BlkOptions {
-    bool read_only = false;   // offer VIRTIO_BLK_F_RO; OUT and FLUSH answer IOERR
-    std::string serial;       // GET_ID answer, truncated to 20 bytes (VIRTIO_BLK_ID_BYTES)
+    bool read_only = false;  // offer VIRTIO_BLK_F_RO; OUT and FLUSH answer IOERR
+    std::string serial;      // GET_ID answer, truncated to 20 bytes (VIRTIO_BLK_ID_BYTES)
     std::uint16_t queue_size = 256;
 };
 

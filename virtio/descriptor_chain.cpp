@@ -56,8 +56,7 @@ bool DescriptorChain::append(std::uint64_t addr, std::uint32_t len, bool writabl
     const std::uint64_t total = readable_bytes_ + writable_bytes_ + len;  // <= 2^32 + 2^32: no wrap
     if (total > kMaxChainBytes) return fail(ChainError::TooManyBytes);
     // 2.7.4.2: readable buffers precede writable ones.
-    if (!writable && count_ != readable_count_)
-        return fail(ChainError::ReadableAfterWritable);
+    if (!writable && count_ != readable_count_) return fail(ChainError::ReadableAfterWritable);
     const Descriptor descriptor{vmm::Iova{addr}, len, writable};
     if (count_ < kInlineDescriptors) {
         inline_[count_] = descriptor;

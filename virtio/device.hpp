@@ -52,10 +52,10 @@ protected:
 };
 
 struct Activation {
-    std::uint64_t features;           // what the driver accepted (FEATURES_OK)
-    std::span<Virtqueue*> queues;     // indexed by queue number; nullptr for queues not enabled
+    std::uint64_t features;        // what the driver accepted (FEATURES_OK)
+    std::span<Virtqueue*> queues;  // indexed by queue number; nullptr for queues not enabled
     DeviceContext& context;
-    const vmm::DmaMemory& memory;     // translated iff ACCESS_PLATFORM was negotiated behind an IOMMU
+    const vmm::DmaMemory& memory;  // translated iff ACCESS_PLATFORM was negotiated behind an IOMMU
 };
 
 // A device's counters and state for `lkvm stat`, as " key=value" pairs in the order added.

@@ -293,17 +293,15 @@ bool MmioTransport::features_acceptable() {
 void MmioTransport::activate() {
     // virtio 1.2 6.1, CONFORMANCE.md G9: translate only if the driver agreed to program the IOMMU
     // for us.
-    if (translator_ && has_feature(driver_features_, VIRTIO_F_ACCESS_PLATFORM))
-        dma_.emplace(memory_, translator_);
-    else
-        dma_.emplace(memory_);
+    if (translator_ && has_feature(driver_features_, VIRTIO_F_ACCESS_PLATFORM)) dma_.emplace(memory_, translator_);
+    else dma_.emplace(memory_);
     for (std::uint16_t q = 0; q < queue_count_; ++q) {
         const QueueRegisters& regs = queue_regs_[q];
         if (!regs.ready) continue;
         QueueSetupError error = QueueSetupError::BadSize;
         if (regs.size <= Virtqueue::kMaxSize) {
-            const QueueLayout layout{static_cast<std::uint16_t>(regs.size), vmm::Iova{regs.desc},
-                                     vmm::Iova{regs.avail}, vmm::Iova{regs.used}};
+            const QueueLayout layout{static_cast<std::uint16_t>(regs.size), vmm::Iova{regs.desc}, vmm::Iova{regs.avail},
+                                     vmm::Iova{regs.used}};
             queues_[q] = Virtqueue::create(layout, device_->queue_max_size(q), *dma_, driver_features_, &error);
         }
         if (!queues_[q]) {
@@ -408,8 +406,8 @@ bool MmioTransport::run_device_locked(std::uint16_t queue) {
     } catch (const std::exception& e) {
         // A bug (guest input must never throw); contain it to this device (NEEDS_RESET), not the
         // VMM.
-        vmm::log_error("%.*s: exception while processing queue %u: %s", static_cast<int>(name_.size()),
-                       name_.data(), queue, e.what());
+        vmm::log_error("%.*s: exception while processing queue %u: %s", static_cast<int>(name_.size()), name_.data(),
+                       queue, e.what());
         set_needs_reset();
     }
     check_queues_locked();

@@ -10,7 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include "vmm/base/translator.hpp"
 #include "virtio/device.hpp"
 #include "virtio/queue.hpp"
 #include "virtio/queue_poller.hpp"
@@ -19,6 +18,7 @@
 #include "vmm/base/guest_memory.hpp"
 #include "vmm/base/interrupt.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/base/translator.hpp"
 
 namespace virtio {
 
@@ -40,7 +40,7 @@ namespace virtio {
 class MmioTransport final : public vmm::MmioDevice, public PollTarget, private DeviceContext {
 public:
     static constexpr std::uint64_t kWindowSize = 0x200;
-    static constexpr std::uint32_t kVendorId = 0x4d564b4c;  // "LKVM", little-endian
+    static constexpr std::uint32_t kVendorId = 0x4d564b4c;                  // "LKVM", little-endian
     static constexpr std::uint64_t queue_notify_offset() { return 0x050; }  // VIRTIO_MMIO_QUEUE_NOTIFY
 
     // `irq` and `memory` must outlive the transport.
@@ -141,8 +141,8 @@ private:
     // Register state (virtio 1.2 4.2.2).
     std::uint8_t status_ = 0;
     std::uint32_t interrupt_status_ = 0;
-    bool in_pass_ = false;         // between begin_pass_locked() and end_pass_locked()
-    bool vring_irq_due_ = false;   // signal_used() in this pass: raise the interrupt at its end
+    bool in_pass_ = false;        // between begin_pass_locked() and end_pass_locked()
+    bool vring_irq_due_ = false;  // signal_used() in this pass: raise the interrupt at its end
     std::uint32_t config_generation_ = 0;
     std::uint32_t device_features_sel_ = 0;
     std::uint32_t driver_features_sel_ = 0;

@@ -20,10 +20,10 @@ constexpr std::size_t kHeaderSize = sizeof(virtio_net_hdr_v1);
 static_assert(kHeaderSize == 12);
 constexpr std::size_t kEthernetHeader = 14;
 
-constexpr std::uint64_t kOffloads =
-    feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) | feature_bit(VIRTIO_NET_F_HOST_TSO4) |
-    feature_bit(VIRTIO_NET_F_HOST_TSO6) | feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6) |
-    feature_bit(VIRTIO_NET_F_HOST_ECN) | feature_bit(VIRTIO_NET_F_GUEST_ECN);
+constexpr std::uint64_t kOffloads = feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
+                                    feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6) |
+                                    feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6) |
+                                    feature_bit(VIRTIO_NET_F_HOST_ECN) | feature_bit(VIRTIO_NET_F_GUEST_ECN);
 
 }  // namespace
 
@@ -190,8 +190,9 @@ Net::Delivery Net::deliver(std::span<const std::uint8_t> frame) {
     }
     header.num_buffers = 1;  // 5.1.6.4: 1 without MRG_RXBUF; set to the count below with it
     const std::span<const std::uint8_t> header_bytes(reinterpret_cast<const std::uint8_t*>(&header), kHeaderSize);
-    const Delivery result = has_feature(active_.features(), VIRTIO_NET_F_MRG_RXBUF) ? deliver_merged(header_bytes, payload)
-                                                                            : deliver_single(header_bytes, payload);
+    const Delivery result = has_feature(active_.features(), VIRTIO_NET_F_MRG_RXBUF)
+                                ? deliver_merged(header_bytes, payload)
+                                : deliver_single(header_bytes, payload);
     if (result == Delivery::Done) {
         ++stats_.rx_packets;
         stats_.rx_bytes += payload.size();
@@ -320,10 +321,13 @@ bool Net::transmit_one(const DescriptorChain& chain) {
     // checksum field inside the packet.
     const bool csum = (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
     const std::uint8_t gso = header.gso_type & ~VIRTIO_NET_HDR_GSO_ECN;
-    bool valid = (header.flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) == 0 && (!csum || has_feature(active_.features(), VIRTIO_NET_F_CSUM));
+    bool valid = (header.flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) == 0 &&
+                 (!csum || has_feature(active_.features(), VIRTIO_NET_F_CSUM));
     if (csum) valid = valid && std::uint32_t{header.csum_start} + header.csum_offset + 2 <= length;
-    if (gso == VIRTIO_NET_HDR_GSO_TCPV4) valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO4);
-    else if (gso == VIRTIO_NET_HDR_GSO_TCPV6) valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO6);
+    if (gso == VIRTIO_NET_HDR_GSO_TCPV4)
+        valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO4);
+    else if (gso == VIRTIO_NET_HDR_GSO_TCPV6)
+        valid = valid && csum && has_feature(active_.features(), VIRTIO_NET_F_HOST_TSO6);
     else valid = valid && gso == VIRTIO_NET_HDR_GSO_NONE;
     if ((header.gso_type & VIRTIO_NET_HDR_GSO_ECN) != 0)
         valid = valid && gso != VIRTIO_NET_HDR_GSO_NONE && has_feature(active_.features(), VIRTIO_NET_F_HOST_ECN);

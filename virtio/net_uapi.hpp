@@ -3,10 +3,10 @@
 // queue). Include this instead of the kernel header directly.
 #pragma once
 
+#include <linux/if_ether.h>
 #include <linux/types.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_types.h>
-#include <linux/if_ether.h>
 
 #define class class_
 #include <linux/virtio_net.h>

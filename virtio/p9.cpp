@@ -53,7 +53,8 @@ void P9::process(const DescriptorChain& chain) {
     // The request is the readable part, at most one negotiated msize (the server checks its
     // size field against what arrived); the reply goes to the writable part.
     const std::uint64_t readable = chain.readable_bytes();
-    const std::uint32_t writable = static_cast<std::uint32_t>(std::min<std::uint64_t>(chain.writable_bytes(), UINT32_MAX));
+    const std::uint32_t writable =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(chain.writable_bytes(), UINT32_MAX));
     const std::uint64_t take = std::min<std::uint64_t>(readable, server_->msize());
     request_.resize(static_cast<std::size_t>(take));
     ChainReader reader(chain, active_.memory());

@@ -23,9 +23,9 @@ struct QueueLayout {
 
 enum class QueueSetupError : std::uint8_t {
     None,
-    BadSize,         // 0, not a power of two, above the device maximum or above 32768
-    Misaligned,      // an area breaks the alignment of 2.7 table "Virtqueue Part Alignment"
-    DescUnreachable, // an area is not (entirely) readable / writable through the DMA view
+    BadSize,          // 0, not a power of two, above the device maximum or above 32768
+    Misaligned,       // an area breaks the alignment of 2.7 table "Virtqueue Part Alignment"
+    DescUnreachable,  // an area is not (entirely) readable / writable through the DMA view
     AvailUnreachable,
     UsedUnreachable,
 };

@@ -64,12 +64,12 @@ protected:
 };
 
 struct QueuePollerStats {
-    std::uint64_t kicks = 0;         // kicks seen
-    std::uint64_t wakeups = 0;       // polling phases started by a kick
-    std::uint64_t processed = 0;     // poll_queue() calls that found work (kicks saved)
-    std::uint64_t late_arrivals = 0; // buffers found by the look after re-enabling kicks
-    std::uint64_t polls = 0;         // poll_queue() calls in all
-    std::uint64_t window_ns = 0;     // the current window (0: polling off until kicks come closer)
+    std::uint64_t kicks = 0;          // kicks seen
+    std::uint64_t wakeups = 0;        // polling phases started by a kick
+    std::uint64_t processed = 0;      // poll_queue() calls that found work (kicks saved)
+    std::uint64_t late_arrivals = 0;  // buffers found by the look after re-enabling kicks
+    std::uint64_t polls = 0;          // poll_queue() calls in all
+    std::uint64_t window_ns = 0;      // the current window (0: polling off until kicks come closer)
 };
 
 class QueuePoller final : private KickObserver {

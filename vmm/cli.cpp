@@ -15,7 +15,6 @@
 namespace vmm::cli {
 namespace {
 
-
 // The `run` subcommand's flags, one line each (kvmtool's spelling where kvmtool has the flag).
 struct RunOptions {
     VmConfig config;
@@ -53,7 +52,10 @@ void add_run_options(CLI::App& run, RunOptions& o) {
                                      "added to the kernel command line lkvm builds (console, root; see below)")
                           ->type_name("CMDLINE");
     run.add_flag("--nodefaults", c.nodefaults, "boot with -p alone as the kernel command line");
-    run.add_option("-c,--cpus", c.cpus, "number of vCPUs")->type_name("N")->capture_default_str()->check(whole_number());
+    run.add_option("-c,--cpus", c.cpus, "number of vCPUs")
+        ->type_name("N")
+        ->capture_default_str()
+        ->check(whole_number());
     run.add_option("-m,--mem", o.mem, "guest RAM: MiB, or with a K/M/G/T suffix (-m 1G)")
         ->type_name("SIZE")
         ->capture_default_str();
@@ -63,14 +65,16 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--9p", o.share_specs,
                    "share host directory DIR with the guest over virtio-9p (mount -t 9p -o trans=virtio TAG /mnt); "
-                   "TAG defaults to kvm_9p; ',ro' refuses writes; ',suid' lets the guest make set-user-ID files (see README) (repeatable)")
+                   "TAG defaults to kvm_9p; ',ro' refuses writes; ',suid' lets the guest make set-user-ID files (see "
+                   "README) (repeatable)")
         ->type_name("DIR[,TAG][,ro][,suid]")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--rootfs", o.rootfs,
                    "boot with host directory DIR as the root file system over virtio-9p (tag /dev/root)")
         ->type_name("DIR");
-    run.add_option("--console", o.console, "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
+    run.add_option("--console", o.console,
+                   "where the guest console and stdin go: the UART (ttyS0) or virtio-console (hvc0)")
         ->type_name("serial|virtio");
     run.add_flag("--rng", c.rng, "add a virtio-rng device");
     run.add_flag("--pmu", c.cpu.pmu, "give the vCPUs a PMUv3 (perf counters; needs the host's KVM_CAP_ARM_PMU_V3)");
@@ -83,18 +87,22 @@ void add_run_options(CLI::App& run, RunOptions& o) {
         ->type_name("BDF")
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-    o.viommu_option = run.add_option("--viommu", o.viommu,
-                                     "put devices behind a virtio-iommu (guest-controlled DMA translation); "
-                                     "alone: all devices, page_size=4K,bypass=1,input_bits=48")
-                          ->type_name("[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]")
-                          ->expected(0, 1);
-    o.network_option = run.add_option("-n,--network", o.network_specs,
-                   "a virtio-net NIC (repeatable; without -n: one mode=user NIC); mode=user (libslirp, DHCP, DNS, "
-                   "no root), tap (tapif=NAME, fd=N an open tap, or a new tap as root) or none (no NIC)")
-        ->type_name("[mode=user|tap|none][,tapif=NAME|fd=N][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]"
-                    "[,host_loopback=on|off][,restrict=on|off]")
-        ->expected(0, 1)
-        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    o.viommu_option =
+        run.add_option("--viommu", o.viommu,
+                       "put devices behind a virtio-iommu (guest-controlled DMA translation); "
+                       "alone: all devices, page_size=4K,bypass=1,input_bits=48")
+            ->type_name(
+                "[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]")
+            ->expected(0, 1);
+    o.network_option =
+        run.add_option("-n,--network", o.network_specs,
+                       "a virtio-net NIC (repeatable; without -n: one mode=user NIC); mode=user (libslirp, DHCP, DNS, "
+                       "no root), tap (tapif=NAME, fd=N an open tap, or a new tap as root) or none (no NIC)")
+            ->type_name(
+                "[mode=user|tap|none][,tapif=NAME|fd=N][,guest_mac=MAC][,host_ip=IP][,guest_ip=IP][,hostfwd=tcp:HP-GP]"
+                "[,host_loopback=on|off][,restrict=on|off]")
+            ->expected(0, 1)
+            ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     run.add_option("--name", c.name, "guest name (default: guest-<pid>)")->type_name("NAME");
     run.add_option("--dump-dtb", c.dump_dtb, "write the generated device tree to FILE and exit")->type_name("FILE");
     run.add_flag("--debug", c.debug, "log debug messages (memory map, devices, boot timings) to stderr");
@@ -131,8 +139,7 @@ std::string parse_share(const std::string& spec, ShareConfig& share) {
         else if (!tag_given && !opt.empty()) {
             share.tag = opt;
             tag_given = true;
-        } else
-            return "--9p " + spec + ": unexpected '" + opt + "'; use --9p DIR[,TAG][,ro][,suid]";
+        } else return "--9p " + spec + ": unexpected '" + opt + "'; use --9p DIR[,TAG][,ro][,suid]";
         comma = next;
     }
     if (share.dir.empty()) return "--9p " + spec + ": no directory; use --9p DIR[,TAG][,ro][,suid]";
@@ -143,7 +150,8 @@ std::string parse_share(const std::string& spec, ShareConfig& share) {
 // -m/--mem: kvmtool's forms, a plain number of MiB or a number with a K, M, G or T suffix (binary
 // units). Returns an error text, or empty.
 std::string parse_mem(const std::string& text, std::uint64_t& mib) {
-    const std::string fix = "-m/--mem " + text + ": give the guest RAM in MiB (-m 512) or with a K, M, G or T suffix (-m 1G)";
+    const std::string fix =
+        "-m/--mem " + text + ": give the guest RAM in MiB (-m 512) or with a K, M, G or T suffix (-m 1G)";
     std::size_t digits = 0;
     while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
     const std::string suffix = text.substr(digits);
@@ -151,10 +159,14 @@ std::string parse_mem(const std::string& text, std::uint64_t& mib) {
     const std::uint64_t value = std::stoull(text.substr(0, digits));  // at most 19 digits: fits
     std::uint64_t kib_per_unit = 0;
     switch (suffix.empty() ? 'M' : suffix[0]) {
-        case 'K': case 'k': kib_per_unit = 1; break;
-        case 'M': case 'm': kib_per_unit = 1024; break;
-        case 'G': case 'g': kib_per_unit = 1024 * 1024; break;
-        case 'T': case 't': kib_per_unit = 1024 * 1024 * 1024; break;
+        case 'K':
+        case 'k': kib_per_unit = 1; break;
+        case 'M':
+        case 'm': kib_per_unit = 1024; break;
+        case 'G':
+        case 'g': kib_per_unit = 1024 * 1024; break;
+        case 'T':
+        case 't': kib_per_unit = 1024 * 1024 * 1024; break;
         default: return fix;
     }
     if (value > UINT64_MAX / kib_per_unit) return "-m/--mem " + text + ": too large";
@@ -182,7 +194,8 @@ std::string parse_kvmtool_network(const std::string& spec, NetConfig& net) {
         const std::string key = item.substr(0, eq);
         const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
         if ((key == "script" || key == "downscript") && value != "none")
-            return all + ": " + key + "= is not supported: lkvm runs no tap scripts; set the tap up beforehand and "
+            return all + ": " + key +
+                   "= is not supported: lkvm runs no tap scripts; set the tap up beforehand and "
                    "pass tapif=NAME or fd=N";
         if (key == "vhost" && value != "0" && value != "off")
             return all + ": vhost= is not supported: lkvm serves the virtio-net queues itself (no vhost-net); drop it";
@@ -191,9 +204,11 @@ std::string parse_kvmtool_network(const std::string& spec, NetConfig& net) {
         if (key == "trans" && value != "mmio")
             return all + ": trans=" + value + " is not supported: lkvm's virtio devices are virtio-mmio; drop it";
         if (key == "host_mac")
-            return all + ": host_mac= is not supported: set the tap's address on the host (ip link set TAP address MAC)";
+            return all +
+                   ": host_mac= is not supported: set the tap's address on the host (ip link set TAP address MAC)";
         if (key == "fd") {
-            const bool digits = !value.empty() && value.size() <= 9 && value.find_first_not_of("0123456789") == std::string::npos;
+            const bool digits =
+                !value.empty() && value.size() <= 9 && value.find_first_not_of("0123456789") == std::string::npos;
             if (!digits) return all + ": fd=" + value + ": give the number of an open tap file descriptor, e.g. fd=3";
             fd = std::stoi(value);
             continue;
@@ -219,8 +234,9 @@ struct KvmtoolOnlyFlag {
 };
 constexpr KvmtoolOnlyFlag kKvmtoolOnlyFlags[] = {
     {"--balloon", "lkvm has no virtio-balloon; size the guest with -m"},
-    {"--vsock", "lkvm has no virtio-vsock; reach the guest over -n mode=user,hostfwd=tcp:HOSTPORT-GUESTPORT or share "
-                "files with --9p DIR"},
+    {"--vsock",
+     "lkvm has no virtio-vsock; reach the guest over -n mode=user,hostfwd=tcp:HOSTPORT-GUESTPORT or share "
+     "files with --9p DIR"},
     {"--loglevel", "use --debug for lkvm's own messages and -p loglevel=N for the guest kernel's"},
     {"--irqchip", "lkvm always uses KVM's in-kernel GICv3"},
     {"--firmware", "lkvm boots a Linux Image directly: use -k IMAGE"},
@@ -260,7 +276,8 @@ std::string kvmtool_only_flag(int argc, const char* const* argv) {
         arg = arg.substr(0, arg.find('='));
         for (const KvmtoolOnlyFlag& known : kKvmtoolOnlyFlags)
             if (arg == known.flag)
-                return std::string(known.flag) + ": lkvm does not have this kvmtool flag; " + std::string(known.instead);
+                return std::string(known.flag) + ": lkvm does not have this kvmtool flag; " +
+                       std::string(known.instead);
     }
     return {};
 }
@@ -277,7 +294,8 @@ std::variant<VmConfig, Exit> finish_config(RunOptions& options, const std::strin
     else if (options.console == "virtio") config.console = ConsoleKind::Virtio;
     else return usage_error("--console " + options.console + ": choose serial or virtio", hint, code);
     if (options.params_option->count() > 0) config.params = options.params;
-    if (std::string error = parse_mem(options.mem, config.mem_mib); !error.empty()) return usage_error(error, hint, code);
+    if (std::string error = parse_mem(options.mem, config.mem_mib); !error.empty())
+        return usage_error(error, hint, code);
     if (options.viommu_option->count() > 0) {
         ViommuConfig viommu;
         if (std::string error = parse_viommu(options.viommu, viommu); !error.empty())
@@ -341,9 +359,7 @@ const char* git_commit() {
 #endif
 }
 
-std::string version_text() {
-    return std::string("lkvm ") + kVersion + " (git " + git_commit() + ")\n";
-}
+std::string version_text() { return std::string("lkvm ") + kVersion + " (git " + git_commit() + ")\n"; }
 
 Command parse(int argc, const char* const* argv) {
     CLI::App app{"lkvm: a small KVM virtual machine monitor for arm64 Linux guests", "lkvm"};
@@ -354,7 +370,8 @@ Command parse(int argc, const char* const* argv) {
     // Subcommands, one line each.
     CLI::App* run = app.add_subcommand("run", "boot a guest: lkvm run -k Image [-i initrd] [-p cmdline] ...");
     CLI::App* sandbox = app.add_subcommand(
-        "sandbox", "run CMD in a throwaway guest that sees the host's files: lkvm sandbox -k Image [-i initrd] -- CMD [ARGS...]");
+        "sandbox",
+        "run CMD in a throwaway guest that sees the host's files: lkvm sandbox -k Image [-i initrd] -- CMD [ARGS...]");
     CLI::App* version = app.add_subcommand("version", "print lkvm's version and the git commit it was built from");
     std::string help_topic;
     CLI::App* help = app.add_subcommand("help", "show lkvm's help, or one command's: lkvm help [COMMAND]");
@@ -362,8 +379,8 @@ Command parse(int argc, const char* const* argv) {
     ControlCommand control;
     std::string name_option;  // -n/--name NAME: kvmtool's spelling of the positional NAME
     CLI::App* list = app.add_subcommand("list", "list the running guests: NAME PID STATE (removes stale sockets)");
-    CLI::App* stop = app.add_subcommand(
-        "stop", "stop a running guest in order (as SIGTERM): lkvm stop NAME | -n NAME | --all");
+    CLI::App* stop =
+        app.add_subcommand("stop", "stop a running guest in order (as SIGTERM): lkvm stop NAME | -n NAME | --all");
     CLI::App* stat = app.add_subcommand("stat", "show a guest's devices and vIOMMU counters: lkvm stat NAME | -n NAME");
     CLI::App* debug = app.add_subcommand(
         "debug", "lkvm debug NAME|-n NAME dump | fault EPID [read|write] [ADDRESS] | fail-next blkN|EPID [COUNT]");
@@ -372,8 +389,9 @@ Command parse(int argc, const char* const* argv) {
         sub->add_option("-n,--name", name_option, "the guest's --name (kvmtool's form)")->type_name("NAME");
     }
     stop->add_flag("-a,--all", control.all, "stop every running guest");
-    debug->add_option("command", control.words, "dump: IOMMU mappings; fault: report a fault on the virtio-iommu eventq; "
-                                                "fail-next: fail the next COUNT requests of a disk");
+    debug->add_option("command", control.words,
+                      "dump: IOMMU mappings; fault: report a fault on the virtio-iommu eventq; "
+                      "fail-next: fail the next COUNT requests of a disk");
     for (CLI::App* sub : {list, stop, stat, debug})
         sub->footer("Control sockets: $XDG_RUNTIME_DIR/lkvm/NAME.sock, else ~/.lkvm/NAME.sock (owner only).");
 
@@ -407,8 +425,9 @@ Command parse(int argc, const char* const* argv) {
     for (const char* flag : {"--console", "--rootfs", "--no-reboot", "--dump-dtb", "--nodefaults"})
         sandbox->remove_option(sandbox->get_option(flag));
     sandbox->get_option("--params")->description("added to the sandbox's kernel command line (see below)");
-    sandbox->add_option("--workdir", sandbox_workdir,
-                        "host directory shared read-write at the same path; CMD's working directory")
+    sandbox
+        ->add_option("--workdir", sandbox_workdir,
+                     "host directory shared read-write at the same path; CMD's working directory")
         ->type_name("DIR")
         ->capture_default_str();
     sandbox->footer(
@@ -460,7 +479,8 @@ Command parse(int argc, const char* const* argv) {
     } catch (const CLI::ParseError& e) {
         if (sandbox->parsed()) {
             // Without `--`, CMD's words reach the flag parser: say where they belong.
-            const std::string hint = sandbox_argv.empty() ? "; put CMD after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]" : "";
+            const std::string hint =
+                sandbox_argv.empty() ? "; put CMD after '--': lkvm sandbox -k IMAGE [flags] -- CMD [ARGS...]" : "";
             return usage_error(e.what() + hint, "lkvm sandbox", kExitSandboxFailed);
         }
         std::string hint = "lkvm";
@@ -480,16 +500,16 @@ Command parse(int argc, const char* const* argv) {
     if (stop->parsed() || stat->parsed() || debug->parsed()) {
         CLI::App* sub = stop->parsed() ? stop : stat->parsed() ? stat : debug;
         const std::string hint = "lkvm " + sub->get_name();
-        control.kind = stop->parsed() ? ControlCommand::Kind::Stop
+        control.kind = stop->parsed()   ? ControlCommand::Kind::Stop
                        : stat->parsed() ? ControlCommand::Kind::Stat
                                         : ControlCommand::Kind::Debug;
         if (!name_option.empty()) {
             // With -n NAME every positional word is the debug command's.
             if (debug->parsed() && !control.name.empty()) control.words.insert(control.words.begin(), control.name);
             else if (!control.name.empty())
-                return usage_error("the guest's name is given twice ('" + control.name + "' and -n " + name_option +
-                                       "); give it once",
-                                   hint);
+                return usage_error(
+                    "the guest's name is given twice ('" + control.name + "' and -n " + name_option + "); give it once",
+                    hint);
             control.name = name_option;
         }
         if (control.all && !control.name.empty())

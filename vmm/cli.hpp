@@ -1,6 +1,6 @@
 // The command line: `lkvm run ...` (kvmtool's flags), `lkvm sandbox ... -- CMD`, `lkvm version`,
-// `lkvm --help`, `lkvm help [COMMAND]`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The only file
-// that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
+// `lkvm --help`, `lkvm help [COMMAND]`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The
+// only file that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
 #pragma once
 
 #include <string>

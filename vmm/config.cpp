@@ -11,8 +11,8 @@
 
 #include "vmm/base/address.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/kernel_loader.hpp"
 #include "vmm/base/layout.hpp"
+#include "vmm/kernel_loader.hpp"
 
 namespace vmm {
 namespace {
@@ -51,10 +51,11 @@ void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
         if (!seen.insert(d.path).second)
             errors.push_back("-d/--disk " + quoted(d.path) + " is given twice; attach each disk image once");
         // kvmtool boots a directory given to -d over 9p; lkvm names that explicitly.
-        struct stat st{};
+        struct stat st {};
         if (::stat(d.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-            errors.push_back("-d/--disk " + quoted(d.path) + " is a directory, not a disk image; boot from it with --rootfs " +
-                             d.path + " or share it with --9p " + d.path);
+            errors.push_back("-d/--disk " + quoted(d.path) +
+                             " is a directory, not a disk image; boot from it with --rootfs " + d.path +
+                             " or share it with --9p " + d.path);
             continue;
         }
         int fd = ::open(d.path.c_str(), (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
@@ -63,12 +64,10 @@ void check_disks(const VmConfig& c, std::vector<std::string>& errors) {
             continue;
         }
         int err = errno;
-        if (!d.read_only && (err == EACCES || err == EROFS || err == EPERM) &&
-            ::access(d.path.c_str(), R_OK) == 0)
+        if (!d.read_only && (err == EACCES || err == EROFS || err == EPERM) && ::access(d.path.c_str(), R_OK) == 0)
             errors.push_back("-d/--disk " + quoted(d.path) + " cannot be opened read-write (" + std::strerror(err) +
                              "); attach it read-only with -d " + d.path + ",ro");
-        else
-            errors.push_back("-d/--disk " + quoted(d.path) + ": cannot open: " + std::strerror(err));
+        else errors.push_back("-d/--disk " + quoted(d.path) + ": cannot open: " + std::strerror(err));
     }
 }
 
@@ -76,7 +75,7 @@ void check_shares(const VmConfig& c, std::vector<std::string>& errors) {
     std::set<std::string> tags;
     for (const ShareConfig& share : c.shares) {
         const std::string flag = "--9p " + quoted(share.dir);
-        struct stat st{};
+        struct stat st {};
         if (share.dir.empty()) errors.push_back("--9p: empty directory name; use --9p DIR[,TAG][,ro]");
         else if (::stat(share.dir.c_str(), &st) != 0)
             errors.push_back(flag + ": " + std::strerror(errno) + "; give an existing host directory");
@@ -84,7 +83,8 @@ void check_shares(const VmConfig& c, std::vector<std::string>& errors) {
         else if (::access(share.dir.c_str(), R_OK | X_OK) != 0)
             errors.push_back(flag + ": not readable and searchable by lkvm (" + std::strerror(errno) + ")");
         else if (!share.read_only && ::access(share.dir.c_str(), W_OK) != 0)
-            errors.push_back(flag + ": not writable by lkvm (" + std::strerror(errno) + "); share it read-only with ,ro");
+            errors.push_back(flag + ": not writable by lkvm (" + std::strerror(errno) +
+                             "); share it read-only with ,ro");
         if (share.tag.empty() || share.tag.size() > kMaxShareTag)
             errors.push_back(flag + ": the tag " + quoted(share.tag) + " must be 1 to " + std::to_string(kMaxShareTag) +
                              " bytes; give one with --9p DIR,TAG");
@@ -192,8 +192,8 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
     for (std::string& e : check_networks(c.nets)) errors.push_back(std::move(e));
     const auto nics = static_cast<std::size_t>(
         std::count_if(c.nets.begin(), c.nets.end(), [](const NetConfig& n) { return n.mode != NetMode::None; }));
-    std::size_t virtio_devices = c.disks.size() + c.shares.size() + nics + (c.rng ? 1 : 0) + (c.console == ConsoleKind::Virtio ? 1 : 0) +
-                                 (c.viommu ? 1 : 0);
+    std::size_t virtio_devices = c.disks.size() + c.shares.size() + nics + (c.rng ? 1 : 0) +
+                                 (c.console == ConsoleKind::Virtio ? 1 : 0) + (c.viommu ? 1 : 0);
     if (virtio_devices > layout::kVirtioMmioSlots)
         errors.push_back("too many virtio devices (" + std::to_string(virtio_devices) + "); lkvm has " +
                          std::to_string(layout::kVirtioMmioSlots) + " virtio-mmio slots");

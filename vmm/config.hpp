@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "vmm/cpu_features.hpp"
-#include "vmm/net_config.hpp"
 #include "vmm/kvm/system.hpp"
+#include "vmm/net_config.hpp"
 #include "vmm/viommu_config.hpp"
 
 namespace vmm {
@@ -42,18 +42,18 @@ struct VmConfig {
     std::optional<std::string> params;  // -p: appended to the default command line (kernel_params())
     bool nodefaults = false;            // --nodefaults: the command line is -p alone
     unsigned cpus = 1;
-    CpuRequest cpu;                     // --pmu, --sve-max-vl (vmm/cpu_features.hpp)
+    CpuRequest cpu;  // --pmu, --sve-max-vl (vmm/cpu_features.hpp)
     std::uint64_t mem_mib = 256;
-    std::vector<DiskConfig> disks;      // virtio-blk, in command-line order
-    std::vector<ShareConfig> shares;    // virtio-9p, in command-line order (after the disks)
-    std::vector<NetConfig> nets;        // -n/--network, in command-line order (mode=none: no device)
+    std::vector<DiskConfig> disks;    // virtio-blk, in command-line order
+    std::vector<ShareConfig> shares;  // virtio-9p, in command-line order (after the disks)
+    std::vector<NetConfig> nets;      // -n/--network, in command-line order (mode=none: no device)
     ConsoleKind console = ConsoleKind::Serial;
-    bool serial_to_stderr = false;      // the UART writes to lkvm's stderr (lkvm sandbox), else stdout
+    bool serial_to_stderr = false;  // the UART writes to lkvm's stderr (lkvm sandbox), else stdout
     bool rng = false;
     std::vector<std::string> vfio_pci;   // --vfio-pci BDF: host PCI functions assigned to the guest
     std::optional<ViommuConfig> viommu;  // --viommu; unset: no vIOMMU
-    std::string name;                   // empty: main picks "guest-<pid>"
-    std::string dump_dtb;               // non-empty: write the DTB there and exit
+    std::string name;                    // empty: main picks "guest-<pid>"
+    std::string dump_dtb;                // non-empty: write the DTB there and exit
     bool debug = false;
     bool no_reboot = false;
     // False for lkvm sandbox (its guest's stdin is /dev/null): stdin is not read and the terminal

@@ -28,8 +28,9 @@ std::vector<std::string> check_cpu_request(const CpuRequest& request, const CpuC
                          ": an SVE vector length is a power of two from 128 to 2048 bits, e.g. --sve-max-vl 256");
     if (!caps.probed) return errors;
     if (request.pmu && !caps.pmu_v3)
-        errors.push_back("--pmu: KVM on this host offers no guest PMU (KVM_CAP_ARM_PMU_V3 is 0: no PMU driver for "
-                         "the host's CPUs, or KVM in protected mode); run without --pmu");
+        errors.push_back(
+            "--pmu: KVM on this host offers no guest PMU (KVM_CAP_ARM_PMU_V3 is 0: no PMU driver for "
+            "the host's CPUs, or KVM in protected mode); run without --pmu");
     if (vl != 0 && !caps.sve)
         errors.push_back("--sve-max-vl " + std::to_string(vl) +
                          ": KVM on this host offers no SVE (KVM_CAP_ARM_SVE is 0); run without --sve-max-vl");

@@ -25,7 +25,7 @@ struct CpuCaps {
 
 // What the command line asked for.
 struct CpuRequest {
-    bool pmu = false;             // --pmu
+    bool pmu = false;              // --pmu
     std::uint32_t sve_max_vl = 0;  // --sve-max-vl BITS; 0: the host's maximum
 
     bool operator==(const CpuRequest&) const = default;
@@ -33,7 +33,7 @@ struct CpuRequest {
 
 // What the vCPUs get.
 struct CpuFeatures {
-    bool ptrauth = false;          // address and generic authentication, always both
+    bool ptrauth = false;  // address and generic authentication, always both
     bool sve = false;
     std::uint32_t sve_max_vl = 0;  // with sve: the cap in bits; 0: the host's maximum
     bool pmu = false;

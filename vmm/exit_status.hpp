@@ -6,14 +6,15 @@
 
 namespace vmm {
 
-inline constexpr int kExitOk = 0;  // the guest powered off (or rebooted with --no-reboot), `lkvm stop`, Ctrl-A x
-inline constexpr int kExitFailure = 1;     // setup or VMM failure
-inline constexpr int kExitUsage = 2;       // usage error
-inline constexpr int kExitGuestCrash = 3;  // the guest crashed
+inline constexpr int kExitOk = 0;       // the guest powered off (or rebooted with --no-reboot), `lkvm stop`, Ctrl-A x
+inline constexpr int kExitFailure = 1;  // setup or VMM failure
+inline constexpr int kExitUsage = 2;    // usage error
+inline constexpr int kExitGuestCrash = 3;    // the guest crashed
 inline constexpr int kExitSignalBase = 128;  // + N: stopped by signal N (after an orderly teardown); CMD killed by it
 
 // `lkvm sandbox` (0-124 can only be CMD's own status).
-inline constexpr int kExitSandboxFailed = 125;  // lkvm or the guest failed (usage and setup errors too); CMD's status is unknown
+inline constexpr int kExitSandboxFailed =
+    125;  // lkvm or the guest failed (usage and setup errors too); CMD's status is unknown
 inline constexpr int kExitNotExecutable = 126;  // CMD was found but could not be executed
 inline constexpr int kExitNotFound = 127;       // no CMD on the guest's PATH
 

@@ -29,7 +29,8 @@ HostSystem HostSystem::running() {
 KernelChoice choose_host_kernel(VmConfig& config, const HostSystem& host, const std::string& boot_dir) {
     if (!config.kernel.empty()) return {true, ""};
     if (host.machine != "aarch64")
-        return {false, std::string(kGiveKernel) + " (the host's own kernel is the default on an arm64 host only; this one is " +
+        return {false, std::string(kGiveKernel) +
+                           " (the host's own kernel is the default on an arm64 host only; this one is " +
                            (host.machine.empty() ? "unknown" : host.machine) + ")"};
     const std::string kernel = boot_dir + "/vmlinuz-" + host.release;
     const bool default_initrd = config.initrd.empty();  // else -i's, checked with the rest later
@@ -39,7 +40,8 @@ KernelChoice choose_host_kernel(VmConfig& config, const HostSystem& host, const 
             return {false, std::string(kGiveKernel) + " (the default, the host's own kernel: " + why + ")"};
     config.kernel = kernel;
     config.initrd = initrd;
-    return {true, "no -k given: booting the host's kernel " + kernel + (default_initrd ? " with its initrd " : " with -i ") + initrd};
+    return {true, "no -k given: booting the host's kernel " + kernel +
+                      (default_initrd ? " with its initrd " : " with -i ") + initrd};
 }
 
 }  // namespace vmm

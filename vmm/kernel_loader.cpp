@@ -18,9 +18,9 @@ namespace {
 constexpr std::uint32_t kImageMagic = 0x644d5241;  // "ARM\x64", little-endian, at offset 56
 constexpr std::size_t kMagicOffset = 56;
 constexpr std::uint64_t kFlagBigEndian = 1;
-constexpr std::uint64_t kKernelAlign = 2ull << 20;     // the Image base is 2 MiB aligned
-constexpr std::uint64_t kInitrdAlign = 64ull << 10;    // any guest page size (4K/16K/64K)
-constexpr std::uint64_t kInitrdWindow = 32ull << 30;   // initrd within 32 GiB of the kernel's
+constexpr std::uint64_t kKernelAlign = 2ull << 20;        // the Image base is 2 MiB aligned
+constexpr std::uint64_t kInitrdAlign = 64ull << 10;       // any guest page size (4K/16K/64K)
+constexpr std::uint64_t kInitrdWindow = 32ull << 30;      // initrd within 32 GiB of the kernel's
 constexpr std::uint64_t kInitrdWindowAlign = 1ull << 30;  // 1 GiB-aligned window
 
 std::uint64_t le64(std::span<const std::uint8_t> bytes, std::size_t offset) {
@@ -40,8 +40,9 @@ ImageHeader ImageHeader::parse(std::span<const std::uint8_t> bytes, const std::s
     std::uint32_t magic;
     std::memcpy(&magic, bytes.data() + kMagicOffset, sizeof magic);
     if (magic != kImageMagic)
-        throw SetupError(what + " is not an arm64 Linux Image (no \"ARM\\x64\" magic at offset 56); "
-                                "pass the uncompressed arch/arm64/boot/Image, not a vmlinuz/zImage/ELF");
+        throw SetupError(what +
+                         " is not an arm64 Linux Image (no \"ARM\\x64\" magic at offset 56); "
+                         "pass the uncompressed arch/arm64/boot/Image, not a vmlinuz/zImage/ELF");
     ImageHeader h;
     h.text_offset = le64(bytes, 8);
     h.image_size = le64(bytes, 16);

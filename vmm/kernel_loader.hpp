@@ -29,9 +29,9 @@ struct ImageHeader {
 
 // Where everything goes in RAM (all inside `ram`, non-overlapping).
 struct BootPlan {
-    GuestRange kernel;                // load address (= entry point) and the bytes reserved for it
+    GuestRange kernel;  // load address (= entry point) and the bytes reserved for it
     std::optional<GuestRange> initrd;
-    GuestRange dtb;                   // a whole 2 MiB-aligned 2 MiB block at the top of RAM
+    GuestRange dtb;  // a whole 2 MiB-aligned 2 MiB block at the top of RAM
 };
 
 inline constexpr std::uint64_t kDtbMaxSize = 2ull << 20;  // booting.rst: at most 2 MiB

@@ -21,17 +21,17 @@
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/console.hpp"
-#include "virtio/p9.hpp"
 #include "virtio/net.hpp"
+#include "virtio/p9.hpp"
 #include "virtio/rng.hpp"
+#include "vmm/base/console_keys.hpp"
 #include "vmm/base/descriptor_limit.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/kernel_loader.hpp"
-#include "vmm/kvm/vcpu_loop.hpp"
 #include "vmm/base/layout.hpp"
 #include "vmm/base/log.hpp"
-#include "vmm/base/console_keys.hpp"
 #include "vmm/base/terminal.hpp"
+#include "vmm/kernel_loader.hpp"
+#include "vmm/kvm/vcpu_loop.hpp"
 
 namespace vmm {
 namespace {
@@ -108,7 +108,8 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
         // with poll=US a poller thread (started by connect()) serves the requests after that kick
         // with the guest's kicks suppressed.
-        VirtioSlot& slot = add_virtio(viommu->take_device(), {.label = "iommu", .doorbells = false, .behind_viommu = false});
+        VirtioSlot& slot =
+            add_virtio(viommu->take_device(), {.label = "iommu", .doorbells = false, .behind_viommu = false});
         viommu->connect(*slot.transport, slot.node);
         viommu_ = std::move(viommu);
         if (vfio_ && vfio_behind_viommu) vfio_->add_endpoints(*viommu_->model(), viommu_config.window);
@@ -241,7 +242,8 @@ void Machine::add_virtio_devices() {
         virtio::NetOptions options;
         options.mac = nic_mac(net, static_cast<unsigned>(nic));
         log_debug("net%zu: %s, mac %s", nic, backend->describe().c_str(), format_mac(options.mac).c_str());
-        add_virtio(std::make_unique<virtio::Net>(std::move(backend), options), {.label = "net" + std::to_string(nic++)});
+        add_virtio(std::make_unique<virtio::Net>(std::move(backend), options),
+                   {.label = "net" + std::to_string(nic++)});
     }
     if (config_.rng) add_virtio(std::make_unique<virtio::Rng>(), {.label = "rng"});
     if (config_.console == ConsoleKind::Virtio) {
@@ -249,7 +251,8 @@ void Machine::add_virtio_devices() {
         if (auto size = terminal_size()) std::tie(options.cols, options.rows) = *size;
         auto console = std::make_unique<virtio::Console>(std::make_unique<devices::FdOutput>(STDOUT_FILENO), options);
         virtio::Console& model = *console;
-        console_ = virtio::DeviceHandle<virtio::Console>(*add_virtio(std::move(console), {.label = "console"}).transport, model);
+        console_ = virtio::DeviceHandle<virtio::Console>(
+            *add_virtio(std::move(console), {.label = "console"}).transport, model);
     }
 }
 
@@ -287,7 +290,8 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
         std::optional<std::uint32_t> endpoint;
         if (viommu_ && viommu_->model()->has_endpoint(layout::virtio_mmio_endpoint(i)))
             endpoint = layout::virtio_mmio_endpoint(i);
-        parts.devices.push_back({.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint});
+        parts.devices.push_back(
+            {.slot = i, .label = slot.label, .transport = slot.transport.get(), .endpoint = endpoint});
     }
     if (vfio_) parts.vfio = [this] { return vfio_->describe(); };
     return parts;
@@ -324,17 +328,18 @@ class VcpuThreads {
 public:
     VcpuThreads(std::vector<kvm::Vcpu>& vcpus, MmioBus& bus, RunOutcome& outcome) : vcpus_(vcpus) {
         try {
-            for (kvm::Vcpu& vcpu : vcpus_) threads_.emplace_back([this, &bus, &outcome, &cpu = vcpu] {
-                kvm::VcpuStop stop = kvm::run_vcpu(cpu, bus, stopping_);
-                using R = kvm::VcpuStop::Reason;
-                switch (stop.reason) {
-                    case R::Requested: break;
-                    case R::Shutdown: outcome.finish({RunResult::Reason::Shutdown, ""}); break;
-                    case R::Reset: outcome.finish({RunResult::Reason::Reset, ""}); break;
-                    case R::Crash: outcome.finish({RunResult::Reason::Crash, stop.detail}); break;
-                    case R::Error: outcome.finish({RunResult::Reason::Error, stop.detail}); break;
-                }
-            });
+            for (kvm::Vcpu& vcpu : vcpus_)
+                threads_.emplace_back([this, &bus, &outcome, &cpu = vcpu] {
+                    kvm::VcpuStop stop = kvm::run_vcpu(cpu, bus, stopping_);
+                    using R = kvm::VcpuStop::Reason;
+                    switch (stop.reason) {
+                        case R::Requested: break;
+                        case R::Shutdown: outcome.finish({RunResult::Reason::Shutdown, ""}); break;
+                        case R::Reset: outcome.finish({RunResult::Reason::Reset, ""}); break;
+                        case R::Crash: outcome.finish({RunResult::Reason::Crash, stop.detail}); break;
+                        case R::Error: outcome.finish({RunResult::Reason::Error, stop.detail}); break;
+                    }
+                });
         } catch (...) {
             stop_and_join();  // the threads started so far
             throw;
@@ -373,29 +378,30 @@ void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::fu
     // sandbox's (not interactive: CMD's stdin is /dev/null). With console keys (lkvm run on a
     // terminal) Ctrl-A x ends lkvm and Ctrl-A h prints the keys (vmm/base/console_keys.hpp).
     if (!config_.interactive || !Terminal::may_use(STDIN_FILENO)) return;
-    loop.try_add(STDIN_FILENO, "stdin",
-                 [this, &loop, console_keys, finish, keys = ConsoleKeys{}, to_guest = std::vector<std::uint8_t>{}]() mutable {
-        std::uint8_t buffer[256];
-        ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
-        if (n <= 0) {
-            if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
-            return;
-        }
-        const std::span<const std::uint8_t> input(buffer, static_cast<std::size_t>(n));
-        if (!console_keys) {
-            deliver_input(input);
-            return;
-        }
-        to_guest.clear();
-        const ConsoleKeys::Action action = keys.feed(input, to_guest);
-        if (!to_guest.empty()) deliver_input(to_guest);
-        if (action == ConsoleKeys::Action::Help) {
-            const std::string_view help = ConsoleKeys::help_text();
-            [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, help.data(), help.size());
-        } else if (action == ConsoleKeys::Action::Quit) {
-            finish({RunResult::Reason::Shutdown, "Ctrl-A x"});
-        }
-    });
+    loop.try_add(
+        STDIN_FILENO, "stdin",
+        [this, &loop, console_keys, finish, keys = ConsoleKeys{}, to_guest = std::vector<std::uint8_t>{}]() mutable {
+            std::uint8_t buffer[256];
+            ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
+            if (n <= 0) {
+                if (n == 0 || (errno != EINTR && errno != EAGAIN)) loop.remove(STDIN_FILENO);  // EOF: no more input
+                return;
+            }
+            const std::span<const std::uint8_t> input(buffer, static_cast<std::size_t>(n));
+            if (!console_keys) {
+                deliver_input(input);
+                return;
+            }
+            to_guest.clear();
+            const ConsoleKeys::Action action = keys.feed(input, to_guest);
+            if (!to_guest.empty()) deliver_input(to_guest);
+            if (action == ConsoleKeys::Action::Help) {
+                const std::string_view help = ConsoleKeys::help_text();
+                [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, help.data(), help.size());
+            } else if (action == ConsoleKeys::Action::Quit) {
+                finish({RunResult::Reason::Shutdown, "Ctrl-A x"});
+            }
+        });
 }
 
 std::unique_ptr<virtio::DeviceEvents> Machine::serve(EventLoop& loop, VirtioSlot& slot) {

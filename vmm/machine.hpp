@@ -22,17 +22,17 @@
 #include "virtio/device_handle.hpp"
 #include "virtio/mmio_transport.hpp"
 #include "vmm/base/bus.hpp"
+#include "vmm/base/event_loop.hpp"
+#include "vmm/base/guest_memory.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control/server.hpp"
 #include "vmm/control/vm.hpp"
-#include "vmm/base/event_loop.hpp"
-#include "vmm/base/guest_memory.hpp"
 #include "vmm/kvm/gic.hpp"
 #include "vmm/kvm/irq.hpp"
-#include "vmm/vfio_setup.hpp"
 #include "vmm/kvm/system.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/kvm/vm.hpp"
+#include "vmm/vfio_setup.hpp"
 #include "vmm/viommu_setup.hpp"
 
 namespace vmm {
@@ -87,7 +87,8 @@ private:
     void add_virtio_devices();
     // The event loop's host-side sources: the signals (`finish` the run, or a terminal resize)
     // and stdin (console input).
-    void watch_host_input(EventLoop& loop, const SignalFd& signals, bool console_keys, std::function<void(RunResult)> finish);
+    void watch_host_input(EventLoop& loop, const SignalFd& signals, bool console_keys,
+                          std::function<void(RunResult)> finish);
     // One slot served on the event loop: its doorbells and the device's own event sources.
     static std::unique_ptr<virtio::DeviceEvents> serve(EventLoop& loop, VirtioSlot& slot);
     void deliver_input(std::span<const std::uint8_t> bytes);

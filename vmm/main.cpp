@@ -6,19 +6,19 @@
 #include <fstream>
 #include <variant>
 
+#include "vmm/base/descriptor_limit.hpp"
+#include "vmm/base/error.hpp"
+#include "vmm/base/event_loop.hpp"
+#include "vmm/base/log.hpp"
+#include "vmm/base/terminal.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/control/cli.hpp"
 #include "vmm/control/dir.hpp"
 #include "vmm/control/server.hpp"
-#include "vmm/base/descriptor_limit.hpp"
-#include "vmm/base/error.hpp"
-#include "vmm/base/event_loop.hpp"
-#include "vmm/kvm/system.hpp"
-#include "vmm/base/log.hpp"
-#include "vmm/machine.hpp"
-#include "vmm/base/terminal.hpp"
 #include "vmm/exit_status.hpp"
 #include "vmm/host_kernel.hpp"
+#include "vmm/kvm/system.hpp"
+#include "vmm/machine.hpp"
 #include "vmm/sandbox/guest_init.hpp"
 #include "vmm/sandbox/protocol.hpp"
 #include "vmm/sandbox/session.hpp"
@@ -87,7 +87,8 @@ int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullp
         for (const vmm::DiskConfig& disk : config.disks)
             vmm::log_debug("disk: %s%s", disk.path.c_str(), disk.read_only ? " (read-only)" : "");
         for (const vmm::ShareConfig& share : config.shares)
-            vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(), share.read_only ? " (read-only)" : "");
+            vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(),
+                           share.read_only ? " (read-only)" : "");
     }
 
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is
@@ -96,7 +97,8 @@ int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullp
     // Not interactive (lkvm sandbox): the terminal stays as it is, so Ctrl-C is SIGINT: 130.
     std::optional<vmm::Terminal> terminal;
     if (config.interactive)
-        terminal.emplace(STDIN_FILENO, config.console_keys ? vmm::Terminal::Keys::ToGuest : vmm::Terminal::Keys::CtrlCStops);
+        terminal.emplace(STDIN_FILENO,
+                         config.console_keys ? vmm::Terminal::Keys::ToGuest : vmm::Terminal::Keys::CtrlCStops);
     // The control socket (lkvm list/stop/stat/debug) is claimed before anything is built, so a
     // name a live VM holds fails fast, and kept across guest reboots under the same name. After
     // the SignalFd: SIGINT/SIGTERM now end in an orderly return, which unlinks it.
@@ -112,12 +114,12 @@ int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullp
                 return kExitOk;
             }
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
-            result = machine.run(signals, control ? &*control : nullptr, config.console_keys && terminal && terminal->is_raw());
+            result = machine.run(signals, control ? &*control : nullptr,
+                                 config.console_keys && terminal && terminal->is_raw());
         }  // the Machine is gone: threads joined, fds closed, RAM unmapped
         if (end) *end = vm_end(result);
         switch (result.reason) {
-            case RunResult::Reason::Shutdown:
-                return kExitOk;
+            case RunResult::Reason::Shutdown: return kExitOk;
             case RunResult::Reason::Reset:
                 if (config.no_reboot) return kExitOk;
                 vmm::log_info("%s: guest reset; rebooting", config.name.c_str());

@@ -105,7 +105,8 @@ std::string parse_network(std::string_view spec, NetConfig& out) {
             if (!parse_mac(value, out.mac))
                 return all + ": guest_mac=" + std::string(value) + ": write six hex bytes, e.g. 52:54:00:12:34:56";
             if (out.mac[0] & 1)
-                return all + ": guest_mac=" + std::string(value) + " is a multicast address; the first byte must be even";
+                return all + ": guest_mac=" + std::string(value) +
+                       " is a multicast address; the first byte must be even";
             if (out.mac == std::array<std::uint8_t, 6>{})
                 return all + ": guest_mac=" + std::string(value) + ": the all-zero address is not a station address";
         } else if (key == "host_ip") {
@@ -152,16 +153,19 @@ std::vector<std::string> check_networks(const std::vector<NetConfig>& nets) {
             errors.push_back("-n/--network guest_mac=" + format_mac(mac) + " is given to two NICs; give each its own");
         if (net.mode == NetMode::User) {
             const std::uint32_t guest = nic_guest_ip(net);
-            if ((guest & 0xffffff00) != (net.host_ip & 0xffffff00) || guest == net.host_ip ||
-                (guest & 0xff) == 0 || (guest & 0xff) == 0xff || (net.host_ip & 0xff) == 0 || (net.host_ip & 0xff) == 0xff)
-                errors.push_back("-n/--network host_ip=" + format_ipv4(net.host_ip) + ",guest_ip=" + format_ipv4(guest) +
+            if ((guest & 0xffffff00) != (net.host_ip & 0xffffff00) || guest == net.host_ip || (guest & 0xff) == 0 ||
+                (guest & 0xff) == 0xff || (net.host_ip & 0xff) == 0 || (net.host_ip & 0xff) == 0xff)
+                errors.push_back("-n/--network host_ip=" + format_ipv4(net.host_ip) +
+                                 ",guest_ip=" + format_ipv4(guest) +
                                  ": user mode needs two different host addresses in one /24 network");
         }
         for (const HostForward& fwd : net.hostfwd) {
             const std::uint32_t guest = nic_guest_ip(net);
-            if (fwd.guest_addr != 0 && ((fwd.guest_addr & 0xffffff00) != (guest & 0xffffff00) || fwd.guest_addr == net.host_ip))
+            if (fwd.guest_addr != 0 &&
+                ((fwd.guest_addr & 0xffffff00) != (guest & 0xffffff00) || fwd.guest_addr == net.host_ip))
                 errors.push_back("-n/--network hostfwd=...-" + format_ipv4(fwd.guest_addr) + ":" +
-                                 std::to_string(fwd.guest_port) + ": the guest address must be in the guest's network " +
+                                 std::to_string(fwd.guest_port) +
+                                 ": the guest address must be in the guest's network " +
                                  format_ipv4(guest & 0xffffff00) + "/24 (and not host_ip)");
             if (!ports.insert({fwd.udp, fwd.host_port}).second)
                 errors.push_back("-n/--network hostfwd=" + std::string(fwd.udp ? "udp:" : "tcp:") +

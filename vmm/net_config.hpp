@@ -48,12 +48,12 @@ struct HostForward {
 
 struct NetConfig {
     NetMode mode = NetMode::User;
-    std::string tapif;                      // mode=tap: the tap's name; empty: a new one (root)
-    std::array<std::uint8_t, 6> mac{};      // all zero: lkvm picks 52:54:00:12:34:(0x56 + index)
-    std::uint32_t host_ip = 0x0a000202;     // host order; 10.0.2.2
-    std::uint32_t guest_ip = 0;             // host order; 0: host_ip's network .15
+    std::string tapif;                   // mode=tap: the tap's name; empty: a new one (root)
+    std::array<std::uint8_t, 6> mac{};   // all zero: lkvm picks 52:54:00:12:34:(0x56 + index)
+    std::uint32_t host_ip = 0x0a000202;  // host order; 10.0.2.2
+    std::uint32_t guest_ip = 0;          // host order; 0: host_ip's network .15
     std::vector<HostForward> hostfwd;
-    int tap_fd = -1;                        // mode=tap,fd=N: an open tap lkvm was given; -1: none
+    int tap_fd = -1;  // mode=tap,fd=N: an open tap lkvm was given; -1: none
     // mode=user: whether host_ip leads to the host's loopback (127.0.0.1) services; unset: the
     // command decides (on for `run`, as QEMU and kvmtool; off for `sandbox`).
     std::optional<bool> host_loopback;

@@ -21,13 +21,14 @@ VfioSetup::VfioSetup(kvm::Vm& vm, const GuestMemory& memory, const std::vector<s
       windows_({layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
                 layout::range(layout::kPcieMmio64Base, layout::kPcieMmio64Size)},
                &slots_),
-      bridge_({layout::range(layout::kPcieEcamBase, layout::kPcieEcamSize), layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
+      bridge_({layout::range(layout::kPcieEcamBase, layout::kPcieEcamSize),
+               layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
                layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
                layout::range(layout::kPcieMmio64Base, layout::kPcieMmio64Size)}),
       allocator_(layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
                  layout::range(layout::kPcieMmio64Base, layout::kPcieMmio64Size), host_.page_size()) {
-    assignment_ = std::make_unique<devices::vfio::Assignment>(host_, memory, devices::vfio::AssignmentConfig{bdfs, behind_viommu},
-                                                              bridge_, allocator_, windows_, msi_);
+    assignment_ = std::make_unique<devices::vfio::Assignment>(
+        host_, memory, devices::vfio::AssignmentConfig{bdfs, behind_viommu}, bridge_, allocator_, windows_, msi_);
     kvm_vfio_.emplace(vm);
     for (int fd : assignment_->group_fds()) kvm_vfio_->add_group(fd);
     if (log_enabled(LogLevel::Debug)) {
@@ -54,8 +55,8 @@ iommu::IovaWindow VfioSetup::narrow(const iommu::IovaWindow& wanted, std::uint64
 
 void VfioSetup::add_endpoints(iommu::Iommu& model, const iommu::IovaWindow& window) {
     const devices::vfio::IovaRange doorbell{kItsTranslationFrame, kItsTranslationFrame + kItsFrameSize - 1};
-    for (iommu::EndpointConfig& endpoint :
-         assignment_->iommu_endpoints(window.input_first, window.input_last, doorbell, model.limits().max_reserved_regions))
+    for (iommu::EndpointConfig& endpoint : assignment_->iommu_endpoints(window.input_first, window.input_last, doorbell,
+                                                                        model.limits().max_reserved_regions))
         model.add_endpoint(std::move(endpoint));
     bridge_.set_iommu(true);
 }

@@ -65,7 +65,7 @@ private:
     devices::vfio::HostKernel host_;
     devices::pci::BarAllocator allocator_;
     std::unique_ptr<devices::vfio::Assignment> assignment_;  // uses everything above
-    std::optional<kvm::VfioKvmDevice> kvm_vfio_;                // names the groups the assignment opened
+    std::optional<kvm::VfioKvmDevice> kvm_vfio_;             // names the groups the assignment opened
 };
 
 }  // namespace vmm

@@ -31,9 +31,12 @@ std::optional<std::uint64_t> parse_page_size(std::string_view text) {
     if (text.empty()) return std::nullopt;
     unsigned shift = 0;
     switch (text.back()) {
-        case 'K': case 'k': shift = 10; break;
-        case 'M': case 'm': shift = 20; break;
-        case 'G': case 'g': shift = 30; break;
+        case 'K':
+        case 'k': shift = 10; break;
+        case 'M':
+        case 'm': shift = 20; break;
+        case 'G':
+        case 'g': shift = 30; break;
         default: return parse_number(text);
     }
     auto size = parse_number(text.substr(0, text.size() - 1));
@@ -44,8 +47,10 @@ std::optional<std::uint64_t> parse_page_size(std::string_view text) {
 
 // A power-of-two size for messages: "2 MiB", "64 KiB", "1 GiB".
 std::string size_text(std::uint64_t size) {
-    if (size >= (std::uint64_t{1} << 30) && size % (std::uint64_t{1} << 30) == 0) return std::to_string(size >> 30) + " GiB";
-    if (size >= (std::uint64_t{1} << 20) && size % (std::uint64_t{1} << 20) == 0) return std::to_string(size >> 20) + " MiB";
+    if (size >= (std::uint64_t{1} << 30) && size % (std::uint64_t{1} << 30) == 0)
+        return std::to_string(size >> 30) + " GiB";
+    if (size >= (std::uint64_t{1} << 20) && size % (std::uint64_t{1} << 20) == 0)
+        return std::to_string(size >> 20) + " MiB";
     if (size >= 1024 && size % 1024 == 0) return std::to_string(size >> 10) + " KiB";
     return std::to_string(size) + " bytes";
 }
@@ -126,9 +131,10 @@ std::vector<std::string> check_viommu(const ViommuConfig& c) {
     // Linux's virtio-iommu driver gives endpoints no domain when the granule exceeds its
     // PAGE_SIZE (drivers/iommu/virtio-iommu.c), so a 2 MiB granule would take their DMA away.
     if (granule > kViommuMaxGranule)
-        errors.push_back("--viommu page_size=" + hex(w.page_size_mask) + ": granule " + size_text(granule) +
-                         " is larger than any arm64 page, and Linux refuses a granule above its page size; use "
-                         "page_size=4K (the default: the guest still maps a large contiguous buffer in one MAP) or 64K");
+        errors.push_back(
+            "--viommu page_size=" + hex(w.page_size_mask) + ": granule " + size_text(granule) +
+            " is larger than any arm64 page, and Linux refuses a granule above its page size; use "
+            "page_size=4K (the default: the guest still maps a large contiguous buffer in one MAP) or 64K");
     if (w.input_first > w.input_last)
         errors.push_back("--viommu input_range=" + hex(w.input_first) + "-" + hex(w.input_last) +
                          ": START is above END");

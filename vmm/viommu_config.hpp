@@ -47,8 +47,8 @@ inline constexpr std::uint32_t kDefaultViommuPollUs = 0;
 inline constexpr std::uint32_t kMaxViommuPollUs = 1'000'000;
 
 struct ViommuConfig {
-    bool virtio = true;  // emulated virtio-mmio devices are endpoints
-    bool vfio = true;    // assigned PCI functions are endpoints (their RID is the endpoint ID)
+    bool virtio = true;        // emulated virtio-mmio devices are endpoints
+    bool vfio = true;          // assigned PCI functions are endpoints (their RID is the endpoint ID)
     iommu::IovaWindow window;  // page_size and input_range / input_bits
     bool boot_bypass = true;
     std::uint32_t poll_us = kDefaultViommuPollUs;

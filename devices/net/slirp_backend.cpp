@@ -1,9 +1,9 @@
 #include "devices/net/slirp_backend.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <slirp/libslirp.h>
-#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -100,8 +100,8 @@ std::string dotted(std::uint32_t host_order) {
 }
 
 std::string hostfwd_text(const SlirpOptions::Forward& fwd) {
-    return std::string(fwd.udp ? "udp:" : "tcp:") + dotted(fwd.host_addr) + ":" + std::to_string(fwd.host_port) +
-           "-" + std::to_string(fwd.guest_port);
+    return std::string(fwd.udp ? "udp:" : "tcp:") + dotted(fwd.host_addr) + ":" + std::to_string(fwd.host_port) + "-" +
+           std::to_string(fwd.guest_port);
 }
 
 vmm::UniqueFd checked(int fd, const char* what) {
@@ -171,11 +171,10 @@ SlirpBackend::~SlirpBackend() {
 
 std::string SlirpBackend::describe() const {
     std::lock_guard guard(lock_);
-    return "user guest=" + dotted(options_.guest_ip) + "/24 gateway=" +
-           dotted(options_.host_ip) + " hostfwd=" + std::to_string(options_.hostfwd.size()) + " queued=" +
-           std::to_string(queued_.size()) + " dropped=" + std::to_string(dropped_) + " sockets=" +
-           std::to_string(sockets_.size()) + "/" + std::to_string(max_sockets_) + " refused=" +
-           std::to_string(refused_flows_);
+    return "user guest=" + dotted(options_.guest_ip) + "/24 gateway=" + dotted(options_.host_ip) +
+           " hostfwd=" + std::to_string(options_.hostfwd.size()) + " queued=" + std::to_string(queued_.size()) +
+           " dropped=" + std::to_string(dropped_) + " sockets=" + std::to_string(sockets_.size()) + "/" +
+           std::to_string(max_sockets_) + " refused=" + std::to_string(refused_flows_);
 }
 
 std::size_t SlirpBackend::sockets() const {
@@ -202,8 +201,8 @@ bool SlirpBackend::may_open_socket(std::span<const std::uint8_t> frame) const {
     const std::size_t header = std::size_t{ip[0] & 0x0fu} * 4;
     if (header < 20 || frame.size() < kEth + header) return false;
     const std::uint8_t protocol = ip[9];
-    const std::uint32_t destination = (std::uint32_t{ip[16]} << 24) | (std::uint32_t{ip[17]} << 16) |
-                                      (std::uint32_t{ip[18]} << 8) | ip[19];
+    const std::uint32_t destination =
+        (std::uint32_t{ip[16]} << 24) | (std::uint32_t{ip[17]} << 16) | (std::uint32_t{ip[18]} << 8) | ip[19];
     // A fragment: slirp reassembles and then handles the datagram; count it as a new flow.
     const bool fragment = ((ip[6] & 0x3f) | ip[7]) != 0;
     if (fragment) return protocol == 17 || protocol == 6 || protocol == 1;
@@ -229,7 +228,7 @@ std::size_t SlirpBackend::sockets_after_purge() {
     if (!purged_since_sync_) {
         purged_since_sync_ = true;
         for (auto it = sockets_.begin(); it != sockets_.end();) {
-            struct stat st{};
+            struct stat st {};
             const bool polled = registered_.count(it->first) != 0 || listeners_.count(it->first) != 0;
             if (polled || (::fstat(it->first, &st) == 0 && st.st_ino == it->second)) ++it;
             else it = sockets_.erase(it);  // closed (or the number now holds another file)
@@ -244,8 +243,10 @@ bool SlirpBackend::send(std::span<const std::uint8_t> frame) {
     if (may_open_socket(frame)) {
         if (sockets_.size() + admitted_since_sync_ >= max_sockets_ && sockets_after_purge() >= max_sockets_) {
             ++refused_flows_;
-            vmm::guest_error(log_, "-n mode=user: %zu host sockets in use, the most allowed; dropping a frame "
-                             "that would open another", sockets_.size());
+            vmm::guest_error(log_,
+                             "-n mode=user: %zu host sockets in use, the most allowed; dropping a frame "
+                             "that would open another",
+                             sockets_.size());
             return false;
         }
         ++admitted_since_sync_;
@@ -325,9 +326,7 @@ void SlirpBackend::timer_free(Timer* timer) {
 
 void SlirpBackend::timer_mod(Timer* timer, std::int64_t expire_ms) { timer->expire_ms = expire_ms; }
 
-void SlirpBackend::guest_error(const char* message) {
-    vmm::guest_error(log_, "-n mode=user: libslirp: %s", message);
-}
+void SlirpBackend::guest_error(const char* message) { vmm::guest_error(log_, "-n mode=user: libslirp: %s", message); }
 
 bool SlirpBackend::listener_paused(int fd, std::int64_t now_ms) const {
     const auto it = listeners_.find(fd);
@@ -354,7 +353,9 @@ void SlirpBackend::hold_back_listeners() {
         listener.paused_until_ms = now_ms + listener_backoff_.count();
         ++listener_pauses_;
         vmm::guest_error(log_, "-n mode=user: hostfwd listener cannot accept (%s); not accepting for %lld ms",
-                         at_cap ? "socket cap reached" : no_descriptor ? "no file descriptor left" : "accept keeps failing",
+                         at_cap          ? "socket cap reached"
+                         : no_descriptor ? "no file descriptor left"
+                                         : "accept keeps failing",
                          static_cast<long long>(listener_backoff_.count()));
     }
 }
@@ -406,7 +407,7 @@ void SlirpBackend::sync() {
     for (const pollfd& p : pollfds_) {
         // Counted for the cap: every socket slirp polls is one it holds (see the header).
         if (!sockets_.count(p.fd)) {
-            struct stat st{};
+            struct stat st {};
             if (::fstat(p.fd, &st) == 0) sockets_[p.fd] = st.st_ino;
         }
         if (p.events == 0) continue;  // a paused listener

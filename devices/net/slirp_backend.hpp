@@ -19,10 +19,10 @@
 
 #include <sys/types.h>
 
+#include <poll.h>
 #include <chrono>
 #include <cstdint>
 #include <deque>
-#include <poll.h>
 
 #include <map>
 #include <memory>
@@ -125,14 +125,14 @@ private:
     std::deque<std::vector<std::uint8_t>> queued_;
     std::uint64_t dropped_ = 0;
     std::vector<std::unique_ptr<Timer>> timers_;
-    std::vector<pollfd> pollfds_;  // filled by slirp_pollfds_fill
+    std::vector<pollfd> pollfds_;              // filled by slirp_pollfds_fill
     std::map<int, std::uint32_t> registered_;  // fd -> epoll events in epoll_
     bool sync_due_ = false;                    // slirp_input ran since the last sync()
     std::int64_t timer_deadline_ms_ = -1;      // what timer_fd_ is armed for; -1: disarmed or fired
 
     std::size_t max_sockets_;
     std::chrono::milliseconds listener_backoff_;
-    std::map<int, ino_t> sockets_;       // descriptor -> socket inode, every one slirp polled
+    std::map<int, ino_t> sockets_;         // descriptor -> socket inode, every one slirp polled
     std::size_t admitted_since_sync_ = 0;  // frames that may have opened a socket not yet seen
     bool purged_since_sync_ = false;
     std::uint64_t refused_flows_ = 0;

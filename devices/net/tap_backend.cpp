@@ -3,12 +3,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
-#include "virtio/net_uapi.hpp"
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "virtio/net_uapi.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -26,8 +26,8 @@ std::string tap_error(const std::string& name, int err) {
         case EINVAL: return what + "'" + name + "' exists and is not a tap device";
         case EPERM:
         case EACCES:
-            return what + "no permission (" + std::strerror(err) +
-                   "); create it first (ip tuntap add " + name + " mode tap user $USER) or run as root";
+            return what + "no permission (" + std::strerror(err) + "); create it first (ip tuntap add " + name +
+                   " mode tap user $USER) or run as root";
         default: return what + "cannot attach: " + std::strerror(err);
     }
 }
@@ -68,8 +68,9 @@ TapBackend::TapBackend(const TapOptions& options) {
                               "); load the tun module (modprobe tun)");
     const bool existed = !options.tapif.empty() && ::if_nametoindex(options.tapif.c_str()) != 0;
     if (options.tapif.empty() && ::geteuid() != 0)
-        throw vmm::SetupError("-n/--network mode=tap: no tapif= given, and creating a tap needs root; "
-                              "create one (ip tuntap add tap0 mode tap user $USER) and pass tapif=tap0");
+        throw vmm::SetupError(
+            "-n/--network mode=tap: no tapif= given, and creating a tap needs root; "
+            "create one (ip tuntap add tap0 mode tap user $USER) and pass tapif=tap0");
     ifreq ifr{};
     std::strncpy(ifr.ifr_name, wanted.c_str(), IFNAMSIZ - 1);
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
@@ -78,7 +79,8 @@ TapBackend::TapBackend(const TapOptions& options) {
     } else {
         // An old or restricted tap without vnet headers: plain frames, no offloads.
         ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-        if (errno != EINVAL || ::ioctl(fd_.get(), TUNSETIFF, &ifr) != 0) throw vmm::SetupError(tap_error(wanted, errno));
+        if (errno != EINVAL || ::ioctl(fd_.get(), TUNSETIFF, &ifr) != 0)
+            throw vmm::SetupError(tap_error(wanted, errno));
     }
     ifname_ = ifr.ifr_name;
     created_ = !existed;

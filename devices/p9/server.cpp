@@ -39,8 +39,8 @@ constexpr long kSysFchmodat2 = 452;
 // Open flags of Tlopen / Tlcreate: the client sends Linux's generic O_* values
 // (include/net/9p/9p.h P9_DOTL_*), which differ from arm64's for O_DIRECTORY and O_NOFOLLOW;
 // only the ones with a meaning for the server are translated, the rest are dropped.
-constexpr std::uint32_t kDotlAccmode = 3, kDotlExcl = 0200, kDotlTrunc = 01000,
-                        kDotlAppend = 02000, kDotlDsync = 010000, kDotlSync = 04000000;
+constexpr std::uint32_t kDotlAccmode = 3, kDotlExcl = 0200, kDotlTrunc = 01000, kDotlAppend = 02000,
+                        kDotlDsync = 010000, kDotlSync = 04000000;
 
 int host_open_flags(std::uint32_t dotl) {
     int flags = 0;
@@ -110,7 +110,8 @@ std::uint32_t fid_limit(std::uint64_t descriptors, std::size_t shares, std::uint
 Server::Server(vmm::UniqueFd root, ServerOptions options)
     : root_(std::move(root)), options_(options), msize_(options_.max_msize) {
     if (options_.max_msize < kMinMsize) options_.max_msize = msize_ = kMinMsize;
-    struct stat export_root{}, host_root{};
+    struct stat export_root {
+    }, host_root{};
     root_is_host_root_ = stat_fd(root_.get(), export_root) == 0 && ::stat("/", &host_root) == 0 &&
                          export_root.st_dev == host_root.st_dev && export_root.st_ino == host_root.st_ino;
 }
@@ -176,7 +177,8 @@ std::uint32_t Server::permitted_mode(std::uint32_t mode) const {
 }
 
 int Server::open_beneath(int dirfd, const char* path, int flags, mode_t mode, vmm::UniqueFd& out) const {
-    return openat2_beneath(dirfd, path, flags, mode, out, options_.one_file_system ? kResolve | RESOLVE_NO_XDEV : kResolve);
+    return openat2_beneath(dirfd, path, flags, mode, out,
+                           options_.one_file_system ? kResolve | RESOLVE_NO_XDEV : kResolve);
 }
 
 int Server::check_new_fid(std::uint32_t fid) const {
@@ -191,7 +193,7 @@ int Server::open_rel(const std::string& rel, int flags, vmm::UniqueFd& out) cons
 }
 
 int Server::reopen(int path_fd, int flags, vmm::UniqueFd& out) const {
-    struct stat want{};
+    struct stat want {};
     if (int err = stat_fd(path_fd, want)) return err;
     // Only regular files and directories are opened: opening a FIFO blocks until its other end
     // opens (this thread is the VMM's event loop: every device and signal would wait), and a
@@ -223,7 +225,8 @@ int Server::parent_of(const Fid& fid, vmm::UniqueFd& dir, std::string& name) con
 void Server::renamed(const std::string& from, const std::string& to) {
     for (auto& [number, fid] : fids_) {
         if (fid.rel == from) fid.rel = to;
-        else if (fid.rel.size() > from.size() && fid.rel.compare(0, from.size(), from) == 0 && fid.rel[from.size()] == '/')
+        else if (fid.rel.size() > from.size() && fid.rel.compare(0, from.size(), from) == 0 &&
+                 fid.rel[from.size()] == '/')
             fid.rel = to + fid.rel.substr(from.size());
     }
 }
@@ -235,14 +238,15 @@ int Server::created(const Fid& dir, std::string_view name, std::uint32_t gid, Qi
     // As root, the file belongs to the guest user who made it (as with QEMU's "passthrough"
     // security model); otherwise to lkvm's user.
     if (::geteuid() == 0) (void)::fchownat(fd.get(), "", dir.uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    struct stat st{};
+    struct stat st {};
     if (int err = stat_fd(fd.get(), st)) return err;
     qid = qid_of(st);
     if (path) *path = std::move(fd);
     return 0;
 }
 
-void Server::handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply, std::uint32_t reply_limit) {
+void Server::handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply,
+                    std::uint32_t reply_limit) {
     reply.clear();
     const std::uint32_t limit = std::min(reply_limit, msize_);
     // No room for even an Rlerror: the request is not executed (its outcome could not be told).
@@ -253,7 +257,8 @@ void Server::handle(std::span<const std::uint8_t> request, std::vector<std::uint
     auto header = parse_header(request);
     if (!header) {
         // The tag is still the guest's best hope of matching this answer to its request.
-        const std::uint16_t tag = request.size() >= kHeaderSize ? static_cast<std::uint16_t>(request[5] | request[6] << 8) : kNoTag;
+        const std::uint16_t tag =
+            request.size() >= kHeaderSize ? static_cast<std::uint16_t>(request[5] | request[6] << 8) : kNoTag;
         vmm::guest_error(log_, "9p: malformed message (%zu bytes, size field disagrees)", request.size());
         reply = encode_error(tag, EPROTO);
         return;
@@ -335,7 +340,7 @@ int Server::attach(Decoder& in, Encoder& out) {
     }
     Fid f;
     if (int err = open_rel("", O_PATH | O_DIRECTORY, f.path)) return err;
-    struct stat st{};
+    struct stat st {};
     if (int err = stat_fd(f.path.get(), st)) return err;
     f.qid = qid_of(st);
     f.uid = n_uname == kNoFid ? 0 : n_uname;
@@ -405,7 +410,7 @@ int Server::walk(Decoder& in, Encoder& out) {
                 next_sealed = true;
             }
         }
-        struct stat st{};
+        struct stat st {};
         if (err == 0) err = stat_fd(next.get(), st);
         if (err != 0) {
             first_error = err;
@@ -441,7 +446,7 @@ int Server::lopen(Decoder& in, Encoder& out) {
     // The writable file of a read-only export: no O_TRUNC (a resize), no O_APPEND (pwrite would
     // then write past the limit).
     if (options_.read_only && writes(flags) && (!is_writable_file(*f) || (flags & (O_TRUNC | O_APPEND)))) return EROFS;
-    struct stat st{};
+    struct stat st {};
     if (int err = stat_fd(f->path.get(), st)) return err;
     if (S_ISDIR(st.st_mode)) {
         if ((flags & O_ACCMODE) != O_RDONLY) return EISDIR;
@@ -482,10 +487,11 @@ int Server::lcreate(Decoder& in, Encoder& out) {
     int err = open_beneath(dir->path.get(), n.c_str(), O_PATH, 0, path);
     const bool made = err == ENOENT;
     if (made) {
-        err = open_beneath(dir->path.get(), n.c_str(), flags | O_CREAT | O_EXCL | O_NOCTTY | O_NONBLOCK, permitted_mode(mode), file);
+        err = open_beneath(dir->path.get(), n.c_str(), flags | O_CREAT | O_EXCL | O_NOCTTY | O_NONBLOCK,
+                           permitted_mode(mode), file);
     } else if (err == 0) {
         if (dotl & kDotlExcl) return EEXIST;
-        struct stat st{};
+        struct stat st {};
         if (int e = stat_fd(path.get(), st)) return e;
         if (S_ISDIR(st.st_mode)) return EISDIR;
         err = reopen(path.get(), flags, file);  // a regular file; EOPNOTSUPP or ELOOP otherwise
@@ -496,7 +502,7 @@ int Server::lcreate(Decoder& in, Encoder& out) {
         // Given to the guest user when we are root (an existing file keeps its owner).
         if (int e = created(*dir, name, gid, qid, &path)) return e;
     } else {
-        struct stat st{};
+        struct stat st {};
         if (int e = stat_fd(path.get(), st)) return e;
         qid = qid_of(st);
     }
@@ -594,7 +600,7 @@ int Server::getattr(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     Fid* f = find(fid);  // sealed fids too: their attributes are what the guest may see of them
     if (!f || f->xattr) return EBADF;
-    struct stat st{};
+    struct stat st {};
     if (int err = stat_fd(f->path.get(), st)) return err;
     constexpr std::uint64_t kStatsBasic = 0x7ff;  // P9_STATS_BASIC: mode..blocks
     out.u64(kStatsBasic);
@@ -639,8 +645,8 @@ int Server::setattr(Decoder& in, Encoder& /*out*/) {
         }
     }
     if (valid & (kUid | kGid)) {
-        if (::fchownat(fd, "", (valid & kUid) ? uid : static_cast<uid_t>(-1), (valid & kGid) ? gid : static_cast<gid_t>(-1),
-                       AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+        if (::fchownat(fd, "", (valid & kUid) ? uid : static_cast<uid_t>(-1),
+                       (valid & kGid) ? gid : static_cast<gid_t>(-1), AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
             return errno;
     }
     if (valid & kSize) {
@@ -658,11 +664,13 @@ int Server::setattr(Decoder& in, Encoder& /*out*/) {
         times[0] = {0, UTIME_OMIT};
         times[1] = {0, UTIME_OMIT};
         if (valid & kAtime)
-            times[0] = (valid & kAtimeSet) ? timespec{static_cast<time_t>(atime_sec), static_cast<long>(atime_nsec % 1000000000)}
-                                           : timespec{0, UTIME_NOW};
+            times[0] = (valid & kAtimeSet)
+                           ? timespec{static_cast<time_t>(atime_sec), static_cast<long>(atime_nsec % 1000000000)}
+                           : timespec{0, UTIME_NOW};
         if (valid & kMtime)
-            times[1] = (valid & kMtimeSet) ? timespec{static_cast<time_t>(mtime_sec), static_cast<long>(mtime_nsec % 1000000000)}
-                                           : timespec{0, UTIME_NOW};
+            times[1] = (valid & kMtimeSet)
+                           ? timespec{static_cast<time_t>(mtime_sec), static_cast<long>(mtime_nsec % 1000000000)}
+                           : timespec{0, UTIME_NOW};
         if (::utimensat(fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
     }
     return 0;
@@ -811,7 +819,8 @@ int Server::renameat(Decoder& in, Encoder& /*out*/) {
     if (options_.read_only) return EROFS;
     const std::string to = join(new_dir->rel, new_name);
     if (to.size() >= kMaxPath) return ENAMETOOLONG;
-    if (::renameat(old_dir->path.get(), std::string(old_name).c_str(), new_dir->path.get(), std::string(new_name).c_str()) != 0)
+    if (::renameat(old_dir->path.get(), std::string(old_name).c_str(), new_dir->path.get(),
+                   std::string(new_name).c_str()) != 0)
         return errno;
     renamed(join(old_dir->rel, old_name), to);
     return 0;
@@ -827,7 +836,8 @@ int Server::unlinkat(Decoder& in, Encoder& /*out*/) {
     if (!valid_name(name)) return EINVAL;
     if (options_.read_only) return EROFS;
     // The client passes AT_REMOVEDIR (0x200, the same value everywhere) and nothing else.
-    if (::unlinkat(dir->path.get(), std::string(name).c_str(), (flags & AT_REMOVEDIR) ? AT_REMOVEDIR : 0) != 0) return errno;
+    if (::unlinkat(dir->path.get(), std::string(name).c_str(), (flags & AT_REMOVEDIR) ? AT_REMOVEDIR : 0) != 0)
+        return errno;
     return 0;
 }
 
@@ -858,7 +868,7 @@ int Server::statfs(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     Fid* f = nullptr;
     if (int err = usable(fid, f)) return err;
-    struct statfs st{};
+    struct statfs st {};
     if (::fstatfs(f->path.get(), &st) != 0) return errno;
     std::uint64_t fsid = 0;
     std::memcpy(&fsid, &st.f_fsid, std::min(sizeof fsid, sizeof st.f_fsid));
@@ -899,15 +909,17 @@ int Server::xattrwalk(Decoder& in, Encoder& out) {
     vmm::UniqueFd file;
     int fd = f->open ? f->open.get() : -1;
     if (fd < 0) {
-        if (int err = reopen(f->path.get(), f->qid.type == kQidDir ? O_RDONLY | O_DIRECTORY : O_RDONLY, file)) return err;
+        if (int err = reopen(f->path.get(), f->qid.type == kQidDir ? O_RDONLY | O_DIRECTORY : O_RDONLY, file))
+            return err;
         fd = file.get();
     }
     // Read into the one reusable buffer; the fid keeps a copy of exactly what was read, and all
     // the copies together stay within max_xattr_bytes (each fid could otherwise pin 64 KiB).
     xattr_buffer_.resize(kMaxXattr);
     const std::string n(name);
-    const ssize_t got = name.empty() ? ::flistxattr(fd, reinterpret_cast<char*>(xattr_buffer_.data()), xattr_buffer_.size())
-                                     : ::fgetxattr(fd, n.c_str(), xattr_buffer_.data(), xattr_buffer_.size());
+    const ssize_t got = name.empty()
+                            ? ::flistxattr(fd, reinterpret_cast<char*>(xattr_buffer_.data()), xattr_buffer_.size())
+                            : ::fgetxattr(fd, n.c_str(), xattr_buffer_.data(), xattr_buffer_.size());
     if (got < 0) return errno;
     const std::size_t size = static_cast<std::size_t>(got);
     if (xattr_bytes_ > options_.max_xattr_bytes || size > options_.max_xattr_bytes - xattr_bytes_) return ENOMEM;
@@ -952,7 +964,7 @@ int Server::lock(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     Fid* f = find(fid);
     if (!f || f->xattr || !f->open) return EBADF;
-    struct flock fl{};
+    struct flock fl {};
     if (!to_flock(type, start, length, fl)) return EINVAL;
     // A read-only share has no effect on the host, locks included (a host process must still be
     // able to write-lock its files): granted without a host lock. Guest processes still exclude
@@ -979,7 +991,7 @@ int Server::getlock(Decoder& in, Encoder& out) {
     if (!in.ok()) return EPROTO;
     Fid* f = find(fid);
     if (!f || f->xattr || !f->open) return EBADF;
-    struct flock fl{};
+    struct flock fl {};
     if (!to_flock(type, start, length, fl) || type == kLockUnlock) return EINVAL;
     if (::fcntl(f->open.get(), F_OFD_GETLK, &fl) != 0) return errno;
     out.u8(fl.l_type == F_RDLCK ? kLockRead : fl.l_type == F_WRLCK ? kLockWrite : kLockUnlock);

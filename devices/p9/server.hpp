@@ -41,7 +41,7 @@
 namespace devices::p9 {
 
 struct ServerOptions {
-    bool read_only = false;            // every request that would change the export gets EROFS
+    bool read_only = false;  // every request that would change the export gets EROFS
     // With read_only: the one file (a name in the export's root) the guest may still open for
     // writing and write, its first `writable_limit` bytes only, never resize, remove or replace
     // (lkvm sandbox's status file, vmm/sandbox/session.hpp).
@@ -59,7 +59,7 @@ struct ServerOptions {
     // to). When the export is the host's `/`, its proc, sys, dev and run are sealed as well,
     // whether or not they are mount points.
     bool one_file_system = false;
-    std::uint32_t max_fids = 4096;     // per guest; each fid holds at most kDescriptorsPerFid
+    std::uint32_t max_fids = 4096;                // per guest; each fid holds at most kDescriptorsPerFid
     std::uint32_t max_msize = 512 * 1024 + 4096;  // largest message negotiated by Tversion
     // Xattr values held by xattr fids (Txattrwalk until Tclunk), all together: ENOMEM beyond.
     std::size_t max_xattr_bytes = 2 * 1024 * 1024;
@@ -70,7 +70,8 @@ inline constexpr std::uint32_t kDescriptorsPerFid = 2;
 
 // The fid limit of each of `shares` 9p devices when they may hold `descriptors` host descriptors
 // in all (vmm/base/descriptor_limit.hpp): an even split, at most `per_share`.
-std::uint32_t fid_limit(std::uint64_t descriptors, std::size_t shares, std::uint32_t per_share = ServerOptions{}.max_fids);
+std::uint32_t fid_limit(std::uint64_t descriptors, std::size_t shares,
+                        std::uint32_t per_share = ServerOptions{}.max_fids);
 
 class Server final : public virtio::P9Handler {
 public:
@@ -82,7 +83,8 @@ public:
     // Handles one complete request and builds its reply (at most `reply_limit` bytes) in `reply`.
     // With room for an Rlerror (11 bytes) a reply is always produced; with less the request is
     // not executed and `reply` stays empty.
-    void handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply, std::uint32_t reply_limit) override;
+    void handle(std::span<const std::uint8_t> request, std::vector<std::uint8_t>& reply,
+                std::uint32_t reply_limit) override;
 
     // Device reset: every fid is clunked, msize returns to the default.
     void reset() override;
@@ -95,13 +97,13 @@ public:
 
 private:
     struct Fid {
-        vmm::UniqueFd path;        // O_PATH|O_NOFOLLOW descriptor of the file
-        std::string rel;           // path below the export ("" = root), kept for `..` and reopening
+        vmm::UniqueFd path;  // O_PATH|O_NOFOLLOW descriptor of the file
+        std::string rel;     // path below the export ("" = root), kept for `..` and reopening
         Qid qid;
-        std::uint32_t uid = 0;     // n_uname of the attach (owner of what the fid creates as root)
-        vmm::UniqueFd open;        // after Tlopen / Tlcreate
-        int open_flags = -1;       // host O_* flags of `open`
-        bool xattr = false;        // an xattr fid from Txattrwalk: reads come from `xattr_value`
+        std::uint32_t uid = 0;  // n_uname of the attach (owner of what the fid creates as root)
+        vmm::UniqueFd open;     // after Tlopen / Tlcreate
+        int open_flags = -1;    // host O_* flags of `open`
+        bool xattr = false;     // an xattr fid from Txattrwalk: reads come from `xattr_value`
         std::vector<std::uint8_t> xattr_value;
         // Another file system's mount point (or the host's /proc, ...) under one_file_system:
         // attributes only (Tgetattr, Tclunk, Twalk of none or ".."); EACCES for anything else.

@@ -13,7 +13,10 @@ namespace devices::pci {
 class BarAllocator {
 public:
     BarAllocator(vmm::GuestRange mmio32, vmm::GuestRange mmio64, std::uint64_t page_size)
-        : mmio32_(mmio32), mmio64_(mmio64), next32_(mmio32.base().value), next64_(mmio64.base().value),
+        : mmio32_(mmio32),
+          mmio64_(mmio64),
+          next32_(mmio32.base().value),
+          next64_(mmio64.base().value),
           page_size_(page_size) {}
 
     // A guest address for a memory BAR of `size` bytes (a power of two). 64-bit prefetchable BARs

@@ -11,8 +11,8 @@ BarWindows::BarWindows(std::vector<vmm::GuestRange> windows, DirectMapper* direc
 }
 
 bool BarWindows::fits(vmm::GuestRange range) const {
-    const bool inside = std::any_of(windows_.begin(), windows_.end(),
-                                    [&](const auto& w) { return w->range.contains(range); });
+    const bool inside =
+        std::any_of(windows_.begin(), windows_.end(), [&](const auto& w) { return w->range.contains(range); });
     if (!inside) return false;
     return std::none_of(pieces_.begin(), pieces_.end(), [&](const Piece& p) { return p.range.overlaps(range); });
 }
@@ -20,7 +20,9 @@ bool BarWindows::fits(vmm::GuestRange range) const {
 bool BarWindows::add_trap(vmm::GuestRange range, vmm::MmioDevice& device) {
     std::unique_lock lock(lock_);
     if (!fits(range)) {
-        vmm::guest_error(log_, "pci: BAR piece 0x%" PRIx64 "+0x%" PRIx64 " is outside the PCI windows or overlaps another; left unmapped",
+        vmm::guest_error(log_,
+                         "pci: BAR piece 0x%" PRIx64 "+0x%" PRIx64
+                         " is outside the PCI windows or overlaps another; left unmapped",
                          range.base().value, range.size());
         return false;
     }
@@ -32,7 +34,9 @@ std::optional<std::uint32_t> BarWindows::add_direct(vmm::GuestRange range, void*
     std::unique_lock lock(lock_);
     if (!direct_) return std::nullopt;
     if (!fits(range)) {
-        vmm::guest_error(log_, "pci: BAR piece 0x%" PRIx64 "+0x%" PRIx64 " is outside the PCI windows or overlaps another; left unmapped",
+        vmm::guest_error(log_,
+                         "pci: BAR piece 0x%" PRIx64 "+0x%" PRIx64
+                         " is outside the PCI windows or overlaps another; left unmapped",
                          range.base().value, range.size());
         return std::nullopt;
     }
@@ -48,7 +52,8 @@ void BarWindows::remove_trap(vmm::MmioDevice& device) {
 
 void BarWindows::remove_direct(std::uint32_t handle) {
     std::unique_lock lock(lock_);
-    auto it = std::find_if(pieces_.begin(), pieces_.end(), [&](const Piece& p) { return !p.trap && p.handle == handle; });
+    auto it =
+        std::find_if(pieces_.begin(), pieces_.end(), [&](const Piece& p) { return !p.trap && p.handle == handle; });
     if (it == pieces_.end()) return;
     pieces_.erase(it);
     if (direct_) direct_->unmap(handle);
@@ -56,12 +61,14 @@ void BarWindows::remove_direct(std::uint32_t handle) {
 
 std::size_t BarWindows::trap_count() const {
     std::shared_lock lock(lock_);
-    return static_cast<std::size_t>(std::count_if(pieces_.begin(), pieces_.end(), [](const Piece& p) { return p.trap; }));
+    return static_cast<std::size_t>(
+        std::count_if(pieces_.begin(), pieces_.end(), [](const Piece& p) { return p.trap; }));
 }
 
 std::size_t BarWindows::direct_count() const {
     std::shared_lock lock(lock_);
-    return static_cast<std::size_t>(std::count_if(pieces_.begin(), pieces_.end(), [](const Piece& p) { return !p.trap; }));
+    return static_cast<std::size_t>(
+        std::count_if(pieces_.begin(), pieces_.end(), [](const Piece& p) { return !p.trap; }));
 }
 
 vmm::MmioDevice* BarWindows::find_trap(std::uint64_t addr, std::size_t size, std::uint64_t& offset) const {

@@ -27,8 +27,7 @@ std::uint64_t ConfigSpace::get(std::size_t offset, std::size_t size) const {
 }
 
 void ConfigSpace::read(std::size_t offset, std::span<std::uint8_t> data) const {
-    for (std::size_t i = 0; i < data.size(); ++i)
-        data[i] = offset + i < kConfigSize ? bytes_[offset + i] : 0;
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = offset + i < kConfigSize ? bytes_[offset + i] : 0;
 }
 
 void ConfigSpace::write(std::size_t offset, std::span<const std::uint8_t> data) {

@@ -28,7 +28,10 @@ void store_le(std::span<std::uint8_t> bytes, std::uint64_t value);
 // Not thread-safe: the owning function serialises access.
 class ConfigSpace {
 public:
-    ConfigSpace() { bytes_.fill(0); write_mask_.fill(0); }
+    ConfigSpace() {
+        bytes_.fill(0);
+        write_mask_.fill(0);
+    }
 
     // ---- VMM side: set contents and masks (ignores masks)
     void set_u8(std::size_t offset, std::uint8_t value) { bytes_.at(offset) = value; }

@@ -30,12 +30,11 @@ constexpr std::uint32_t kRidSpace = 0x10000;  // every RID of the segment maps o
 }  // namespace
 
 HostBridge::HostBridge(const HostBridgeLayout& layout) : layout_(layout) {
-    if (layout_.ecam.size() < kBusConfigSize) throw vmm::SetupError("PCIe host bridge: ECAM window smaller than one bus");
+    if (layout_.ecam.size() < kBusConfigSize)
+        throw vmm::SetupError("PCIe host bridge: ECAM window smaller than one bus");
 }
 
-vmm::GuestRange HostBridge::ecam_window() const {
-    return *vmm::GuestRange::make(layout_.ecam.base(), kBusConfigSize);
-}
+vmm::GuestRange HostBridge::ecam_window() const { return *vmm::GuestRange::make(layout_.ecam.base(), kBusConfigSize); }
 
 Bdf HostBridge::add(Function& function) {
     for (unsigned d = 0; d < kDevices; ++d) {
@@ -64,8 +63,9 @@ void HostBridge::mmio_read(std::uint64_t offset, std::span<std::uint8_t> data) {
     Function* function = decode(offset, reg);
     if (!valid_config_access(reg, data.size())) {
         std::memset(data.data(), 0, data.size());
-        vmm::guest_error(log_, "pci: config read of %zu bytes at ECAM offset 0x%" PRIx64 " is not an aligned 1/2/4-byte access",
-                         data.size(), offset);
+        vmm::guest_error(
+            log_, "pci: config read of %zu bytes at ECAM offset 0x%" PRIx64 " is not an aligned 1/2/4-byte access",
+            data.size(), offset);
         return;
     }
     if (!function) {
@@ -80,8 +80,9 @@ void HostBridge::mmio_write(std::uint64_t offset, std::span<const std::uint8_t> 
     std::uint16_t reg = 0;
     Function* function = decode(offset, reg);
     if (!valid_config_access(reg, data.size())) {
-        vmm::guest_error(log_, "pci: config write of %zu bytes at ECAM offset 0x%" PRIx64 " is not an aligned 1/2/4-byte access",
-                         data.size(), offset);
+        vmm::guest_error(
+            log_, "pci: config write of %zu bytes at ECAM offset 0x%" PRIx64 " is not an aligned 1/2/4-byte access",
+            data.size(), offset);
         return;
     }
     if (function) function->config_write(reg, data);
@@ -101,12 +102,27 @@ void HostBridge::write_fdt(fdt::Writer& w, const fdt::Context& context) const {
     const auto& io = layout_.io;
     const auto& m32 = layout_.mmio32;
     const auto& m64 = layout_.mmio64;
-    const std::vector<std::uint32_t> ranges{
-        kSpaceIo, 0, 0, hi(io.base().value), lo(io.base().value), hi(io.size()), lo(io.size()),
-        kSpaceMem32, hi(m32.base().value), lo(m32.base().value), hi(m32.base().value), lo(m32.base().value),
-        hi(m32.size()), lo(m32.size()),
-        kSpaceMem64 | kPrefetchable, hi(m64.base().value), lo(m64.base().value), hi(m64.base().value),
-        lo(m64.base().value), hi(m64.size()), lo(m64.size())};
+    const std::vector<std::uint32_t> ranges{kSpaceIo,
+                                            0,
+                                            0,
+                                            hi(io.base().value),
+                                            lo(io.base().value),
+                                            hi(io.size()),
+                                            lo(io.size()),
+                                            kSpaceMem32,
+                                            hi(m32.base().value),
+                                            lo(m32.base().value),
+                                            hi(m32.base().value),
+                                            lo(m32.base().value),
+                                            hi(m32.size()),
+                                            lo(m32.size()),
+                                            kSpaceMem64 | kPrefetchable,
+                                            hi(m64.base().value),
+                                            lo(m64.base().value),
+                                            hi(m64.base().value),
+                                            lo(m64.base().value),
+                                            hi(m64.size()),
+                                            lo(m64.size())};
     w.property_u32s("ranges", ranges);
     // MSIs go to the ITS with DeviceID = RID; DMA goes through the virtio-iommu with endpoint
     // ID = RID (Documentation/devicetree/bindings/pci/pci-iommu.txt).

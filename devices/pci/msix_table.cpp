@@ -81,7 +81,8 @@ bool MsixTable::read_pba(std::uint64_t offset, std::span<std::uint8_t> data,
     std::uint64_t value = 0;
     for (unsigned bit = 0; bit < 8 * data.size(); ++bit) {
         const std::uint64_t vector = offset * 8 + bit;
-        if (vector < entries_.size() && pending && pending(static_cast<unsigned>(vector))) value |= std::uint64_t{1} << bit;
+        if (vector < entries_.size() && pending && pending(static_cast<unsigned>(vector)))
+            value |= std::uint64_t{1} << bit;
     }
     store_le(data, value);
     return true;
@@ -94,9 +95,7 @@ MsiMessage MsixTable::message(unsigned vector) const {
 
 bool MsixTable::vector_masked(unsigned vector) const { return (entries_.at(vector).control & kEntryMaskBit) != 0; }
 
-bool MsixTable::deliverable(unsigned vector) const {
-    return enabled_ && !function_masked_ && !vector_masked(vector);
-}
+bool MsixTable::deliverable(unsigned vector) const { return enabled_ && !function_masked_ && !vector_masked(vector); }
 
 void MsixTable::reset() {
     for (Entry& e : entries_) e = Entry{};

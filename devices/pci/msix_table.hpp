@@ -46,7 +46,8 @@ public:
     // `changed` is set to the vector whose message or mask bit changed.
     bool write_table(std::uint64_t offset, std::span<const std::uint8_t> data, std::optional<unsigned>& changed);
     // The PBA is read-only; `pending(v)` says whether masked vector v has an interrupt waiting.
-    bool read_pba(std::uint64_t offset, std::span<std::uint8_t> data, const std::function<bool(unsigned)>& pending) const;
+    bool read_pba(std::uint64_t offset, std::span<std::uint8_t> data,
+                  const std::function<bool(unsigned)>& pending) const;
 
     MsiMessage message(unsigned vector) const;
     bool vector_masked(unsigned vector) const;

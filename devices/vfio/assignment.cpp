@@ -19,7 +19,8 @@ Assignment::Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const Ass
     std::set<std::string> seen;
     for (const std::string& text : config.bdfs) {
         auto bdf = normalize_bdf(text);
-        if (!bdf) throw vmm::SetupError("--vfio-pci " + text + ": not a PCI address (expected DDDD:BB:DD.F or BB:DD.F)");
+        if (!bdf)
+            throw vmm::SetupError("--vfio-pci " + text + ": not a PCI address (expected DDDD:BB:DD.F or BB:DD.F)");
         if (!seen.insert(*bdf).second) throw vmm::SetupError("--vfio-pci " + *bdf + " is given twice");
         wanted.push_back({*bdf, group_of(kernel, *bdf)});
     }
@@ -40,8 +41,8 @@ Assignment::Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const Ass
     // 3. Devices and functions (each reset, its config space read, its BARs mmapped).
     for (const auto& [bdf, number] : wanted) {
         auto device = std::make_unique<Device>(groups_.at(number), bdf);
-        functions_.push_back(std::make_unique<VfioPciFunction>(std::move(device), allocator,
-                                                               VfioPciEnv{bars, msi, config.viommu ? mapper_.get() : nullptr}));
+        functions_.push_back(std::make_unique<VfioPciFunction>(
+            std::move(device), allocator, VfioPciEnv{bars, msi, config.viommu ? mapper_.get() : nullptr}));
     }
 
     // 4. DMA: without a vIOMMU all guest RAM now (the last step that can fail); with one,
@@ -73,8 +74,8 @@ void Assignment::stop() {
     if (vmm::log_enabled(vmm::LogLevel::Debug)) {
         for (const DmaSpaceStats& s : mapper_->stats().spaces)
             vmm::log_debug("vfio: %s at exit: %" PRIu64 " host DMA entries, %" PRIu64 " KiB pinned; %" PRIu64
-                           " maps and %" PRIu64 " unmaps issued", s.name.c_str(), s.host_mappings, s.pinned_bytes >> 10,
-                           s.host_maps, s.host_unmaps);
+                           " maps and %" PRIu64 " unmaps issued",
+                           s.name.c_str(), s.host_mappings, s.pinned_bytes >> 10, s.host_maps, s.host_unmaps);
     }
     mapper_->shutdown();
     if (vmm::log_enabled(vmm::LogLevel::Debug)) {
@@ -104,9 +105,10 @@ std::vector<iommu::EndpointConfig> Assignment::iommu_endpoints(std::uint64_t inp
     for (const auto& function : functions_) {
         const Group& group = *function->device().group();
         const std::vector<HostReservedRegion> host = group.reserved_regions();
-        out.push_back({function->address().rid(),
-                       endpoint_reserved_regions(group.container()->info(), host, input_first, input_last, msi, max_regions),
-                       mapper_});
+        out.push_back(
+            {function->address().rid(),
+             endpoint_reserved_regions(group.container()->info(), host, input_first, input_last, msi, max_regions),
+             mapper_});
     }
     return out;
 }

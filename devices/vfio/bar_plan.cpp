@@ -42,8 +42,7 @@ std::vector<BarPiece> plan_bar(std::uint64_t bar_size, std::uint64_t page_size, 
         if (size == 0) return;
         if (!pieces.empty() && pieces.back().direct == is_direct && pieces.back().offset + pieces.back().size == offset)
             pieces.back().size += size;
-        else
-            pieces.push_back({offset, size, is_direct});
+        else pieces.push_back({offset, size, is_direct});
     };
     std::uint64_t cursor = 0;
     for (const IovaRange& d : direct) {

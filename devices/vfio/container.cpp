@@ -20,15 +20,18 @@ constexpr const char* kContainerPath = "/dev/vfio/vfio";
 Container::Container(Kernel& kernel, std::string name) : kernel_(kernel), name_(std::move(name)) {
     int fd = kernel_.open(kContainerPath, O_RDWR);
     if (fd == -ENOENT)
-        throw vmm::SetupError(std::string(kContainerPath) + " does not exist: load the vfio and vfio-pci modules (modprobe vfio-pci)");
+        throw vmm::SetupError(std::string(kContainerPath) +
+                              " does not exist: load the vfio and vfio-pci modules (modprobe vfio-pci)");
     if (fd < 0) vmm::throw_errno(std::string("cannot open ") + kContainerPath, -fd);
     fd_ = KernelFd(kernel_, fd);
     int version = kernel_.ioctl_value(fd, VFIO_GET_API_VERSION, 0);
     if (version != VFIO_API_VERSION)
-        throw vmm::SetupError(std::string(kContainerPath) + ": unsupported VFIO API version " + std::to_string(version));
+        throw vmm::SetupError(std::string(kContainerPath) + ": unsupported VFIO API version " +
+                              std::to_string(version));
     if (kernel_.ioctl_value(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
-        throw vmm::SetupError(std::string(kContainerPath) +
-                              ": the host offers no VFIO type-1 v2 IOMMU (load vfio_iommu_type1; IOMMUFD-only hosts are not supported)");
+        throw vmm::SetupError(
+            std::string(kContainerPath) +
+            ": the host offers no VFIO type-1 v2 IOMMU (load vfio_iommu_type1; IOMMUFD-only hosts are not supported)");
 }
 
 void Container::enable_iommu() {
@@ -56,21 +59,22 @@ void Container::read_info() {
         info_ = {};
         if (info.flags & VFIO_IOMMU_INFO_PGSIZES) info_.page_sizes = info.iova_pgsizes;
         if ((info.flags & VFIO_IOMMU_INFO_CAPS) && info.cap_offset != 0) {
-            for_each_info_cap(buffer, info.cap_offset, [&](std::uint16_t id, std::uint16_t, std::span<const std::uint8_t> body) {
-                if (id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
-                    vfio_iommu_type1_info_cap_iova_range ranges;
-                    if (!read_cap(body, ranges)) return;
-                    const std::size_t room = (body.size() - sizeof ranges) / sizeof(vfio_iova_range);
-                    for (std::size_t i = 0; i < ranges.nr_iovas && i < room; ++i) {
-                        vfio_iova_range range{};
-                        std::memcpy(&range, body.data() + sizeof ranges + i * sizeof range, sizeof range);
-                        if (range.start <= range.end) info_.iova_ranges.push_back({range.start, range.end});
+            for_each_info_cap(
+                buffer, info.cap_offset, [&](std::uint16_t id, std::uint16_t, std::span<const std::uint8_t> body) {
+                    if (id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
+                        vfio_iommu_type1_info_cap_iova_range ranges;
+                        if (!read_cap(body, ranges)) return;
+                        const std::size_t room = (body.size() - sizeof ranges) / sizeof(vfio_iova_range);
+                        for (std::size_t i = 0; i < ranges.nr_iovas && i < room; ++i) {
+                            vfio_iova_range range{};
+                            std::memcpy(&range, body.data() + sizeof ranges + i * sizeof range, sizeof range);
+                            if (range.start <= range.end) info_.iova_ranges.push_back({range.start, range.end});
+                        }
+                    } else if (id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+                        vfio_iommu_type1_info_dma_avail avail;
+                        if (read_cap(body, avail)) info_.dma_avail = avail.avail;
                     }
-                } else if (id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
-                    vfio_iommu_type1_info_dma_avail avail;
-                    if (read_cap(body, avail)) info_.dma_avail = avail.avail;
-                }
-            });
+                });
         }
         break;
     }

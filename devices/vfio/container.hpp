@@ -20,8 +20,8 @@ struct IovaRange {
 };
 
 struct HostIommuInfo {
-    std::uint64_t page_sizes = 0;         // VFIO iova_pgsizes (folded to >= host page size)
-    std::vector<IovaRange> iova_ranges;   // usable IOVAs (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
+    std::uint64_t page_sizes = 0;            // VFIO iova_pgsizes (folded to >= host page size)
+    std::vector<IovaRange> iova_ranges;      // usable IOVAs (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
     std::optional<std::uint32_t> dma_avail;  // VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, when reported
 };
 

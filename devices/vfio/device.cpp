@@ -27,8 +27,7 @@ Device::Device(std::shared_ptr<Group> group, std::string bdf) : group_(std::move
     info.argsz = sizeof info;
     int r = k.ioctl(fd, VFIO_DEVICE_GET_INFO, &info);
     if (r < 0) vmm::throw_errno("--vfio-pci " + bdf_ + ": VFIO_DEVICE_GET_INFO", -r);
-    if (!(info.flags & VFIO_DEVICE_FLAGS_PCI))
-        throw vmm::SetupError("--vfio-pci " + bdf_ + ": not a vfio-pci device");
+    if (!(info.flags & VFIO_DEVICE_FLAGS_PCI)) throw vmm::SetupError("--vfio-pci " + bdf_ + ": not a vfio-pci device");
     if (info.num_regions <= VFIO_PCI_CONFIG_REGION_INDEX || info.num_irqs <= VFIO_PCI_MSIX_IRQ_INDEX)
         throw vmm::SetupError("--vfio-pci " + bdf_ + ": the host reports too few regions or IRQ indexes");
     flags_ = info.flags;
@@ -39,7 +38,8 @@ Device::Device(std::shared_ptr<Group> group, std::string bdf) : group_(std::move
         vfio_irq_info irq{};
         irq.argsz = sizeof irq;
         irq.index = i;
-        if (k.ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &irq) == 0 && (irq.flags & VFIO_IRQ_INFO_EVENTFD)) irq_counts_[i] = irq.count;
+        if (k.ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &irq) == 0 && (irq.flags & VFIO_IRQ_INFO_EVENTFD))
+            irq_counts_[i] = irq.count;
     }
 }
 
@@ -62,23 +62,25 @@ RegionInfo Device::query_region(std::uint32_t index) const {
         out.size = info.size;
         out.offset = info.offset;
         if ((info.flags & VFIO_REGION_INFO_FLAG_CAPS) && info.cap_offset != 0) {
-            for_each_info_cap(buffer, info.cap_offset, [&](std::uint16_t id, std::uint16_t, std::span<const std::uint8_t> body) {
-                if (id == VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
-                    vfio_region_info_cap_sparse_mmap sparse;
-                    if (!read_cap(body, sparse)) return;
-                    out.has_sparse = true;
-                    const std::size_t room = (body.size() - sizeof sparse) / sizeof(vfio_region_sparse_mmap_area);
-                    for (std::size_t i = 0; i < sparse.nr_areas && i < room && i < kMaxSparseAreas; ++i) {
-                        vfio_region_sparse_mmap_area area{};
-                        std::memcpy(&area, body.data() + sizeof sparse + i * sizeof area, sizeof area);
-                        // Keep only areas inside the region.
-                        auto end = vmm::checked_add(area.offset, area.size);
-                        if (area.size != 0 && end && *end <= out.size) out.sparse.push_back({area.offset, area.size});
+            for_each_info_cap(
+                buffer, info.cap_offset, [&](std::uint16_t id, std::uint16_t, std::span<const std::uint8_t> body) {
+                    if (id == VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
+                        vfio_region_info_cap_sparse_mmap sparse;
+                        if (!read_cap(body, sparse)) return;
+                        out.has_sparse = true;
+                        const std::size_t room = (body.size() - sizeof sparse) / sizeof(vfio_region_sparse_mmap_area);
+                        for (std::size_t i = 0; i < sparse.nr_areas && i < room && i < kMaxSparseAreas; ++i) {
+                            vfio_region_sparse_mmap_area area{};
+                            std::memcpy(&area, body.data() + sizeof sparse + i * sizeof area, sizeof area);
+                            // Keep only areas inside the region.
+                            auto end = vmm::checked_add(area.offset, area.size);
+                            if (area.size != 0 && end && *end <= out.size)
+                                out.sparse.push_back({area.offset, area.size});
+                        }
+                    } else if (id == VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
+                        out.msix_mappable = true;
                     }
-                } else if (id == VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
-                    out.msix_mappable = true;
-                }
-            });
+                });
         }
         break;
     }
@@ -95,7 +97,9 @@ const RegionInfo& Device::region(std::uint32_t index) const {
     return index < regions_.size() ? regions_[index] : kNone;
 }
 
-std::uint32_t Device::irq_count(std::uint32_t index) const { return index < irq_counts_.size() ? irq_counts_[index] : 0; }
+std::uint32_t Device::irq_count(std::uint32_t index) const {
+    return index < irq_counts_.size() ? irq_counts_[index] : 0;
+}
 
 bool Device::read(std::uint32_t index, std::uint64_t offset, std::span<std::uint8_t> data) const {
     const RegionInfo& r = region(index);

@@ -24,8 +24,7 @@ ListenerResult from_errno(int err) {
         case -EINVAL:  // outside the host's IOVA ranges, misaligned
         case -EEXIST:  // overlaps a host mapping
             return ListenerResult::Invalid;
-        default:
-            return ListenerResult::Failed;
+        default: return ListenerResult::Failed;
     }
 }
 
@@ -93,7 +92,8 @@ DmaMapper::Endpoint* DmaMapper::find(iommu::EndpointId endpoint) {
 
 void DmaMapper::add_endpoint(iommu::EndpointId endpoint, std::shared_ptr<Container> container) {
     std::lock_guard guard(lock_);
-    if (endpoints_.count(endpoint)) throw vmm::SetupError("VFIO DMA: endpoint " + std::to_string(endpoint) + " added twice");
+    if (endpoints_.count(endpoint))
+        throw vmm::SetupError("VFIO DMA: endpoint " + std::to_string(endpoint) + " added twice");
     Space& space = space_for(container);
     space.endpoints.push_back(endpoint);
     endpoints_[endpoint] = Endpoint{&space, Mode::Blocked, 0, false};
@@ -107,8 +107,9 @@ void DmaMapper::map_all_ram(std::shared_ptr<Container> container) {
     ListenerResult r = map_fragments(space, fragments, true, true, "guest RAM");
     if (r != ListenerResult::Ok)
         throw vmm::SetupError(space.counters.name + ": cannot map guest RAM for DMA (" + kib(memory_.total_size()) +
-                              (r == ListenerResult::NoMemory ? "): the locked-memory limit (ulimit -l) or the VFIO entry limit is too low"
-                                                             : "): the host IOMMU refused it"));
+                              (r == ListenerResult::NoMemory
+                                   ? "): the locked-memory limit (ulimit -l) or the VFIO entry limit is too low"
+                                   : "): the host IOMMU refused it"));
     space.static_identity = true;
     space.identity = true;
     space.identity_fragments = std::move(fragments);
@@ -162,10 +163,11 @@ bool DmaMapper::fits(Space& space, std::uint64_t entries, std::uint64_t bytes, c
     if (memlock_budget_ && pinned_ + bytes > *memlock_budget_) {
         ++space.counters.budget_refusals;
         if (log_.allow(&dropped))
-            vmm::log_warn("vfio: %s: locked-memory budget exhausted (%s pinned, %s more needed, RLIMIT_MEMLOCK allows %s); "
-                          "%s at IOVA 0x%" PRIx64 " answered S_NOMEM (%" PRIu64 " similar messages suppressed)",
-                          space.counters.name.c_str(), kib(pinned_).c_str(), kib(bytes).c_str(),
-                          kib(*memlock_budget_).c_str(), what, iova, dropped);
+            vmm::log_warn(
+                "vfio: %s: locked-memory budget exhausted (%s pinned, %s more needed, RLIMIT_MEMLOCK allows %s); "
+                "%s at IOVA 0x%" PRIx64 " answered S_NOMEM (%" PRIu64 " similar messages suppressed)",
+                space.counters.name.c_str(), kib(pinned_).c_str(), kib(bytes).c_str(), kib(*memlock_budget_).c_str(),
+                what, iova, dropped);
         return false;
     }
     return true;
@@ -423,9 +425,10 @@ ListenerResult DmaMapper::attach(iommu::EndpointId id, iommu::DomainId domain, b
         if (other && *other != domain) {
             std::uint64_t dropped = 0;
             if (log_.allow(&dropped))
-                vmm::log_warn("vfio: %s: endpoint %u cannot join domain %u while another function of its host IOMMU "
-                              "group is in domain %u (the host cannot isolate them); ATTACH answered S_INVAL",
-                              space.counters.name.c_str(), id, domain, *other);
+                vmm::log_warn(
+                    "vfio: %s: endpoint %u cannot join domain %u while another function of its host IOMMU "
+                    "group is in domain %u (the host cannot isolate them); ATTACH answered S_INVAL",
+                    space.counters.name.c_str(), id, domain, *other);
             r = ListenerResult::Invalid;
         } else {
             e.mode = bypass ? Mode::BypassDomain : Mode::Domain;
@@ -514,8 +517,9 @@ std::string DmaMapper::describe() const {
                       ", host failures %" PRIu64 ", rebuilds %" PRIu64 ", lost %" PRIu64 ", stale %" PRIu64 "\n",
                       s.name.c_str(),
                       s.identity ? "identity" : (s.domain ? ("domain " + std::to_string(*s.domain)).c_str() : "empty"),
-                      s.guest_mappings, s.host_mappings, s.entry_limit, s.pinned_bytes >> 10, s.host_maps, s.host_unmaps,
-                      s.shared_hits, s.budget_refusals, s.host_failures, s.rebuilds, s.lost_mappings, s.stale);
+                      s.guest_mappings, s.host_mappings, s.entry_limit, s.pinned_bytes >> 10, s.host_maps,
+                      s.host_unmaps, s.shared_hits, s.budget_refusals, s.host_failures, s.rebuilds, s.lost_mappings,
+                      s.stale);
         text += line;
     }
     return text;

@@ -41,16 +41,16 @@ namespace devices::vfio {
 struct DmaSpaceStats {
     std::string name;
     std::vector<iommu::EndpointId> endpoints;
-    bool identity = false;                // guest RAM mapped one to one (bypass or no vIOMMU)
+    bool identity = false;                  // guest RAM mapped one to one (bypass or no vIOMMU)
     std::optional<iommu::DomainId> domain;  // translated domain whose mappings it holds
-    std::uint64_t guest_mappings = 0;     // distinct guest mappings held
-    std::uint64_t host_mappings = 0;      // live VFIO DMA entries
-    std::uint64_t entry_limit = 0;        // VFIO DMA entries this container may hold
+    std::uint64_t guest_mappings = 0;       // distinct guest mappings held
+    std::uint64_t host_mappings = 0;        // live VFIO DMA entries
+    std::uint64_t entry_limit = 0;          // VFIO DMA entries this container may hold
     std::uint64_t pinned_bytes = 0;
     std::uint64_t host_maps = 0, host_unmaps = 0;  // VFIO ioctls issued
-    std::uint64_t shared_hits = 0;        // MAPs served by a mapping another endpoint holds
-    std::uint64_t budget_refusals = 0;    // S_NOMEM answered before asking the host
-    std::uint64_t host_failures = 0;      // ioctls the host refused
+    std::uint64_t shared_hits = 0;                 // MAPs served by a mapping another endpoint holds
+    std::uint64_t budget_refusals = 0;             // S_NOMEM answered before asking the host
+    std::uint64_t host_failures = 0;               // ioctls the host refused
     // A host unmap failed even when retried: the container was emptied (VFIO_DMA_UNMAP_FLAG_ALL)
     // and refilled with what it should hold; mappings it could not refill are lost (their DMA
     // faults) but stay known, so the guest can still UNMAP them.
@@ -151,8 +151,8 @@ private:
     bool fits(Space& space, std::uint64_t entries, std::uint64_t bytes, const char* what, std::uint64_t iova);
     void warn_if_near_budget(Space& space);
     // All or nothing: maps every fragment or none (budget checked first).
-    iommu::ListenerResult map_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads,
-                                        bool writes, const char* what);
+    iommu::ListenerResult map_fragments(Space& space, const std::vector<Fragment>& fragments, bool reads, bool writes,
+                                        const char* what);
     // Removes fragments the records no longer hold from the host. Cannot be refused: an unmap
     // that fails twice empties and refills the container (rebuild). False only if even that
     // failed.

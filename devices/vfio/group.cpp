@@ -28,7 +28,8 @@ std::string driver_of(Kernel& kernel, const std::string& bdf) {
 }
 
 bool is_hex(std::string_view s, std::size_t digits) {
-    return s.size() == digits && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+    return s.size() == digits &&
+           std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
 }
 
 }  // namespace
@@ -44,7 +45,8 @@ std::optional<std::string> normalize_bdf(std::string_view text) {
     unsigned device = 0;
     std::sscanf(s.c_str() + 8, "%2x", &device);
     if (device > 31) return std::nullopt;
-    std::transform(s.begin(), s.end(), s.begin(), [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
     return s;
 }
 
@@ -54,14 +56,16 @@ unsigned group_of(Kernel& kernel, const std::string& bdf) {
         throw vmm::SetupError("--vfio-pci " + bdf + ": no such PCI device (" + dir + " does not exist)");
     const std::string driver = driver_of(kernel, bdf);
     if (driver != "vfio-pci")
-        throw vmm::SetupError("--vfio-pci " + bdf + ": " + (driver.empty() ? "not bound to any driver" : "bound to " + driver) +
-                              ", not vfio-pci (echo vfio-pci > " + dir + "/driver_override, unbind it, then echo " + bdf +
-                              " > /sys/bus/pci/drivers_probe)");
+        throw vmm::SetupError("--vfio-pci " + bdf + ": " +
+                              (driver.empty() ? "not bound to any driver" : "bound to " + driver) +
+                              ", not vfio-pci (echo vfio-pci > " + dir + "/driver_override, unbind it, then echo " +
+                              bdf + " > /sys/bus/pci/drivers_probe)");
     auto group = kernel.read_link(dir + "/iommu_group");
     if (!group)
         throw vmm::SetupError("--vfio-pci " + bdf + ": the device has no IOMMU group (is the host IOMMU enabled?)");
     const std::string number = basename_of(*group);
-    if (number.empty() || number.size() > 9 || !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (number.empty() || number.size() > 9 ||
+        !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; }))
         throw vmm::SetupError("--vfio-pci " + bdf + ": unexpected IOMMU group link '" + *group + "'");
     return static_cast<unsigned>(std::stoul(number));
 }

@@ -46,7 +46,8 @@ iommu::IovaWindow narrow_geometry(const iommu::IovaWindow& wanted, std::span<con
     if (granule > max_granule)
         throw vmm::SetupError("--viommu vfio: the host IOMMU's smallest page (" + std::to_string(granule >> 10) +
                               " KiB) is larger than the guest's (" + std::to_string(max_granule >> 10) + " KiB)");
-    if (g.input_first > g.input_last) throw vmm::SetupError("--viommu vfio: the host IOMMU offers no usable IOVA range");
+    if (g.input_first > g.input_last)
+        throw vmm::SetupError("--viommu vfio: the host IOMMU offers no usable IOVA range");
     return g;
 }
 
@@ -111,9 +112,11 @@ std::vector<iommu::ResvRegion> endpoint_reserved_regions(const HostIommuInfo& ho
     if (reserved.size() > room) reserved.resize(room);  // cannot happen with sane limits
 
     std::vector<iommu::ResvRegion> out;
-    for (const IovaRange& r : reserved) out.push_back({vmm::Iova{r.first}, vmm::Iova{r.last}, iommu::ResvKind::Reserved});
+    for (const IovaRange& r : reserved)
+        out.push_back({vmm::Iova{r.first}, vmm::Iova{r.last}, iommu::ResvKind::Reserved});
     if (msi) out.push_back({vmm::Iova{msi->first}, vmm::Iova{msi->last}, iommu::ResvKind::Msi});
-    std::sort(out.begin(), out.end(), [](const iommu::ResvRegion& a, const iommu::ResvRegion& b) { return a.first < b.first; });
+    std::sort(out.begin(), out.end(),
+              [](const iommu::ResvRegion& a, const iommu::ResvRegion& b) { return a.first < b.first; });
     return out;
 }
 

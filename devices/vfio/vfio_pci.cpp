@@ -69,8 +69,9 @@ std::string VfioPciFunction::describe() const {
         const Bar& bar = bars_[i];
         if (!bar.present) continue;
         char line[160];
-        std::snprintf(line, sizeof line, "%s BAR%u: %" PRIu64 " KiB%s%s at 0x%" PRIx64 ":", name_.c_str(), i, bar.size >> 10,
-                      bar.is_64bit ? ", 64-bit" : "", bar.prefetchable ? ", prefetchable" : "", bar_address(i).value_or(0));
+        std::snprintf(line, sizeof line, "%s BAR%u: %" PRIu64 " KiB%s%s at 0x%" PRIx64 ":", name_.c_str(), i,
+                      bar.size >> 10, bar.is_64bit ? ", 64-bit" : "", bar.prefetchable ? ", prefetchable" : "",
+                      bar_address(i).value_or(0));
         text += line;
         for (const BarPiece& p : bar.plan) {
             std::snprintf(line, sizeof line, " %s 0x%" PRIx64 "-0x%" PRIx64, p.direct ? "direct" : "trap", p.offset,
@@ -214,8 +215,9 @@ void VfioPciFunction::msix_control_changed() {
             for (const vmm::UniqueFd& fd : m.eventfds) fds.push_back(fd.get());
             const int r = device_->enable_irqs(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds);
             m.host_enabled = r == 0;
-            if (r != 0) vmm::log_warn("%s: VFIO_DEVICE_SET_IRQS(MSI-X, %zu vectors) failed: %s", name_.c_str(), fds.size(),
-                                      std::strerror(-r));
+            if (r != 0)
+                vmm::log_warn("%s: VFIO_DEVICE_SET_IRQS(MSI-X, %zu vectors) failed: %s", name_.c_str(), fds.size(),
+                              std::strerror(-r));
         } else {
             device_->disable_irqs(VFIO_PCI_MSIX_IRQ_INDEX);
             m.host_enabled = false;
@@ -293,7 +295,8 @@ void VfioPciFunction::bar_access(unsigned bar, std::uint64_t offset, std::span<s
         // The PBA is read-only (6.8.2.10): writes are ignored.
         if (offset < msix_->pba_offset) ok = false;
         else if (is_read)
-            ok = msix_->table.read_pba(offset - msix_->pba_offset, read, [this](unsigned v) { return vector_pending(v); });
+            ok = msix_->table.read_pba(offset - msix_->pba_offset, read,
+                                       [this](unsigned v) { return vector_pending(v); });
     } else if (is_read) {
         ok = device_->read(VFIO_PCI_BAR0_REGION_INDEX + bar, offset, read);
     } else {

@@ -94,11 +94,11 @@ private:
         std::uint64_t size = 0;
         std::uint32_t flag_bits = 0;  // low 4 bits of the BAR register
         std::vector<BarPiece> plan;
-        std::vector<AreaMapping> areas;                  // mmapped parts of the region
-        std::vector<std::unique_ptr<TrapPiece>> traps;   // one per plan piece (fallback for direct ones)
+        std::vector<AreaMapping> areas;                 // mmapped parts of the region
+        std::vector<std::unique_ptr<TrapPiece>> traps;  // one per plan piece (fallback for direct ones)
         std::vector<std::optional<std::uint32_t>> direct_handles;
         std::vector<bool> trapped;
-        std::optional<std::uint64_t> decoded_at;         // guest base while memory decode is on
+        std::optional<std::uint64_t> decoded_at;  // guest base while memory decode is on
     };
     struct Msix {
         std::uint16_t cap = 0;

@@ -14,8 +14,8 @@
 namespace devices::vfio {
 namespace {
 
-constexpr std::uint16_t kCommandWritable = PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY |
-                                           PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
+constexpr std::uint16_t kCommandWritable =
+    PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
 constexpr std::size_t kMaxCapabilities = 48;  // (256 - 64) / 4: more means a loop
 
 std::uint32_t le32(std::span<const std::uint8_t> bytes, std::size_t at) {
@@ -25,7 +25,10 @@ std::uint32_t le32(std::span<const std::uint8_t> bytes, std::size_t at) {
 }  // namespace
 
 VfioPciFunction::VfioPciFunction(std::unique_ptr<Device> device, pci::BarAllocator& allocator, VfioPciEnv env)
-    : device_(std::move(device)), env_(env), name_("vfio " + device_->bdf()), page_size_(device_->kernel().page_size()) {
+    : device_(std::move(device)),
+      env_(env),
+      name_("vfio " + device_->bdf()),
+      page_size_(device_->kernel().page_size()) {
     // A clean device: whatever the previous user left (a crashed VMM, the host driver) is gone.
     if (!device_->reset()) vmm::log_debug("%s: no VFIO_DEVICE_RESET (the device has no reset method)", name_.c_str());
     device_->disable_irqs(VFIO_PCI_MSIX_IRQ_INDEX);
@@ -41,15 +44,18 @@ void VfioPciFunction::build_config(pci::BarAllocator& allocator) {
     if ((host[PCI_HEADER_TYPE] & PCI_HEADER_TYPE_MASK) != PCI_HEADER_TYPE_NORMAL)
         throw vmm::SetupError("--vfio-pci " + device_->bdf() + ": only endpoints can be assigned (header type " +
                               std::to_string(host[PCI_HEADER_TYPE] & PCI_HEADER_TYPE_MASK) + ")");
-    auto copy = [&](std::size_t offset, std::size_t size) { shadow_.set(offset, size, pci::load_le(std::span(host).subspan(offset, size))); };
+    auto copy = [&](std::size_t offset, std::size_t size) {
+        shadow_.set(offset, size, pci::load_le(std::span(host).subspan(offset, size)));
+    };
     copy(PCI_VENDOR_ID, 4);
     copy(PCI_CLASS_REVISION, 4);
     copy(PCI_SUBSYSTEM_VENDOR_ID, 4);
     // One function per device number: the multi-function bit would make the guest probe
     // functions 1-7 of this slot.
     shadow_.set_u8(PCI_HEADER_TYPE, PCI_HEADER_TYPE_NORMAL);
-    shadow_.set_u16(PCI_STATUS, static_cast<std::uint16_t>(pci::load_le(std::span(host).subspan(PCI_STATUS, 2)) &
-                                                           (PCI_STATUS_66MHZ | PCI_STATUS_FAST_BACK | PCI_STATUS_DEVSEL_MASK)));
+    shadow_.set_u16(PCI_STATUS,
+                    static_cast<std::uint16_t>(pci::load_le(std::span(host).subspan(PCI_STATUS, 2)) &
+                                               (PCI_STATUS_66MHZ | PCI_STATUS_FAST_BACK | PCI_STATUS_DEVSEL_MASK)));
     shadow_.set_writable(PCI_COMMAND, 2, kCommandWritable);
     shadow_.set_writable(PCI_CACHE_LINE_SIZE, 1, 0xff);
     shadow_.set_writable(PCI_LATENCY_TIMER, 1, 0xff);
@@ -77,7 +83,8 @@ void VfioPciFunction::setup_bar(unsigned index, std::uint32_t raw, std::uint32_t
     if (!bar.is_64bit) bar.flag_bits &= ~static_cast<std::uint32_t>(PCI_BASE_ADDRESS_MEM_TYPE_MASK);
     bar.size = std::bit_ceil(std::max<std::uint64_t>(region.size, 16));
     if (!bar.is_64bit && bar.size > (std::uint64_t{1} << 31))
-        throw vmm::SetupError("--vfio-pci " + device_->bdf() + ": BAR" + std::to_string(index) + " is too large for a 32-bit BAR");
+        throw vmm::SetupError("--vfio-pci " + device_->bdf() + ": BAR" + std::to_string(index) +
+                              " is too large for a 32-bit BAR");
     auto address = allocator.allocate(bar.size, bar.is_64bit, bar.prefetchable);
     if (!address)
         throw vmm::SetupError("--vfio-pci " + device_->bdf() + ": BAR" + std::to_string(index) + " (" +
@@ -108,7 +115,7 @@ void VfioPciFunction::setup_capabilities(std::span<const std::uint8_t> host) {
         if (id == PCI_CAP_ID_PM) size = PCI_PM_SIZEOF;
         if (id == PCI_CAP_ID_EXP)
             size = (host[at + PCI_EXP_FLAGS] & PCI_EXP_FLAGS_VERS) >= 2 ? PCI_CAP_EXP_ENDPOINT_SIZEOF_V2
-                                                                      : PCI_CAP_EXP_ENDPOINT_SIZEOF_V1;
+                                                                        : PCI_CAP_EXP_ENDPOINT_SIZEOF_V1;
         if (id == PCI_CAP_ID_MSIX) size = PCI_CAP_MSIX_SIZEOF;
         const bool fits = size != 0 && at + size <= pci::kLegacyConfigSize;
         if (fits && (id != PCI_CAP_ID_MSIX || setup_msix(host, at))) {
@@ -147,8 +154,8 @@ bool VfioPciFunction::setup_msix(std::span<const std::uint8_t> host, std::uint16
         return false;
     }
     if (device_->irq_count(VFIO_PCI_MSIX_IRQ_INDEX) < vectors) {
-        vmm::log_warn("%s: the host offers %u MSI-X vectors for a table of %u; MSI-X hidden from the guest", name_.c_str(),
-                      device_->irq_count(VFIO_PCI_MSIX_IRQ_INDEX), vectors);
+        vmm::log_warn("%s: the host offers %u MSI-X vectors for a table of %u; MSI-X hidden from the guest",
+                      name_.c_str(), device_->irq_count(VFIO_PCI_MSIX_IRQ_INDEX), vectors);
         return false;
     }
     for (unsigned v = 0; v < vectors; ++v) {
@@ -188,9 +195,11 @@ void VfioPciFunction::plan_bars() {
         // mmap each direct piece once; the guest's BAR moves only change where it is placed.
         for (BarPiece& piece : bar.plan) {
             if (!piece.direct) continue;
-            std::optional<KernelMapping> mapping = device_->map(VFIO_PCI_BAR0_REGION_INDEX + i, piece.offset, piece.size);
+            std::optional<KernelMapping> mapping =
+                device_->map(VFIO_PCI_BAR0_REGION_INDEX + i, piece.offset, piece.size);
             if (!mapping) {
-                vmm::log_warn("%s: mmap of BAR%u+0x%" PRIx64 " failed; trapping it instead", name_.c_str(), i, piece.offset);
+                vmm::log_warn("%s: mmap of BAR%u+0x%" PRIx64 " failed; trapping it instead", name_.c_str(), i,
+                              piece.offset);
                 piece.direct = false;
                 continue;
             }

@@ -251,8 +251,10 @@ Result measure(std::uint32_t live, double seconds) {
     while (std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count() < seconds) {
         const std::size_t base = cursor;
         cursor = (cursor + kBatch) % (pages.size() - kBatch);
-        busy += guest.run(kBatch, [&](std::uint32_t i, std::uint8_t* slot) { return Guest::map(slot, pages[base + i]); });
-        busy += guest.run(kBatch, [&](std::uint32_t i, std::uint8_t* slot) { return Guest::unmap(slot, pages[base + i]); });
+        busy +=
+            guest.run(kBatch, [&](std::uint32_t i, std::uint8_t* slot) { return Guest::map(slot, pages[base + i]); });
+        busy +=
+            guest.run(kBatch, [&](std::uint32_t i, std::uint8_t* slot) { return Guest::unmap(slot, pages[base + i]); });
         requests += 2 * kBatch;
     }
     if (guest.live_mappings() != live) {
@@ -282,9 +284,10 @@ int main(int argc, char** argv) {
     };
     const Result s16 = median(small), s64k = median(large);
     const double ratio = s64k.ns_per_request / s16.ns_per_request;
-    std::printf("virtio-iommu MAP+UNMAP of 4 KiB pages, whole path (virtqueue -> parse -> domain -> listener -> used),\n"
-                "one core, CPU time of the device thread, median of %d rounds:\n",
-                kRounds);
+    std::printf(
+        "virtio-iommu MAP+UNMAP of 4 KiB pages, whole path (virtqueue -> parse -> domain -> listener -> used),\n"
+        "one core, CPU time of the device thread, median of %d rounds:\n",
+        kRounds);
     std::printf("  %6u live mappings: %7.1f ns/request  %6.2f M requests/s\n", 16u, s16.ns_per_request,
                 s16.requests_per_second / 1e6);
     std::printf("  %6u live mappings: %7.1f ns/request  %6.2f M requests/s\n", 65535u, s64k.ns_per_request,

@@ -133,7 +133,8 @@ TEST_CASE("FdOutput drops (counted) once the reader is gone") {
     REQUIRE(::pipe(fds) == 0);
     vmm::UniqueFd read_end(fds[0]), write_end(fds[1]);
     read_end.reset();
-    struct sigaction ignore {}, old {};
+    struct sigaction ignore {
+    }, old{};
     ignore.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ignore, &old);  // lkvm blocks SIGPIPE (vmm::SignalFd)
     devices::FdOutput out(write_end.get());

@@ -127,8 +127,8 @@ TEST_CASE("Device nodes appear in address order whatever order they were given i
     int node;
     fdt_for_each_subnode(node, t.fdt(), 0) names.emplace_back(fdt_get_name(t.fdt(), node, nullptr));
     std::vector<std::string> devices(names.end() - 4, names.end());
-    CHECK(devices == std::vector<std::string>{"serial@1000000", "virtio_mmio@2000000", "virtio_mmio@2000200",
-                                              "intc@8000000"});
+    CHECK(devices ==
+          std::vector<std::string>{"serial@1000000", "virtio_mmio@2000000", "virtio_mmio@2000200", "intc@8000000"});
 }
 
 TEST_CASE("With a PMU the tree has a pmu node on its PPI; without one, none") {
@@ -139,7 +139,8 @@ TEST_CASE("With a PMU the tree has a pmu node on its PPI; without one, none") {
     auto blob = fdt::build_machine_tree(m);
     int pmu = fdt_path_offset(blob.data(), "/pmu");
     REQUIRE(pmu >= 0);
-    CHECK(std::string(static_cast<const char*>(fdt_getprop(blob.data(), pmu, "compatible", nullptr))) == "arm,armv8-pmuv3");
+    CHECK(std::string(static_cast<const char*>(fdt_getprop(blob.data(), pmu, "compatible", nullptr))) ==
+          "arm,armv8-pmuv3");
     int len = 0;
     const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(blob.data(), pmu, "interrupts", &len));
     REQUIRE(len == 12);

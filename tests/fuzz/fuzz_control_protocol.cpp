@@ -17,7 +17,9 @@ struct NullTarget final : vmm::ControlTarget {
     void stop() override {}
     std::string stat() override { return "vm fuzz\n"; }
     vmm::ControlResponse dump() override { return vmm::ControlResponse::success(); }
-    vmm::ControlResponse inject_fault(std::uint32_t, bool, std::uint64_t) override { return vmm::ControlResponse::success(); }
+    vmm::ControlResponse inject_fault(std::uint32_t, bool, std::uint64_t) override {
+        return vmm::ControlResponse::success();
+    }
     vmm::ControlResponse fail_next(std::string_view, unsigned count) override {
         if (count == 0 || count > vmm::kControlMaxFailNext) std::abort();  // the dispatcher bounds it
         return vmm::ControlResponse::success();

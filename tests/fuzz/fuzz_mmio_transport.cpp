@@ -65,7 +65,8 @@ void canned_setup(virtio::MmioTransport& t, std::uint16_t size_shift, std::uint3
     write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES, features_low);
     write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
     write_reg(t, VIRTIO_MMIO_DRIVER_FEATURES, 1);  // VERSION_1
-    write_reg(t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    write_reg(t, VIRTIO_MMIO_STATUS,
+              VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
     const std::uint32_t size = 1u << (size_shift % 9);  // up to 256 entries: rings fit 0x1000 / 0x1000 / 0x2000
     for (std::uint32_t q = 0; q < t.queue_count(); ++q) {
         const std::uint64_t base = kRamBase + 0x4000ULL * q;
@@ -76,8 +77,9 @@ void canned_setup(virtio::MmioTransport& t, std::uint16_t size_shift, std::uint3
         write_reg(t, VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<std::uint32_t>(base + 0x2000));
         write_reg(t, VIRTIO_MMIO_QUEUE_READY, 1);
     }
-    write_reg(t, VIRTIO_MMIO_STATUS,
-              VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+    write_reg(
+        t, VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 }  // namespace
@@ -94,9 +96,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::unique_ptr<virtio::Device> device;
     const auto which = in.take<std::uint8_t>();
     switch (which % 3) {
-        case 0: device = std::make_unique<virtio::Blk>(std::make_unique<MemoryBackend>(), virtio::BlkOptions{(which & 4) != 0, "fuzz", 256}); break;
+        case 0:
+            device = std::make_unique<virtio::Blk>(std::make_unique<MemoryBackend>(),
+                                                   virtio::BlkOptions{(which & 4) != 0, "fuzz", 256});
+            break;
         case 1: device = std::make_unique<virtio::Rng>(256); break;
-        default: device = std::make_unique<virtio::Console>(std::make_unique<NullSink>(), virtio::ConsoleOptions{80, 25, 256}); break;
+        default:
+            device =
+                std::make_unique<virtio::Console>(std::make_unique<NullSink>(), virtio::ConsoleOptions{80, 25, 256});
+            break;
     }
     virtio::MmioTransport transport(std::move(device), irq, ram.memory());
 

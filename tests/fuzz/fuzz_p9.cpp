@@ -41,7 +41,7 @@ constexpr std::uint32_t kMaxFids = 32;
 
 struct World {
     std::string base, exported, outside;
-    DIR* proc_fds = nullptr;  // /proc/self/fd, opened once and rewound for every listing
+    DIR* proc_fds = nullptr;     // /proc/self/fd, opened once and rewound for every listing
     std::set<int> baseline_fds;  // open before the server of this input: the harness's and libFuzzer's
     std::string outside_state;
 };
@@ -90,7 +90,7 @@ std::size_t check_fds(bool none_left = false) {
 bool no_setid_files() {
     std::error_code ec;
     for (fs::recursive_directory_iterator it(world->exported, ec), end; !ec && it != end; it.increment(ec)) {
-        struct stat st{};
+        struct stat st {};
         if (::lstat(it->path().c_str(), &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))) return false;
     }
     return true;
@@ -112,8 +112,9 @@ void fresh_export() {
     (void)::setxattr((world->exported + "/file").c_str(), "user.x", value.data(), value.size(), 0);
 }
 
-const char* const kNames[] = {"file", "dir", "sub", "inner", "slash", "abs", "rel", "magic", "secretlink", "..", ".",
-                              "new", "n2", "../outside", "/", "", "outside", "secret", "etc", "proc"};
+const char* const kNames[] = {"file",  "dir",        "sub",     "inner",  "slash", "abs", "rel",
+                              "magic", "secretlink", "..",      ".",      "new",   "n2",  "../outside",
+                              "/",     "",           "outside", "secret", "etc",   "proc"};
 
 std::string pick_name(fuzz::Input& in) {
     const std::uint8_t choice = in.take<std::uint8_t>();
@@ -129,20 +130,29 @@ std::uint32_t pick_fid(fuzz::Input& in) {
     return v == 255 ? devices::p9::kNoFid : v % 40;
 }
 
-const Type kTypes[] = {Type::Tversion, Type::Tattach, Type::Twalk, Type::Tlopen, Type::Tlcreate, Type::Tread,
-                       Type::Twrite, Type::Tclunk, Type::Tremove, Type::Tgetattr, Type::Tsetattr, Type::Treaddir,
-                       Type::Tmkdir, Type::Tsymlink, Type::Tmknod, Type::Treadlink, Type::Trename,
-                       Type::Trenameat, Type::Tunlinkat, Type::Tlink, Type::Tstatfs, Type::Tfsync,
-                       Type::Txattrwalk, Type::Txattrcreate, Type::Tlock, Type::Tgetlock, Type::Tflush, Type::Tauth};
+const Type kTypes[] = {Type::Tversion,  Type::Tattach,  Type::Twalk,      Type::Tlopen,       Type::Tlcreate,
+                       Type::Tread,     Type::Twrite,   Type::Tclunk,     Type::Tremove,      Type::Tgetattr,
+                       Type::Tsetattr,  Type::Treaddir, Type::Tmkdir,     Type::Tsymlink,     Type::Tmknod,
+                       Type::Treadlink, Type::Trename,  Type::Trenameat,  Type::Tunlinkat,    Type::Tlink,
+                       Type::Tstatfs,   Type::Tfsync,   Type::Txattrwalk, Type::Txattrcreate, Type::Tlock,
+                       Type::Tgetlock,  Type::Tflush,   Type::Tauth};
 
 // One request body for `type`, fields mostly plausible.
 void body(fuzz::Input& in, Type type, Encoder& e) {
-    auto flags = [&] { return in.take<std::uint8_t>() < 200 ? in.take<std::uint32_t>() & 0103 : in.take<std::uint32_t>(); };
+    auto flags = [&] {
+        return in.take<std::uint8_t>() < 200 ? in.take<std::uint32_t>() & 0103 : in.take<std::uint32_t>();
+    };
     auto offset = [&] { return in.take<std::uint8_t>() < 200 ? in.take<std::uint16_t>() : in.take<std::uint64_t>(); };
-    auto count = [&] { return in.take<std::uint8_t>() < 200 ? in.take<std::uint16_t>() % 8192 : in.take<std::uint32_t>(); };
+    auto count = [&] {
+        return in.take<std::uint8_t>() < 200 ? in.take<std::uint16_t>() % 8192 : in.take<std::uint32_t>();
+    };
     switch (type) {
-        case Type::Tversion: e.u32(in.take<std::uint32_t>()), e.str(in.take<std::uint8_t>() < 240 ? "9P2000.L" : "9P2000"); break;
-        case Type::Tattach: e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str("u"), e.str(pick_name(in)), e.u32(in.take<std::uint16_t>()); break;
+        case Type::Tversion:
+            e.u32(in.take<std::uint32_t>()), e.str(in.take<std::uint8_t>() < 240 ? "9P2000.L" : "9P2000");
+            break;
+        case Type::Tattach:
+            e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str("u"), e.str(pick_name(in)), e.u32(in.take<std::uint16_t>());
+            break;
         case Type::Twalk: {
             e.u32(pick_fid(in)), e.u32(pick_fid(in));
             const std::uint16_t n = in.take<std::uint8_t>() % 18;
@@ -151,7 +161,9 @@ void body(fuzz::Input& in, Type type, Encoder& e) {
             break;
         }
         case Type::Tlopen: e.u32(pick_fid(in)), e.u32(flags()); break;
-        case Type::Tlcreate: e.u32(pick_fid(in)), e.str(pick_name(in)), e.u32(flags() | 0100), e.u32(in.take<std::uint16_t>()), e.u32(0); break;
+        case Type::Tlcreate:
+            e.u32(pick_fid(in)), e.str(pick_name(in)), e.u32(flags() | 0100), e.u32(in.take<std::uint16_t>()), e.u32(0);
+            break;
         case Type::Tread: e.u32(pick_fid(in)), e.u64(offset()), e.u32(count()); break;
         case Type::Twrite: {
             e.u32(pick_fid(in)), e.u64(offset());
@@ -161,11 +173,14 @@ void body(fuzz::Input& in, Type type, Encoder& e) {
             for (std::uint32_t i = 0; i < n; ++i) e.u8(static_cast<std::uint8_t>(i));
             break;
         }
-        case Type::Tclunk: case Type::Tremove: case Type::Treadlink: case Type::Tstatfs: e.u32(pick_fid(in)); break;
+        case Type::Tclunk:
+        case Type::Tremove:
+        case Type::Treadlink:
+        case Type::Tstatfs: e.u32(pick_fid(in)); break;
         case Type::Tgetattr: e.u32(pick_fid(in)), e.u64(in.take<std::uint64_t>()); break;
         case Type::Tsetattr:
-            e.u32(pick_fid(in)), e.u32(in.take<std::uint16_t>()), e.u32(in.take<std::uint16_t>() & 07777), e.u32(in.take<std::uint16_t>()),
-                e.u32(in.take<std::uint16_t>()), e.u64(offset());
+            e.u32(pick_fid(in)), e.u32(in.take<std::uint16_t>()), e.u32(in.take<std::uint16_t>() & 07777),
+                e.u32(in.take<std::uint16_t>()), e.u32(in.take<std::uint16_t>()), e.u64(offset());
             for (int i = 0; i < 4; ++i) e.u64(in.take<std::uint64_t>());
             break;
         case Type::Treaddir: e.u32(pick_fid(in)), e.u64(offset()), e.u32(count()); break;
@@ -176,17 +191,27 @@ void body(fuzz::Input& in, Type type, Encoder& e) {
                 e.u32(in.take<std::uint8_t>()), e.u32(0);
             break;
         case Type::Trename: e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str(pick_name(in)); break;
-        case Type::Trenameat: e.u32(pick_fid(in)), e.str(pick_name(in)), e.u32(pick_fid(in)), e.str(pick_name(in)); break;
-        case Type::Tunlinkat: e.u32(pick_fid(in)), e.str(pick_name(in)), e.u32(in.take<std::uint8_t>() & 1 ? 0x200 : in.take<std::uint32_t>()); break;
+        case Type::Trenameat:
+            e.u32(pick_fid(in)), e.str(pick_name(in)), e.u32(pick_fid(in)), e.str(pick_name(in));
+            break;
+        case Type::Tunlinkat:
+            e.u32(pick_fid(in)), e.str(pick_name(in)),
+                e.u32(in.take<std::uint8_t>() & 1 ? 0x200 : in.take<std::uint32_t>());
+            break;
         case Type::Tlink: e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str(pick_name(in)); break;
         case Type::Tfsync: e.u32(pick_fid(in)), e.u32(in.take<std::uint8_t>()); break;
-        case Type::Txattrwalk: e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str(in.take<std::uint8_t>() & 1 ? "" : "user.x"); break;
+        case Type::Txattrwalk:
+            e.u32(pick_fid(in)), e.u32(pick_fid(in)), e.str(in.take<std::uint8_t>() & 1 ? "" : "user.x");
+            break;
         case Type::Txattrcreate: e.u32(pick_fid(in)), e.str("user.x"), e.u64(in.take<std::uint16_t>()), e.u32(0); break;
         case Type::Tlock:
-            e.u32(pick_fid(in)), e.u8(in.take<std::uint8_t>() % 4), e.u32(in.take<std::uint8_t>()), e.u64(offset()), e.u64(offset()),
-                e.u32(1), e.str("c");
+            e.u32(pick_fid(in)), e.u8(in.take<std::uint8_t>() % 4), e.u32(in.take<std::uint8_t>()), e.u64(offset()),
+                e.u64(offset()), e.u32(1), e.str("c");
             break;
-        case Type::Tgetlock: e.u32(pick_fid(in)), e.u8(in.take<std::uint8_t>() % 4), e.u64(offset()), e.u64(offset()), e.u32(1), e.str("c"); break;
+        case Type::Tgetlock:
+            e.u32(pick_fid(in)), e.u8(in.take<std::uint8_t>() % 4), e.u64(offset()), e.u64(offset()), e.u32(1),
+                e.str("c");
+            break;
         case Type::Tflush: e.u16(in.take<std::uint16_t>()); break;
         default: e.u32(pick_fid(in)), e.str(pick_name(in)), e.str(""), e.u32(0); break;
     }

@@ -119,8 +119,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 case 8: model->set_unattached_bypass(value & 1); break;
                 default:
                     if (value & 1) model->attach(bdf.rid(), offset16 & 3, 0);
-                    else model->map(offset16 & 3, (value >> 8) & 0xfffff000, ((value >> 8) & 0xfffff000) + 0xfff,
-                                    layout::kRamBase + (offset16 & 0xff) * 0x1000, iommu::kMapRead | iommu::kMapWrite);
+                    else
+                        model->map(offset16 & 3, (value >> 8) & 0xfffff000, ((value >> 8) & 0xfffff000) + 0xfff,
+                                   layout::kRamBase + (offset16 & 0xff) * 0x1000, iommu::kMapRead | iommu::kMapWrite);
                     break;
             }
         }

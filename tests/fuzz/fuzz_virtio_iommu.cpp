@@ -61,18 +61,18 @@ void check_invariants(const iommu::Iommu& model, const MockIommuBackend& backend
 
 std::uint64_t pick_address(FuzzedDataProvider& fdp) {
     switch (fdp.ConsumeIntegralInRange<int>(0, 3)) {
-        case 0: return fdp.ConsumeIntegral<std::uint64_t>();                                   // anywhere
-        case 1: return fdp.ConsumeIntegralInRange<std::uint64_t>(0, 64) * 0x1000;               // small pages
+        case 0: return fdp.ConsumeIntegral<std::uint64_t>();                                      // anywhere
+        case 1: return fdp.ConsumeIntegralInRange<std::uint64_t>(0, 64) * 0x1000;                 // small pages
         case 2: return ~std::uint64_t{0} - fdp.ConsumeIntegralInRange<std::uint64_t>(0, 0x2000);  // the top
-        default: return kRamBase + fdp.ConsumeIntegralInRange<std::uint64_t>(0, kRamSize);       // guest RAM
+        default: return kRamBase + fdp.ConsumeIntegralInRange<std::uint64_t>(0, kRamSize);        // guest RAM
     }
 }
 
 // A request with fuzzed but mostly plausible fields, as wire bytes (the readable part).
 std::vector<std::uint8_t> make_request(FuzzedDataProvider& fdp) {
     std::vector<std::uint8_t> bytes(72, 0);
-    const std::uint8_t type = fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint8_t>(1, 5)
-                                                : fdp.ConsumeIntegral<std::uint8_t>();
+    const std::uint8_t type =
+        fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint8_t>(1, 5) : fdp.ConsumeIntegral<std::uint8_t>();
     bytes[0] = type;
     auto put32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(&bytes[at], &v, 4); };
     auto put64 = [&](std::size_t at, std::uint64_t v) { std::memcpy(&bytes[at], &v, 8); };
@@ -90,7 +90,8 @@ std::vector<std::uint8_t> make_request(FuzzedDataProvider& fdp) {
     }
     if (type == VIRTIO_IOMMU_T_MAP) {
         put64(24, pick_address(fdp));
-        put32(32, fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint32_t>(0, 7) : fdp.ConsumeIntegral<std::uint32_t>());
+        put32(32, fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<std::uint32_t>(0, 7)
+                                    : fdp.ConsumeIntegral<std::uint32_t>());
     }
     if (type == VIRTIO_IOMMU_T_ATTACH) put32(12, fdp.ConsumeIntegralInRange<std::uint32_t>(0, 3));  // flags
     if (fdp.ConsumeIntegralInRange<int>(0, 15) == 0) bytes[fdp.ConsumeIntegralInRange<std::size_t>(0, 71)] ^= 0xff;
@@ -113,7 +114,8 @@ public:
         iommu::VirtioIommuConfig config;
         config.features = fdp_.ConsumeIntegral<std::uint64_t>() | (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0);
         config.boot_bypass = fdp_.ConsumeBool();
-        config.window.page_size_mask = fdp_.ConsumeBool() ? ~std::uint64_t{0xfff} : (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0x10000);
+        config.window.page_size_mask =
+            fdp_.ConsumeBool() ? ~std::uint64_t{0xfff} : (fdp_.ConsumeBool() ? ~std::uint64_t{0} : 0x10000);
         if (fdp_.ConsumeBool()) {
             config.window.input_first = 0x1000;
             config.window.input_last = 0xffff'ffff;
@@ -165,15 +167,19 @@ private:
         const std::vector<std::uint8_t> bytes = make_request(fdp_);
         driver_->ram().write(in, bytes);
         driver_->ram().fill(out, kSlotSize - 128, 0xAA);
-        const std::uint32_t writable = fdp_.ConsumeBool() ? (bytes[0] == VIRTIO_IOMMU_T_PROBE ? 516u : 4u)
-                                                          : fdp_.ConsumeIntegralInRange<std::uint32_t>(0, kSlotSize - 128);
+        const std::uint32_t writable = fdp_.ConsumeBool()
+                                           ? (bytes[0] == VIRTIO_IOMMU_T_PROBE ? 516u : 4u)
+                                           : fdp_.ConsumeIntegralInRange<std::uint32_t>(0, kSlotSize - 128);
         std::vector<Segment> segments;
-        const std::uint32_t split = fdp_.ConsumeIntegralInRange<std::uint32_t>(0, static_cast<std::uint32_t>(bytes.size()));
+        const std::uint32_t split =
+            fdp_.ConsumeIntegralInRange<std::uint32_t>(0, static_cast<std::uint32_t>(bytes.size()));
         if (split > 0) segments.push_back({in, split, false});
-        if (bytes.size() > split) segments.push_back({in + split, static_cast<std::uint32_t>(bytes.size() - split), false});
+        if (bytes.size() > split)
+            segments.push_back({in + split, static_cast<std::uint32_t>(bytes.size() - split), false});
         if (writable > 0) segments.push_back({out, writable, true});
         if (segments.empty() || segments.size() > driver_->rings(0).size) return;
-        driver_->add_chain(0, segments, fdp_.ConsumeBool() ? support::ChainLayout::Indirect : support::ChainLayout::Direct);
+        driver_->add_chain(0, segments,
+                           fdp_.ConsumeBool() ? support::ChainLayout::Indirect : support::ChainLayout::Direct);
     }
 
     void kick_requests() {
@@ -212,7 +218,8 @@ private:
             case 5: {  // the guest scribbles over guest RAM (rings, buffers, tables)
                 const auto bytes = fdp_.ConsumeBytes<std::uint8_t>(fdp_.ConsumeIntegralInRange<std::size_t>(1, 64));
                 if (bytes.empty()) break;
-                const std::uint64_t at = kRamBase + fdp_.ConsumeIntegralInRange<std::uint64_t>(0, kRamSize - bytes.size());
+                const std::uint64_t at =
+                    kRamBase + fdp_.ConsumeIntegralInRange<std::uint64_t>(0, kRamSize - bytes.size());
                 if (!hits_used_ring(at, bytes.size())) driver_->ram().write(at, bytes);
                 break;
             }

@@ -71,9 +71,13 @@ public:
         // Bounded: each step consumes input, and there are at most 64 of them.
         for (int step = 0; step < 64 && fdp_.remaining_bytes() > 0; ++step) {
             switch (fdp_.ConsumeIntegralInRange<int>(0, 9)) {
-                case 0: case 1: case 2: transmit(); break;
-                case 3: case 4: rx_buffer(); break;
-                case 5: case 6: inbound(); break;
+                case 0:
+                case 1:
+                case 2: transmit(); break;
+                case 3:
+                case 4: rx_buffer(); break;
+                case 5:
+                case 6: inbound(); break;
                 case 7: config(); break;
                 case 8: corrupt(); break;
                 default:
@@ -87,7 +91,8 @@ public:
 
 private:
     void start() {
-        const std::uint64_t wanted = fdp_.ConsumeBool() ? support::FakeDriver::kAllFeatures : fdp_.ConsumeIntegral<std::uint64_t>();
+        const std::uint64_t wanted =
+            fdp_.ConsumeBool() ? support::FakeDriver::kAllFeatures : fdp_.ConsumeIntegral<std::uint64_t>();
         started_ = driver_->start(wanted, kQueueSize);
         driver_->set_auto_used_event(fdp_.ConsumeBool());
     }
@@ -142,8 +147,9 @@ private:
     }
 
     void inbound() {
-        const std::size_t size = fdp_.ConsumeBool() ? fdp_.ConsumeIntegralInRange<std::size_t>(0, 2000)
-                                                    : fdp_.ConsumeIntegralInRange<std::size_t>(0, virtio::Net::kMaxFrame + 16);
+        const std::size_t size = fdp_.ConsumeBool()
+                                     ? fdp_.ConsumeIntegralInRange<std::size_t>(0, 2000)
+                                     : fdp_.ConsumeIntegralInRange<std::size_t>(0, virtio::Net::kMaxFrame + 16);
         std::vector<std::uint8_t> frame(size, static_cast<std::uint8_t>(size));
         if (size >= 12 && fdp_.ConsumeBool()) frame[0] = fdp_.ConsumeIntegral<std::uint8_t>();
         state_->inbound.push_back(std::move(frame));
@@ -179,8 +185,8 @@ private:
             [](virtio::Device& d) { return static_cast<virtio::Net&>(d).pending_frames(); });
         require(held <= virtio::Net::kMaxPendingFrames);
         for (const auto& frame : state_->sent) require(frame.size() <= virtio::Net::kMaxFrame);
-        const virtio::NetStats s = driver_->transport().with_device(
-            [](virtio::Device& d) { return static_cast<virtio::Net&>(d).stats(); });
+        const virtio::NetStats s =
+            driver_->transport().with_device([](virtio::Device& d) { return static_cast<virtio::Net&>(d).stats(); });
         require(s.tx_packets == state_->sent.size());
         // Transmit completions carry length 0, unless the guest rewrote a descriptor to point a
         // receive buffer at its own used ring (corrupt()): then received bytes land there, which

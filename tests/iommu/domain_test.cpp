@@ -88,7 +88,8 @@ TEST_CASE("Domain stays fast with 200000 mappings (O(log n) lookup, insert and r
     // A linear structure would take minutes here; a tree takes well under a second even in ASan.
     // Reported, not asserted: a loaded machine must not fail the test (a linear one would still
     // show up as a run that does not end).
-    MESSAGE("insert/find/remove of " << kCount << " mappings: "
+    MESSAGE("insert/find/remove of "
+            << kCount << " mappings: "
             << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count()
             << " ms");
 }

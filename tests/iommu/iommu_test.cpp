@@ -69,7 +69,7 @@ TEST_CASE("MAP fans out to every external endpoint of the domain; a failure undo
         CHECK(m.backend->count(Op::Map) == 3);
         const auto before = m.backend->states();
         m.backend->fail_after(2, failure, Op::Map);  // the third endpoint refuses
-        const Status expected = failure == ListenerResult::NoMemory ? Status::NoMem
+        const Status expected = failure == ListenerResult::NoMemory  ? Status::NoMem
                                 : failure == ListenerResult::Invalid ? Status::Inval
                                                                      : Status::DevErr;
         CHECK(m.map_page(5, 2) == expected);
@@ -276,7 +276,9 @@ TEST_CASE("Random requests with random backend failures keep every backend equal
         switch (pick(5)) {
             case 0: m.iommu->attach(ep, domain, domain == 4 ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0); break;
             case 1: m.iommu->detach(ep, domain); break;
-            case 2: m.iommu->unmap(domain, page * kPage, (page + static_cast<std::uint64_t>(pick(4))) * kPage + kPage - 1); break;
+            case 2:
+                m.iommu->unmap(domain, page * kPage, (page + static_cast<std::uint64_t>(pick(4))) * kPage + kPage - 1);
+                break;
             case 3: m.iommu->set_unattached_bypass(pick(2) == 1); break;
             default: m.map_page(domain, page); break;
         }
@@ -301,7 +303,7 @@ TEST_CASE("Caps: mappings per domain, mappings overall and domains answer S_NOME
     CHECK(m.map_page(1, 4) == Status::NoMem);  // per domain
     CHECK(m.map_page(2, 0) == Status::Ok);
     CHECK(m.map_page(2, 1) == Status::Ok);
-    CHECK(m.map_page(2, 2) == Status::NoMem);  // overall
+    CHECK(m.map_page(2, 2) == Status::NoMem);        // overall
     CHECK(m.iommu->attach(11, 3, 0) == Status::Ok);  // moving the only member frees domain 2
     CHECK(m.iommu->stats().live_mappings == 4);
     check_mirrors(m);

@@ -86,8 +86,8 @@ TEST_CASE("encode_fault lays out a 24-byte report with only defined bits set") {
     CHECK(wire.endpoint == 5);
     CHECK(wire.address == 0x1234'5678'9abc);
     // A refused MAP reports the mapping's permissions.
-    const auto refused = encode_fault({5, iommu::FaultReason::Mapping, iommu::Access::Read, 0x1000,
-                                       iommu::kMapRead | iommu::kMapWrite});
+    const auto refused =
+        encode_fault({5, iommu::FaultReason::Mapping, iommu::Access::Read, 0x1000, iommu::kMapRead | iommu::kMapWrite});
     CHECK(refused.flags == (VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
     const auto tail = make_tail(iommu::Status::Range);
     CHECK((tail.status == 5 && tail.reserved[0] == 0 && tail.reserved[1] == 0 && tail.reserved[2] == 0));

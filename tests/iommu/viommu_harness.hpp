@@ -124,8 +124,8 @@ public:
         auto owned = std::make_unique<iommu::VirtioIommu>(iommu, options_.config);
         device = owned.get();
         driver = std::make_unique<support::FakeDriver>(
-            std::move(owned), std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase,
-                                                                      options_.ram_size));
+            std::move(owned),
+            std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, options_.ram_size));
         forwarder = std::make_unique<iommu::FaultForwarder>(iommu, driver->transport(), *device);
         for (std::uint16_t i = 0; i < options_.queue_size; ++i) {
             slots_.push_back({ram().alloc(256), ram().alloc(options_.config.probe_size + 512)});
@@ -245,9 +245,9 @@ public:
     };
     // The GPA fragments of [iova, iova + length), or nullopt if the access faults.
     std::optional<std::vector<std::pair<std::uint64_t, std::uint64_t>>> translate(std::uint32_t endpoint,
-                                                                                   std::uint64_t iova,
-                                                                                   std::uint64_t length,
-                                                                                   Access access = Access::Read) {
+                                                                                  std::uint64_t iova,
+                                                                                  std::uint64_t length,
+                                                                                  Access access = Access::Read) {
         Fragments fragments;
         if (!iommu->translator(endpoint)->translate(vmm::Iova{iova}, length, access, fragments)) {
             CHECK(fragments.pieces.empty());  // no fragment delivered when the access fails

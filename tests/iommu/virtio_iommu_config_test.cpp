@@ -349,7 +349,7 @@ TEST_CASE("G8 used-buffer interrupts honour NO_INTERRUPT and, with EVENT_IDX, us
     CHECK(h.attach(2, 1) == S(Status::Ok));
     CHECK(h.driver->irq().take() == 1);
 
-    REQUIRE(h.start());  // EVENT_IDX negotiated: notify only when used idx passes used_event
+    REQUIRE(h.start());                      // EVENT_IDX negotiated: notify only when used idx passes used_event
     CHECK(h.attach(1, 1) == S(Status::Ok));  // used idx 0 -> 1 (the first one always notifies)
     h.driver->irq().take();
     h.driver->set_used_event(0, 3);

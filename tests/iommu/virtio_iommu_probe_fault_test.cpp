@@ -183,8 +183,9 @@ TEST_CASE("D49 RESV_MEM reserved bytes are zero") {
 
 TEST_CASE("D50 an endpoint reports at most one MSI region (a second one is refused at setup)") {
     iommu::Iommu model;
-    CHECK_THROWS_AS(model.add_endpoint({1, {region(0, 0xfff, ResvKind::Msi), region(0x2000, 0x2fff, ResvKind::Msi)}, {}}),
-                    vmm::SetupError);
+    CHECK_THROWS_AS(
+        model.add_endpoint({1, {region(0, 0xfff, ResvKind::Msi), region(0x2000, 0x2fff, ResvKind::Msi)}, {}}),
+        vmm::SetupError);
     Harness h(with_regions());
     REQUIRE(h.start());
     int msi = 0;
@@ -285,9 +286,9 @@ TEST_CASE("Translation spans several contiguous mappings, one fragment each; any
     CHECK(h.translate(1, 0x0ff0, 0x3010) ==
           Pieces{{kRam + 0x5ff0, 0x10}, {kRam + 0x1000, 0x2000}, {kRam + 0x9000, 0x1000}});
     CHECK_FALSE(h.translate(1, 0x0ff0, 0x3010, Access::Write));  // the last page is read-only
-    CHECK_FALSE(h.translate(1, 0x3ff0, 0x20));                     // runs into the hole
-    CHECK_FALSE(h.translate(1, ~std::uint64_t{0} - 1, 4));          // wraps
-    CHECK_FALSE(h.translate(1, 0, 0));                              // empty
+    CHECK_FALSE(h.translate(1, 0x3ff0, 0x20));                   // runs into the hole
+    CHECK_FALSE(h.translate(1, ~std::uint64_t{0} - 1, 4));       // wraps
+    CHECK_FALSE(h.translate(1, 0, 0));                           // empty
     // Real data across the fragments.
     vmm::DmaMemory dma(h.ram().memory(), h.iommu->translator(1));
     std::vector<std::uint8_t> data(0x20);

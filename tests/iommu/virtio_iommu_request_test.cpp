@@ -179,18 +179,19 @@ TEST_CASE("D20 ATTACH of an attached endpoint detaches it first, destroying an e
     REQUIRE(h.attach(1, 2) == S(Status::Ok));  // implicit detach from 1
     CHECK_FALSE(h.iommu->domain_stats(1));
     CHECK(h.map(1, 0, kPage - 1, kRam) == S(Status::NoEnt));  // domain 1 is gone
-    CHECK_FALSE(h.gpa_of(1, 0x10));                             // its mapping is unreachable
+    CHECK_FALSE(h.gpa_of(1, 0x10));                           // its mapping is unreachable
     REQUIRE(h.attach(2, 2) == S(Status::Ok));
     REQUIRE(h.attach(1, 1) == S(Status::Ok));  // a new, empty domain 1
     CHECK(ranges(h, 1).empty());
     CHECK(h.iommu->domain_stats(2)->endpoints == std::vector<iommu::EndpointId>{2});  // 2 stays
-    CHECK(h.attach(1, 1) == S(Status::Ok));  // same domain again: a no-op
+    CHECK(h.attach(1, 1) == S(Status::Ok));                                           // same domain again: a no-op
     CHECK(h.iommu->domain_stats(1)->endpoints.size() == 1);
 }
 
 TEST_CASE("D21 ATTACH is refused with S_UNSUPP when the endpoint's reserved regions clash with the domain") {
     Options options;
-    options.endpoints.push_back({3, {{vmm::Iova{0x800'0000}, vmm::Iova{0x80f'ffff}, iommu::ResvKind::Reserved}}, nullptr});
+    options.endpoints.push_back(
+        {3, {{vmm::Iova{0x800'0000}, vmm::Iova{0x80f'ffff}, iommu::ResvKind::Reserved}}, nullptr});
     Harness h(options);
     REQUIRE(h.start());
     REQUIRE(h.attach(1, 1) == S(Status::Ok));
@@ -218,8 +219,8 @@ TEST_CASE("D23 ATTACH to an unknown domain creates it, as a bypass domain with A
     REQUIRE(h.attach(2, 12, VIRTIO_IOMMU_ATTACH_F_BYPASS) == S(Status::Ok));
     CHECK_FALSE(h.iommu->domain_stats(11)->bypass);
     CHECK(h.iommu->domain_stats(12)->bypass);
-    CHECK_FALSE(h.gpa_of(1, kRam));                 // empty translating domain
-    CHECK(h.gpa_of(2, kRam + 8) == kRam + 8);        // bypass domain
+    CHECK_FALSE(h.gpa_of(1, kRam));            // empty translating domain
+    CHECK(h.gpa_of(2, kRam + 8) == kRam + 8);  // bypass domain
 }
 
 // ---- DETACH ---------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ TEST_CASE("D27 once detached, an endpoint cannot reach the domain's mappings") {
     REQUIRE(h.detach(1, 1) == S(Status::Ok));
     // bypass = 1 (the default): unattached means identity, not the old mapping...
     CHECK(h.gpa_of(1, 0) == 0u);
-    CHECK(h.gpa_of(2, 0) == kRam);  // ...and the other member still translates
+    CHECK(h.gpa_of(2, 0) == kRam);     // ...and the other member still translates
     h.driver->write_config(36, 1, 0);  // bypass = 0: blocked
     CHECK_FALSE(h.gpa_of(1, 0));
 }
@@ -297,13 +298,13 @@ TEST_CASE("D30 MAP overlapping an existing mapping (exactly, partly or around it
     REQUIRE(h.start());
     REQUIRE(h.attach(1, 1) == S(Status::Ok));
     REQUIRE(h.map(1, 0x4000, 0x7fff, kRam) == S(Status::Ok));
-    CHECK(h.map(1, 0x4000, 0x7fff, kRam) == S(Status::Inval));    // exact
-    CHECK(h.map(1, 0x2000, 0x4fff, kRam) == S(Status::Inval));    // overlaps the start
-    CHECK(h.map(1, 0x7000, 0x8fff, kRam) == S(Status::Inval));    // overlaps the end
-    CHECK(h.map(1, 0x5000, 0x5fff, kRam) == S(Status::Inval));    // inside
-    CHECK(h.map(1, 0x0000, 0xffff, kRam) == S(Status::Inval));    // around
+    CHECK(h.map(1, 0x4000, 0x7fff, kRam) == S(Status::Inval));  // exact
+    CHECK(h.map(1, 0x2000, 0x4fff, kRam) == S(Status::Inval));  // overlaps the start
+    CHECK(h.map(1, 0x7000, 0x8fff, kRam) == S(Status::Inval));  // overlaps the end
+    CHECK(h.map(1, 0x5000, 0x5fff, kRam) == S(Status::Inval));  // inside
+    CHECK(h.map(1, 0x0000, 0xffff, kRam) == S(Status::Inval));  // around
     CHECK(ranges(h, 1) == Ranges{{0x4000, 0x7fff}});
-    CHECK(h.map(1, 0x3000, 0x3fff, kRam) == S(Status::Ok));       // adjacent is fine
+    CHECK(h.map(1, 0x3000, 0x3fff, kRam) == S(Status::Ok));  // adjacent is fine
     CHECK(h.map(1, 0x8000, 0x8fff, kRam) == S(Status::Ok));
 }
 
@@ -361,7 +362,7 @@ TEST_CASE("D35 MAP honours input_range, MMIO only with F_MMIO, and PA = VA - vir
     Harness h(options);
     REQUIRE(h.start(kAll & ~feature(VIRTIO_IOMMU_F_MMIO)));
     REQUIRE(h.attach(1, 1) == S(Status::Ok));
-    CHECK(h.map(1, 0x0f000, 0x10fff, kRam) == S(Status::Range));          // starts below
+    CHECK(h.map(1, 0x0f000, 0x10fff, kRam) == S(Status::Range));            // starts below
     CHECK(h.map(1, 0xffff'f000, 0x1'0000'0fff, kRam) == S(Status::Range));  // ends above
     CHECK(h.unmap(1, 0, 0x1'0000'0000) == S(Status::Range));
     CHECK(h.map(1, 0x20000, 0x20fff, 0x0900'0000, VIRTIO_IOMMU_MAP_F_WRITE | VIRTIO_IOMMU_MAP_F_MMIO) ==

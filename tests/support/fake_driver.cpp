@@ -165,7 +165,8 @@ std::uint16_t FakeDriver::write_chain(std::uint16_t q, std::span<const Segment> 
         vring_desc d{};
         d.addr = bus(s.addr);
         d.len = s.len;
-        d.flags = static_cast<std::uint16_t>((s.writable ? VRING_DESC_F_WRITE : 0) | (has_next ? VRING_DESC_F_NEXT : 0));
+        d.flags =
+            static_cast<std::uint16_t>((s.writable ? VRING_DESC_F_WRITE : 0) | (has_next ? VRING_DESC_F_NEXT : 0));
         d.next = next;
         return d;
     };

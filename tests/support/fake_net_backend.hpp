@@ -19,7 +19,7 @@ public:
     struct State {
         bool vnet_header = false;
         std::uint64_t offloads = 0;
-        std::uint64_t offloads_set = 0;     // last set_offloads() argument
+        std::uint64_t offloads_set = 0;        // last set_offloads() argument
         std::size_t send_capacity = SIZE_MAX;  // sends accepted before send() reports full
         std::vector<std::vector<std::uint8_t>> sent;
         std::vector<std::size_t> flushed_at;  // sent.size() at every flush()

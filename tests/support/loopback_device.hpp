@@ -19,7 +19,7 @@ namespace support {
 
 class LoopbackDevice final : public virtio::Device {
 public:
-    static constexpr std::uint32_t kDeviceId = 0x4c42;   // not a real virtio id; tests only
+    static constexpr std::uint32_t kDeviceId = 0x4c42;  // not a real virtio id; tests only
     static constexpr std::uint64_t kFeatureA = virtio::feature_bit(0);
     static constexpr std::uint64_t kFeatureB = virtio::feature_bit(1);  // needs A (see accept_features)
 

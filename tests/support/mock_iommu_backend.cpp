@@ -33,7 +33,8 @@ ListenerResult MockIommuBackend::finish(Op op, EndpointId endpoint, ListenerResu
 
 ListenerResult MockIommuBackend::detach(EndpointId endpoint, bool bypass) {
     ListenerResult injected;
-    const bool refused = bypass && std::find(bypass_refused_.begin(), bypass_refused_.end(), endpoint) != bypass_refused_.end();
+    const bool refused =
+        bypass && std::find(bypass_refused_.begin(), bypass_refused_.end(), endpoint) != bypass_refused_.end();
     if (refused) injected = ListenerResult::NoMemory;
     if (refused || should_fail(Op::Detach, endpoint, injected)) {
         // A refused bypass leaves the endpoint blocked; a refused block (the host would not
@@ -56,7 +57,8 @@ ListenerResult MockIommuBackend::attach(EndpointId endpoint, DomainId domain, bo
     if (counting_only_) return finish(Op::Attach, endpoint, fail ? injected : ListenerResult::Ok);
     EndpointState& state = states_[endpoint];
     if (state.mode == Mode::Domain)
-        violation("attach of endpoint " + std::to_string(endpoint) + " while in domain " + std::to_string(state.domain));
+        violation("attach of endpoint " + std::to_string(endpoint) + " while in domain " +
+                  std::to_string(state.domain));
     if (bypass && mappings.size() != 0) violation("attach to a bypass domain with mappings");
     state = EndpointState{};  // a failed attach leaves the endpoint blocked
     if (fail) return finish(Op::Attach, endpoint, injected);

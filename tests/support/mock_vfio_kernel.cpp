@@ -77,7 +77,7 @@ void MockVfioKernel::make_nvme_like(MockDevice& d, std::uint64_t bar0_size, unsi
     c[0x51] = 0x60;
     c[0x60] = PCI_CAP_ID_EXP;
     c[0x61] = 0x9c;
-    put16(c, 0x62, 0x0002);  // version 2, endpoint
+    put16(c, 0x62, 0x0002);      // version 2, endpoint
     put32(c, 0x64, 0x12345678);  // device capabilities: passed through
     c[0x9c] = PCI_CAP_ID_VNDR;
     c[0x9d] = 0;
@@ -128,7 +128,8 @@ std::uint64_t MockVfioKernel::dma_bytes() const {
 }
 
 std::size_t MockVfioKernel::containers_open() const {
-    return static_cast<std::size_t>(std::count_if(fds_.begin(), fds_.end(), [](const auto& f) { return f.second.kind == Kind::Container; }));
+    return static_cast<std::size_t>(
+        std::count_if(fds_.begin(), fds_.end(), [](const auto& f) { return f.second.kind == Kind::Container; }));
 }
 
 int MockVfioKernel::region_fd(const std::string& bdf, unsigned bar) {
@@ -142,13 +143,16 @@ int MockVfioKernel::region_fd(const std::string& bdf, unsigned bar) {
     return fd;
 }
 
-std::vector<std::uint8_t> MockVfioKernel::bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset, std::size_t size) {
+std::vector<std::uint8_t> MockVfioKernel::bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
+                                                    std::size_t size) {
     std::vector<std::uint8_t> out(size);
-    if (::pread(region_fd(bdf, bar), out.data(), size, static_cast<off_t>(offset)) != static_cast<ssize_t>(size)) out.clear();
+    if (::pread(region_fd(bdf, bar), out.data(), size, static_cast<off_t>(offset)) != static_cast<ssize_t>(size))
+        out.clear();
     return out;
 }
 
-void MockVfioKernel::set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset, const std::vector<std::uint8_t>& bytes) {
+void MockVfioKernel::set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
+                                   const std::vector<std::uint8_t>& bytes) {
     if (::pwrite(region_fd(bdf, bar), bytes.data(), bytes.size(), static_cast<off_t>(offset)) < 0) return;
 }
 
@@ -321,7 +325,8 @@ int MockVfioKernel::container_ioctl(Fd& c, unsigned long request, void* arg) {
         case VFIO_IOMMU_GET_INFO: {
             auto* info = static_cast<vfio_iommu_type1_info*>(arg);
             const std::size_t ranges_at = sizeof(vfio_iommu_type1_info);
-            const std::size_t ranges_size = sizeof(vfio_iommu_type1_info_cap_iova_range) + iova_ranges_.size() * sizeof(vfio_iova_range);
+            const std::size_t ranges_size =
+                sizeof(vfio_iommu_type1_info_cap_iova_range) + iova_ranges_.size() * sizeof(vfio_iova_range);
             const std::size_t avail_at = (ranges_at + ranges_size + 7) & ~std::size_t{7};
             const std::size_t needed = avail_at + sizeof(vfio_iommu_type1_info_dma_avail);
             const std::size_t given = info->argsz;
@@ -410,7 +415,8 @@ int MockVfioKernel::group_ioctl(int fd, Fd& g, unsigned long request, void* arg)
     switch (request) {
         case VFIO_GROUP_GET_STATUS: {
             auto* status = static_cast<vfio_group_status*>(arg);
-            status->flags = (viable_[g.group] ? VFIO_GROUP_FLAGS_VIABLE : 0u) | (g.container >= 0 ? VFIO_GROUP_FLAGS_CONTAINER_SET : 0u);
+            status->flags = (viable_[g.group] ? VFIO_GROUP_FLAGS_VIABLE : 0u) |
+                            (g.container >= 0 ? VFIO_GROUP_FLAGS_CONTAINER_SET : 0u);
             return 0;
         }
         case VFIO_GROUP_SET_CONTAINER: {
@@ -468,9 +474,11 @@ int MockVfioKernel::region_info(MockDevice& d, void* arg) {
     if (index >= 6 || d.bars[index].size == 0) return 0;
     const MockBar& bar = d.bars[index];
     info->size = bar.size;
-    info->flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | (bar.mmap ? VFIO_REGION_INFO_FLAG_MMAP : 0u);
+    info->flags =
+        VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | (bar.mmap ? VFIO_REGION_INFO_FLAG_MMAP : 0u);
     std::size_t caps = 0;
-    if (bar.has_sparse) caps += sizeof(vfio_region_info_cap_sparse_mmap) + bar.sparse.size() * sizeof(vfio_region_sparse_mmap_area);
+    if (bar.has_sparse)
+        caps += sizeof(vfio_region_info_cap_sparse_mmap) + bar.sparse.size() * sizeof(vfio_region_sparse_mmap_area);
     const std::size_t msix_at = sizeof(vfio_region_info) + ((caps + 7) & ~std::size_t{7});
     if (bar.msix_mappable) caps = msix_at - sizeof(vfio_region_info) + sizeof(vfio_info_cap_header);
     if (caps == 0) return 0;
@@ -518,7 +526,8 @@ int MockVfioKernel::device_ioctl(Fd& f, unsigned long request, void* arg) {
         case VFIO_DEVICE_GET_IRQ_INFO: {
             auto* info = static_cast<vfio_irq_info*>(arg);
             info->flags = VFIO_IRQ_INFO_EVENTFD;
-            info->count = info->index == VFIO_PCI_MSIX_IRQ_INDEX ? d.msix_vectors : (info->index == VFIO_PCI_INTX_IRQ_INDEX ? 1 : 0);
+            info->count = info->index == VFIO_PCI_MSIX_IRQ_INDEX ? d.msix_vectors
+                                                                 : (info->index == VFIO_PCI_INTX_IRQ_INDEX ? 1 : 0);
             return 0;
         }
         case VFIO_DEVICE_SET_IRQS: {

@@ -79,7 +79,10 @@ public:
     // ---- failure injection: after `successes` more successful calls the next fails with -err
     void fail_map_after(std::size_t successes, int err) { map_failure_ = {successes, err}; }
     void fail_unmap_after(std::size_t successes, int err) { unmap_failure_ = {successes, err}; }
-    void clear_failures() { map_failure_.reset(); unmap_failure_.reset(); }
+    void clear_failures() {
+        map_failure_.reset();
+        unmap_failure_.reset();
+    }
 
     // ---- inspection
     MockDevice& device(const std::string& bdf) { return devices_.at(bdf); }
@@ -95,7 +98,8 @@ public:
     const std::vector<std::string>& close_log() const { return close_log_; }
     // The BAR's backing bytes (what mmap and pread/pwrite see).
     std::vector<std::uint8_t> bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset, std::size_t size);
-    void set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset, const std::vector<std::uint8_t>& bytes);
+    void set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
+                       const std::vector<std::uint8_t>& bytes);
 
     // ---- Kernel
     int open(const std::string& path, int flags) override;
@@ -116,11 +120,11 @@ private:
     enum class Kind { Container, Group, Device };
     struct Fd {
         Kind kind = Kind::Container;
-        unsigned group = 0;       // Group
-        std::string bdf;          // Device
-        int container = -1;       // Group: the container it joined
-        bool iommu_set = false;   // Container
-        std::vector<MockDma> dma; // Container
+        unsigned group = 0;        // Group
+        std::string bdf;           // Device
+        int container = -1;        // Group: the container it joined
+        bool iommu_set = false;    // Container
+        std::vector<MockDma> dma;  // Container
     };
     struct Failure {
         std::size_t successes;

@@ -120,8 +120,9 @@ struct PageSplittingTranslator final : vmm::Translator {
 TEST_CASE("Blk reads and writes through a translating IOMMU view across page boundaries") {
     TempImage image;
     auto translator = std::make_shared<PageSplittingTranslator>();
-    FakeDriver driver(std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path(), false), virtio::BlkOptions{}),
-                      nullptr, translator);
+    FakeDriver driver(
+        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path(), false), virtio::BlkOptions{}), nullptr,
+        translator);
     REQUIRE(driver.start());
     REQUIRE(virtio::has_feature(driver.negotiated(), VIRTIO_F_ACCESS_PLATFORM));
     virtio_blk_outhdr h{};
@@ -276,8 +277,8 @@ TEST_CASE("Blk answers IOERR for requests beyond the capacity or whose sector ma
     const std::uint64_t status = f.driver.ram().alloc(1);
     const std::uint64_t capacity = std::uint64_t{kImageSize} / 512;
     const std::uint64_t all_ones = ~std::uint64_t{0};
-    for (std::uint64_t sector : std::vector<std::uint64_t>{capacity, capacity + 1, all_ones, (all_ones >> 9) + 1,
-                                                          all_ones / 512}) {
+    for (std::uint64_t sector :
+         std::vector<std::uint64_t>{capacity, capacity + 1, all_ones, (all_ones >> 9) + 1, all_ones / 512}) {
         f.driver.ram().fill(data, 512, 0xaa);
         const std::uint64_t hdr = f.header(VIRTIO_BLK_T_IN, sector);
         auto r = f.submit({{hdr, 16, false}, {data, 512, true}, {status, 1, true}}, status);
@@ -333,26 +334,24 @@ TEST_CASE("Blk answers IOERR when a data buffer lies outside guest RAM") {
     CHECK(r.status == VIRTIO_BLK_S_IOERR);
     CHECK(r.used_len == 0);  // the data area could not be written: nothing is claimed
     const std::uint64_t out = f.header(VIRTIO_BLK_T_OUT, 0);
-    CHECK(f.submit({{out, 16, false}, {0x1000, 512, false}, {status, 1, true}}, status).status ==
-          VIRTIO_BLK_S_IOERR);
+    CHECK(f.submit({{out, 16, false}, {0x1000, 512, false}, {status, 1, true}}, status).status == VIRTIO_BLK_S_IOERR);
 }
 
 TEST_CASE("Blk reports host I/O failures as IOERR and keeps serving") {
     FakeDriver driver(std::make_unique<virtio::Blk>(std::make_unique<FailingBackend>(), virtio::BlkOptions{}));
     REQUIRE(driver.start());
-    for (std::uint32_t type : {std::uint32_t{VIRTIO_BLK_T_IN}, std::uint32_t{VIRTIO_BLK_T_OUT},
-                               std::uint32_t{VIRTIO_BLK_T_FLUSH}}) {
+    for (std::uint32_t type :
+         {std::uint32_t{VIRTIO_BLK_T_IN}, std::uint32_t{VIRTIO_BLK_T_OUT}, std::uint32_t{VIRTIO_BLK_T_FLUSH}}) {
         virtio_blk_outhdr h{};
         h.type = type;
         const std::uint64_t hdr = driver.ram().alloc(16);
         driver.ram().write_obj(hdr, h);
         const std::uint64_t data = driver.ram().alloc(512);
         const std::uint64_t status = driver.ram().alloc(1);
-        if (type == VIRTIO_BLK_T_FLUSH)
-            driver.add_chain(0, {Segment{hdr, 16, false}, Segment{status, 1, true}});
+        if (type == VIRTIO_BLK_T_FLUSH) driver.add_chain(0, {Segment{hdr, 16, false}, Segment{status, 1, true}});
         else
-            driver.add_chain(0, {Segment{hdr, 16, false}, Segment{data, 512, type == VIRTIO_BLK_T_IN},
-                                 Segment{status, 1, true}});
+            driver.add_chain(
+                0, {Segment{hdr, 16, false}, Segment{data, 512, type == VIRTIO_BLK_T_IN}, Segment{status, 1, true}});
         driver.kick(0);
         REQUIRE(driver.pop_used(0));
         CHECK(driver.ram().read_obj<std::uint8_t>(status) == VIRTIO_BLK_S_IOERR);
@@ -382,8 +381,9 @@ TEST_CASE("Blk: a request whose 512 KiB indirect table aliases one 128 KiB buffe
     // request outside the disk zero-filled all of it, and a within-disk one read that much.
     TempImage image;
     auto counter = std::make_shared<support::CountingTranslator>();
-    FakeDriver driver(std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path(), false), virtio::BlkOptions{}),
-                      nullptr, counter);
+    FakeDriver driver(
+        std::make_unique<virtio::Blk>(virtio::FileBackend::open(image.path(), false), virtio::BlkOptions{}), nullptr,
+        counter);
     REQUIRE(driver.start());
     const std::uint64_t buffer = driver.ram().alloc(support::kAliasedBuffer, 4096);
     const std::uint64_t status = driver.ram().alloc(1);
@@ -412,6 +412,7 @@ TEST_CASE("Blk: a request whose 512 KiB indirect table aliases one 128 KiB buffe
     }
     CHECK(image.read(0, 512) == TempImage().read(0, 512));  // nothing written to the disk
     // The largest request a driver may send (size_max * seg_max) is still served.
-    CHECK(driver.read_config(offsetof(virtio_blk_config, size_max), 4) * driver.read_config(offsetof(virtio_blk_config, seg_max), 4) <=
+    CHECK(driver.read_config(offsetof(virtio_blk_config, size_max), 4) *
+              driver.read_config(offsetof(virtio_blk_config, seg_max), 4) <=
           virtio::Blk::kMaxRequestData);
 }

@@ -57,7 +57,8 @@ TEST_CASE("Console sends guest output from the transmit queue to the sink") {
     const std::uint64_t b = f.driver.ram().alloc(text.size() - 5);
     f.driver.ram().write(a, {reinterpret_cast<const std::uint8_t*>(text.data()), 5});
     f.driver.ram().write(b, {reinterpret_cast<const std::uint8_t*>(text.data()) + 5, text.size() - 5});
-    const std::uint16_t head = f.driver.add_chain(1, {Segment{a, 5, false}, Segment{b, std::uint32_t(text.size() - 5), false}});
+    const std::uint16_t head =
+        f.driver.add_chain(1, {Segment{a, 5, false}, Segment{b, std::uint32_t(text.size() - 5), false}});
     f.driver.kick(1);
     CHECK(f.output == text);
     auto used = f.driver.pop_used(1);
@@ -178,7 +179,8 @@ TEST_CASE("Console input after FAILED or DEVICE_NEEDS_RESET touches no ring") {
     CHECK(as_string(f.driver.ram().read_bytes(buf2, 4)) == "abcd");
 }
 
-TEST_CASE("Console: transmit buffers aliasing one 128 KiB buffer through 512 KiB indirect tables are cut, not sent whole") {
+TEST_CASE(
+    "Console: transmit buffers aliasing one 128 KiB buffer through 512 KiB indirect tables are cut, not sent whole") {
     // Each chain claims 4 GiB; before the cut, four of them sent 16 GiB to the sink.
     std::string output;
     auto ram = std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, 8 << 20);
@@ -198,5 +200,6 @@ TEST_CASE("Console: transmit buffers aliasing one 128 KiB buffer through 512 KiB
     CHECK(counter->read_bytes - before <= kRequests * (virtio::Console::kMaxTransmit + 512 * 1024 + 4096));
     const std::uint64_t dropped = driver.transport().with_device(
         [](virtio::Device& d) { return static_cast<virtio::Console&>(d).dropped_output(); });
-    CHECK(dropped == kRequests * (std::uint64_t{support::kIndirectEntries} * support::kAliasedBuffer - virtio::Console::kMaxTransmit));
+    CHECK(dropped == kRequests * (std::uint64_t{support::kIndirectEntries} * support::kAliasedBuffer -
+                                  virtio::Console::kMaxTransmit));
 }

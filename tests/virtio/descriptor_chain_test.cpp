@@ -230,7 +230,8 @@ TEST_CASE("DescriptorChain that fails after the inline capacity exposes no buffe
     Table t;
     const std::uint64_t indirect = t.ram.alloc(16ULL * 20, 16);
     for (std::uint16_t i = 0; i < 20; ++i)  // 18 writable, then a readable one: invalid order
-        t.set(indirect, i, t.buffer, 4, static_cast<std::uint16_t>((i < 18 ? VRING_DESC_F_WRITE : 0) | VRING_DESC_F_NEXT),
+        t.set(indirect, i, t.buffer, 4,
+              static_cast<std::uint16_t>((i < 18 ? VRING_DESC_F_WRITE : 0) | VRING_DESC_F_NEXT),
               static_cast<std::uint16_t>(i + 1));
     t.set(indirect, 19, t.buffer, 4, 0);
     t.set(0, indirect, 16U * 20, VRING_DESC_F_INDIRECT);

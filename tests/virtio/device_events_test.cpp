@@ -30,7 +30,7 @@ class EventDevice final : public virtio::Device {
 public:
     int source = -1;
     unsigned kicks = 0, ready = 0, updates = 0;
-    bool pass_wanted = false;  // asked once, at the next update
+    bool pass_wanted = false;        // asked once, at the next update
     std::function<void()> on_event;  // after a kick or a ready source (a test stops the loop)
 
     std::string_view name() const override { return "events"; }

@@ -83,8 +83,8 @@ TEST_CASE("G2 MmioTransport masks transport features the core does not implement
                   feature_bit(VIRTIO_F_ACCESS_PLATFORM) | feature_bit(VIRTIO_F_IN_ORDER);
     Fixture f(p);
     const std::uint64_t offered = f.driver.device_features();
-    CHECK(offered == (LoopbackDevice::kFeatureA | LoopbackDevice::kFeatureB | feature_bit(28) | feature_bit(29) |
-                      kVersion1));
+    CHECK(offered ==
+          (LoopbackDevice::kFeatureA | LoopbackDevice::kFeatureB | feature_bit(28) | feature_bit(29) | kVersion1));
     f.driver.write_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
     CHECK(f.driver.read_reg(VIRTIO_MMIO_DEVICE_FEATURES) == 1);  // bits 32-63: only VERSION_1
     f.driver.write_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
@@ -170,9 +170,8 @@ TEST_CASE("G6 InterruptStatus bits stay set until acknowledged, and only those b
     Fixture f;
     REQUIRE(f.driver.start());
     f.echo();
-    f.driver.transport().with_device([](virtio::Device& d) {
-        static_cast<LoopbackDevice&>(d).context()->signal_config_change();
-    });
+    f.driver.transport().with_device(
+        [](virtio::Device& d) { static_cast<LoopbackDevice&>(d).context()->signal_config_change(); });
     CHECK(f.driver.read_reg(VIRTIO_MMIO_INTERRUPT_STATUS) == (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG));
     CHECK(f.driver.read_reg(VIRTIO_MMIO_INTERRUPT_STATUS) == (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG));
     f.driver.write_reg(VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
@@ -185,9 +184,8 @@ TEST_CASE("G6 ConfigGeneration changes when the device changes its configuration
     Fixture f;
     REQUIRE(f.driver.start());
     const std::uint32_t before = f.driver.read_reg(VIRTIO_MMIO_CONFIG_GENERATION);
-    f.driver.transport().with_device([](virtio::Device& d) {
-        static_cast<LoopbackDevice&>(d).context()->signal_config_change();
-    });
+    f.driver.transport().with_device(
+        [](virtio::Device& d) { static_cast<LoopbackDevice&>(d).context()->signal_config_change(); });
     CHECK(f.driver.read_reg(VIRTIO_MMIO_CONFIG_GENERATION) != before);
     CHECK(f.driver.irq().count() == 1);
 }

@@ -70,7 +70,8 @@ struct Fixture {
         const std::uint64_t f = d().ram().alloc(frame.size());
         d().ram().write_obj(h, header);
         d().ram().write(f, frame);
-        const std::uint16_t head = d().add_chain(1, {Segment{h, kHdr, false}, Segment{f, std::uint32_t(frame.size()), false}});
+        const std::uint16_t head =
+            d().add_chain(1, {Segment{h, kHdr, false}, Segment{f, std::uint32_t(frame.size()), false}});
         d().kick(1);
         return head;
     }
@@ -94,7 +95,8 @@ TEST_CASE("virtio-net describes itself: MAC, link up, mergeable buffers, no offl
     CHECK_FALSE(virtio::has_feature(features, VIRTIO_NET_F_GUEST_TSO4));
     CHECK_FALSE(virtio::has_feature(features, VIRTIO_NET_F_CTRL_VQ));
     REQUIRE(f.d().start());
-    for (unsigned i = 0; i < 6; ++i) CHECK(f.d().read_config(i, 1) == std::array<unsigned, 6>{0x52, 0x54, 0, 0xab, 0xcd, 0xef}[i]);
+    for (unsigned i = 0; i < 6; ++i)
+        CHECK(f.d().read_config(i, 1) == std::array<unsigned, 6>{0x52, 0x54, 0, 0xab, 0xcd, 0xef}[i]);
     CHECK(f.d().read_config(offsetof(virtio_net_config, status), 2) == VIRTIO_NET_S_LINK_UP);
 }
 
@@ -317,7 +319,8 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
     f.receive();
     CHECK(f.pending() == 1);
     CHECK(f.backend->inbound.size() == 9);
-    CHECK(f.d().transport().with_device([](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
+    CHECK(f.d().transport().with_device(
+        [](virtio::Device& d) { return static_cast<virtio::Net&>(d).receive_stalled(); }));
     f.receive();  // still no buffers: nothing more is taken, nothing dropped
     CHECK(f.backend->inbound.size() == 9);
     CHECK(f.stats().rx_dropped == 0);
@@ -325,7 +328,7 @@ TEST_CASE("Receive backpressure: without buffers one frame is held, the rest sta
     for (int i = 0; i < 10; ++i) bufs.push_back(f.rx_buffer(2048));
     f.d().kick(0);  // the refill delivers the held frame
     CHECK(f.pending() == 0);
-    f.receive();    // and the backend's frames follow, in order
+    f.receive();  // and the backend's frames follow, in order
     int n = 0;
     while (f.d().pop_used(0)) ++n;
     CHECK(n == 10);

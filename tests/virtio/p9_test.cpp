@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 
 #include "devices/p9/server.hpp"
 #include "tests/devices/p9/p9_client.hpp"
@@ -78,10 +78,12 @@ TEST_CASE("virtio-9p: version, attach, create and a read whose reply spans descr
     std::ofstream(s.exported / "data") << std::string(5000, 'q');
     FakeDriver driver(std::make_unique<virtio::P9>(devices::p9::Server::open(s.exported.string(), {}), "t"));
     REQUIRE(driver.start(FakeDriver::kAllFeatures, 128));
-    auto reply = exchange(driver, message(Type::Tversion, [](Encoder& e) { e.u32(512 * 1024), e.str("9P2000.L"); }), 64);
+    auto reply =
+        exchange(driver, message(Type::Tversion, [](Encoder& e) { e.u32(512 * 1024), e.str("9P2000.L"); }), 64);
     REQUIRE(reply.size() == 4 + 1 + 2 + 4 + 2 + 8);
     CHECK(reply[4] == static_cast<std::uint8_t>(Type::Rversion));
-    reply = exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }), 64);
+    reply = exchange(
+        driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }), 64);
     CHECK(reply[4] == static_cast<std::uint8_t>(Type::Rattach));
     reply = exchange(driver, message(Type::Twalk, [](Encoder& e) { e.u32(1), e.u32(2), e.u16(1), e.str("data"); }), 64);
     CHECK(reply[4] == static_cast<std::uint8_t>(Type::Rwalk));
@@ -100,12 +102,16 @@ TEST_CASE("virtio-9p: a request larger than msize or outside RAM is answered or 
     FakeDriver driver(std::make_unique<virtio::P9>(devices::p9::Server::open(s.exported.string(), {}), "t"));
     REQUIRE(driver.start(FakeDriver::kAllFeatures, 128));
     exchange(driver, message(Type::Tversion, [](Encoder& e) { e.u32(8192), e.str("9P2000.L"); }), 64);
-    exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }), 64);
+    exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }),
+             64);
     // 9000 bytes > msize 8192: Rlerror, and no directory was created.
-    auto reply = exchange(driver, message(Type::Tmkdir, [](Encoder& e) {
-        e.u32(1), e.str(std::string(8000, 'd')), e.u32(0755), e.u32(0);
-        e.bytes(std::vector<std::uint8_t>(1000, 0));
-    }), 64);
+    auto reply = exchange(driver,
+                          message(Type::Tmkdir,
+                                  [](Encoder& e) {
+                                      e.u32(1), e.str(std::string(8000, 'd')), e.u32(0755), e.u32(0);
+                                      e.bytes(std::vector<std::uint8_t>(1000, 0));
+                                  }),
+                          64);
     REQUIRE(reply.size() == 11);
     CHECK(reply[4] == static_cast<std::uint8_t>(Type::Rlerror));
     CHECK(std::filesystem::is_empty(s.exported));
@@ -130,7 +136,8 @@ TEST_CASE("virtio-9p: a device reset ends the 9P session (fids are gone)") {
     FakeDriver driver(std::make_unique<virtio::P9>(std::move(server), "t"));
     REQUIRE(driver.start(FakeDriver::kAllFeatures, 128));
     exchange(driver, message(Type::Tversion, [](Encoder& e) { e.u32(8192), e.str("9P2000.L"); }), 64);
-    exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }), 64);
+    exchange(driver, message(Type::Tattach, [](Encoder& e) { e.u32(1), e.u32(~0u), e.str(""), e.str(""), e.u32(0); }),
+             64);
     CHECK(served.fid_count() == 1);
     driver.reset();
     CHECK(served.fid_count() == 0);

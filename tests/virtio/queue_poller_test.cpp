@@ -132,7 +132,7 @@ TEST_CASE("QueuePoller takes over after a kick, serves buffers without kicks, th
     FakeTarget target;
     QueuePoller poller(target, 3, 20ms);
     target.get([&] { return target.hold = true; });  // the phase lasts until released below
-    target.post();  // kick, served inline, wakes the poller
+    target.post();                                   // kick, served inline, wakes the poller
     CHECK(target.get([&] { return target.kicks; }) == 1);
     REQUIRE(eventually([&] { return target.get([&] { return target.suppressed; }); }));
     // While it polls, buffers need no kick and are served by the poller.
@@ -238,10 +238,10 @@ private:
 struct TransportFixture {
     OverlapDevice* device;
     FakeDriver driver;
-    explicit TransportFixture(bool event_idx)
-        : TransportFixture(std::make_unique<OverlapDevice>(), event_idx) {}
+    explicit TransportFixture(bool event_idx) : TransportFixture(std::make_unique<OverlapDevice>(), event_idx) {}
     TransportFixture(std::unique_ptr<OverlapDevice> d, bool event_idx)
-        : device(d.get()), driver((d->features = event_idx ? virtio::feature_bit(VIRTIO_RING_F_EVENT_IDX) : 0, std::move(d))) {}
+        : device(d.get()),
+          driver((d->features = event_idx ? virtio::feature_bit(VIRTIO_RING_F_EVENT_IDX) : 0, std::move(d))) {}
 
     // The driver's kick decision for a batch old..new (Linux virtqueue_kick_prepare_split).
     bool would_kick(std::uint16_t old_idx, std::uint16_t new_idx) {
@@ -274,7 +274,9 @@ TEST_CASE("QueuePoller on MmioTransport: one kick per burst, the rest served wit
         ++kicks;
         REQUIRE(f.driver.pop_used(0));
         ++completed;
-        REQUIRE(eventually([&] { return !f.would_kick(f.driver.avail_idx(0), static_cast<std::uint16_t>(f.driver.avail_idx(0) + 1)); }));
+        REQUIRE(eventually([&] {
+            return !f.would_kick(f.driver.avail_idx(0), static_cast<std::uint16_t>(f.driver.avail_idx(0) + 1));
+        }));
         // The rest of the burst: Linux-style, post and spin on the used ring.
         for (int i = 0; i < 50; ++i) {
             if (f.submit()) ++kicks;
@@ -380,7 +382,8 @@ TEST_CASE("QueuePoller halves an unproductive window down to off, and polls agai
         std::this_thread::sleep_for(1ms);
     }
     REQUIRE(eventually([&] { return poller.stats().wakeups >= 4; }));
-    CHECK(eventually([&] { return target.get([&] { return target.served_inline + target.served_by_poller; }) == posts; }));
+    CHECK(eventually(
+        [&] { return target.get([&] { return target.served_inline + target.served_by_poller; }) == posts; }));
     CHECK(target.get([&] { return target.wrong_queue; }) == 0);
 }
 
@@ -389,7 +392,7 @@ TEST_CASE("QueuePoller doubles the window after a productive phase, up to the ma
     QueuePoller poller(target, 3, 40ms);
     target.post();
     REQUIRE(eventually([&] { return poller.stats().wakeups == 1 && !poller.polling(); }));
-    CHECK(poller.stats().window_ns == 20'000'000);  // unproductive: halved
+    CHECK(poller.stats().window_ns == 20'000'000);   // unproductive: halved
     target.get([&] { return target.hold = true; });  // the window cannot run out before the next post
     target.post();  // kick: window 20 ms, and this time a buffer follows without a kick
     REQUIRE(eventually([&] { return target.get([&] { return target.suppressed; }); }));

@@ -227,18 +227,18 @@ TEST_CASE("G8 with EVENT_IDX the device notifies exactly when used idx passes us
         REQUIRE(chain);
         q->add_used(chain->head(), 0);
     };
-    complete();                          // used idx 0 -> 1 crosses used_event 0
+    complete();  // used idx 0 -> 1 crosses used_event 0
     CHECK(q->needs_notification());
     r.set_used_event(3);
-    complete();                          // 1 -> 2: not yet
+    complete();  // 1 -> 2: not yet
     CHECK_FALSE(q->needs_notification());
-    complete();                          // 2 -> 3: not yet
+    complete();  // 2 -> 3: not yet
     CHECK_FALSE(q->needs_notification());
-    complete();                          // 3 -> 4 crosses 3
+    complete();  // 3 -> 4 crosses 3
     CHECK(q->needs_notification());
     r.set_used_event(4);
     complete();
-    complete();                          // 4 -> 6 in one batch crosses 4
+    complete();  // 4 -> 6 in one batch crosses 4
     CHECK(q->needs_notification());
 }
 

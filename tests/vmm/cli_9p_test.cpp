@@ -106,8 +106,9 @@ TEST_CASE("--rootfs DIR (or --9p DIR,/dev/root) boots from the share: root=/dev/
     CHECK(vmm::kernel_params(std::get<vmm::cli::Run>(kvmtool).config).find("rootfstype=9p") != std::string::npos);
     // -p is appended, as kvmtool does; --nodefaults takes it as given.
     auto own = parse({"--rootfs", "/srv/root", "-p", "init=/bin/sh"});
-    CHECK(vmm::kernel_params(std::get<vmm::cli::Run>(own).config) ==
-          "console=ttyS0 earlycon root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw init=/bin/sh");
+    CHECK(
+        vmm::kernel_params(std::get<vmm::cli::Run>(own).config) ==
+        "console=ttyS0 earlycon root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L rw init=/bin/sh");
     auto bare = parse({"--rootfs", "/srv/root", "--nodefaults", "-p", "console=ttyS0"});
     CHECK(vmm::kernel_params(std::get<vmm::cli::Run>(bare).config) == "console=ttyS0");
 }

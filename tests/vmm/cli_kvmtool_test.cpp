@@ -56,7 +56,8 @@ TEST_CASE("--rootfs DIR puts the 9p root words in the default command line, befo
 }
 
 TEST_CASE("--nodefaults boots with -p alone") {
-    CHECK(params({"--nodefaults", "-d", "disk.img", "-p", "console=ttyS0 root=/dev/vda2"}) == "console=ttyS0 root=/dev/vda2");
+    CHECK(params({"--nodefaults", "-d", "disk.img", "-p", "console=ttyS0 root=/dev/vda2"}) ==
+          "console=ttyS0 root=/dev/vda2");
     CHECK(params({"--nodefaults"}).empty());
 }
 
@@ -74,7 +75,8 @@ TEST_CASE("-m takes MiB, or K/M/G/T suffixes, as kvmtool") {
     CHECK(run_config({"-m", "2g"}).mem_mib == 2048);
     CHECK(run_config({"-m", "1T"}).mem_mib == 1024 * 1024);
     CHECK(run_config({"-m", "262144K"}).mem_mib == 256);
-    for (const char* bad : {"1.5G", "-5", "G", "1GB", "12Q", "", "1536K", "99999999999999999999", "18014398509481984T"}) {
+    for (const char* bad :
+         {"1.5G", "-5", "G", "1GB", "12Q", "", "1536K", "99999999999999999999", "18014398509481984T"}) {
         auto e = exit_of({"run", "-k", "Image", "-m", bad});
         CHECK(e.code == 2);
         CHECK(e.err.find("-m/--mem") != std::string::npos);
@@ -104,12 +106,13 @@ TEST_CASE("kvmtool's -n parameters: no-op values accepted, the others refused by
     auto c = run_config({"-n", "mode=tap,tapif=tap0,script=none,downscript=none,vhost=0,mq=1,trans=mmio"});
     CHECK(c.nets.at(0).mode == vmm::NetMode::Tap);
     CHECK(c.nets.at(0).tapif == "tap0");
-    for (auto [spec, word] : std::vector<std::pair<const char*, const char*>>{{"mode=tap,script=/etc/ifup", "script="},
-                                                                             {"mode=tap,downscript=/x", "downscript="},
-                                                                             {"mode=tap,vhost=1", "vhost="},
-                                                                             {"mq=4", "mq="},
-                                                                             {"trans=pci", "trans=pci"},
-                                                                             {"mode=tap,host_mac=02:00:00:00:00:01", "host_mac="}}) {
+    for (auto [spec, word] :
+         std::vector<std::pair<const char*, const char*>>{{"mode=tap,script=/etc/ifup", "script="},
+                                                          {"mode=tap,downscript=/x", "downscript="},
+                                                          {"mode=tap,vhost=1", "vhost="},
+                                                          {"mq=4", "mq="},
+                                                          {"trans=pci", "trans=pci"},
+                                                          {"mode=tap,host_mac=02:00:00:00:00:01", "host_mac="}}) {
         auto e = exit_of({"run", "-k", "Image", "-n", spec});
         CHECK(e.code == 2);
         CHECK(e.err.find(word) != std::string::npos);
@@ -147,7 +150,8 @@ TEST_CASE("-d DIR (also DIR,ro) is refused with a hint to --rootfs or --9p") {
         c.disks.push_back({dir, ro});
         const auto errors = vmm::validate(c, {});
         const bool hint = std::any_of(errors.begin(), errors.end(), [&](const std::string& e) {
-            return e.find("is a directory") != std::string::npos && e.find("--rootfs " + std::string(dir)) != std::string::npos &&
+            return e.find("is a directory") != std::string::npos &&
+                   e.find("--rootfs " + std::string(dir)) != std::string::npos &&
                    e.find("--9p " + std::string(dir)) != std::string::npos;
         });
         CHECK(hint);
@@ -185,8 +189,8 @@ TEST_CASE("stop, stat and debug take -n NAME beside the positional name; stop --
     auto positional = control_of({"debug", "vm1", "dump"});
     CHECK(positional.name == "vm1");
     CHECK(positional.words == std::vector<std::string>{"dump"});
-    for (auto args : std::vector<std::vector<const char*>>{{"stop"}, {"stop", "vm1", "-n", "vm2"}, {"stop", "--all", "vm1"},
-                                                           {"stat"}, {"debug", "-n", "vm1"}}) {
+    for (auto args : std::vector<std::vector<const char*>>{
+             {"stop"}, {"stop", "vm1", "-n", "vm2"}, {"stop", "--all", "vm1"}, {"stat"}, {"debug", "-n", "vm1"}}) {
         auto e = exit_of(args);
         CHECK(e.code == 2);
         CHECK(one_line(e.err));

@@ -41,7 +41,8 @@ std::set<std::string> flags_in(const std::string& help) {
             std::string word = column.substr(at, end - at);
             at = end + 1;
             const std::size_t dashes = word.starts_with("--") ? 2 : word.starts_with("-") ? 1 : 0;
-            if (dashes == 0 || word.size() == dashes || !std::isalnum(static_cast<unsigned char>(word[dashes]))) continue;
+            if (dashes == 0 || word.size() == dashes || !std::isalnum(static_cast<unsigned char>(word[dashes])))
+                continue;
             std::size_t length = dashes;
             while (length < word.size() && flag_char(word[length])) ++length;
             flags.insert(word.substr(0, length));
@@ -64,7 +65,8 @@ TEST_CASE("vmm/lkvm.1 names every flag of every command's --help") {
     if (!file) FAIL("vmm/lkvm.1 not found: run the unit tests from the top of the tree");
     const std::string man((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
     std::size_t checked = 0;
-    for (auto command : std::vector<std::vector<const char*>>{{"run"}, {"sandbox"}, {"stop"}, {"stat"}, {"debug"}, {"list"}, {}}) {
+    for (auto command :
+         std::vector<std::vector<const char*>>{{"run"}, {"sandbox"}, {"stop"}, {"stat"}, {"debug"}, {"list"}, {}}) {
         for (const std::string& flag : flags_in(help_of(command))) {
             INFO("lkvm " << std::string(command.empty() ? "" : command[0]) << " " << flag);
             CHECK(man.find(roff(flag)) != std::string::npos);

@@ -23,9 +23,10 @@ vmm::VmConfig run_config(std::vector<const char*> args) {
 }  // namespace
 
 TEST_CASE("lkvm run takes kvmtool's flags into a VmConfig") {
-    auto c = run_config({"run", "-k", "Image", "-i", "initrd", "-p", "console=ttyS0 quiet", "-c", "2", "-m", "512",
-                         "-d", "a.img", "--disk", "b.img,ro", "--console", "virtio", "--rng", "--name", "vm1",
-                         "--dump-dtb", "out.dtb", "--debug", "--no-reboot"});
+    auto c = run_config({"run",      "-k",        "Image",      "-i",    "initrd", "-p",    "console=ttyS0 quiet",
+                         "-c",       "2",         "-m",         "512",   "-d",     "a.img", "--disk",
+                         "b.img,ro", "--console", "virtio",     "--rng", "--name", "vm1",   "--dump-dtb",
+                         "out.dtb",  "--debug",   "--no-reboot"});
     CHECK(c.kernel == "Image");
     CHECK(c.initrd == "initrd");
     REQUIRE(c.params);

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "vmm/base/layout.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/config.hpp"
-#include "vmm/base/layout.hpp"
 
 namespace {
 
@@ -21,13 +21,15 @@ vmm::VmConfig run_config(std::vector<const char*> args) {
 }
 
 bool has_error(const std::vector<std::string>& errors, const std::string& text) {
-    return std::any_of(errors.begin(), errors.end(), [&](const std::string& e) { return e.find(text) != std::string::npos; });
+    return std::any_of(errors.begin(), errors.end(),
+                       [&](const std::string& e) { return e.find(text) != std::string::npos; });
 }
 
 }  // namespace
 
 TEST_CASE("--vfio-pci is repeatable and keeps the BDFs as given; --viommu vfio selects only them") {
-    auto c = run_config({"run", "-k", "Image", "--vfio-pci", "0000:00:01.0", "--vfio-pci", "00:02.0", "--viommu", "vfio"});
+    auto c =
+        run_config({"run", "-k", "Image", "--vfio-pci", "0000:00:01.0", "--vfio-pci", "00:02.0", "--viommu", "vfio"});
     CHECK(c.vfio_pci == std::vector<std::string>{"0000:00:01.0", "00:02.0"});
     REQUIRE(c.viommu);
     CHECK(c.viommu->vfio);

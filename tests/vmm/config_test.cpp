@@ -76,7 +76,10 @@ TEST_CASE("validate names a missing or unreadable kernel, initrd and disk") {
 
 TEST_CASE("validate rejects a kernel that is not an arm64 Image") {
     std::vector<std::uint8_t> elf(4096, 0);
-    std::memcpy(elf.data(), "\x7f" "ELF", 4);
+    std::memcpy(elf.data(),
+                "\x7f"
+                "ELF",
+                4);
     TempFile kernel(elf);
     vmm::VmConfig c;
     c.kernel = kernel.path;
@@ -143,8 +146,10 @@ TEST_CASE("validate rejects the same disk twice, bad names and overlong command 
 // With /dev/kvm unusable, the first (and only) line is the KVM problem and its fix; the
 // config errors (some only echoes of the missing host limits) are not shown.
 TEST_CASE("startup_errors: a KVM problem alone, else every config error") {
-    const std::vector<std::string> config_errors{"-k/--kernel: no kernel given", "-c/--cpus 4: KVM on this host allows at most 0"};
-    const std::string kvm = "cannot open /dev/kvm: Permission denied; run lkvm as root or add your user to the group owning /dev/kvm";
+    const std::vector<std::string> config_errors{"-k/--kernel: no kernel given",
+                                                 "-c/--cpus 4: KVM on this host allows at most 0"};
+    const std::string kvm =
+        "cannot open /dev/kvm: Permission denied; run lkvm as root or add your user to the group owning /dev/kvm";
     CHECK(vmm::startup_errors(kvm, config_errors) == std::vector<std::string>{kvm});
     CHECK(vmm::startup_errors("", config_errors) == config_errors);
     CHECK(vmm::startup_errors("", {}).empty());

@@ -12,7 +12,9 @@
 
 namespace {
 
-vmm::CpuCaps all_caps() { return {.probed = true, .ptrauth_address = true, .ptrauth_generic = true, .sve = true, .pmu_v3 = true}; }
+vmm::CpuCaps all_caps() {
+    return {.probed = true, .ptrauth_address = true, .ptrauth_generic = true, .sve = true, .pmu_v3 = true};
+}
 
 bool has_error(const std::vector<std::string>& errors, const std::string& text) {
     for (const std::string& e : errors)
@@ -60,8 +62,8 @@ TEST_CASE("Pointer authentication needs both of KVM's capabilities; a missing ca
 
 TEST_CASE("--sve-max-vl must be a power of two from 128 to 2048 bits, whatever the host") {
     for (std::uint32_t bad : {64u, 100u, 384u, 4096u, 1u})
-        CHECK_MESSAGE(has_error(vmm::check_cpu_request({.sve_max_vl = bad}, {}), "--sve-max-vl " + std::to_string(bad) +
-                                                                                    ": an SVE vector length is a power of two"),
+        CHECK_MESSAGE(has_error(vmm::check_cpu_request({.sve_max_vl = bad}, {}),
+                                "--sve-max-vl " + std::to_string(bad) + ": an SVE vector length is a power of two"),
                       bad);
     for (std::uint32_t good : {128u, 256u, 512u, 1024u, 2048u})
         CHECK(vmm::check_cpu_request({.sve_max_vl = good}, all_caps()).empty());
@@ -103,8 +105,8 @@ TEST_CASE("--debug names each CPU feature, on or off, and why") {
           "vCPU features: pointer authentication off (no KVM_CAP_ARM_PTRAUTH_ADDRESS and KVM_CAP_ARM_PTRAUTH_GENERIC); "
           "SVE off (no KVM_CAP_ARM_SVE); PMUv3 off (no KVM_CAP_ARM_PMU_V3)");
     none.ptrauth_address = true;
-    CHECK(vmm::describe(vmm::select_cpu_features(none, {}), none, {}).find(
-              "pointer authentication off (no KVM_CAP_ARM_PTRAUTH_GENERIC);") != std::string::npos);
+    CHECK(vmm::describe(vmm::select_cpu_features(none, {}), none, {})
+              .find("pointer authentication off (no KVM_CAP_ARM_PTRAUTH_GENERIC);") != std::string::npos);
 }
 
 TEST_CASE("The SVE vector-length bitmap: bit VQ-1 is 128*VQ bits; limiting keeps the lengths up to the cap") {

@@ -139,6 +139,6 @@ TEST_CASE("BootFile loads a file straight into guest memory and reads its Image 
 }
 
 TEST_CASE("BootFile names the file when it cannot be opened") {
-    CHECK_THROWS_WITH_AS(vmm::BootFile::open("/nonexistent/Image", "kernel"),
-                         doctest::Contains("'/nonexistent/Image'"), vmm::SetupError);
+    CHECK_THROWS_WITH_AS(vmm::BootFile::open("/nonexistent/Image", "kernel"), doctest::Contains("'/nonexistent/Image'"),
+                         vmm::SetupError);
 }

@@ -23,8 +23,9 @@ vmm::NetConfig parsed(const char* spec) {
 }  // namespace
 
 TEST_CASE("-n takes kvmtool's parameter names") {
-    auto n = parsed("mode=user,guest_mac=02:15:15:15:15:15,host_ip=192.168.33.1,guest_ip=192.168.33.15,"
-                    "hostfwd=tcp:8080-80,hostfwd=udp::5353-:53");
+    auto n = parsed(
+        "mode=user,guest_mac=02:15:15:15:15:15,host_ip=192.168.33.1,guest_ip=192.168.33.15,"
+        "hostfwd=tcp:8080-80,hostfwd=udp::5353-:53");
     CHECK(n.mode == vmm::NetMode::User);
     CHECK(vmm::format_mac(n.mac) == "02:15:15:15:15:15");
     CHECK(vmm::format_ipv4(n.host_ip) == "192.168.33.1");
@@ -36,8 +37,9 @@ TEST_CASE("-n takes kvmtool's parameter names") {
 }
 
 TEST_CASE("-n hostfwd listens on 127.0.0.1 unless an address is given (QEMU's ADDR:PORT-GUESTADDR:PORT)") {
-    auto n = parsed("hostfwd=tcp:8022-22,hostfwd=tcp:0.0.0.0:8080-10.0.2.20:80,hostfwd=udp:192.168.1.5:5353-:53,"
-                    "hostfwd=tcp::2222-22");
+    auto n = parsed(
+        "hostfwd=tcp:8022-22,hostfwd=tcp:0.0.0.0:8080-10.0.2.20:80,hostfwd=udp:192.168.1.5:5353-:53,"
+        "hostfwd=tcp::2222-22");
     REQUIRE(n.hostfwd.size() == 4);
     CHECK(vmm::format_ipv4(n.hostfwd[0].host_addr) == "127.0.0.1");
     CHECK(n.hostfwd[0].guest_addr == 0);  // the NIC's guest_ip
@@ -103,7 +105,8 @@ TEST_CASE("Across NICs: one MAC each, one forward per host port, addresses in on
 }
 
 TEST_CASE("The backends get their own options: the guest address resolved, the forwards copied") {
-    const devices::net::SlirpOptions user = vmm::slirp_options(parsed("mode=user,host_ip=192.168.7.1,hostfwd=udp:5353-53"));
+    const devices::net::SlirpOptions user =
+        vmm::slirp_options(parsed("mode=user,host_ip=192.168.7.1,hostfwd=udp:5353-53"));
     CHECK(user.host_ip == 0xc0a80701);
     CHECK(user.guest_ip == 0xc0a8070f);  // host_ip's network .15
     REQUIRE(user.hostfwd.size() == 1);

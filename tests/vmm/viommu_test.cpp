@@ -14,8 +14,8 @@
 #include <cstdlib>
 #include <optional>
 #include <span>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "devices/gic_v3_node.hpp"
@@ -23,8 +23,8 @@
 #include "tests/support/fake_driver.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/features.hpp"
-#include "vmm/cli.hpp"
 #include "vmm/base/layout.hpp"
+#include "vmm/cli.hpp"
 
 namespace layout = vmm::layout;
 using support::FakeDriver;
@@ -191,7 +191,7 @@ struct Rig {
     }
     ~Rig() {
         setup.stop_polling();  // the poller goes before the transport it polls (as in ~Machine)
-        blk.reset();  // endpoints first, as the Machine's slots go after the setup's fault path
+        blk.reset();           // endpoints first, as the Machine's slots go after the setup's fault path
     }
     support::FakeGuestRam& ram() { return viommu->ram(); }
 
@@ -245,8 +245,9 @@ TEST_CASE("ViommuSetup: --viommu vfio leaves the virtio devices untranslated and
     CHECK((rig.blk->device_features() & virtio::feature_bit(VIRTIO_F_ACCESS_PLATFORM)) == 0);
 }
 
-TEST_CASE("ViommuSetup: an endpoint offers ACCESS_PLATFORM; translated DMA works where mapped, and a fault "
-          "answers IOERR, reaches the eventq and leaves the device running") {
+TEST_CASE(
+    "ViommuSetup: an endpoint offers ACCESS_PLATFORM; translated DMA works where mapped, and a fault "
+    "answers IOERR, reaches the eventq and leaves the device running") {
     vmm::ViommuConfig config;
     config.boot_bypass = false;
     Rig rig(config);
@@ -302,7 +303,8 @@ TEST_CASE("ViommuSetup: dtc decompiles the tree with #iommu-cells and iommus = <
     }
     Rig rig;
     devices::GicV3Node gic{layout::kGicDist, layout::gic_redistributors(1), layout::kGicIts};
-    fdt::MachineDescription m{*layout::ram(64 << 20), {0}, "", std::nullopt, "", {}, {&gic, &rig.viommu_node, &rig.blk_node}};
+    fdt::MachineDescription m{
+        *layout::ram(64 << 20), {0}, "", std::nullopt, "", {}, {&gic, &rig.viommu_node, &rig.blk_node}};
     auto blob = fdt::build_machine_tree(m);
     char dtb[] = "/tmp/lkvm-viommu-dtb-XXXXXX";
     const int fd = ::mkstemp(dtb);
@@ -362,7 +364,8 @@ TEST_CASE("ViommuSetup with poll=US serves the virtio-iommu request queue withou
         const std::uint64_t in = rig.ram().alloc(bytes.size());
         const std::uint64_t tail = rig.ram().alloc(4);
         rig.ram().write(in, bytes);
-        rig.viommu->add_chain(0, {Segment{in, static_cast<std::uint32_t>(bytes.size()), false}, Segment{tail, 4, true}});
+        rig.viommu->add_chain(0,
+                              {Segment{in, static_cast<std::uint32_t>(bytes.size()), false}, Segment{tail, 4, true}});
         if (kick) rig.viommu->kick(0);
         // Waits for the poller to serve it; the bound only keeps a broken build from hanging.
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);

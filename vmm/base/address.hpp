@@ -65,9 +65,7 @@ public:
     constexpr std::uint64_t last() const { return base_.value + (size_ - 1); }
     // One past the end; only meaningful when the range does not end at 2^64 - 1.
     constexpr std::uint64_t end() const { return base_.value + size_; }
-    constexpr bool contains(GuestPhysAddr addr) const {
-        return addr.value >= base_.value && addr.value <= last();
-    }
+    constexpr bool contains(GuestPhysAddr addr) const { return addr.value >= base_.value && addr.value <= last(); }
     constexpr bool contains(const GuestRange& other) const {
         return other.base_.value >= base_.value && other.last() <= last();
     }

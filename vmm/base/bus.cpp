@@ -12,8 +12,7 @@ namespace vmm {
 void MmioBus::add(GuestRange range, MmioDevice& device, std::string name) {
     std::unique_lock guard(lock_);
     for (const Entry& e : entries_) {
-        if (e.range.overlaps(range))
-            throw SetupError("MMIO window of " + name + " overlaps " + e.name);
+        if (e.range.overlaps(range)) throw SetupError("MMIO window of " + name + " overlaps " + e.name);
     }
     auto at = std::lower_bound(entries_.begin(), entries_.end(), range.base(),
                                [](const Entry& e, GuestPhysAddr base) { return e.range.base() < base; });

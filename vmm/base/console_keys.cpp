@@ -13,16 +13,11 @@ ConsoleKeys::Action ConsoleKeys::feed(std::span<const std::uint8_t> input, std::
         pending_ = false;
         switch (byte) {
             case 'x':
-            case 'X':
-                return Action::Quit;
+            case 'X': return Action::Quit;
             case 'h':
             case 'H':
-            case '?':
-                action = Action::Help;
-                break;
-            case kEscape:
-                to_guest.push_back(kEscape);
-                break;
+            case '?': action = Action::Help; break;
+            case kEscape: to_guest.push_back(kEscape); break;
             default:
                 // Not one of ours: the guest gets what was typed.
                 to_guest.push_back(kEscape);

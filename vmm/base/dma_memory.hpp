@@ -10,8 +10,8 @@
 #include <span>
 #include <type_traits>
 
-#include "vmm/base/translator.hpp"
 #include "vmm/base/guest_memory.hpp"
+#include "vmm/base/translator.hpp"
 
 namespace vmm {
 

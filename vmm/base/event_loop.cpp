@@ -6,9 +6,9 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <algorithm>
 #include <exception>
 
 #include "vmm/base/error.hpp"
@@ -43,7 +43,9 @@ bool EventLoop::insert(int fd, std::string name, Handler handler, bool tolerate_
     return true;
 }
 
-void EventLoop::add(int fd, std::string name, Handler handler) { insert(fd, std::move(name), std::move(handler), false); }
+void EventLoop::add(int fd, std::string name, Handler handler) {
+    insert(fd, std::move(name), std::move(handler), false);
+}
 
 bool EventLoop::try_add(int fd, std::string name, Handler handler) {
     return insert(fd, std::move(name), std::move(handler), true);
@@ -75,7 +77,8 @@ void EventLoop::resume_due() {
         ev.events = EPOLLIN;
         ev.data.fd = it->first;
         if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, it->first, &ev) != 0 && firewall_log_.allow())
-            log_error("event loop: cannot watch %s again: %s", entries_.at(it->first)->name.c_str(), std::strerror(errno));
+            log_error("event loop: cannot watch %s again: %s", entries_.at(it->first)->name.c_str(),
+                      std::strerror(errno));
         it = paused_.erase(it);
     }
     itimerspec spec{};  // all zero: disarmed
@@ -118,7 +121,7 @@ void EventLoop::run() {
                 continue;
             }
             auto it = entries_.find(fd);
-            if (it == entries_.end()) continue;  // removed by an earlier handler in this batch
+            if (it == entries_.end()) continue;    // removed by an earlier handler in this batch
             if (paused_.count(fd) != 0) continue;  // paused by an earlier handler in this batch
             // Held here, not through `it`: the handler may remove itself (erasing the map node)
             // and then throw, and the log line below still needs its name.
@@ -126,7 +129,8 @@ void EventLoop::run() {
             try {
                 entry->handler();
             } catch (const std::exception& e) {
-                if (firewall_log_.allow()) log_error("event loop: handler for %s failed: %s", entry->name.c_str(), e.what());
+                if (firewall_log_.allow())
+                    log_error("event loop: handler for %s failed: %s", entry->name.c_str(), e.what());
             } catch (...) {
                 if (firewall_log_.allow())
                     log_error("event loop: handler for %s failed with an unknown exception", entry->name.c_str());

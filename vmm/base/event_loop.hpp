@@ -72,9 +72,9 @@ private:
     RateLimiter firewall_log_;
 };
 
-// SIGINT, SIGTERM (stop the VM) and SIGWINCH (terminal resized) as a file descriptor. Blocks them in the calling thread (do this in main
-// before any thread starts, so every thread inherits the mask) and restores the mask on
-// destruction. Also blocks SIGPIPE: a closed stdout must not kill lkvm mid-teardown.
+// SIGINT, SIGTERM (stop the VM) and SIGWINCH (terminal resized) as a file descriptor. Blocks them in the calling thread
+// (do this in main before any thread starts, so every thread inherits the mask) and restores the mask on destruction.
+// Also blocks SIGPIPE: a closed stdout must not kill lkvm mid-teardown.
 class SignalFd {
 public:
     SignalFd();

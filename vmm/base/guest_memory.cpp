@@ -10,8 +10,7 @@
 namespace vmm {
 
 Mapping Mapping::anonymous(std::size_t size) {
-    void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) throw_errno("cannot allocate " + std::to_string(size >> 20) + " MiB of guest memory");
     return Mapping(base, size);
 }

@@ -52,7 +52,7 @@ inline constexpr std::uint64_t kMiB = 1024 * kKiB;
 inline constexpr std::uint64_t kGiB = 1024 * kMiB;
 
 inline constexpr std::uint64_t kUartBase = 0x0100'0000;
-inline constexpr std::uint64_t kUartSize = 8;  // eight byte-wide registers
+inline constexpr std::uint64_t kUartSize = 8;             // eight byte-wide registers
 inline constexpr std::uint32_t kUartClockHz = 1'843'200;  // the classic 16550 crystal
 
 inline constexpr std::uint64_t kVirtioMmioBase = 0x0200'0000;
@@ -65,7 +65,7 @@ inline constexpr std::uint64_t kGicItsBase = 0x0808'0000;
 inline constexpr std::uint64_t kGicItsSize = 128 * kKiB;
 inline constexpr std::uint64_t kGicRedistBase = 0x0900'0000;
 inline constexpr std::uint64_t kGicRedistSizePerCpu = 128 * kKiB;  // RD_base + SGI_base frames
-inline constexpr unsigned kMaxVcpus = 512;                          // fills 64 MiB of redistributors
+inline constexpr unsigned kMaxVcpus = 512;                         // fills 64 MiB of redistributors
 
 inline constexpr std::uint64_t kPcieEcamBase = 0x1000'0000;
 inline constexpr std::uint64_t kPcieEcamSize = 256 * kMiB;
@@ -102,15 +102,15 @@ static_assert(kGicRedistBase + kMaxVcpus * kGicRedistSizePerCpu <= kPcieEcamBase
 static_assert(kPcieEcamBase + kPcieEcamSize <= kPcieIoBase);
 static_assert(kPcieMmio32Base + kPcieMmio32Size <= kRamBase);
 
-constexpr GuestRange range(std::uint64_t base, std::uint64_t size) { return *GuestRange::make(GuestPhysAddr{base}, size); }
+constexpr GuestRange range(std::uint64_t base, std::uint64_t size) {
+    return *GuestRange::make(GuestPhysAddr{base}, size);
+}
 
 inline constexpr GuestRange kUart = range(kUartBase, kUartSize);
 inline constexpr GuestRange kGicDist = range(kGicDistBase, kGicDistSize);
 inline constexpr GuestRange kGicIts = range(kGicItsBase, kGicItsSize);
 
-constexpr GuestRange gic_redistributors(unsigned vcpus) {
-    return range(kGicRedistBase, vcpus * kGicRedistSizePerCpu);
-}
+constexpr GuestRange gic_redistributors(unsigned vcpus) { return range(kGicRedistBase, vcpus * kGicRedistSizePerCpu); }
 
 // virtio-mmio slot `index` (< kVirtioMmioSlots).
 constexpr GuestRange virtio_mmio_slot(unsigned index) {

@@ -47,13 +47,13 @@ void vlog(const char* tag, const char* format, va_list args) {
 void set_log_level(LogLevel level) { level_storage().store(static_cast<int>(level)); }
 bool log_enabled(LogLevel level) { return static_cast<int>(level) <= level_storage().load(); }
 
-#define LKVM_DEFINE_LOG(name, level, tag)      \
-    void name(const char* format, ...) {       \
-        if (!log_enabled(level)) return;       \
-        va_list args;                          \
-        va_start(args, format);                \
-        vlog(tag, format, args);               \
-        va_end(args);                          \
+#define LKVM_DEFINE_LOG(name, level, tag) \
+    void name(const char* format, ...) {  \
+        if (!log_enabled(level)) return;  \
+        va_list args;                     \
+        va_start(args, format);           \
+        vlog(tag, format, args);          \
+        va_end(args);                     \
     }
 LKVM_DEFINE_LOG(log_error, LogLevel::Error, "error: ")
 LKVM_DEFINE_LOG(log_warn, LogLevel::Warn, "warning: ")
@@ -95,8 +95,7 @@ void guest_error(RateLimiter& limiter, const char* format, ...) {
     if (dropped)
         std::fprintf(stderr, "lkvm: guest error: %s (%llu similar messages suppressed)\n", line,
                      static_cast<unsigned long long>(dropped));
-    else
-        std::fprintf(stderr, "lkvm: guest error: %s\n", line);
+    else std::fprintf(stderr, "lkvm: guest error: %s\n", line);
 }
 
 }  // namespace vmm

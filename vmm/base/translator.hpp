@@ -33,8 +33,7 @@ public:
     // so an UNMAP that overlaps cannot complete until the access is over (strict unmap). If any
     // byte is untranslatable the visitor is not called, a fault is reported for the endpoint, and
     // the result is false. length 0 is rejected.
-    virtual bool translate(Iova iova, std::uint64_t length, Access access,
-                           FragmentVisitor& visitor) const = 0;
+    virtual bool translate(Iova iova, std::uint64_t length, Access access, FragmentVisitor& visitor) const = 0;
 };
 
 }  // namespace vmm

@@ -8,15 +8,14 @@
 #include <cstdio>
 #include <thread>
 
+#include "vmm/base/error.hpp"
 #include "vmm/control/client.hpp"
 #include "vmm/control/dir.hpp"
 #include "vmm/control/protocol.hpp"
-#include "vmm/base/error.hpp"
 #include "vmm/exit_status.hpp"
 
 namespace vmm {
 namespace {
-
 
 ControlOutput error(int code, const std::string& message) { return {code, "", "lkvm: error: " + message + "\n"}; }
 
@@ -30,7 +29,7 @@ std::string row(const std::string& name, const std::string& pid, const std::stri
 // a VM claiming the name right now is never robbed of its fresh socket.
 void remove_if_stale(const std::string& dir, const std::string& path) {
     ControlDirLock lock(dir);
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
     if (probe_control_socket(path) == SocketLiveness::Stale) ::unlink(path.c_str());
 }
@@ -48,8 +47,7 @@ ControlOutput list(const std::string& dir, const ControlTimeouts& timeouts) {
             const std::size_t b = a == std::string::npos ? a : detail.find(' ', a + 1);
             if (response->ok && b != std::string::npos)
                 result.out += row(name, detail.substr(a + 1, b - a - 1), detail.substr(b + 1));
-            else
-                result.out += row(name, "-", "unknown");
+            else result.out += row(name, "-", "unknown");
             continue;
         }
         const ControlFailure& failure = std::get<ControlFailure>(answer);
@@ -70,8 +68,7 @@ ControlOutput list(const std::string& dir, const ControlTimeouts& timeouts) {
 
 ControlOutput exchange(const std::string& dir, const std::string& name, const ControlRequest& request,
                        const ControlTimeouts& timeouts, ControlResponse* response) {
-    const ControlResult answer =
-        control_exchange(dir, name, request, std::chrono::milliseconds(timeouts.answer_ms));
+    const ControlResult answer = control_exchange(dir, name, request, std::chrono::milliseconds(timeouts.answer_ms));
     if (const auto* failure = std::get_if<ControlFailure>(&answer)) return error(kExitFailure, failure->message);
     *response = std::get<ControlResponse>(answer);
     if (!response->ok) return error(kExitFailure, name + ": " + response->detail);
@@ -113,7 +110,8 @@ ControlOutput run_control_command(const ControlCommand& command, const std::stri
     try {
         if (command.kind == ControlCommand::Kind::List) return list(dir, timeouts);
         if (command.kind == ControlCommand::Kind::Stop && command.all) return stop_all(dir, timeouts);
-        if (!valid_vm_name(command.name)) return error(kExitUsage, "'" + command.name.substr(0, 80) + "' is not a VM name: " + vm_name_rule());
+        if (!valid_vm_name(command.name))
+            return error(kExitUsage, "'" + command.name.substr(0, 80) + "' is not a VM name: " + vm_name_rule());
         if (!check_control_dir(dir, false))
             return error(kExitFailure, "no VM named '" + command.name + "'; `lkvm list` shows the running ones");
         ControlRequest request;
@@ -121,11 +119,14 @@ ControlOutput run_control_command(const ControlCommand& command, const std::stri
             case ControlCommand::Kind::Stop: return stop(dir, command.name, timeouts);
             case ControlCommand::Kind::Stat: request = {"stat", {}}; break;
             case ControlCommand::Kind::Debug: {
-                static const char* const kUsage = "usage: lkvm debug NAME dump | fault EPID [read|write] [ADDRESS] | fail-next TARGET [COUNT]";
+                static const char* const kUsage =
+                    "usage: lkvm debug NAME dump | fault EPID [read|write] [ADDRESS] | fail-next TARGET [COUNT]";
                 if (command.words.empty() ||
                     (command.words[0] != "dump" && command.words[0] != "fault" && command.words[0] != "fail-next"))
-                    return error(kExitUsage, command.words.empty() ? std::string(kUsage)
-                                                                   : "unknown debug command '" + command.words[0].substr(0, 40) + "'; " + kUsage);
+                    return error(kExitUsage,
+                                 command.words.empty()
+                                     ? std::string(kUsage)
+                                     : "unknown debug command '" + command.words[0].substr(0, 40) + "'; " + kUsage);
                 std::string line;
                 for (const std::string& word : command.words) line += (line.empty() ? "" : " ") + word;
                 auto parsed = parse_control_request(line);

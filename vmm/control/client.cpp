@@ -10,8 +10,8 @@
 #include <cstring>
 #include <thread>
 
-#include "vmm/control/dir.hpp"
 #include "vmm/base/error.hpp"
+#include "vmm/control/dir.hpp"
 
 namespace vmm {
 namespace {
@@ -43,14 +43,12 @@ sockaddr_un address_of(const std::string& path) {
     return address;
 }
 
-std::string no_vm(const std::string& name) {
-    return "no VM named '" + name + "'; `lkvm list` shows the running ones";
-}
+std::string no_vm(const std::string& name) { return "no VM named '" + name + "'; `lkvm list` shows the running ones"; }
 
 }  // namespace
 
 std::variant<UniqueFd, ControlFailure> connect_control_socket(const std::string& path, const std::string& name,
-                                                            Clock::time_point deadline) {
+                                                              Clock::time_point deadline) {
     if (path.size() >= sizeof(sockaddr_un{}.sun_path))
         return failure(ControlFailure::Kind::System, "control socket path '" + path + "' is too long");
     const sockaddr_un address = address_of(path);
@@ -64,8 +62,8 @@ std::variant<UniqueFd, ControlFailure> connect_control_socket(const std::string&
                 return failure(ControlFailure::Kind::System, std::string("SO_PEERCRED: ") + std::strerror(errno));
             // Our directory is owner-only, so only we (or root) can have bound this; check anyway.
             if (peer.uid != ::geteuid() && peer.uid != 0)
-                return failure(ControlFailure::Kind::Permission, "the control socket '" + path +
-                                                                     "' is served by uid " + std::to_string(peer.uid) +
+                return failure(ControlFailure::Kind::Permission, "the control socket '" + path + "' is served by uid " +
+                                                                     std::to_string(peer.uid) +
                                                                      ", not by you; refusing to talk to it");
             return fd;
         }
@@ -73,8 +71,8 @@ std::variant<UniqueFd, ControlFailure> connect_control_socket(const std::string&
         switch (err) {
             case ENOENT: return failure(ControlFailure::Kind::NoVm, no_vm(name));
             case ECONNREFUSED:
-                return failure(ControlFailure::Kind::Stale,
-                               "VM '" + name + "' is not running (stale socket '" + path + "'; `lkvm list` removes it)");
+                return failure(ControlFailure::Kind::Stale, "VM '" + name + "' is not running (stale socket '" + path +
+                                                                "'; `lkvm list` removes it)");
             case EACCES:
             case EPERM:
                 return failure(ControlFailure::Kind::Permission,
@@ -131,8 +129,8 @@ ControlResult control_exchange(const std::string& dir, const std::string& name, 
                            "VM '" + name + "' closed the connection before answering (it may be shutting down)");
         } else if (errno == EAGAIN || errno == EINTR) {
             if (!wait_for(fd.get(), POLLIN, deadline))
-                return failure(ControlFailure::Kind::Timeout, "VM '" + name + "' did not answer within " +
-                                                                  std::to_string(timeout.count()) + " ms");
+                return failure(ControlFailure::Kind::Timeout,
+                               "VM '" + name + "' did not answer within " + std::to_string(timeout.count()) + " ms");
         } else {
             return failure(ControlFailure::Kind::Protocol, "VM '" + name + "': " + std::strerror(errno));
         }
@@ -141,13 +139,14 @@ ControlResult control_exchange(const std::string& dir, const std::string& name, 
 }
 
 SocketLiveness probe_control_socket(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return SocketLiveness::Missing;
     if (path.size() >= sizeof(sockaddr_un{}.sun_path)) return SocketLiveness::Missing;
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) return SocketLiveness::Live;  // cannot tell: never remove what might be alive
     const sockaddr_un address = address_of(path);
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) return SocketLiveness::Live;
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0)
+        return SocketLiveness::Live;
     if (errno == ECONNREFUSED) return SocketLiveness::Stale;
     if (errno == ENOENT) return SocketLiveness::Missing;
     return SocketLiveness::Live;  // EAGAIN (backlog full) and anything unclear: treat as alive

@@ -7,8 +7,8 @@
 #include <string>
 #include <variant>
 
-#include "vmm/control/protocol.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/control/protocol.hpp"
 
 namespace vmm {
 
@@ -30,7 +30,7 @@ using ControlResult = std::variant<ControlResponse, ControlFailure>;
 // Connects to `path` (non-blocking connect, retried while the listen backlog is full, until
 // `deadline`). On success the server was checked to run as our uid (or root).
 std::variant<UniqueFd, ControlFailure> connect_control_socket(const std::string& path, const std::string& name,
-                                                            std::chrono::steady_clock::time_point deadline);
+                                                              std::chrono::steady_clock::time_point deadline);
 
 // One request/response exchange with the VM NAME whose socket is in `dir`.
 ControlResult control_exchange(const std::string& dir, const std::string& name, const ControlRequest& request,

@@ -43,12 +43,13 @@ std::string control_dir_from_env() {
 }
 
 bool check_control_dir(const std::string& dir, bool create) {
-    struct stat st{};
+    struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0) {
         if (errno != ENOENT) throw_errno("control directory " + quoted(dir));
         if (!create) return false;
         // mkdir applies the umask; 0700 needs no group/other bits, so the umask cannot widen it.
-        if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create control directory " + quoted(dir));
+        if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+            throw_errno("cannot create control directory " + quoted(dir));
         if (::lstat(dir.c_str(), &st) != 0) throw_errno("control directory " + quoted(dir));
     }
     if (!S_ISDIR(st.st_mode))
@@ -66,7 +67,8 @@ std::string control_socket_path(const std::string& dir, const std::string& name)
     std::string path = dir + "/" + name + std::string(kSocketSuffix);
     if (path.size() >= sizeof(sockaddr_un{}.sun_path))
         throw SetupError("control socket path " + quoted(path) + " is longer than a unix socket allows (" +
-                         std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes); use a shorter name or directory");
+                         std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                         " bytes); use a shorter name or directory");
     return path;
 }
 

@@ -8,9 +8,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "vmm/base/error.hpp"
 #include "vmm/control/client.hpp"
 #include "vmm/control/dir.hpp"
-#include "vmm/base/error.hpp"
 
 namespace vmm {
 namespace {
@@ -30,7 +30,7 @@ ControlSocket::ControlSocket(std::string dir, std::string name) : dir_(std::move
     path_ = control_socket_path(dir_, name_);
 
     ControlDirLock lock(dir_);
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             throw SetupError("'" + path_ + "' exists and is not a socket; remove it or pick another name with --name");
@@ -40,7 +40,8 @@ ControlSocket::ControlSocket(std::string dir, std::string name) : dir_(std::move
                                  "'); pick another name with --name or stop it with `lkvm stop " + name_ + "`");
             case SocketLiveness::Stale:
                 log_info("control: replacing the stale socket '%s' of a VM that is gone", path_.c_str());
-                if (::unlink(path_.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove stale socket '" + path_ + "'");
+                if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
+                    throw_errno("cannot remove stale socket '" + path_ + "'");
                 break;
             case SocketLiveness::Missing: break;
         }
@@ -73,7 +74,7 @@ ControlSocket::ControlSocket(std::string dir, std::string name) : dir_(std::move
 ControlSocket::~ControlSocket() {
     // Remove the file only if it is still the one we bound: never another VM's socket.
     auto unlink_if_ours = [&] {
-        struct stat st{};
+        struct stat st {};
         if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) ::unlink(path_.c_str());
     };
     try {
@@ -113,7 +114,8 @@ void ControlServer::accept_clients() {
             if (log_.allow(&dropped))
                 log_warn("control: accept on %s: %s; not accepting for %lld ms (%llu similar messages suppressed)",
                          socket_.path().c_str(), std::strerror(err),
-                         static_cast<long long>(options_.accept_backoff.count()), static_cast<unsigned long long>(dropped));
+                         static_cast<long long>(options_.accept_backoff.count()),
+                         static_cast<unsigned long long>(dropped));
             return;
         }
         ucred peer{};
@@ -127,8 +129,9 @@ void ControlServer::accept_clients() {
             continue;  // closes it
         }
         if (clients_.size() >= options_.max_clients) {
-            auto oldest = std::min_element(clients_.begin(), clients_.end(),
-                                           [](const auto& a, const auto& b) { return a.second.serial < b.second.serial; });
+            auto oldest = std::min_element(clients_.begin(), clients_.end(), [](const auto& a, const auto& b) {
+                return a.second.serial < b.second.serial;
+            });
             log_debug("control: %zu connections open; closing the oldest", clients_.size());
             drop(oldest->first);
         }
@@ -163,8 +166,8 @@ void ControlServer::read_client(int fd) {
     if (newline != std::string::npos) {
         answer(client, std::string_view(client.input).substr(0, newline));
     } else if (client.input.size() >= kControlMaxRequest) {
-        send_response(client, ControlResponse::failure("request longer than " + std::to_string(kControlMaxRequest) +
-                                                       " bytes"));
+        send_response(client,
+                      ControlResponse::failure("request longer than " + std::to_string(kControlMaxRequest) + " bytes"));
         drop(fd);
     }
 }

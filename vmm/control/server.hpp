@@ -12,10 +12,10 @@
 #include <map>
 #include <string>
 
-#include "vmm/control/target.hpp"
 #include "vmm/base/event_loop.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/control/target.hpp"
 
 namespace vmm {
 
@@ -58,7 +58,8 @@ struct ControlServerOptions {
 // loop and the target (declare it after both).
 class ControlServer {
 public:
-    ControlServer(EventLoop& loop, const ControlSocket& socket, ControlTarget& target, ControlServerOptions options = {});
+    ControlServer(EventLoop& loop, const ControlSocket& socket, ControlTarget& target,
+                  ControlServerOptions options = {});
     ~ControlServer();
     ControlServer(const ControlServer&) = delete;
     ControlServer& operator=(const ControlServer&) = delete;

@@ -14,7 +14,8 @@ std::string shown(std::string_view word) { return "'" + std::string(word.substr(
 ControlResponse fault(ControlTarget& target, const ControlRequest& request) {
     const auto endpoint = parse_control_number(request.args[0]);
     if (!endpoint || *endpoint > std::numeric_limits<std::uint32_t>::max())
-        return ControlResponse::failure("fault: " + shown(request.args[0]) + " is not an endpoint id (0 to 4294967295)");
+        return ControlResponse::failure("fault: " + shown(request.args[0]) +
+                                        " is not an endpoint id (0 to 4294967295)");
     std::optional<bool> write;
     std::optional<std::uint64_t> address;
     for (std::size_t i = 1; i < request.args.size(); ++i) {
@@ -46,9 +47,11 @@ ControlResponse fail_next(ControlTarget& target, const ControlRequest& request) 
 
 }  // namespace
 
-ControlResponse dispatch_control_request(ControlTarget& target, const ControlRequest& request, std::string_view vm_name) {
+ControlResponse dispatch_control_request(ControlTarget& target, const ControlRequest& request,
+                                         std::string_view vm_name) {
     const std::string& c = request.command;
-    if (c == "ping") return ControlResponse::success(std::string(vm_name) + " " + std::to_string(::getpid()) + " running");
+    if (c == "ping")
+        return ControlResponse::success(std::string(vm_name) + " " + std::to_string(::getpid()) + " running");
     if (c == "stop") return ControlResponse::success("stopping " + std::string(vm_name));
     if (c == "stat") return ControlResponse::success({}, target.stat());
     if (c == "dump") return target.dump();

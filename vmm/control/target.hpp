@@ -34,6 +34,7 @@ inline constexpr std::uint64_t kControlDefaultFaultAddress = 0xdead0000;
 // Runs a well-formed request (from parse_control_request) on `target`. `ping` answers
 // "ok NAME PID running"; `stop` answers before the target is stopped (the caller sends the
 // response, then calls stop()). Argument values are checked here (one-line errors).
-ControlResponse dispatch_control_request(ControlTarget& target, const ControlRequest& request, std::string_view vm_name);
+ControlResponse dispatch_control_request(ControlTarget& target, const ControlRequest& request,
+                                         std::string_view vm_name);
 
 }  // namespace vmm

@@ -47,7 +47,8 @@ const VmControlDevice* VmControl::find_device(std::string_view target) const {
 std::string VmControl::endpoint_list() const {
     std::string out;
     for (const VmControlDevice& device : parts_.devices)
-        if (device.endpoint) out += (out.empty() ? "" : ", ") + std::to_string(*device.endpoint) + " (" + device.label + ")";
+        if (device.endpoint)
+            out += (out.empty() ? "" : ", ") + std::to_string(*device.endpoint) + " (" + device.label + ")";
     return out.empty() ? "none" : out;
 }
 
@@ -58,11 +59,11 @@ void VmControl::stop() {
 std::string VmControl::stat() {
     std::string out;
     append_format(out, "vm %s pid=%d vcpus=%u ram_mib=%" PRIu64 " devices=%zu viommu=%s\n", parts_.name.c_str(),
-           static_cast<int>(::getpid()), parts_.cpus, parts_.mem_mib, parts_.devices.size(),
-           parts_.iommu ? "virtio" : "none");
+                  static_cast<int>(::getpid()), parts_.cpus, parts_.mem_mib, parts_.devices.size(),
+                  parts_.iommu ? "virtio" : "none");
     for (const VmControlDevice& device : parts_.devices) {
         append_format(out, "device %s slot=%u type=%.*s", device.label.c_str(), device.slot,
-               static_cast<int>(device.transport->name().size()), device.transport->name().data());
+                      static_cast<int>(device.transport->name().size()), device.transport->name().data());
         if (device.endpoint) append_format(out, " endpoint=%u", *device.endpoint);
         virtio::Description description;
         device.transport->with_device([&](const virtio::Device& model) { model.describe(description); });
@@ -76,10 +77,10 @@ std::string VmControl::stat() {
     }
     const iommu::IommuStats s = parts_.iommu->stats();
     append_format(out,
-           "iommu endpoints=%" PRIu64 " domains=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
-           " faults=%" PRIu64 " unattached=%s",
-           s.endpoints, s.domains, s.live_mappings, s.maps, s.unmaps, s.faults,
-           s.unattached_bypass ? "bypass" : "blocked");
+                  "iommu endpoints=%" PRIu64 " domains=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
+                  " unmaps=%" PRIu64 " faults=%" PRIu64 " unattached=%s",
+                  s.endpoints, s.domains, s.live_mappings, s.maps, s.unmaps, s.faults,
+                  s.unattached_bypass ? "bypass" : "blocked");
     if (parts_.viommu) {
         const iommu::VirtioIommuStats v = parts_.viommu.with([](iommu::VirtioIommu& viommu) { return viommu.stats(); });
         append_format(out,
@@ -93,10 +94,10 @@ std::string VmControl::stat() {
     out += '\n';
     for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats())
         append_format(out,
-               "domain %u endpoints=%s bypass=%s live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
-               " faults=%" PRIu64 " errors=%s\n",
-               d.id, endpoints_of(d.endpoints).c_str(), d.bypass ? "yes" : "no", d.live_mappings, d.maps, d.unmaps,
-               d.faults, errors_of(d.statuses).c_str());
+                      "domain %u endpoints=%s bypass=%s live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
+                      " faults=%" PRIu64 " errors=%s\n",
+                      d.id, endpoints_of(d.endpoints).c_str(), d.bypass ? "yes" : "no", d.live_mappings, d.maps,
+                      d.unmaps, d.faults, errors_of(d.statuses).c_str());
     for (const VmControlDevice& device : parts_.devices) {
         if (!device.endpoint) continue;
         const auto e = parts_.iommu->endpoint_stats(*device.endpoint);
@@ -107,28 +108,32 @@ std::string VmControl::stat() {
             bypass = d && d->bypass;
         }
         append_format(out,
-               "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64 " maps=%" PRIu64
-               " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64 " detaches=%" PRIu64 " errors=%s\n",
-               e->id, device.label.c_str(),
-               e->domain ? std::to_string(*e->domain).c_str() : (e->blocked ? "none(blocked)" : "none"),
-               bypass && !e->blocked ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps, e->translations,
-               e->attaches, e->detaches, errors_of(e->statuses).c_str());
+                      "endpoint %u device=%s domain=%s bypass=%s faults=%" PRIu64 " live_mappings=%" PRIu64
+                      " maps=%" PRIu64 " unmaps=%" PRIu64 " translations=%" PRIu64 " attaches=%" PRIu64
+                      " detaches=%" PRIu64 " errors=%s\n",
+                      e->id, device.label.c_str(),
+                      e->domain ? std::to_string(*e->domain).c_str() : (e->blocked ? "none(blocked)" : "none"),
+                      bypass && !e->blocked ? "yes" : "no", e->faults, e->live_mappings, e->maps, e->unmaps,
+                      e->translations, e->attaches, e->detaches, errors_of(e->statuses).c_str());
     }
     return out;
 }
 
 ControlResponse VmControl::dump() {
-    if (!parts_.iommu) return ControlResponse::failure("VM '" + parts_.name + "' has no vIOMMU (start it with --viommu virtio)");
+    if (!parts_.iommu)
+        return ControlResponse::failure("VM '" + parts_.name + "' has no vIOMMU (start it with --viommu virtio)");
     return ControlResponse::success({}, parts_.iommu->dump());
 }
 
 ControlResponse VmControl::inject_fault(std::uint32_t endpoint, bool write, std::uint64_t address) {
     if (!parts_.iommu || !parts_.viommu)
-        return ControlResponse::failure("VM '" + parts_.name + "' has no vIOMMU to report a fault (start it with --viommu virtio)");
+        return ControlResponse::failure("VM '" + parts_.name +
+                                        "' has no vIOMMU to report a fault (start it with --viommu virtio)");
     if (!parts_.iommu->has_endpoint(endpoint))
-        return ControlResponse::failure("no endpoint " + std::to_string(endpoint) + "; the endpoints are: " + endpoint_list());
-    const iommu::Fault fault{endpoint, iommu::FaultReason::Mapping, write ? vmm::Access::Write : vmm::Access::Read,
-                             address, {}};
+        return ControlResponse::failure("no endpoint " + std::to_string(endpoint) +
+                                        "; the endpoints are: " + endpoint_list());
+    const iommu::Fault fault{
+        endpoint, iommu::FaultReason::Mapping, write ? vmm::Access::Write : vmm::Access::Read, address, {}};
     const bool posted = parts_.viommu.with([&](iommu::VirtioIommu& viommu) {
         const std::uint64_t before = viommu.stats().faults_posted;
         viommu.post_fault(fault);
@@ -154,11 +159,12 @@ ControlResponse VmControl::fail_next(std::string_view target, unsigned count) {
                                         ") or its endpoint id (" + endpoint_list() + ")");
     }
     if (!can_fail_requests(*device))
-        return ControlResponse::failure("fail-next: " + device->label + " is a " + std::string(device->transport->name()) +
+        return ControlResponse::failure("fail-next: " + device->label + " is a " +
+                                        std::string(device->transport->name()) +
                                         "; only virtio-blk requests can be failed");
     device->transport->with_device([&](virtio::Device& model) { model.fail_next_requests(count); });
-    std::string detail = "the next " + std::to_string(count) + " request" + (count == 1 ? "" : "s") + " of " +
-                         device->label;
+    std::string detail =
+        "the next " + std::to_string(count) + " request" + (count == 1 ? "" : "s") + " of " + device->label;
     if (device->endpoint) detail += " (endpoint " + std::to_string(*device->endpoint) + ")";
     return ControlResponse::success(detail + " will fail with VIRTIO_BLK_S_IOERR");
 }

@@ -26,20 +26,20 @@
 namespace vmm {
 
 struct VmControlDevice {
-    unsigned slot = 0;                             // virtio-mmio slot
-    std::string label{};                           // what the user names it: "blk0", "rng", "console", "iommu"
-    virtio::MmioTransport* transport = nullptr;    // never null
-    std::optional<std::uint32_t> endpoint{};       // behind the vIOMMU: its endpoint ID
+    unsigned slot = 0;                           // virtio-mmio slot
+    std::string label{};                         // what the user names it: "blk0", "rng", "console", "iommu"
+    virtio::MmioTransport* transport = nullptr;  // never null
+    std::optional<std::uint32_t> endpoint{};     // behind the vIOMMU: its endpoint ID
 };
 
 struct VmControlParts {
     std::string name;
     unsigned cpus = 0;
     std::uint64_t mem_mib = 0;
-    std::vector<VmControlDevice> devices;  // slot order
-    std::shared_ptr<iommu::Iommu> iommu;   // null: no vIOMMU
+    std::vector<VmControlDevice> devices;             // slot order
+    std::shared_ptr<iommu::Iommu> iommu;              // null: no vIOMMU
     virtio::DeviceHandle<iommu::VirtioIommu> viommu;  // its virtio-iommu (unset: no vIOMMU)
-    std::function<void()> stop;               // the orderly-shutdown path (as SIGTERM)
+    std::function<void()> stop;                       // the orderly-shutdown path (as SIGTERM)
     // Assigned PCI functions (--vfio-pci): their BARs and the host DMA state of each VFIO container
     // (entries, pinned memory, maps/unmaps), one line each; null when nothing is assigned.
     std::function<std::string()> vfio;

@@ -3,8 +3,8 @@
 // arm-vgic-its.rst. The device-tree half is devices::GicV3Node.
 #pragma once
 
-#include "vmm/kvm/vm.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/kvm/vm.hpp"
 
 namespace vmm::kvm {
 

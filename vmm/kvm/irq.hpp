@@ -9,8 +9,8 @@
 #include "vmm/base/address.hpp"
 #include "vmm/base/interrupt.hpp"
 #include "vmm/base/irq_level.hpp"
-#include "vmm/kvm/vm.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/kvm/vm.hpp"
 
 namespace vmm::kvm {
 

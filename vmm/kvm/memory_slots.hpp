@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "devices/pci/bar_windows.hpp"
-#include "vmm/kvm/vm.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/kvm/vm.hpp"
 
 namespace vmm::kvm {
 

@@ -18,7 +18,11 @@ constexpr std::uint32_t kMaxGsi = 4096;
 }  // namespace
 
 MsiRouting::MsiRouting(const Vm& vm, std::uint32_t spis, GuestRange its_frame)
-    : vm_(vm), spis_(spis), its_frame_(its_frame), devid_(vm.check_extension(KVM_CAP_MSI_DEVID) > 0), next_gsi_(kFirstMsiGsi) {
+    : vm_(vm),
+      spis_(spis),
+      its_frame_(its_frame),
+      devid_(vm.check_extension(KVM_CAP_MSI_DEVID) > 0),
+      next_gsi_(kFirstMsiGsi) {
     if (!devid_) log_debug("KVM_CAP_MSI_DEVID is not offered: MSI routes carry no DeviceID");
 }
 
@@ -41,7 +45,8 @@ bool MsiRouting::set_irqfd(int eventfd, std::uint32_t gsi, bool assign) {
     irqfd.flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN;
     if (::ioctl(vm_.fd(), KVM_IRQFD, &irqfd) == 0) return true;
     std::uint64_t dropped = 0;
-    if (log_.allow(&dropped)) log_warn("KVM_IRQFD (%s) for GSI %u: %s", assign ? "assign" : "deassign", gsi, std::strerror(errno));
+    if (log_.allow(&dropped))
+        log_warn("KVM_IRQFD (%s) for GSI %u: %s", assign ? "assign" : "deassign", gsi, std::strerror(errno));
     return false;
 }
 
@@ -81,7 +86,8 @@ bool MsiRouting::route(int eventfd, std::uint16_t rid, const devices::pci::MsiMe
     std::lock_guard guard(lock_);
     // The only MSI target lkvm's guests have is the ITS: anything else cannot be delivered.
     if (!its_frame_.contains(GuestPhysAddr{message.address})) {
-        guest_error(log_, "MSI from %04x to 0x%" PRIx64 " is not an ITS doorbell; vector left unrouted", rid, message.address);
+        guest_error(log_, "MSI from %04x to 0x%" PRIx64 " is not an ITS doorbell; vector left unrouted", rid,
+                    message.address);
         drop(eventfd);
         return false;
     }

@@ -13,8 +13,8 @@
 
 #include "devices/pci/msi_router.hpp"
 #include "vmm/base/address.hpp"
-#include "vmm/kvm/vm.hpp"
 #include "vmm/base/log.hpp"
+#include "vmm/kvm/vm.hpp"
 
 namespace vmm::kvm {
 
@@ -40,8 +40,8 @@ private:
         std::uint16_t rid;
         devices::pci::MsiMessage message;
     };
-    bool commit();            // lock held
-    void drop(int eventfd);   // lock held: deassign and forget the eventfd's route
+    bool commit();           // lock held
+    void drop(int eventfd);  // lock held: deassign and forget the eventfd's route
     bool set_irqfd(int eventfd, std::uint32_t gsi, bool assign);
 
     const Vm& vm_;

@@ -2,9 +2,9 @@
 // Documentation/virt/kvm/api.rst 4.1-4.3 (KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION).
 #pragma once
 
+#include "vmm/base/unique_fd.hpp"
 #include "vmm/cpu_features.hpp"
 #include "vmm/kvm/vm.hpp"
-#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 

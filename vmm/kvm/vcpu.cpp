@@ -28,13 +28,15 @@ kvm_run* run_struct(const Mapping& m) { return reinterpret_cast<kvm_run*>(m.data
 
 void Vcpu::set_reg(std::uint64_t id, std::uint64_t value) {
     kvm_one_reg reg{id, reinterpret_cast<std::uint64_t>(&value)};
-    if (::ioctl(fd_.get(), KVM_SET_ONE_REG, &reg) != 0) throw_errno("KVM_SET_ONE_REG on vCPU " + std::to_string(index_));
+    if (::ioctl(fd_.get(), KVM_SET_ONE_REG, &reg) != 0)
+        throw_errno("KVM_SET_ONE_REG on vCPU " + std::to_string(index_));
 }
 
 std::uint64_t Vcpu::get_reg(std::uint64_t id) const {
     std::uint64_t value = 0;
     kvm_one_reg reg{id, reinterpret_cast<std::uint64_t>(&value)};
-    if (::ioctl(fd_.get(), KVM_GET_ONE_REG, &reg) != 0) throw_errno("KVM_GET_ONE_REG on vCPU " + std::to_string(index_));
+    if (::ioctl(fd_.get(), KVM_GET_ONE_REG, &reg) != 0)
+        throw_errno("KVM_GET_ONE_REG on vCPU " + std::to_string(index_));
     return value;
 }
 
@@ -114,8 +116,7 @@ VcpuExit Vcpu::run() {
                                                                        : SystemEvent::Kind::Other;
             return SystemEvent{kind, type};
         }
-        case KVM_EXIT_INTR:
-            return Interrupted{};
+        case KVM_EXIT_INTR: return Interrupted{};
         case KVM_EXIT_FAIL_ENTRY:
             return Unhandled{"KVM_EXIT_FAIL_ENTRY (hardware reason " +
                              hex(r->fail_entry.hardware_entry_failure_reason) + ")"};
@@ -125,8 +126,7 @@ VcpuExit Vcpu::run() {
             // A data abort KVM could not decode (e.g. a load-pair to MMIO): the guest is broken.
             return Unhandled{"the guest accessed MMIO at " + hex(r->arm_nisv.fault_ipa) +
                              " with an instruction KVM cannot emulate"};
-        default:
-            return Unhandled{"unexpected KVM exit reason " + std::to_string(r->exit_reason)};
+        default: return Unhandled{"unexpected KVM exit reason " + std::to_string(r->exit_reason)};
     }
 }
 

@@ -45,9 +45,11 @@ VcpuStop run_vcpu(Vcpu& vcpu, MmioBus& bus, const std::atomic<bool>& stopping) {
             access();
         } catch (const std::exception& e) {
             if (firewall_log.allow())
-                log_error("vCPU %u: device failed on MMIO %s at 0x%" PRIx64 ": %s", vcpu.index(), kind, addr.value, e.what());
+                log_error("vCPU %u: device failed on MMIO %s at 0x%" PRIx64 ": %s", vcpu.index(), kind, addr.value,
+                          e.what());
         } catch (...) {
-            if (firewall_log.allow()) log_error("vCPU %u: device failed on MMIO %s at 0x%" PRIx64, vcpu.index(), kind, addr.value);
+            if (firewall_log.allow())
+                log_error("vCPU %u: device failed on MMIO %s at 0x%" PRIx64, vcpu.index(), kind, addr.value);
         }
     };
 
@@ -69,7 +71,8 @@ VcpuStop run_vcpu(Vcpu& vcpu, MmioBus& bus, const std::atomic<bool>& stopping) {
                     switch (e.kind) {
                         case SystemEvent::Kind::Shutdown: return VcpuStop{VcpuStop::Reason::Shutdown, {}};
                         case SystemEvent::Kind::Reset: return VcpuStop{VcpuStop::Reason::Reset, {}};
-                        case SystemEvent::Kind::Crash: return VcpuStop{VcpuStop::Reason::Crash, "the guest reported a crash"};
+                        case SystemEvent::Kind::Crash:
+                            return VcpuStop{VcpuStop::Reason::Crash, "the guest reported a crash"};
                         case SystemEvent::Kind::Other: break;
                     }
                     // WAKEUP/SUSPEND are only sent when lkvm enables them; ignore anything else.

@@ -4,8 +4,8 @@
 
 #include <vector>
 
-#include "vmm/kvm/vm.hpp"
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/kvm/vm.hpp"
 
 namespace vmm::kvm {
 

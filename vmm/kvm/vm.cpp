@@ -42,7 +42,8 @@ Vcpu Vm::create_vcpu(unsigned index, const CpuFeatures& features) {
     if (features.ptrauth) init.features[0] |= 1u << KVM_ARM_VCPU_PTRAUTH_ADDRESS | 1u << KVM_ARM_VCPU_PTRAUTH_GENERIC;
     if (features.sve) init.features[0] |= 1u << KVM_ARM_VCPU_SVE;
     if (features.pmu) init.features[0] |= 1u << KVM_ARM_VCPU_PMU_V3;
-    if (::ioctl(fd.get(), KVM_ARM_VCPU_INIT, &init) != 0) throw_errno("KVM_ARM_VCPU_INIT for vCPU " + std::to_string(index));
+    if (::ioctl(fd.get(), KVM_ARM_VCPU_INIT, &init) != 0)
+        throw_errno("KVM_ARM_VCPU_INIT for vCPU " + std::to_string(index));
     Vcpu vcpu(std::move(fd), std::move(run_mapping), index);
     if (features.sve) vcpu.finalize_sve(features.sve_max_vl);
     return vcpu;
@@ -65,7 +66,8 @@ void Vm::set_irq_line(std::uint32_t spi, bool level) const {
     }
 }
 
-void set_device_attr(int device_fd, std::uint32_t group, std::uint64_t attr, const void* value, const std::string& what) {
+void set_device_attr(int device_fd, std::uint32_t group, std::uint64_t attr, const void* value,
+                     const std::string& what) {
     kvm_device_attr a{};
     a.group = group;
     a.attr = attr;

@@ -7,9 +7,9 @@
 #include <string>
 
 #include "vmm/base/address.hpp"
+#include "vmm/base/unique_fd.hpp"
 #include "vmm/cpu_features.hpp"
 #include "vmm/kvm/vcpu.hpp"
-#include "vmm/base/unique_fd.hpp"
 
 namespace vmm::kvm {
 
@@ -42,6 +42,7 @@ private:
 };
 
 // KVM_SET_DEVICE_ATTR on a device fd; throws SetupError naming `what`.
-void set_device_attr(int device_fd, std::uint32_t group, std::uint64_t attr, const void* value, const std::string& what);
+void set_device_attr(int device_fd, std::uint32_t group, std::uint64_t attr, const void* value,
+                     const std::string& what);
 
 }  // namespace vmm::kvm

@@ -27,16 +27,16 @@ void CpioWriter::add(const std::string& name, const Entry& entry, std::span<cons
     static constexpr char kMagic[] = "070701";
     out_.insert(out_.end(), kMagic, kMagic + 6);
     const bool directory = S_ISDIR(entry.mode);
-    for (std::uint64_t field : {std::uint64_t{next_inode_++},          // ino
-                                std::uint64_t{entry.mode},             // mode
-                                std::uint64_t{0}, std::uint64_t{0},    // uid, gid: root
-                                std::uint64_t{directory ? 2u : 1u},    // nlink
-                                std::uint64_t{0},                      // mtime
-                                std::uint64_t{contents.size()},        // filesize
-                                std::uint64_t{0}, std::uint64_t{0},    // devmajor, devminor
+    for (std::uint64_t field : {std::uint64_t{next_inode_++},        // ino
+                                std::uint64_t{entry.mode},           // mode
+                                std::uint64_t{0}, std::uint64_t{0},  // uid, gid: root
+                                std::uint64_t{directory ? 2u : 1u},  // nlink
+                                std::uint64_t{0},                    // mtime
+                                std::uint64_t{contents.size()},      // filesize
+                                std::uint64_t{0}, std::uint64_t{0},  // devmajor, devminor
                                 std::uint64_t{entry.rdev_major}, std::uint64_t{entry.rdev_minor},
-                                std::uint64_t{name.size() + 1},        // namesize, with the NUL
-                                std::uint64_t{0}})                     // check: unused by newc
+                                std::uint64_t{name.size() + 1},  // namesize, with the NUL
+                                std::uint64_t{0}})               // check: unused by newc
         append_hex8(out_, field);
     out_.insert(out_.end(), name.begin(), name.end());
     out_.push_back(0);
@@ -53,7 +53,8 @@ void CpioWriter::add_file(const std::string& name, std::uint32_t mode, std::span
     add(name, {.mode = S_IFREG | (mode & kPermissionBits)}, contents);
 }
 
-void CpioWriter::add_char_device(const std::string& name, std::uint32_t mode, std::uint32_t major, std::uint32_t minor) {
+void CpioWriter::add_char_device(const std::string& name, std::uint32_t mode, std::uint32_t major,
+                                 std::uint32_t minor) {
     add(name, {.mode = S_IFCHR | (mode & kPermissionBits), .rdev_major = major, .rdev_minor = minor}, {});
 }
 

@@ -55,7 +55,9 @@ void say(const std::string& message) {
     [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
 }
 
-[[noreturn]] void fail(const std::string& what, int error = errno) { throw InitError{what + ": " + std::strerror(error)}; }
+[[noreturn]] void fail(const std::string& what, int error = errno) {
+    throw InitError{what + ": " + std::strerror(error)};
+}
 
 void make_dir(const std::string& path) {
     if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail("mkdir " + path);
@@ -128,16 +130,16 @@ void mount_share(std::string_view tag, const std::string& target, bool read_only
     const std::string data = "trans=virtio,version=9p2000.L" + options;
     int error = 0;
     const bool mounted = wait_until([&] {
-        if (::mount(source.c_str(), target.c_str(), "9p", read_only ? MS_RDONLY : 0, data.c_str()) == 0)
-            return true;
+        if (::mount(source.c_str(), target.c_str(), "9p", read_only ? MS_RDONLY : 0, data.c_str()) == 0) return true;
         error = errno;
         return error != ENOENT;
     });
     if (mounted && error == 0) return;
     std::string hint;
     if (error == ENODEV || error == ENOENT)
-        hint = " (the guest kernel needs virtio_mmio, 9pnet_virtio and 9p: built in, or as modules in the initrd's "
-               "/lib/modules/RELEASE; lkvm sandbox -i INITRD)";
+        hint =
+            " (the guest kernel needs virtio_mmio, 9pnet_virtio and 9p: built in, or as modules in the initrd's "
+            "/lib/modules/RELEASE; lkvm sandbox -i INITRD)";
     throw InitError{"mounting the share " + source + " on " + target + ": " + std::strerror(error) + hint};
 }
 
@@ -210,7 +212,8 @@ GuestCommand take_status_channel(UniqueFd& status) {
 
 void report(int status_fd, int status) {
     const std::string text = encode_status(status);
-    if (::pwrite(status_fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) || ::fsync(status_fd) != 0)
+    if (::pwrite(status_fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) ||
+        ::fsync(status_fd) != 0)
         fail("write the status");
 }
 

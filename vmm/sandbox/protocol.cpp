@@ -8,7 +8,8 @@ namespace vmm::sandbox {
 
 std::string check_command(const GuestCommand& command) {
     if (command.argv.empty() || command.argv.front().empty()) return "no command to run";
-    if (command.workdir.empty() || command.workdir.front() != '/') return "the working directory is not an absolute path";
+    if (command.workdir.empty() || command.workdir.front() != '/')
+        return "the working directory is not an absolute path";
     std::size_t total = command.workdir.size() + 1;
     for (const std::string& field : command.argv) total += field.size() + 1;
     if (command.workdir.find('\0') != std::string::npos) return "the working directory holds a NUL byte";

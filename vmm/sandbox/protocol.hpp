@@ -16,9 +16,9 @@
 namespace vmm::sandbox {
 
 // Tags of the three shares every sandbox has (user --9p shares must use other tags).
-inline constexpr std::string_view kRootTag = "lkvm-root";     // the host's /, read-only
-inline constexpr std::string_view kWorkTag = "lkvm-work";     // --workdir, read-write
-inline constexpr std::string_view kControlTag = "lkvm-ctl";   // the private control directory
+inline constexpr std::string_view kRootTag = "lkvm-root";    // the host's /, read-only
+inline constexpr std::string_view kWorkTag = "lkvm-work";    // --workdir, read-write
+inline constexpr std::string_view kControlTag = "lkvm-ctl";  // the private control directory
 inline constexpr std::string_view kCommandFile = "command";
 inline constexpr std::string_view kStatusFile = "status";
 // The name of the init inside the guest, and how main() recognizes it runs there.
@@ -30,8 +30,8 @@ inline constexpr std::size_t kMaxCommandBytes = 1 << 20;
 inline constexpr std::size_t kMaxStatusBytes = 16;
 
 struct GuestCommand {
-    std::string workdir;             // absolute path in the host's (and the guest's) tree
-    std::vector<std::string> argv;   // argv[0] is looked up on PATH
+    std::string workdir;            // absolute path in the host's (and the guest's) tree
+    std::vector<std::string> argv;  // argv[0] is looked up on PATH
 };
 
 // Empty on success, else why `command` cannot be handed over (one line).

@@ -40,7 +40,7 @@ int list(int dir, std::vector<Entry>& out) {
         if (name == "." || name == "..") continue;
         bool directory = e->d_type == DT_DIR;
         if (e->d_type == DT_UNKNOWN) {  // file systems without d_type: ask
-            struct stat st{};
+            struct stat st {};
             directory = ::fstatat(dir, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
         }
         out.push_back({std::string(name), directory});
@@ -76,9 +76,10 @@ std::string remove_tree(const std::string& path) {
         if (!below.empty()) where += "/.../" + below.back().name + " (depth " + std::to_string(below.size()) + ")";
         return "cannot remove '" + path + "': " + what + " in '" + where + "': " + std::strerror(error);
     };
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? std::string() : failed("lstat", {}, errno);
-    if (!S_ISDIR(st.st_mode)) return ::unlink(path.c_str()) == 0 || errno == ENOENT ? std::string() : failed("unlink", {}, errno);
+    if (!S_ISDIR(st.st_mode))
+        return ::unlink(path.c_str()) == 0 || errno == ENOENT ? std::string() : failed("unlink", {}, errno);
 
     UniqueFd current(::open(path.c_str(), kDirFlags));
     if (!current) return failed("open", {}, errno);
@@ -88,7 +89,7 @@ std::string remove_tree(const std::string& path) {
     // one that still cannot be removed once emptied (a file system hiding entries) is an error.
     std::vector<Level> above;
     std::vector<Entry> entries;
-    struct stat left{};  // the directory we last came up from
+    struct stat left {};  // the directory we last came up from
     bool came_up = false;
     for (;;) {
         if (list(current.get(), entries) != 0) return failed("reading the directory", above, errno);
@@ -97,18 +98,21 @@ std::string remove_tree(const std::string& path) {
         for (const Entry& e : entries) {
             const char* name = e.name.c_str();
             if (!e.directory) {
-                if (!retry_with_access(current.get(), [&] { return ::unlinkat(current.get(), name, 0) == 0 || errno == ENOENT; }))
+                if (!retry_with_access(current.get(),
+                                       [&] { return ::unlinkat(current.get(), name, 0) == 0 || errno == ENOENT; }))
                     return failed("unlink '" + e.name + "'", above, errno);
                 continue;
             }
-            if (retry_with_access(current.get(), [&] { return ::unlinkat(current.get(), name, AT_REMOVEDIR) == 0 || errno == ENOENT; }))
+            if (retry_with_access(current.get(), [&] {
+                    return ::unlinkat(current.get(), name, AT_REMOVEDIR) == 0 || errno == ENOENT;
+                }))
                 continue;
             if (errno != ENOTEMPTY && errno != EEXIST) return failed("rmdir '" + e.name + "'", above, errno);
             child = UniqueFd(::openat(current.get(), name, kDirFlags));
             if (!child && (errno == EACCES || errno == EPERM) && ::fchmodat(current.get(), name, S_IRWXU, 0) == 0)
                 child = UniqueFd(::openat(current.get(), name, kDirFlags));
             if (!child) return failed("open '" + e.name + "'", above, errno);
-            struct stat st_child{};
+            struct stat st_child {};
             if (::fstat(child.get(), &st_child) != 0) return failed("fstat '" + e.name + "'", above, errno);
             if (came_up && st_child.st_dev == left.st_dev && st_child.st_ino == left.st_ino)
                 return failed("rmdir '" + e.name + "' (emptied)", above, ENOTEMPTY);
@@ -116,7 +120,7 @@ std::string remove_tree(const std::string& path) {
             break;
         }
         if (child) {
-            struct stat here{};
+            struct stat here {};
             if (::fstat(current.get(), &here) != 0) return failed("fstat", above, errno);
             above.push_back({here.st_dev, here.st_ino, std::move(child_name)});
             current = std::move(child);
@@ -128,7 +132,7 @@ std::string remove_tree(const std::string& path) {
         if (::fstat(current.get(), &left) != 0) return failed("fstat", above, errno);
         came_up = true;
         UniqueFd parent(::openat(current.get(), "..", kDirFlags));
-        struct stat up{};
+        struct stat up {};
         if (!parent || ::fstat(parent.get(), &up) != 0) return failed("open '..'", above, errno);
         if (up.st_dev != above.back().dev || up.st_ino != above.back().ino)
             return failed("going back up", above, ESTALE);

@@ -55,7 +55,7 @@ std::uint64_t copy_all(int from, int to, const std::string& what) {
 std::string resolve_workdir(const std::string& workdir) {
     char resolved[PATH_MAX];
     if (!::realpath(workdir.c_str(), resolved)) throw_errno("--workdir '" + workdir + "'");
-    struct stat st{};
+    struct stat st {};
     if (::stat(resolved, &st) != 0) throw_errno("--workdir '" + workdir + "'");
     if (!S_ISDIR(st.st_mode)) throw SetupError("--workdir '" + workdir + "' is not a directory");
     if (::access(resolved, R_OK | W_OK | X_OK) != 0)
@@ -88,7 +88,7 @@ VmConfig guest_config(const Request& request, const std::string& workdir, const 
     config.initrd = initrd;
     config.console = ConsoleKind::Virtio;
     config.serial_to_stderr = true;
-    config.no_reboot = true;  // a guest that resets (a panic: panic=-1) ends lkvm
+    config.no_reboot = true;     // a guest that resets (a panic: panic=-1) ends lkvm
     config.interactive = false;  // CMD's stdin is /dev/null; Ctrl-C stops lkvm (130)
     // Never another file system: not the host's /proc, /sys, /dev, /run (the guest mounts its own).
     config.shares.push_back({.dir = "/", .tag = std::string(kRootTag), .read_only = true, .one_file_system = true});
@@ -109,14 +109,15 @@ SandboxExit exit_status(const VmEnd& end, std::optional<int> reported) {
     switch (end.how) {
         case VmEnd::How::PowerOff:
             if (reported) return {*reported, ""};
-            return {kExitSandboxFailed, "sandbox: the guest ended without reporting the command's status; exit status 125"};
+            return {kExitSandboxFailed,
+                    "sandbox: the guest ended without reporting the command's status; exit status 125"};
         case VmEnd::How::Signal:  // as lkvm run reports it; the signal's line is already out
             return {kExitSignalBase + end.signal, ""};
         case VmEnd::How::Reset:
-            return {kExitSandboxFailed, "sandbox: the guest reset (a kernel panic, or CMD rebooted it); exit status 125" + ignored};
+            return {kExitSandboxFailed,
+                    "sandbox: the guest reset (a kernel panic, or CMD rebooted it); exit status 125" + ignored};
         case VmEnd::How::Crash:
-        case VmEnd::How::Error:
-            break;  // lkvm has said why
+        case VmEnd::How::Error: break;  // lkvm has said why
     }
     return {kExitSandboxFailed, reported ? "sandbox: exit status 125" + ignored : ""};
 }
@@ -130,7 +131,8 @@ Session::Session(const Request& request, const std::string& init) {
         const std::string control = dir_ + "/" + kControlSubdir;
         if (::mkdir(control.c_str(), 0700) != 0) throw_errno("creating '" + control + "'");
         const std::string encoded = encode_command(command);
-        write_all(open_or_throw(control + "/" + std::string(kCommandFile), O_WRONLY | O_CREAT | O_EXCL, "cannot create").get(),
+        write_all(open_or_throw(control + "/" + std::string(kCommandFile), O_WRONLY | O_CREAT | O_EXCL, "cannot create")
+                      .get(),
                   std::span(reinterpret_cast<const std::uint8_t*>(encoded.data()), encoded.size()), "the command file");
         // Empty until the guest's init writes CMD's status (the share lets it write this file only).
         open_or_throw(control + "/" + std::string(kStatusFile), O_WRONLY | O_CREAT | O_EXCL, "cannot create");
@@ -168,7 +170,7 @@ std::optional<int> Session::reported_status() const {
     // Written through the share by the guest: no symlink followed, no FIFO waited on, bounded.
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!fd) return std::nullopt;
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
     char buffer[kMaxStatusBytes + 1];
     ssize_t n = ::read(fd.get(), buffer, sizeof buffer);

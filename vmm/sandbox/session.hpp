@@ -68,7 +68,7 @@ private:
     // Logs what could not be removed (the rest is gone).
     void remove_private_dir() const;
 
-    std::string dir_;          // the private directory: initrd, and control/ (the share)
+    std::string dir_;  // the private directory: initrd, and control/ (the share)
     VmConfig config_;
 };
 

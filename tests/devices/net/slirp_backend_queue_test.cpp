@@ -41,11 +41,11 @@ std::array<std::uint8_t, 42> arp_request(std::uint32_t target) {
     std::array<std::uint8_t, 42> f{};
     std::memset(f.data(), 0xff, 6);
     std::memcpy(f.data() + 6, kGuestMac.data(), 6);
-    f[12] = 0x08, f[13] = 0x06;                    // ETH_P_ARP
-    f[14] = 0x00, f[15] = 0x01;                    // Ethernet
-    f[16] = 0x08, f[17] = 0x00;                    // IPv4
-    f[18] = 6, f[19] = 4;                          // address lengths
-    f[20] = 0x00, f[21] = 0x01;                    // request
+    f[12] = 0x08, f[13] = 0x06;  // ETH_P_ARP
+    f[14] = 0x00, f[15] = 0x01;  // Ethernet
+    f[16] = 0x08, f[17] = 0x00;  // IPv4
+    f[18] = 6, f[19] = 4;        // address lengths
+    f[20] = 0x00, f[21] = 0x01;  // request
     std::memcpy(f.data() + 22, kGuestMac.data(), 6);
     put32(f.data() + 28, kGuest);
     put32(f.data() + 38, target);

@@ -143,7 +143,8 @@ TEST_CASE("slirp: a guest sending UDP from 100 source ports costs at most max_so
 TEST_CASE("slirp: TCP SYNs count against the cap too, and so does UDP at the cap") {
     devices::net::SlirpBackend slirp(vmm::slirp_options(vmm::NetConfig{}), {.max_sockets = 4});
     LoopbackListener service;
-    for (std::uint16_t i = 0; i < 10; ++i) slirp.send(tcp_syn(static_cast<std::uint16_t>(30000 + i), kGateway, service.port));
+    for (std::uint16_t i = 0; i < 10; ++i)
+        slirp.send(tcp_syn(static_cast<std::uint16_t>(30000 + i), kGateway, service.port));
     slirp.flush();
     CHECK(slirp.sockets() == 4);
     CHECK(slirp.refused_flows() == 6);
@@ -154,7 +155,8 @@ TEST_CASE("slirp: TCP SYNs count against the cap too, and so does UDP at the cap
 
 TEST_CASE("slirp: a hostfwd listener that cannot accept (no descriptor left) is paused, not retried every round") {
     const std::uint16_t port = free_port();
-    devices::net::SlirpBackend slirp(vmm::slirp_options(forwarding(port)), {.max_sockets = 64, .listener_backoff = std::chrono::hours(1)});
+    devices::net::SlirpBackend slirp(vmm::slirp_options(forwarding(port)),
+                                     {.max_sockets = 64, .listener_backoff = std::chrono::hours(1)});
     REQUIRE(slirp.sockets() == 1);  // the listener
     const vmm::UniqueFd client = connect_loopback(port);
 
@@ -169,7 +171,8 @@ TEST_CASE("slirp: a hostfwd listener that cannot accept (no descriptor left) is 
 
 TEST_CASE("slirp: at the socket cap a hostfwd connection waits in the backlog and the listener pauses") {
     const std::uint16_t port = free_port();
-    devices::net::SlirpBackend slirp(vmm::slirp_options(forwarding(port)), {.max_sockets = 1, .listener_backoff = std::chrono::hours(1)});
+    devices::net::SlirpBackend slirp(vmm::slirp_options(forwarding(port)),
+                                     {.max_sockets = 1, .listener_backoff = std::chrono::hours(1)});
     const vmm::UniqueFd client = connect_loopback(port);
     for (int round = 0; round < 50; ++round) slirp.service();
     CHECK(slirp.listener_pauses() == 1);
@@ -192,7 +195,8 @@ TEST_CASE("slirp: hostfwd listens on 127.0.0.1 by default, on the address given 
     CHECK_THROWS(devices::net::SlirpBackend(vmm::slirp_options(busy)));
 }
 
-TEST_CASE("slirp: host_loopback=off and restrict=on keep a guest's connection to the gateway from the host's loopback") {
+TEST_CASE(
+    "slirp: host_loopback=off and restrict=on keep a guest's connection to the gateway from the host's loopback") {
     LoopbackListener service;
     auto sockets_after_syn = [&](vmm::NetConfig config) {
         devices::net::SlirpBackend slirp(vmm::slirp_options(config));

@@ -83,7 +83,8 @@ public:
         return call(Type::Tversion, [&](Encoder& e) { e.u32(msize), e.str("9P2000.L"); });
     }
     std::uint32_t attach(std::uint32_t fid) {
-        return call(Type::Tattach, [&](Encoder& e) { e.u32(fid), e.u32(devices::p9::kNoFid), e.str("root"), e.str(""), e.u32(0); });
+        return call(Type::Tattach,
+                    [&](Encoder& e) { e.u32(fid), e.u32(devices::p9::kNoFid), e.str("root"), e.str(""), e.u32(0); });
     }
     // Returns 0 when every name was walked; the Rlerror code when the first failed; -1 (as u32)
     // for a short walk (walked() names succeeded).
@@ -104,7 +105,8 @@ public:
     std::uint32_t lopen(std::uint32_t fid, std::uint32_t flags) {
         return call(Type::Tlopen, [&](Encoder& e) { e.u32(fid), e.u32(flags); });
     }
-    std::uint32_t lcreate(std::uint32_t fid, const std::string& name, std::uint32_t flags = kRdwr, std::uint32_t mode = 0644) {
+    std::uint32_t lcreate(std::uint32_t fid, const std::string& name, std::uint32_t flags = kRdwr,
+                          std::uint32_t mode = 0644) {
         return call(Type::Tlcreate, [&](Encoder& e) { e.u32(fid), e.str(name), e.u32(flags), e.u32(mode), e.u32(0); });
     }
     std::uint32_t write(std::uint32_t fid, std::uint64_t offset, const std::string& data) {
@@ -135,7 +137,8 @@ public:
     std::uint32_t unlinkat(std::uint32_t dfid, const std::string& name, std::uint32_t flags = 0) {
         return call(Type::Tunlinkat, [&](Encoder& e) { e.u32(dfid), e.str(name), e.u32(flags); });
     }
-    std::uint32_t renameat(std::uint32_t odfid, const std::string& oname, std::uint32_t ndfid, const std::string& nname) {
+    std::uint32_t renameat(std::uint32_t odfid, const std::string& oname, std::uint32_t ndfid,
+                           const std::string& nname) {
         return call(Type::Trenameat, [&](Encoder& e) { e.u32(odfid), e.str(oname), e.u32(ndfid), e.str(nname); });
     }
     // Tsetattr with only the size bit (P9_ATTR_SIZE).
@@ -149,7 +152,7 @@ public:
     std::uint64_t size_of(std::uint32_t fid) {
         REQUIRE(call(Type::Tgetattr, [&](Encoder& e) { e.u32(fid), e.u64(0x7ff); }) == 0);
         Decoder d = body();
-        d.u64(), d.u8(), d.u32(), d.u64();  // valid, qid
+        d.u64(), d.u8(), d.u32(), d.u64();            // valid, qid
         d.u32(), d.u32(), d.u32(), d.u64(), d.u64();  // mode uid gid nlink rdev
         return d.u64();
     }

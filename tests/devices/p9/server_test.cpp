@@ -7,9 +7,9 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -117,7 +117,8 @@ TEST_CASE("p9 server: symlink, readlink, rename keeps fids usable, unlinkat, sta
     REQUIRE(c.walk(kRoot, 6, {"locked"}) == 0);
     REQUIRE(c.lopen(6, kRdwr) == 0);
     CHECK(lock(6, 1) == 1);  // another fid conflicts: P9_LOCK_BLOCKED
-    REQUIRE(c.call(Type::Tgetlock, [](Encoder& e) { e.u32(6), e.u8(1), e.u64(0), e.u64(0), e.u32(43), e.str("g2"); }) == 0);
+    REQUIRE(c.call(Type::Tgetlock, [](Encoder& e) { e.u32(6), e.u8(1), e.u64(0), e.u64(0), e.u32(43), e.str("g2"); }) ==
+            0);
     CHECK(c.body().u8() == 1);  // the conflicting write lock is reported
     CHECK(lock(5, 2) == 0);     // unlock
     CHECK(lock(6, 1) == 0);
@@ -157,7 +158,7 @@ TEST_CASE("p9 server: .. at the root stays at the root, and names with '/' are r
     REQUIRE(c.walk(kRoot, 2, {}) == 0);
     const Qid root = c.last_qid();
     REQUIRE(c.walk(kRoot, 5, {"..", "..", ".."}) == 0);
-    struct stat st{};
+    struct stat st {};
     REQUIRE(::stat(s.exported.c_str(), &st) == 0);
     CHECK(c.last_qid().path == st.st_ino);
     (void)root;
@@ -257,7 +258,7 @@ TEST_CASE("p9 server: a host thread swapping a directory and a symlink to outsid
     fs::create_directory(s.exported / "d");
     std::ofstream(s.exported / "d" / "secret") << "inside";
     fs::create_directory_symlink(s.outside, s.exported / "swap");
-    struct stat outside_secret{};
+    struct stat outside_secret {};
     REQUIRE(::stat((s.outside / "secret").c_str(), &outside_secret) == 0);
     auto server = serve(s);
     Client c(*server);
@@ -378,7 +379,9 @@ TEST_CASE("p9 server: ,ro refuses every write and still serves reads") {
     CHECK(c.unlinkat(kRoot, "dir", AT_REMOVEDIR) == EROFS);
     CHECK(c.renameat(kRoot, "f", kRoot, "g") == EROFS);
     CHECK(c.call(Type::Tlink, [](Encoder& e) { e.u32(kRoot), e.u32(2), e.str("hard"); }) == EROFS);
-    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0644), e.u32(0), e.u32(0), e.u32(0); }) == EROFS);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) {
+        e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0644), e.u32(0), e.u32(0), e.u32(0);
+    }) == EROFS);
     CHECK(c.call(Type::Txattrcreate, [](Encoder& e) { e.u32(2), e.str("user.a"), e.u64(1), e.u32(0); }) == EROFS);
     CHECK(c.call(Type::Tremove, [](Encoder& e) { e.u32(2); }) == EROFS);
     CHECK(fs::exists(s.exported / "f"));
@@ -413,9 +416,15 @@ TEST_CASE("p9 server: no device nodes for the guest, and only regular files and 
     Client c(*server);
     REQUIRE(c.version() == 0);
     REQUIRE(c.attach(kRoot) == 0);
-    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("sda"), e.u32(S_IFBLK | 0600), e.u32(8), e.u32(0), e.u32(0); }) == EPERM);
-    CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("mem"), e.u32(S_IFCHR | 0600), e.u32(1), e.u32(1), e.u32(0); }) == EPERM);
-    REQUIRE(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0600), e.u32(0), e.u32(0), e.u32(0); }) == 0);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) {
+        e.u32(kRoot), e.str("sda"), e.u32(S_IFBLK | 0600), e.u32(8), e.u32(0), e.u32(0);
+    }) == EPERM);
+    CHECK(c.call(Type::Tmknod, [](Encoder& e) {
+        e.u32(kRoot), e.str("mem"), e.u32(S_IFCHR | 0600), e.u32(1), e.u32(1), e.u32(0);
+    }) == EPERM);
+    REQUIRE(c.call(Type::Tmknod, [](Encoder& e) {
+        e.u32(kRoot), e.str("fifo"), e.u32(S_IFIFO | 0600), e.u32(0), e.u32(0), e.u32(0);
+    }) == 0);
     REQUIRE(c.walk(kRoot, 2, {"fifo"}) == 0);
     CHECK(c.lopen(2, kRdonly) == EOPNOTSUPP);  // would block the serving thread
 }
@@ -464,32 +473,43 @@ TEST_CASE("p9 server: a FIFO swapped in for a walked file never blocks the servi
     REQUIRE(c.call(Type::Tmknod, mkfifo) == 0);
     const fs::path fifo = s.exported / "f";
 
-    CHECK(answered_in_time(c, Type::Tlopen, [](Encoder& e) { e.u32(2), e.u32(kRdonly); }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Tlopen, [](Encoder& e) { e.u32(2), e.u32(kRdonly); }, fifo));
     // Answered with the walked file (unlinked, still open-able as on any POSIX file system) or
     // an error; never with the FIFO's (empty) contents.
     if (c.reply_type() == static_cast<std::uint8_t>(Type::Rlopen)) CHECK(c.read(2, 0, 16) == "old");
     // A truncate and an xattr read of the old fid open the file, too (O_WRONLY: no reader).
-    CHECK(answered_in_time(c, Type::Tsetattr, [](Encoder& e) {
-        e.u32(3), e.u32(8), e.u32(0), e.u32(0), e.u32(0), e.u64(0);
-        for (int i = 0; i < 4; ++i) e.u64(0);
-    }, fifo));
-    CHECK(answered_in_time(c, Type::Txattrwalk, [](Encoder& e) { e.u32(3), e.u32(4), e.str(""); }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Tsetattr,
+        [](Encoder& e) {
+            e.u32(3), e.u32(8), e.u32(0), e.u32(0), e.u32(0), e.u64(0);
+            for (int i = 0; i < 4; ++i) e.u64(0);
+        },
+        fifo));
+    CHECK(answered_in_time(
+        c, Type::Txattrwalk, [](Encoder& e) { e.u32(3), e.u32(4), e.str(""); }, fifo));
 
     // A FIFO the guest walks to directly: truncate and xattrs must not open it either.
     REQUIRE(c.walk(kRoot, 5, {"f"}) == 0);
-    CHECK(answered_in_time(c, Type::Tsetattr, [](Encoder& e) {
-        e.u32(5), e.u32(8), e.u32(0), e.u32(0), e.u32(0), e.u64(0);
-        for (int i = 0; i < 4; ++i) e.u64(0);
-    }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Tsetattr,
+        [](Encoder& e) {
+            e.u32(5), e.u32(8), e.u32(0), e.u32(0), e.u32(0), e.u64(0);
+            for (int i = 0; i < 4; ++i) e.u64(0);
+        },
+        fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
-    CHECK(answered_in_time(c, Type::Txattrwalk, [](Encoder& e) { e.u32(5), e.u32(6), e.str("user.x"); }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Txattrwalk, [](Encoder& e) { e.u32(5), e.u32(6), e.str("user.x"); }, fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
     // Tlcreate without O_EXCL of the FIFO's name: open(O_CREAT) of an existing FIFO opens it.
     REQUIRE(c.walk(kRoot, 7, {}) == 0);
-    CHECK(answered_in_time(c, Type::Tlcreate, [](Encoder& e) { e.u32(7), e.str("f"), e.u32(kWronly), e.u32(0644), e.u32(0); }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Tlcreate, [](Encoder& e) { e.u32(7), e.str("f"), e.u32(kWronly), e.u32(0644), e.u32(0); }, fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
     REQUIRE(c.walk(kRoot, 8, {}) == 0);
-    CHECK(answered_in_time(c, Type::Tlcreate, [](Encoder& e) { e.u32(8), e.str("f"), e.u32(kRdonly), e.u32(0644), e.u32(0); }, fifo));
+    CHECK(answered_in_time(
+        c, Type::Tlcreate, [](Encoder& e) { e.u32(8), e.str("f"), e.u32(kRdonly), e.u32(0644), e.u32(0); }, fifo));
     CHECK(c.reply_type() == static_cast<std::uint8_t>(Type::Rlerror));
     CHECK(fs::is_fifo(fifo));
 }
@@ -536,18 +556,19 @@ TEST_CASE("p9 server: malformed messages get Rlerror and never a crash") {
     // A request larger than the negotiated msize.
     REQUIRE(c.version(8192) == 0);
     REQUIRE(c.attach(kRoot) == 0);
-    CHECK(c.call(Type::Tmkdir, [](Encoder& e) {
-        e.u32(kRoot), e.str(std::string(9000, 'a')), e.u32(0755), e.u32(0);
-    }) == EMSGSIZE);
+    CHECK(c.call(Type::Tmkdir,
+                 [](Encoder& e) { e.u32(kRoot), e.str(std::string(9000, 'a')), e.u32(0755), e.u32(0); }) == EMSGSIZE);
     // Reply room too small for any reply: nothing, not a partial message, and not executed.
-    server->handle(std::vector<std::uint8_t>{11, 0, 0, 0, static_cast<std::uint8_t>(Type::Tclunk), 1, 0, 1, 0, 0, 0}, reply, 10);
+    server->handle(std::vector<std::uint8_t>{11, 0, 0, 0, static_cast<std::uint8_t>(Type::Tclunk), 1, 0, 1, 0, 0, 0},
+                   reply, 10);
     CHECK(reply.empty());
     CHECK(server->fid_count() == 1);
     // A read clipped to the room the guest gave.
     REQUIRE(c.walk(kRoot, 3, {}) == 0);
     REQUIRE(c.lcreate(3, "g") == 0);
     REQUIRE(c.write(3, 0, std::string(100, 'z')) == 0);
-    CHECK(c.call(Type::Tread, [](Encoder& e) { e.u32(3), e.u64(0), e.u32(100); }, 31) == 0);
+    CHECK(c.call(
+              Type::Tread, [](Encoder& e) { e.u32(3), e.u64(0), e.u32(100); }, 31) == 0);
     CHECK(c.reply().size() == 31);
     CHECK(c.body().u32() == 20);
 }
@@ -605,7 +626,8 @@ TEST_CASE("p9 fid_limit: the shares split what the descriptor limit leaves, at m
     // Within the budget whatever the split: fids x descriptors per fid x shares.
     for (std::uint64_t budget : {0ull, 1ull, 511ull, 512ull, 7000ull, 1ull << 40})
         for (std::size_t shares = 1; shares < 9; ++shares)
-            CHECK(std::uint64_t{devices::p9::fid_limit(budget, shares)} * devices::p9::kDescriptorsPerFid * shares <= budget);
+            CHECK(std::uint64_t{devices::p9::fid_limit(budget, shares)} * devices::p9::kDescriptorsPerFid * shares <=
+                  budget);
 }
 
 TEST_CASE("p9 server: a guest at its fid limit holds at most two host descriptors per fid") {
@@ -623,10 +645,21 @@ TEST_CASE("p9 server: a guest at its fid limit holds at most two host descriptor
     std::uint32_t fid = 2;
     for (; fid <= 64; ++fid) {
         switch (fid % 4) {
-            case 0: REQUIRE(c.walk(kRoot, fid, {"f"}) == 0); REQUIRE(c.lopen(fid, kRdonly) == 0); break;
-            case 1: REQUIRE(c.walk(kRoot, fid, {"d"}) == 0); REQUIRE(c.lopen(fid, kRdonly) == 0); break;
-            case 2: REQUIRE(c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(kRoot), e.u32(fid), e.str(""); }) == 0); break;
-            default: REQUIRE(c.walk(kRoot, fid, {}) == 0); REQUIRE(c.lcreate(fid, "n" + std::to_string(fid)) == 0); break;
+            case 0:
+                REQUIRE(c.walk(kRoot, fid, {"f"}) == 0);
+                REQUIRE(c.lopen(fid, kRdonly) == 0);
+                break;
+            case 1:
+                REQUIRE(c.walk(kRoot, fid, {"d"}) == 0);
+                REQUIRE(c.lopen(fid, kRdonly) == 0);
+                break;
+            case 2:
+                REQUIRE(c.call(Type::Txattrwalk, [&](Encoder& e) { e.u32(kRoot), e.u32(fid), e.str(""); }) == 0);
+                break;
+            default:
+                REQUIRE(c.walk(kRoot, fid, {}) == 0);
+                REQUIRE(c.lcreate(fid, "n" + std::to_string(fid)) == 0);
+                break;
         }
     }
     CHECK(server->fid_count() == 64);
@@ -696,7 +729,9 @@ TEST_CASE("p9 server: set-user-ID and set-group-ID are dropped on create and ref
         CHECK((mode_of("suid") & fs::perms::owner_exec) != fs::perms::none);  // the rest is kept
         CHECK(c.call(Type::Tmkdir, [](Encoder& e) { e.u32(kRoot), e.str("sgid"), e.u32(02775), e.u32(0); }) == 0);
         CHECK((mode_of("sgid") & kSetId) == fs::perms::none);
-        CHECK(c.call(Type::Tmknod, [](Encoder& e) { e.u32(kRoot), e.str("node"), e.u32(S_IFREG | 04755), e.u32(0), e.u32(0), e.u32(0); }) == 0);
+        CHECK(c.call(Type::Tmknod, [](Encoder& e) {
+            e.u32(kRoot), e.str("node"), e.u32(S_IFREG | 04755), e.u32(0), e.u32(0), e.u32(0);
+        }) == 0);
         CHECK((mode_of("node") & kSetId) == fs::perms::none);
         REQUIRE(c.walk(kRoot, 3, {"node"}) == 0);
         CHECK(setattr_mode(c, 3, 04755) == EPERM);
@@ -731,7 +766,7 @@ TEST_CASE("p9 server: a lock on a read-only share takes no host lock") {
     CHECK(lock(c, 2, 0) == 0);  // P9_LOCK_SUCCESS: granted, as far as the guest is concerned
     const int host = ::open((s.exported / "f").c_str(), O_RDWR | O_CLOEXEC);
     REQUIRE(host >= 0);
-    struct flock fl{};
+    struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     CHECK(::fcntl(host, F_OFD_SETLK, &fl) == 0);  // the host's writer is not kept out
@@ -869,7 +904,9 @@ TEST_CASE("p9 server: Tlcreate of an existing device node or FIFO opens nothing;
     CHECK(slurp(s.exported / "file").empty());
     CHECK(!opened().empty());
     REQUIRE(c.walk(kRoot, fid + 1, {}) == 0);
-    CHECK(c.call(Type::Tlcreate, [&](Encoder& e) { e.u32(fid + 1), e.str("file"), e.u32(kRdwr | 0200), e.u32(0644), e.u32(0); }) == EEXIST);
+    CHECK(c.call(Type::Tlcreate, [&](Encoder& e) {
+        e.u32(fid + 1), e.str("file"), e.u32(kRdwr | 0200), e.u32(0644), e.u32(0);
+    }) == EEXIST);
     REQUIRE(c.walk(kRoot, fid + 2, {}) == 0);
     CHECK(c.lcreate(fid + 2, "d", kRdonly) == 0);  // a new name is created
     ::close(watch);

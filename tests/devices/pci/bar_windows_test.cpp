@@ -12,7 +12,9 @@ namespace {
 using devices::pci::BarWindows;
 using devices::vfio::testing::RecordingDirectMapper;
 
-vmm::GuestRange r(std::uint64_t base, std::uint64_t size) { return *vmm::GuestRange::make(vmm::GuestPhysAddr{base}, size); }
+vmm::GuestRange r(std::uint64_t base, std::uint64_t size) {
+    return *vmm::GuestRange::make(vmm::GuestPhysAddr{base}, size);
+}
 
 struct Counter final : vmm::MmioDevice {
     void mmio_read(std::uint64_t offset, std::span<std::uint8_t> data) override {
@@ -55,11 +57,11 @@ TEST_CASE("BarWindows refuses pieces outside the windows or overlapping another 
     Counter a, b;
     int host = 0;
     CHECK(w.add_trap(r(0x40000000, 0x4000), a));
-    CHECK_FALSE(w.add_trap(r(0x40003000, 0x2000), b));           // overlaps a
-    CHECK_FALSE(w.add_direct(r(0x40002000, 0x1000), &host));     // overlaps a
-    CHECK_FALSE(w.add_trap(r(0x80000000, 0x1000), b));           // RAM
-    CHECK_FALSE(w.add_trap(r(0x7ffff000, 0x2000), b));           // straddles the window's end
-    CHECK_FALSE(w.add_direct(r(0x08000000, 0x1000), &host));     // the GIC
+    CHECK_FALSE(w.add_trap(r(0x40003000, 0x2000), b));        // overlaps a
+    CHECK_FALSE(w.add_direct(r(0x40002000, 0x1000), &host));  // overlaps a
+    CHECK_FALSE(w.add_trap(r(0x80000000, 0x1000), b));        // RAM
+    CHECK_FALSE(w.add_trap(r(0x7ffff000, 0x2000), b));        // straddles the window's end
+    CHECK_FALSE(w.add_direct(r(0x08000000, 0x1000), &host));  // the GIC
     auto slot = w.add_direct(r(0x8000000000, 0x1000), &host);
     REQUIRE(slot);
     CHECK(slots.slots.size() == 1);
@@ -75,9 +77,9 @@ TEST_CASE("BarWindows refuses pieces outside the windows or overlapping another 
 TEST_CASE("BarAllocator places BARs naturally aligned, 64-bit prefetchable ones high") {
     devices::pci::BarAllocator a(r(0x40000000, 0x40000000), r(0x8000000000, 0x8000000000), 4096);
     CHECK(a.allocate(0x4000, true, false) == 0x40000000);
-    CHECK(a.allocate(0x10, false, false) == 0x40004000);       // at least a page
+    CHECK(a.allocate(0x10, false, false) == 0x40004000);      // at least a page
     CHECK(a.allocate(0x100000, false, false) == 0x40100000);  // natural alignment
     CHECK(a.allocate(0x1000, true, true) == 0x8000000000);
-    CHECK_FALSE(a.allocate(0x3000, false, false));             // not a power of two
-    CHECK_FALSE(a.allocate(0x80000000, false, false));         // larger than the window
+    CHECK_FALSE(a.allocate(0x3000, false, false));      // not a power of two
+    CHECK_FALSE(a.allocate(0x80000000, false, false));  // larger than the window
 }

@@ -35,7 +35,8 @@ struct RecordingFunction final : devices::pci::Function {
 };
 
 devices::pci::HostBridgeLayout rig_layout() {
-    return {layout::range(layout::kPcieEcamBase, layout::kPcieEcamSize), layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
+    return {layout::range(layout::kPcieEcamBase, layout::kPcieEcamSize),
+            layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
             layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
             layout::range(layout::kPcieMmio64Base, layout::kPcieMmio64Size)};
 }
@@ -98,12 +99,14 @@ TEST_CASE("HostBridge describes a generic ECAM host with msi-map and, behind the
     for (bool iommu : {false, true}) {
         HostBridge bridge(rig_layout());
         bridge.set_iommu(iommu);
-        fdt::MachineDescription m{*layout::ram(256 << 20), {0x80000000}, "console=ttyS0", std::nullopt, "", {}, {&bridge}};
+        fdt::MachineDescription m{
+            *layout::ram(256 << 20), {0x80000000}, "console=ttyS0", std::nullopt, "", {}, {&bridge}};
         std::vector<std::uint8_t> blob = fdt::build_machine_tree(m);
         const void* fdt = blob.data();
         const int node = fdt_path_offset(fdt, "/pcie@10000000");
         REQUIRE(node >= 0);
-        CHECK(std::string(static_cast<const char*>(fdt_getprop(fdt, node, "compatible", nullptr))) == "pci-host-ecam-generic");
+        CHECK(std::string(static_cast<const char*>(fdt_getprop(fdt, node, "compatible", nullptr))) ==
+              "pci-host-ecam-generic");
         CHECK(std::string(static_cast<const char*>(fdt_getprop(fdt, node, "device_type", nullptr))) == "pci");
         auto cells = [&](const char* name) {
             int len = 0;

@@ -27,9 +27,7 @@ struct Machine {
                                      layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
                                      layout::range(layout::kPcieMmio32Base, layout::kPcieMmio32Size),
                                      layout::range(layout::kPcieMmio64Base, layout::kPcieMmio64Size)}};
-    Machine() {
-        MockVfioKernel::make_nvme_like(fx.kernel.add_device("0000:00:02.0", 2), 0x4000, 4, 0, 0x2000, 0x3000);
-    }
+    Machine() { MockVfioKernel::make_nvme_like(fx.kernel.add_device("0000:00:02.0", 2), 0x4000, 4, 0, 0x2000, 0x3000); }
     std::unique_ptr<Assignment> assign(AssignmentConfig config) {
         return std::make_unique<Assignment>(fx.kernel, memory, config, bridge, fx.allocator, fx.windows, fx.msi);
     }
@@ -99,7 +97,8 @@ TEST_CASE("With --viommu vfio each group gets a container and nothing is mapped 
 
 TEST_CASE("Bad --vfio-pci arguments fail with one line and leave nothing open or on the bus") {
     Machine m;
-    CHECK(m.error({{"0000:00:01.0", "0000:00:09.0"}, false}).find("0000:00:09.0: no such PCI device") != std::string::npos);
+    CHECK(m.error({{"0000:00:01.0", "0000:00:09.0"}, false}).find("0000:00:09.0: no such PCI device") !=
+          std::string::npos);
     CHECK(m.error({{"0000:00:01.0", "00:01.0"}, false}).find("given twice") != std::string::npos);
     CHECK(m.error({{"bogus"}, false}).find("not a PCI address") != std::string::npos);
     m.fx.kernel.add_group_member(2, "0000:00:02.1", "e1000e");

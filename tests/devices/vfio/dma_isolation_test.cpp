@@ -54,8 +54,11 @@ struct World {
             groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
         }
         mapper = std::make_shared<DmaMapper>(memory, kernel);
-        model->set_geometry({{~(kPage - 1), 0, (std::uint64_t{1} << 48) - 1}, 0, ~0u,
-                             iommu::kMapRead | iommu::kMapWrite | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
+        model->set_geometry({{~(kPage - 1), 0, (std::uint64_t{1} << 48) - 1},
+                             0,
+                             ~0u,
+                             iommu::kMapRead | iommu::kMapWrite | iommu::kMapMmio,
+                             VIRTIO_IOMMU_ATTACH_F_BYPASS});
         model->add_endpoint({kEmulated, {}, nullptr});
         for (iommu::EndpointId ep : kVfio) {
             mapper->add_endpoint(ep, containers.at(ep == 16 ? 1 : 0));
@@ -135,18 +138,24 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
             const std::uint64_t size = (1 + pick(3)) * kPage;
             iommu::Status status = iommu::Status::Ok;
             switch (pick(16)) {
-                case 0: case 1: case 2:
-                    status = w.model->attach(ep, domain, domain == 3 ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0);
-                    break;
-                case 3: case 4: status = w.model->detach(ep, domain); break;
-                case 5: case 6: status = w.model->unmap(domain, first, first + pick(8) * kPage + kPage - 1); break;
+                case 0:
+                case 1:
+                case 2: status = w.model->attach(ep, domain, domain == 3 ? VIRTIO_IOMMU_ATTACH_F_BYPASS : 0); break;
+                case 3:
+                case 4: status = w.model->detach(ep, domain); break;
+                case 5:
+                case 6: status = w.model->unmap(domain, first, first + pick(8) * kPage + kPage - 1); break;
                 case 7: w.model->set_unattached_bypass(pick(2) == 1); break;
                 case 8: w.mapper->set_bus_master(kVfio[pick(3)], pick(3) != 0); break;
-                case 9: if (pick(8) == 0) w.model->reset(); break;
+                case 9:
+                    if (pick(8) == 0) w.model->reset();
+                    break;
                 default: {
                     // GPAs in region 0, across the region boundary, or outside RAM; any permission.
-                    const std::uint64_t gpa = pick(4) == 0 ? 0x40000000 + first : kRam0 + 4 * kMiB - 2 * kPage + first % (8 * kPage);
-                    const std::uint32_t flags[] = {iommu::kMapRead, iommu::kMapWrite, iommu::kMapRead | iommu::kMapWrite,
+                    const std::uint64_t gpa =
+                        pick(4) == 0 ? 0x40000000 + first : kRam0 + 4 * kMiB - 2 * kPage + first % (8 * kPage);
+                    const std::uint32_t flags[] = {iommu::kMapRead, iommu::kMapWrite,
+                                                   iommu::kMapRead | iommu::kMapWrite,
                                                    iommu::kMapWrite | iommu::kMapMmio, 0};
                     status = w.model->map(domain, first, first + size - 1, gpa, flags[pick(5)]);
                     break;

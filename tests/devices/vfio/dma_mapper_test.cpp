@@ -128,7 +128,8 @@ TEST_CASE("The DMA entry budget answers S_NOMEM before the host is asked, and th
     Rig rig(false, 3);
     rig.add(8, 0);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
-    for (std::uint64_t i = 0; i < 3; ++i) CHECK(rig.model->map(1, i * 0x1000, i * 0x1000 + 0xfff, kRam0, kRW) == Status::Ok);
+    for (std::uint64_t i = 0; i < 3; ++i)
+        CHECK(rig.model->map(1, i * 0x1000, i * 0x1000 + 0xfff, kRam0, kRW) == Status::Ok);
     const unsigned calls = rig.kernel.map_calls();
     CHECK(rig.model->map(1, 0x10000, 0x10fff, kRam0, kRW) == Status::NoMem);
     CHECK(rig.kernel.map_calls() == calls);  // refused by the budget, not by the host
@@ -194,7 +195,7 @@ TEST_CASE("Bypass maps guest RAM one to one only while a bypassing endpoint mast
     CHECK(rig.model->set_unattached_bypass(true));
     CHECK(rig.kernel.dma_entries() == 0);  // boot bypass alone pins nothing
     rig.mapper->set_bus_master(8, true);
-    REQUIRE(rig.entries(0) == 2);          // both RAM regions, IOVA = GPA
+    REQUIRE(rig.entries(0) == 2);  // both RAM regions, IOVA = GPA
     CHECK(rig.kernel.dma_bytes() == 8 * kMiB);
     CHECK(rig.kernel.dma().at(rig.containers[0]->fd())[0].iova == kRam0);
     CHECK(rig.mapper->stats().spaces[0].identity);
@@ -214,7 +215,11 @@ TEST_CASE("Bypass maps guest RAM one to one only while a bypassing endpoint mast
 TEST_CASE("An identity (bypass) domain maps on demand and unmaps when the endpoint leaves it") {
     Rig rig;
     rig.add(8, 0);
-    rig.model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}, 0, ~0u, kRW | iommu::kMapMmio, VIRTIO_IOMMU_ATTACH_F_BYPASS});
+    rig.model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1},
+                             0,
+                             ~0u,
+                             kRW | iommu::kMapMmio,
+                             VIRTIO_IOMMU_ATTACH_F_BYPASS});
     CHECK(rig.model->attach(8, 5, VIRTIO_IOMMU_ATTACH_F_BYPASS) == Status::Ok);
     CHECK(rig.entries(0) == 0);
     rig.mapper->set_bus_master(8, true);
@@ -229,7 +234,7 @@ TEST_CASE("A refused bypass identity map leaves the endpoint blocked, not in its
     rig.mapper->set_bus_master(8, true);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0, 0xfff, kRam0, kRW) == Status::Ok);
-    CHECK(rig.model->set_unattached_bypass(true));  // no unattached endpoint to move
+    CHECK(rig.model->set_unattached_bypass(true));    // no unattached endpoint to move
     CHECK(rig.model->detach(8, 1) == Status::NoMem);  // bypass refused: detached and blocked
     CHECK(rig.entries(0) == 0);
     CHECK(rig.model->endpoint_stats(8)->blocked);
@@ -289,7 +294,8 @@ TEST_CASE("Without a vIOMMU all guest RAM is mapped at once, or setup fails with
     Rig tight;
     tight.kernel.set_memlock_budget(kMiB);
     DmaMapper mapper(tight.memory, tight.kernel);
-    CHECK_THROWS_WITH_AS(mapper.map_all_ram(tight.containers[0]), doctest::Contains("locked-memory limit"), vmm::SetupError);
+    CHECK_THROWS_WITH_AS(mapper.map_all_ram(tight.containers[0]), doctest::Contains("locked-memory limit"),
+                         vmm::SetupError);
     CHECK(tight.kernel.dma_entries() == 0);
 }
 
@@ -308,7 +314,8 @@ TEST_CASE("Identity maps skip guest RAM the host cannot translate") {
     CHECK(dma[1].size == kMiB);
 }
 
-TEST_CASE("Regression: a reset whose bypass identity map does not fit leaves the function blocked, not in its old domain") {
+TEST_CASE(
+    "Regression: a reset whose bypass identity map does not fit leaves the function blocked, not in its old domain") {
     // Status 0 with bypass = 1 while a bus-mastering function is attached and the
     // identity map exceeds RLIMIT_MEMLOCK. The forced detach failed, the mapper rolled back to the
     // old domain and the guest's mapping stayed in the host IOMMU with no model mapping left.

@@ -45,11 +45,13 @@ TEST_CASE("group_of names the device and the fix when it cannot be assigned") {
     k.add_group_member(2, "0000:00:02.0", "virtio-pci");
     k.add_group_member(3, "0000:00:03.0", "");
     CHECK(devices::vfio::group_of(k, "0000:00:01.0") == 1);
-    CHECK(setup_error([&] { devices::vfio::group_of(k, "0000:00:09.0"); }).find("no such PCI device") != std::string::npos);
+    CHECK(setup_error([&] { devices::vfio::group_of(k, "0000:00:09.0"); }).find("no such PCI device") !=
+          std::string::npos);
     const std::string bound = setup_error([&] { devices::vfio::group_of(k, "0000:00:02.0"); });
     CHECK(bound.find("bound to virtio-pci, not vfio-pci") != std::string::npos);
     CHECK(bound.find("driver_override") != std::string::npos);
-    CHECK(setup_error([&] { devices::vfio::group_of(k, "0000:00:03.0"); }).find("not bound to any driver") != std::string::npos);
+    CHECK(setup_error([&] { devices::vfio::group_of(k, "0000:00:03.0"); }).find("not bound to any driver") !=
+          std::string::npos);
 }
 
 TEST_CASE("A group that is not viable is refused with every blocking device and its driver") {
@@ -94,7 +96,8 @@ TEST_CASE("Container reads the host geometry: page sizes, IOVA ranges, DMA entri
 
 TEST_CASE("Device closes its fd before its group leaves the container (the EBUSY rule)") {
     MockVfioKernel k;
-    devices::vfio::testing::MockVfioKernel::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000, 0x3000);
+    devices::vfio::testing::MockVfioKernel::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000,
+                                                           0x3000);
     {
         auto container = std::make_shared<Container>(k, "c");
         auto group = std::make_shared<Group>(k, 1, container);
@@ -130,7 +133,8 @@ TEST_CASE("Device region I/O is bounds-checked") {
 }
 
 TEST_CASE("parse_reserved_regions reads the sysfs format and skips garbage") {
-    auto r = devices::vfio::parse_reserved_regions("0x0000000008000000 0x00000000080fffff msi\njunk\n0x10 0x1 reserved\n0xfee00000 0xfeefffff direct\n");
+    auto r = devices::vfio::parse_reserved_regions(
+        "0x0000000008000000 0x00000000080fffff msi\njunk\n0x10 0x1 reserved\n0xfee00000 0xfeefffff direct\n");
     REQUIRE(r.size() == 2);
     CHECK(r[0].first == 0x8000000);
     CHECK(r[0].last == 0x80fffff);

@@ -19,7 +19,8 @@ HostIommuInfo rig_host() { return {0x40201000, {{0, 0x7ffffff}, {0x8100000, k48}
 
 TEST_CASE("PROBE regions for the rig: the host MSI window reserved around the guest's ITS doorbell frame") {
     const auto groups = devices::vfio::parse_reserved_regions("0x0000000008000000 0x00000000080fffff msi\n");
-    auto regions = devices::vfio::endpoint_reserved_regions(rig_host(), groups, 0, k48, IovaRange{0x8090000, 0x809ffff}, 16);
+    auto regions =
+        devices::vfio::endpoint_reserved_regions(rig_host(), groups, 0, k48, IovaRange{0x8090000, 0x809ffff}, 16);
     // What QEMU 10 reports for the same host (measured in the rig), minus the part above 48 bits
     // that lkvm excludes through input_range instead.
     REQUIRE(regions.size() == 3);
@@ -30,7 +31,8 @@ TEST_CASE("PROBE regions for the rig: the host MSI window reserved around the gu
 
 TEST_CASE("Holes above the host's range and group regions are reserved; relaxable ones are not") {
     HostIommuInfo host{0x1000, {{0x1000, 0xffffffff}}, std::nullopt};
-    std::vector<devices::vfio::HostReservedRegion> groups{{0xfee00000, 0xfeefffff, "msi"}, {0x50000000, 0x5fffffff, "direct-relaxable"}};
+    std::vector<devices::vfio::HostReservedRegion> groups{{0xfee00000, 0xfeefffff, "msi"},
+                                                          {0x50000000, 0x5fffffff, "direct-relaxable"}};
     auto regions = devices::vfio::endpoint_reserved_regions(host, groups, 0, k48, std::nullopt, 16);
     REQUIRE(regions.size() == 3);
     CHECK(regions[0].first.value == 0);

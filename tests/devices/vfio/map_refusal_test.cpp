@@ -22,8 +22,8 @@ using devices::vfio::Container;
 using devices::vfio::DmaMapper;
 using devices::vfio::Group;
 using devices::vfio::testing::MockVfioKernel;
-using viommu_test::S;
 using iommu::Status;
+using viommu_test::S;
 
 constexpr std::uint64_t kRam = support::FakeGuestRam::kDefaultBase;
 constexpr std::uint64_t kPage = 4096;
@@ -113,8 +113,8 @@ TEST_CASE("A MAP refused for the VFIO budget answers S_NOMEM and posts a MAPPING
         CHECK(event->fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
         CHECK(event->fault.endpoint == kEndpoint);
         CHECK(event->fault.address == iova);
-        const std::uint32_t rw = iova == 0x10 * kPage ? VIRTIO_IOMMU_FAULT_F_READ
-                                                      : VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE;
+        const std::uint32_t rw =
+            iova == 0x10 * kPage ? VIRTIO_IOMMU_FAULT_F_READ : VIRTIO_IOMMU_FAULT_F_READ | VIRTIO_IOMMU_FAULT_F_WRITE;
         CHECK(event->fault.flags == (VIRTIO_IOMMU_FAULT_F_ADDRESS | rw));
     }
     CHECK_FALSE(v.h->next_event());

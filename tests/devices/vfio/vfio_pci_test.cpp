@@ -57,7 +57,7 @@ TEST_CASE("VfioPciFunction presents a filtered, virtualized config space") {
     auto f = fx.open_function();
     CHECK(cfg_read(*f, PCI_VENDOR_ID) == 0x00101b36);
     CHECK(cfg_read(*f, PCI_CLASS_REVISION) == 0x01080202);
-    CHECK(cfg_read(*f, PCI_HEADER_TYPE, 1) == 0);  // multi-function bit cleared
+    CHECK(cfg_read(*f, PCI_HEADER_TYPE, 1) == 0);    // multi-function bit cleared
     CHECK(cfg_read(*f, PCI_INTERRUPT_PIN, 1) == 0);  // no INTx
     CHECK(cfg_read(*f, PCI_ROM_ADDRESS) == 0);
     CHECK((cfg_read(*f, PCI_STATUS, 2) & PCI_STATUS_CAP_LIST) != 0);
@@ -69,9 +69,9 @@ TEST_CASE("VfioPciFunction presents a filtered, virtualized config space") {
     CHECK(cfg_read(*f, 0x60, 2) == PCI_CAP_ID_EXP);
     CHECK(cfg_read(*f, 0x50) == 0);
     CHECK(cfg_read(*f, 0x64) == 0x12345678);  // PCIe body passed through
-    CHECK(cfg_read(*f, 0x42, 2) == 64);        // MSI-X: 65 vectors, disabled
-    CHECK(cfg_read(*f, 0x44) == 0x2000);       // the device's own layout, not relocated
-    CHECK(cfg_read(*f, 0x100) == 0);           // no extended capabilities
+    CHECK(cfg_read(*f, 0x42, 2) == 64);       // MSI-X: 65 vectors, disabled
+    CHECK(cfg_read(*f, 0x44) == 0x2000);      // the device's own layout, not relocated
+    CHECK(cfg_read(*f, 0x100) == 0);          // no extended capabilities
     // Passed-through writes reach the device; header writes to read-only fields do not stick.
     const std::size_t writes = fx.kernel.device(VfioFixture::kBdf).config_writes.size();
     cfg_write(*f, 0x68, 0x2810, 2);

@@ -44,7 +44,7 @@ TEST_CASE("MmioBus answers unclaimed and straddling accesses RAZ/WI") {
     std::array<std::uint8_t, 4> data{1, 2, 3, 4};
     CHECK_FALSE(bus.read(vmm::GuestPhysAddr{0x10fe}, data));  // straddles the end
     CHECK(data == std::array<std::uint8_t, 4>{});
-    CHECK_FALSE(bus.read(vmm::GuestPhysAddr{0xfff}, data));   // starts before
+    CHECK_FALSE(bus.read(vmm::GuestPhysAddr{0xfff}, data));       // starts before
     CHECK_FALSE(bus.write(vmm::GuestPhysAddr{~0ULL - 1}, data));  // wraps
     CHECK(a.reads.empty());
     CHECK(a.writes.empty());

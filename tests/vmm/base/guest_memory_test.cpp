@@ -25,12 +25,12 @@ TEST_CASE("GuestMemory reads back what was written inside a region") {
 TEST_CASE("GuestMemory rejects accesses that leave, straddle or wrap past guest RAM") {
     std::array ranges{range(0x4000'0000, 0x10000), range(0x4001'0000 + 0x1000, 0x1000)};
     GuestMemory mem(ranges);
-    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x3fff'fffe}));        // starts before
-    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x4000'fffe}));        // runs off the end
-    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x4001'0000}));        // in the hole
-    CHECK_FALSE(mem.read_obj<std::uint64_t>(GuestPhysAddr{~0ULL - 3}));          // wraps 2^64
-    CHECK(mem.host_pointer(GuestPhysAddr{0x4000'0000}, 0) == nullptr);           // empty range
-    CHECK(mem.host_pointer(GuestPhysAddr{0x4000'0000}, 0x10001) == nullptr);     // one byte too far
+    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x3fff'fffe}));     // starts before
+    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x4000'fffe}));     // runs off the end
+    CHECK_FALSE(mem.read_obj<std::uint32_t>(GuestPhysAddr{0x4001'0000}));     // in the hole
+    CHECK_FALSE(mem.read_obj<std::uint64_t>(GuestPhysAddr{~0ULL - 3}));       // wraps 2^64
+    CHECK(mem.host_pointer(GuestPhysAddr{0x4000'0000}, 0) == nullptr);        // empty range
+    CHECK(mem.host_pointer(GuestPhysAddr{0x4000'0000}, 0x10001) == nullptr);  // one byte too far
     CHECK(mem.host_pointer(GuestPhysAddr{0x4001'1000}, 0x1000) != nullptr);
     CHECK(mem.total_size() == 0x11000);
 }

@@ -14,7 +14,8 @@ struct Pty {
     vmm::UniqueFd master{::posix_openpt(O_RDWR | O_NOCTTY)};
     vmm::UniqueFd tty;
     Pty() {
-        if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) MESSAGE("no pseudo-terminals here; skipped");
+        if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0)
+            MESSAGE("no pseudo-terminals here; skipped");
         else tty.reset(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY));
     }
 };

@@ -40,7 +40,8 @@ TEST_CASE("control requests: words separated by spaces, the command's arity chec
     CHECK(ok("  fault   65537 write 0x1000 ") == vmm::ControlRequest{"fault", {"65537", "write", "0x1000"}});
     CHECK(ok("fail-next blk0 3\r") == vmm::ControlRequest{"fail-next", {"blk0", "3"}});
     CHECK(vmm::encode_control_request({"fault", {"1", "read"}}) == "fault 1 read\n");
-    CHECK(ok(vmm::encode_control_request({"fault", {"1", "read"}}).substr(0, 12)) == vmm::ControlRequest{"fault", {"1", "read"}});
+    CHECK(ok(vmm::encode_control_request({"fault", {"1", "read"}}).substr(0, 12)) ==
+          vmm::ControlRequest{"fault", {"1", "read"}});
 
     CHECK(error_of("").find("empty") != std::string::npos);
     CHECK(error_of("    ").find("empty") != std::string::npos);

@@ -18,10 +18,10 @@
 #include <thread>
 
 #include "tests/support/descriptor_limit.hpp"
+#include "vmm/base/error.hpp"
 #include "vmm/control/cli.hpp"
 #include "vmm/control/client.hpp"
 #include "vmm/control/dir.hpp"
-#include "vmm/base/error.hpp"
 
 namespace {
 
@@ -47,7 +47,9 @@ struct FakeVm final : vmm::ControlTarget {
     vmm::ControlResponse inject_fault(std::uint32_t, bool, std::uint64_t) override {
         return vmm::ControlResponse::failure("no vIOMMU");
     }
-    vmm::ControlResponse fail_next(std::string_view, unsigned) override { return vmm::ControlResponse::success("armed"); }
+    vmm::ControlResponse fail_next(std::string_view, unsigned) override {
+        return vmm::ControlResponse::success("armed");
+    }
 };
 
 // A ControlServer on an EventLoop running in its own thread for the test's duration.
@@ -85,18 +87,19 @@ std::string raw_exchange(const std::string& path, std::string_view bytes, bool h
     if (half_close) ::shutdown(fd.get(), SHUT_WR);
     std::string out;
     char buffer[4096];
-    for (ssize_t n; (n = ::recv(fd.get(), buffer, sizeof buffer, 0)) > 0;) out.append(buffer, static_cast<std::size_t>(n));
+    for (ssize_t n; (n = ::recv(fd.get(), buffer, sizeof buffer, 0)) > 0;)
+        out.append(buffer, static_cast<std::size_t>(n));
     return out;
 }
 
 mode_t mode_of(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     REQUIRE(::lstat(path.c_str(), &st) == 0);
     return st.st_mode;
 }
 
 bool exists(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     return ::lstat(path.c_str(), &st) == 0;
 }
 
@@ -200,7 +203,11 @@ TEST_CASE("ControlSocket: 0600 socket, one live owner per name, stale ones repla
     CHECK_FALSE(exists(path));
 
     // A regular file in the way is not ours to delete.
-    { FILE* f = std::fopen(path.c_str(), "w"); REQUIRE(f); std::fclose(f); }
+    {
+        FILE* f = std::fopen(path.c_str(), "w");
+        REQUIRE(f);
+        std::fclose(f);
+    }
     CHECK_THROWS_WITH_AS(vmm::ControlSocket(dir, "vm1"), doctest::Contains("not a socket"), vmm::SetupError);
     ::unlink(path.c_str());
 
@@ -230,8 +237,7 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
     auto missing = vmm::control_exchange(dir, "nobody", {"stat", {}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlFailure>(missing));
     CHECK(std::get<vmm::ControlFailure>(missing).kind == vmm::ControlFailure::Kind::NoVm);
-    CHECK(std::get<vmm::ControlFailure>(missing).message ==
-          "no VM named 'nobody'; `lkvm list` shows the running ones");
+    CHECK(std::get<vmm::ControlFailure>(missing).message == "no VM named 'nobody'; `lkvm list` shows the running ones");
 
     // Hostile bytes: each gets one error response, the server goes on.
     const std::string path = vm.socket.path();
@@ -241,7 +247,8 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
     CHECK(raw_exchange(path, "\n").starts_with("error empty request"));
     CHECK(raw_exchange(path, "stat").starts_with("ok\n"));  // EOF ends a line without its newline
     CHECK(raw_exchange(path, "").empty());                  // a liveness probe
-    CHECK(raw_exchange(path, "stat\nstat\n") == "ok\nvm fake pid=1\n..dotted line\n.\n");  // one exchange per connection
+    CHECK(raw_exchange(path, "stat\nstat\n") ==
+          "ok\nvm fake pid=1\n..dotted line\n.\n");  // one exchange per connection
 
     CHECK(vm.vm.stops == 0);
     auto stop = vmm::control_exchange(dir, "vm1", {"stop", {}}, 2s);

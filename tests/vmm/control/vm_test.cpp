@@ -11,10 +11,10 @@
 #include <cstdlib>
 
 #include "tests/iommu/viommu_harness.hpp"
+#include "tests/support/fake_net_backend.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/net.hpp"
-#include "tests/support/fake_net_backend.hpp"
 
 namespace {
 
@@ -84,7 +84,8 @@ TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint count
     vmm::VmControl control(rig.parts(true));
 
     std::string before = control.stat();
-    CHECK(has_line(before, "vm vm1 pid=" + std::to_string(::getpid()) + " vcpus=2 ram_mib=256 devices=2 viommu=virtio\n"));
+    CHECK(has_line(before,
+                   "vm vm1 pid=" + std::to_string(::getpid()) + " vcpus=2 ram_mib=256 devices=2 viommu=virtio\n"));
     CHECK(has_line(before, "device iommu slot=0 type=virtio-iommu\n"));
     CHECK(has_line(before, "device blk0 slot=1 type=virtio-blk endpoint=1 forced_failures=0\n"));
     CHECK(has_line(before, "iommu endpoints=2 domains=0 live_mappings=0 maps=0 unmaps=0"));
@@ -96,14 +97,18 @@ TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint count
     REQUIRE(rig.viommu.map(7, 0x20000, 0x20fff, 0x4000'1000, iommu::kMapRead) != VIRTIO_IOMMU_S_OK);  // overlap
     std::string mapped = control.stat();
     CHECK(has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors="));
-    CHECK_FALSE(has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors=none"));
-    CHECK(has_line(mapped, "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=2 maps=2 unmaps=0 translations=0 attaches=1"));
+    CHECK_FALSE(
+        has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors=none"));
+    CHECK(has_line(mapped,
+                   "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=2 maps=2 unmaps=0 translations=0 "
+                   "attaches=1"));
 
     CHECK(rig.viommu.gpa_of(1, 0x20010) == 0x4000'1010u);
     CHECK_FALSE(rig.viommu.gpa_of(1, 0x30000));
     CHECK(has_line(control.stat(), "faults=1 live_mappings=2 maps=2 unmaps=0 translations=2 attaches=1"));
     REQUIRE(rig.viommu.unmap(7, 0x10000, 0x10fff) == VIRTIO_IOMMU_S_OK);
-    CHECK(has_line(control.stat(), "endpoint 1 device=blk0 domain=7 bypass=no faults=1 live_mappings=1 maps=2 unmaps=1"));
+    CHECK(
+        has_line(control.stat(), "endpoint 1 device=blk0 domain=7 bypass=no faults=1 live_mappings=1 maps=2 unmaps=1"));
 
     vmm::ControlResponse dump = control.dump();
     CHECK(dump.ok);
@@ -162,7 +167,8 @@ TEST_CASE("VmControl fail-next by endpoint id; non-blk devices refused") {
     REQUIRE(rig.viommu.start());
     REQUIRE(rig.disk.start());
     vmm::VmControl control(rig.parts(true));
-    CHECK(control.fail_next("1", 1).detail == "the next 1 request of blk0 (endpoint 1) will fail with VIRTIO_BLK_S_IOERR");
+    CHECK(control.fail_next("1", 1).detail ==
+          "the next 1 request of blk0 (endpoint 1) will fail with VIRTIO_BLK_S_IOERR");
     CHECK(rig.read_sector() == VIRTIO_BLK_S_IOERR);
     vmm::ControlResponse iommu_dev = control.fail_next("iommu", 1);
     CHECK_FALSE(iommu_dev.ok);

@@ -35,8 +35,9 @@ void check_one_line_error(std::vector<const char*> args, const std::string& need
 }  // namespace
 
 TEST_CASE("lkvm sandbox: the run flags before `--`, CMD and its arguments after it, untouched") {
-    auto r = request_of({"sandbox", "-k", "Image", "-i", "initrd", "-m", "512", "-c", "2", "-p", "debug",
-                         "--9p", "/srv,data,ro", "--workdir", "/tmp/w", "--", "sh", "-c", "exit 7", "-k", "--", "--help"});
+    auto r = request_of({"sandbox", "-k", "Image",  "-i",   "initrd",       "-m",        "512",    "-c",
+                         "2",       "-p", "debug",  "--9p", "/srv,data,ro", "--workdir", "/tmp/w", "--",
+                         "sh",      "-c", "exit 7", "-k",   "--",           "--help"});
     CHECK(r.config.kernel == "Image");
     CHECK(r.config.initrd == "initrd");
     CHECK(r.config.mem_mib == 512);

@@ -50,7 +50,8 @@ inline std::optional<std::vector<Entry>> read(std::span<const std::uint8_t> byte
             field[i] = *v;
         }
         const std::size_t namesize = field[11], filesize = field[6];
-        if (namesize == 0 || at + 110 + namesize > bytes.size() || bytes[at + 110 + namesize - 1] != 0) return std::nullopt;
+        if (namesize == 0 || at + 110 + namesize > bytes.size() || bytes[at + 110 + namesize - 1] != 0)
+            return std::nullopt;
         Entry e;
         e.name.assign(bytes.begin() + at + 110, bytes.begin() + at + 110 + namesize - 1);
         e.mode = field[1];

@@ -31,8 +31,8 @@ TEST_CASE("is_guest_init: as PID 1 only under the name /lkvm-init") {
         const pid_t inner = ::fork();
         if (inner < 0) ::_exit(78);
         if (inner == 0) {
-            const bool ok = ::getpid() == 1 && vmm::sandbox::is_guest_init(1, as_init) &&
-                            !vmm::sandbox::is_guest_init(2, as_lkvm);
+            const bool ok =
+                ::getpid() == 1 && vmm::sandbox::is_guest_init(1, as_init) && !vmm::sandbox::is_guest_init(2, as_lkvm);
             ::_exit(ok ? 0 : 1);
         }
         int status = 0;

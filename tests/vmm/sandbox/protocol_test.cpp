@@ -42,7 +42,8 @@ TEST_CASE("check_command names what cannot be handed to the guest") {
 }
 
 TEST_CASE("status file: 0-255 round trip; anything else is no status") {
-    for (int status = 0; status <= 255; ++status) CHECK(vmm::sandbox::decode_status(vmm::sandbox::encode_status(status)) == status);
+    for (int status = 0; status <= 255; ++status)
+        CHECK(vmm::sandbox::decode_status(vmm::sandbox::encode_status(status)) == status);
     CHECK(vmm::sandbox::decode_status("7") == 7);
     for (const char* bad : {"", "\n", "256\n", "-1\n", "7x\n", " 7\n", "7\n\n", "0007\n", "99999999999999999999"}) {
         CAPTURE(bad);

@@ -72,7 +72,8 @@ TEST_CASE("remove_tree: symlinks are removed, never followed; read-only director
     fs::create_directory_symlink(outside, top + "/a/to-outside");
     fs::create_symlink(outside + "/keep", top + "/a/b/to-keep");
     ::mkfifo((top + "/a/fifo").c_str(), 0600);
-    fs::permissions(top + "/a/b", fs::perms::owner_read | fs::perms::owner_exec);  // r-x: unlink refused to others than root
+    fs::permissions(top + "/a/b",
+                    fs::perms::owner_read | fs::perms::owner_exec);  // r-x: unlink refused to others than root
     fs::permissions(top + "/a", fs::perms::none);
     CHECK(vmm::sandbox::remove_tree(top) == "");
     CHECK(!fs::exists(top));

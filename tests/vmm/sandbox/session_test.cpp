@@ -82,13 +82,16 @@ TEST_CASE("guest_config: our init and consoles, the three shares after the user'
 TEST_CASE("exit_status: lkvm's own outcome comes first; only a power-off reports the guest's status") {
     using vmm::sandbox::VmEnd;
     using How = VmEnd::How;
-    const auto status = [](VmEnd end, std::optional<int> reported) { return vmm::sandbox::exit_status(end, reported).status; };
+    const auto status = [](VmEnd end, std::optional<int> reported) {
+        return vmm::sandbox::exit_status(end, reported).status;
+    };
     // A clean power-off: CMD's status as the init reported it; none reported is 125.
     CHECK(status({How::PowerOff, 0}, 7) == 7);
     CHECK(status({How::PowerOff, 0}, 0) == 0);
     CHECK(status({How::PowerOff, 0}, 137) == 137);
     CHECK(status({How::PowerOff, 0}, std::nullopt) == 125);
-    CHECK(vmm::sandbox::exit_status({How::PowerOff, 0}, std::nullopt).message.find("without reporting") != std::string::npos);
+    CHECK(vmm::sandbox::exit_status({How::PowerOff, 0}, std::nullopt).message.find("without reporting") !=
+          std::string::npos);
     CHECK(vmm::sandbox::exit_status({How::PowerOff, 0}, 0).message.empty());
     // Whatever the guest wrote, even 0 early: SIGTERM is 143, Ctrl-C 130; a reset, crash or VMM
     // error 125, with a line saying the reported status is ignored.
@@ -101,7 +104,8 @@ TEST_CASE("exit_status: lkvm's own outcome comes first; only a power-off reports
         CHECK(status({How::Error, 0}, reported) == 125);
         CHECK(status(VmEnd{}, reported) == 125);  // no run ended: a setup failure
         CHECK(vmm::sandbox::exit_status({How::Reset, 0}, reported).message.find("reset") != std::string::npos);
-        CHECK((vmm::sandbox::exit_status({How::Crash, 0}, reported).message.find("ignored") != std::string::npos) == reported.has_value());
+        CHECK((vmm::sandbox::exit_status({How::Crash, 0}, reported).message.find("ignored") != std::string::npos) ==
+              reported.has_value());
     }
 }
 
@@ -128,7 +132,7 @@ TEST_CASE("Session: command file, initrd = user's + padding + our init, status r
         const std::string control = share(c, vmm::sandbox::kControlTag)->dir;
         private_dir = fs::path(control).parent_path().string();
         CHECK(fs::path(c.initrd).parent_path().string() == private_dir);
-        struct stat st{};
+        struct stat st {};
         REQUIRE(::stat(private_dir.c_str(), &st) == 0);
         CHECK((st.st_mode & 077) == 0);  // mkdtemp: the owner's alone
 
@@ -145,9 +149,11 @@ TEST_CASE("Session: command file, initrd = user's + padding + our init, status r
         auto entries = test_cpio::read(bytes, 8, &end);
         REQUIRE(entries);
         CHECK(end == bytes.size());
-        const auto lkvm_init = std::find_if(entries->begin(), entries->end(), [](auto& e) { return e.name == "lkvm-init"; });
+        const auto lkvm_init =
+            std::find_if(entries->begin(), entries->end(), [](auto& e) { return e.name == "lkvm-init"; });
         REQUIRE(lkvm_init != entries->end());
-        CHECK((std::string(lkvm_init->data.begin(), lkvm_init->data.end()) == read_text(init)));  // no 100 kB operands printed
+        CHECK((std::string(lkvm_init->data.begin(), lkvm_init->data.end()) ==
+               read_text(init)));  // no 100 kB operands printed
 
         CHECK(fs::is_regular_file(control + "/status"));  // made by lkvm, empty: the one file the guest may write
         CHECK(fs::file_size(control + "/status") == 0);
