@@ -366,7 +366,8 @@ private:
 
 }  // namespace
 
-void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, std::function<void(RunResult)> finish) {
+void Machine::watch_host_input(EventLoop& loop, const SignalFd& signals, bool console_keys,
+                               std::function<void(RunResult)> finish) {
     loop.add(signals.fd(), "signals", [this, &signals, finish] {
         auto signo = signals.read_signal();
         if (!signo) return;
