@@ -122,6 +122,6 @@ TEST_CASE("SlirpBackend refuses a hostfwd= whose host port is taken, naming it")
 
     SlirpOptions options;
     options.hostfwd.push_back({.udp = false, .host_port = port, .guest_port = 22});
-    const std::string named = "hostfwd=tcp:" + std::to_string(port) + "-22";
+    const std::string named = "hostfwd=tcp:127.0.0.1:" + std::to_string(port) + "-22";
     CHECK_THROWS_WITH_AS(SlirpBackend{options}, doctest::Contains(named.c_str()), vmm::SetupError);
 }
