@@ -61,6 +61,19 @@ vmm::sandbox::VmEnd vm_end(const vmm::RunResult& result) {
     return {How::Error, 0};
 }
 
+// lkvm run's start line (as kvmtool prints one), once the machine is built: a setup error stays
+// the one line it is, and a guest that then hangs was still announced.
+void announce_start(const vmm::VmConfig& config) {
+    std::fprintf(stderr, "%s\n", vmm::start_line(config).c_str());
+    if (std::string warning = vmm::memory_warning(config.mem_mib, host_available_mib()); !warning.empty())
+        std::fprintf(stderr, "lkvm: warning: %s\n", warning.c_str());
+    for (const vmm::DiskConfig& disk : config.disks)
+        vmm::log_debug("disk: %s%s", disk.path.c_str(), disk.read_only ? " (read-only)" : "");
+    for (const vmm::ShareConfig& share : config.shares)
+        vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(),
+                       share.read_only ? " (read-only)" : "");
+}
+
 // `announce` (lkvm run): the start line, and a warning when the RAM is more than the host has.
 // `end`, if given, learns how the guest's last run ended (left as is when none ran to its end).
 int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullptr) {
@@ -80,17 +93,6 @@ int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullp
     if (!kvm) return kExitFailure;
     if (!errors.empty()) return kExitUsage;
     if (config.name.empty()) config.name = "guest-" + std::to_string(::getpid());
-    if (announce && config.dump_dtb.empty()) {
-        std::fprintf(stderr, "%s\n", vmm::start_line(config).c_str());
-        if (std::string warning = vmm::memory_warning(config.mem_mib, host_available_mib()); !warning.empty())
-            std::fprintf(stderr, "lkvm: warning: %s\n", warning.c_str());
-        for (const vmm::DiskConfig& disk : config.disks)
-            vmm::log_debug("disk: %s%s", disk.path.c_str(), disk.read_only ? " (read-only)" : "");
-        for (const vmm::ShareConfig& share : config.shares)
-            vmm::log_debug("9p: %s as tag %s%s", share.dir.c_str(), share.tag.c_str(),
-                           share.read_only ? " (read-only)" : "");
-    }
-
     // Signals first (every thread inherits the mask), then the terminal, so the terminal is
     // restored before the signal mask on the way out.
     vmm::SignalFd signals;
@@ -113,6 +115,7 @@ int run_vm(vmm::VmConfig config, bool announce, vmm::sandbox::VmEnd* end = nullp
                 vmm::log_info("device tree written to %s", config.dump_dtb.c_str());
                 return kExitOk;
             }
+            if (announce && boot == 1) announce_start(config);
             vmm::log_debug("%s: boot %u", config.name.c_str(), boot);
             result = machine.run(signals, control ? &*control : nullptr,
                                  config.console_keys && terminal && terminal->is_raw());
