@@ -64,7 +64,8 @@ chmod +x "$work/bin/"*
 write_db() {  # write_db [EXCLUDED_PACKAGE...]: the full set minus the excluded
   local p
   : >"$work/db"
-  for p in g++ make pkg-config libfdt-dev libslirp-dev device-tree-compiler clang libclang-rt-14-dev clang-format kmod cpio bc file \
+  for p in g++ make pkg-config libfdt-dev libslirp-dev device-tree-compiler clang libclang-rt-14-dev clang-format man-db \
+      groff-base kmod cpio bc file \
       xz-utils binutils; do
     [[ " $* " == *" $p "* ]] || echo "$p|amd64|ii |1" >>"$work/db"
   done
