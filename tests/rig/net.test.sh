@@ -50,7 +50,7 @@ rig_cli_error cli/net-bad-tap 'tapif=lo' "$LKVM" run $K -p "$A" -n mode=tap,tapi
 timeout 60 nc -l -p 5999 </dev/null >/dev/null 2>&1 &
 _busy=$!
 sleep 0.3
-rig_cli_error cli/net-hostfwd-busy 'hostfwd=tcp:5999' "$LKVM" run $K -p "$A" -n hostfwd=tcp:5999-22
+rig_cli_error cli/net-hostfwd-busy 'hostfwd=tcp:127.0.0.1:5999' "$LKVM" run $K -p "$A" -n hostfwd=tcp:5999-22
 kill "$_busy" 2>/dev/null
 
 # --- 1. user mode: DHCP, outbound fetch through the gateway, hostfwd into the guest -------------------
