@@ -45,10 +45,10 @@ plant "the ground including the roof" vmm/base/bus.hpp vmm/config.hpp
 plant "the ground including a device" vmm/base/dma_memory.cpp devices/pci/config_space.hpp
 plant "fdt including virtio" fdt/writer.cpp virtio/queue.hpp
 plant "virtio including iommu" virtio/queue.cpp iommu/iommu.hpp
-plant "virtio including a device backend" virtio/p9.hpp devices/p9/server.hpp
+plant "virtio including a device backend" virtio/p9.hpp devices/p9/file_server.hpp
 plant "iommu including devices" iommu/domain.cpp devices/vfio/dma_mapper.hpp
 plant "a device backend including the CLI's types" devices/net/tap_backend.hpp vmm/net_config.hpp
-accept "the roof including a device" vmm/config.cpp devices/p9/server.hpp
+accept "the roof including a device" vmm/config.cpp devices/p9/file_server.hpp
 accept "a device including the ground" devices/uart_16550.cpp vmm/base/log.hpp
 
 echo "check-layers.test: $passed passed, $failed failed"

@@ -1,5 +1,5 @@
 // The seam between the virtio-9p device model (virtio/p9.hpp) and the file service behind it
-// (devices/p9/server.hpp, the 9P2000.L server over a host directory). The device moves bytes
+// (devices/p9/file_server.hpp, the 9P2000.L server over a host directory). The device moves bytes
 // between the guest's chains and the handler; it knows nothing of 9P beyond the message size.
 #pragma once
 

@@ -10,7 +10,7 @@
 
 #include "devices/vfio/group.hpp"
 #include "vmm/exit_status.hpp"
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 
 namespace vmm::cli {
 namespace {

@@ -1,13 +1,14 @@
 // The command line: `lkvm run ...` (kvmtool's flags), `lkvm sandbox ... -- CMD`, `lkvm version`,
-// `lkvm --help`, `lkvm help [COMMAND]`, and the control commands `lkvm list|stop|stat|debug` (vmm/control/cli.hpp). The
-// only file that includes CLI11. It fills a VmConfig and never prints: the caller prints an Exit's text.
+// `lkvm --help`, `lkvm help [COMMAND]`, and the control commands `lkvm list|stop|stat|debug`
+// (vmm/control/commands.hpp). The only file that includes CLI11. It fills a VmConfig and never prints: the caller
+// prints an Exit's text.
 #pragma once
 
 #include <string>
 #include <variant>
 
 #include "vmm/config.hpp"
-#include "vmm/control/cli.hpp"
+#include "vmm/control/commands.hpp"
 #include "vmm/sandbox/request.hpp"
 
 namespace vmm::cli {

@@ -1,5 +1,5 @@
 // lkvm's exit statuses, in one place: what `lkvm run` and the control commands return (main.cpp,
-// control/cli.cpp), what `lkvm sandbox` returns instead (sandbox/), and how --help states them
+// control/commands.cpp), what `lkvm sandbox` returns instead (sandbox/), and how --help states them
 // (cli.cpp). The sandbox's follow docker run and POSIX shells: 0-255 is CMD's own status, so lkvm's
 // own outcomes take the values shells reserve (125-127, 128+N).
 #pragma once

@@ -16,7 +16,7 @@
 
 #include "devices/net/slirp_backend.hpp"
 #include "devices/net/tap_backend.hpp"
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 #include "fdt/machine_tree.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"

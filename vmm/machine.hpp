@@ -26,7 +26,7 @@
 #include "vmm/base/guest_memory.hpp"
 #include "vmm/config.hpp"
 #include "vmm/control/server.hpp"
-#include "vmm/control/vm.hpp"
+#include "vmm/control/vm_control.hpp"
 #include "vmm/kvm/gic.hpp"
 #include "vmm/kvm/irq.hpp"
 #include "vmm/kvm/system.hpp"

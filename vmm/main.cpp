@@ -12,15 +12,15 @@
 #include "vmm/base/log.hpp"
 #include "vmm/base/terminal.hpp"
 #include "vmm/cli.hpp"
-#include "vmm/control/cli.hpp"
+#include "vmm/control/commands.hpp"
 #include "vmm/control/dir.hpp"
 #include "vmm/control/server.hpp"
 #include "vmm/exit_status.hpp"
 #include "vmm/host_kernel.hpp"
 #include "vmm/kvm/system.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/sandbox/exchange.hpp"
 #include "vmm/sandbox/guest_init.hpp"
-#include "vmm/sandbox/protocol.hpp"
 #include "vmm/sandbox/session.hpp"
 
 namespace {

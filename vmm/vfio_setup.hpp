@@ -19,8 +19,8 @@
 #include "devices/pci/bar_windows.hpp"
 #include "devices/pci/host_bridge.hpp"
 #include "devices/vfio/assignment.hpp"
+#include "devices/vfio/host.hpp"
 #include "devices/vfio/host_geometry.hpp"
-#include "devices/vfio/kernel.hpp"
 #include "iommu/iommu.hpp"
 #include "vmm/base/bus.hpp"
 #include "vmm/base/guest_memory.hpp"
@@ -62,7 +62,7 @@ private:
     kvm::MemorySlots slots_;
     devices::pci::BarWindows windows_;
     devices::pci::HostBridge bridge_;
-    devices::vfio::HostKernel host_;
+    devices::vfio::LinuxHost host_;
     devices::pci::BarAllocator allocator_;
     std::unique_ptr<devices::vfio::Assignment> assignment_;  // uses everything above
     std::optional<kvm::VfioKvmDevice> kvm_vfio_;             // names the groups the assignment opened

@@ -10,9 +10,9 @@
 
 namespace devices::vfio {
 
-Assignment::Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const AssignmentConfig& config,
+Assignment::Assignment(Host& host, const vmm::GuestMemory& memory, const AssignmentConfig& config,
                        pci::HostBridge& bridge, pci::BarAllocator& allocator, pci::BarSpace& bars, pci::MsiRouter& msi)
-    : mapper_(std::make_shared<DmaMapper>(memory, kernel)) {
+    : mapper_(std::make_shared<DmaMapper>(memory, host)) {
     // 1. Every BDF resolved to a group through sysfs before anything is opened, so a bad one
     //    costs nothing to undo.
     std::vector<std::pair<std::string, unsigned>> wanted;
@@ -22,7 +22,7 @@ Assignment::Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const Ass
         if (!bdf)
             throw vmm::SetupError("--vfio-pci " + text + ": not a PCI address (expected DDDD:BB:DD.F or BB:DD.F)");
         if (!seen.insert(*bdf).second) throw vmm::SetupError("--vfio-pci " + *bdf + " is given twice");
-        wanted.push_back({*bdf, group_of(kernel, *bdf)});
+        wanted.push_back({*bdf, group_of(host, *bdf)});
     }
     if (wanted.size() > bridge.free_devices())
         throw vmm::SetupError("--vfio-pci: " + std::to_string(wanted.size()) + " devices do not fit the " +
@@ -34,8 +34,8 @@ Assignment::Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const Ass
         if (groups_.count(number)) continue;
         if (containers_.empty() || config.viommu)
             containers_.push_back(std::make_shared<Container>(
-                kernel, config.viommu ? "group " + std::to_string(number) : std::string("shared container")));
-        groups_[number] = std::make_shared<Group>(kernel, number, containers_.back());
+                host, config.viommu ? "group " + std::to_string(number) : std::string("shared container")));
+        groups_[number] = std::make_shared<Group>(host, number, containers_.back());
     }
 
     // 3. Devices and functions (each reset, its config space read, its BARs mmapped).

@@ -19,7 +19,7 @@
 #include "devices/vfio/container.hpp"
 #include "devices/vfio/dma_mapper.hpp"
 #include "devices/vfio/group.hpp"
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
 #include "devices/vfio/vfio_pci.hpp"
 #include "iommu/iommu.hpp"
 #include "vmm/base/guest_memory.hpp"
@@ -35,7 +35,7 @@ class Assignment {
 public:
     // Throws vmm::SetupError with one line naming the device or group; nothing stays open,
     // mapped or on the bridge then.
-    Assignment(Kernel& kernel, const vmm::GuestMemory& memory, const AssignmentConfig& config, pci::HostBridge& bridge,
+    Assignment(Host& host, const vmm::GuestMemory& memory, const AssignmentConfig& config, pci::HostBridge& bridge,
                pci::BarAllocator& allocator, pci::BarSpace& bars, pci::MsiRouter& msi);
     ~Assignment();
 

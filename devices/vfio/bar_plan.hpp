@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "devices/vfio/container.hpp"
-#include "devices/vfio/device.hpp"
+#include "devices/vfio/vfio_device.hpp"
 
 namespace devices::vfio {
 

@@ -17,18 +17,18 @@ constexpr const char* kContainerPath = "/dev/vfio/vfio";
 
 }  // namespace
 
-Container::Container(Kernel& kernel, std::string name) : kernel_(kernel), name_(std::move(name)) {
-    int fd = kernel_.open(kContainerPath, O_RDWR);
+Container::Container(Host& host, std::string name) : host_(host), name_(std::move(name)) {
+    int fd = host_.open(kContainerPath, O_RDWR);
     if (fd == -ENOENT)
         throw vmm::SetupError(std::string(kContainerPath) +
                               " does not exist: load the vfio and vfio-pci modules (modprobe vfio-pci)");
     if (fd < 0) vmm::throw_errno(std::string("cannot open ") + kContainerPath, -fd);
-    fd_ = KernelFd(kernel_, fd);
-    int version = kernel_.ioctl_value(fd, VFIO_GET_API_VERSION, 0);
+    fd_ = HostFd(host_, fd);
+    int version = host_.ioctl_value(fd, VFIO_GET_API_VERSION, 0);
     if (version != VFIO_API_VERSION)
         throw vmm::SetupError(std::string(kContainerPath) + ": unsupported VFIO API version " +
                               std::to_string(version));
-    if (kernel_.ioctl_value(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
+    if (host_.ioctl_value(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
         throw vmm::SetupError(
             std::string(kContainerPath) +
             ": the host offers no VFIO type-1 v2 IOMMU (load vfio_iommu_type1; IOMMUFD-only hosts are not supported)");
@@ -36,7 +36,7 @@ Container::Container(Kernel& kernel, std::string name) : kernel_(kernel), name_(
 
 void Container::enable_iommu() {
     if (iommu_enabled_) return;
-    int r = kernel_.ioctl_value(fd_.get(), VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
+    int r = host_.ioctl_value(fd_.get(), VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
     if (r < 0) vmm::throw_errno(name_ + ": VFIO_SET_IOMMU(TYPE1v2)", -r);
     iommu_enabled_ = true;
     read_info();
@@ -49,7 +49,7 @@ void Container::read_info() {
         vfio_iommu_type1_info info{};
         info.argsz = static_cast<std::uint32_t>(buffer.size());
         std::memcpy(buffer.data(), &info, sizeof info);
-        int r = kernel_.ioctl(fd_.get(), VFIO_IOMMU_GET_INFO, buffer.data());
+        int r = host_.ioctl(fd_.get(), VFIO_IOMMU_GET_INFO, buffer.data());
         if (r < 0) vmm::throw_errno(name_ + ": VFIO_IOMMU_GET_INFO", -r);
         std::memcpy(&info, buffer.data(), sizeof info);
         if (info.argsz > buffer.size() && attempt == 0 && info.argsz <= 65536) {
@@ -78,7 +78,7 @@ void Container::read_info() {
         }
         break;
     }
-    if (info_.page_sizes == 0) info_.page_sizes = kernel_.page_size();
+    if (info_.page_sizes == 0) info_.page_sizes = host_.page_size();
     // Hosts before Linux 5.4 report no ranges: assume the whole space (the host refuses maps
     // into its holes anyway, which then fail as S_INVAL).
     if (info_.iova_ranges.empty()) info_.iova_ranges.push_back({0, ~std::uint64_t{0}});
@@ -92,7 +92,7 @@ int Container::map_dma(std::uint64_t iova, std::uint64_t size, const void* host,
     map.vaddr = reinterpret_cast<std::uint64_t>(host);
     map.iova = iova;
     map.size = size;
-    int r = kernel_.ioctl(fd_.get(), VFIO_IOMMU_MAP_DMA, &map);
+    int r = host_.ioctl(fd_.get(), VFIO_IOMMU_MAP_DMA, &map);
     return r < 0 ? r : 0;
 }
 
@@ -101,7 +101,7 @@ int Container::unmap_dma(std::uint64_t iova, std::uint64_t size) {
     unmap.argsz = sizeof unmap;
     unmap.iova = iova;
     unmap.size = size;
-    int r = kernel_.ioctl(fd_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap);
+    int r = host_.ioctl(fd_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap);
     return r < 0 ? r : 0;
 }
 
@@ -109,7 +109,7 @@ int Container::unmap_all() {
     vfio_iommu_type1_dma_unmap unmap{};
     unmap.argsz = sizeof unmap;
     unmap.flags = VFIO_DMA_UNMAP_FLAG_ALL;
-    int r = kernel_.ioctl(fd_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap);
+    int r = host_.ioctl(fd_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap);
     return r < 0 ? r : 0;
 }
 

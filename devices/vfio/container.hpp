@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
 
 namespace devices::vfio {
 
@@ -30,11 +30,11 @@ class Container {
 public:
     // Opens /dev/vfio/vfio and checks the API version and TYPE1v2 support. Throws
     // vmm::SetupError with one line naming the problem (modules not loaded, permissions).
-    Container(Kernel& kernel, std::string name);
+    Container(Host& host, std::string name);
     Container(const Container&) = delete;
     Container& operator=(const Container&) = delete;
 
-    Kernel& kernel() const { return kernel_; }
+    Host& host() const { return host_; }
     int fd() const { return fd_.get(); }
     const std::string& name() const { return name_; }
 
@@ -52,9 +52,9 @@ public:
 private:
     void read_info();
 
-    Kernel& kernel_;
+    Host& host_;
     std::string name_;
-    KernelFd fd_;
+    HostFd fd_;
     bool iommu_enabled_ = false;
     HostIommuInfo info_;
 };

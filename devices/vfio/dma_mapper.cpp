@@ -32,8 +32,8 @@ std::string kib(std::uint64_t bytes) { return std::to_string(bytes >> 10) + " Ki
 
 }  // namespace
 
-DmaMapper::DmaMapper(const vmm::GuestMemory& memory, Kernel& kernel)
-    : memory_(memory), kernel_(kernel), memlock_budget_(kernel.memlock_budget()) {}
+DmaMapper::DmaMapper(const vmm::GuestMemory& memory, Host& host)
+    : memory_(memory), host_(host), memlock_budget_(host.memlock_budget()) {}
 
 DmaMapper::~DmaMapper() {
     std::lock_guard guard(lock_);
@@ -66,7 +66,7 @@ DmaMapper::Space& DmaMapper::space_for(const std::shared_ptr<Container>& contain
     // The container is still empty here, so what the host says is left is the whole budget.
     if (container->info().dma_avail) {
         space->entry_limit = *container->info().dma_avail;
-    } else if (auto text = kernel_.read_text(kEntryLimitParam)) {
+    } else if (auto text = host_.read_text(kEntryLimitParam)) {
         space->entry_limit = std::strtoull(text->c_str(), nullptr, 10);
     } else {
         space->entry_limit = kDefaultEntryLimit;

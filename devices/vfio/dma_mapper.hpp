@@ -69,7 +69,7 @@ struct DmaMapperStats {
 // mapper calls nothing but the containers, so it cannot be part of a lock cycle.
 class DmaMapper final : public iommu::MapListener {
 public:
-    DmaMapper(const vmm::GuestMemory& memory, Kernel& kernel);
+    DmaMapper(const vmm::GuestMemory& memory, Host& host);
     ~DmaMapper();
     DmaMapper(const DmaMapper&) = delete;
     DmaMapper& operator=(const DmaMapper&) = delete;
@@ -173,7 +173,7 @@ private:
     void teardown(Space& space);
 
     const vmm::GuestMemory& memory_;
-    Kernel& kernel_;
+    Host& host_;
     mutable std::mutex lock_;
     std::vector<std::unique_ptr<Space>> spaces_;
     std::map<iommu::EndpointId, Endpoint> endpoints_;

@@ -22,8 +22,8 @@ std::string basename_of(const std::string& path) {
 std::string device_dir(const std::string& bdf) { return "/sys/bus/pci/devices/" + bdf; }
 
 // "bound to nvme", "bound to no driver"
-std::string driver_of(Kernel& kernel, const std::string& bdf) {
-    auto link = kernel.read_link(device_dir(bdf) + "/driver");
+std::string driver_of(Host& host, const std::string& bdf) {
+    auto link = host.read_link(device_dir(bdf) + "/driver");
     return link ? basename_of(*link) : std::string();
 }
 
@@ -50,17 +50,17 @@ std::optional<std::string> normalize_bdf(std::string_view text) {
     return s;
 }
 
-unsigned group_of(Kernel& kernel, const std::string& bdf) {
+unsigned group_of(Host& host, const std::string& bdf) {
     const std::string dir = device_dir(bdf);
-    if (!kernel.read_text(dir + "/vendor"))
+    if (!host.read_text(dir + "/vendor"))
         throw vmm::SetupError("--vfio-pci " + bdf + ": no such PCI device (" + dir + " does not exist)");
-    const std::string driver = driver_of(kernel, bdf);
+    const std::string driver = driver_of(host, bdf);
     if (driver != "vfio-pci")
         throw vmm::SetupError("--vfio-pci " + bdf + ": " +
                               (driver.empty() ? "not bound to any driver" : "bound to " + driver) +
                               ", not vfio-pci (echo vfio-pci > " + dir + "/driver_override, unbind it, then echo " +
                               bdf + " > /sys/bus/pci/drivers_probe)");
-    auto group = kernel.read_link(dir + "/iommu_group");
+    auto group = host.read_link(dir + "/iommu_group");
     if (!group)
         throw vmm::SetupError("--vfio-pci " + bdf + ": the device has no IOMMU group (is the host IOMMU enabled?)");
     const std::string number = basename_of(*group);
@@ -83,28 +83,28 @@ std::vector<HostReservedRegion> parse_reserved_regions(std::string_view text) {
     return regions;
 }
 
-Group::Group(Kernel& kernel, unsigned number, std::shared_ptr<Container> container)
-    : kernel_(kernel), number_(number), container_(std::move(container)) {
+Group::Group(Host& host, unsigned number, std::shared_ptr<Container> container)
+    : host_(host), number_(number), container_(std::move(container)) {
     const std::string path = "/dev/vfio/" + std::to_string(number);
-    int fd = kernel_.open(path, O_RDWR);
+    int fd = host_.open(path, O_RDWR);
     if (fd == -ENOENT) throw vmm::SetupError("VFIO group " + std::to_string(number) + ": " + path + " does not exist");
     if (fd == -EBUSY)
         throw vmm::SetupError("VFIO group " + std::to_string(number) + ": " + path + " is in use by another process");
     if (fd < 0) vmm::throw_errno("VFIO group " + std::to_string(number) + ": cannot open " + path, -fd);
-    fd_ = KernelFd(kernel_, fd);
+    fd_ = HostFd(host_, fd);
 
     vfio_group_status status{};
     status.argsz = sizeof status;
-    int r = kernel_.ioctl(fd, VFIO_GROUP_GET_STATUS, &status);
+    int r = host_.ioctl(fd, VFIO_GROUP_GET_STATUS, &status);
     if (r < 0) vmm::throw_errno("VFIO group " + std::to_string(number) + ": VFIO_GROUP_GET_STATUS", -r);
     if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
         // Name every device that is bound to a driver other than vfio-pci: those block the group.
         const std::string dir = "/sys/kernel/iommu_groups/" + std::to_string(number) + "/devices";
-        std::vector<std::string> members = kernel_.list_dir(dir);
+        std::vector<std::string> members = host_.list_dir(dir);
         std::sort(members.begin(), members.end());
         std::string blockers;
         for (const std::string& member : members) {
-            const std::string driver = driver_of(kernel_, member);
+            const std::string driver = driver_of(host_, member);
             if (driver.empty() || driver == "vfio-pci") continue;
             blockers += (blockers.empty() ? "" : ", ") + member + " (bound to " + driver + ")";
         }
@@ -113,13 +113,13 @@ Group::Group(Kernel& kernel, unsigned number, std::shared_ptr<Container> contain
                               "; bind every device of " + dir + " to vfio-pci or unbind it");
     }
     int container_fd = container_->fd();
-    r = kernel_.ioctl(fd, VFIO_GROUP_SET_CONTAINER, &container_fd);
+    r = host_.ioctl(fd, VFIO_GROUP_SET_CONTAINER, &container_fd);
     if (r < 0) vmm::throw_errno("VFIO group " + std::to_string(number) + ": VFIO_GROUP_SET_CONTAINER", -r);
     attached_ = true;
     try {
         container_->enable_iommu();
     } catch (...) {
-        kernel_.ioctl(fd, VFIO_GROUP_UNSET_CONTAINER, nullptr);
+        host_.ioctl(fd, VFIO_GROUP_UNSET_CONTAINER, nullptr);
         attached_ = false;
         throw;
     }
@@ -128,17 +128,17 @@ Group::Group(Kernel& kernel, unsigned number, std::shared_ptr<Container> contain
 Group::~Group() {
     // Every device fd of this group is closed by now (Device holds the Group and closes its fd
     // first), so the group can leave its container; the container then drops its mappings.
-    if (attached_ && kernel_.ioctl(fd_.get(), VFIO_GROUP_UNSET_CONTAINER, nullptr) < 0)
+    if (attached_ && host_.ioctl(fd_.get(), VFIO_GROUP_UNSET_CONTAINER, nullptr) < 0)
         vmm::log_warn("VFIO group %u: VFIO_GROUP_UNSET_CONTAINER failed", number_);
 }
 
 std::vector<HostReservedRegion> Group::reserved_regions() const {
-    auto text = kernel_.read_text("/sys/kernel/iommu_groups/" + std::to_string(number_) + "/reserved_regions");
+    auto text = host_.read_text("/sys/kernel/iommu_groups/" + std::to_string(number_) + "/reserved_regions");
     return text ? parse_reserved_regions(*text) : std::vector<HostReservedRegion>{};
 }
 
 int Group::open_device(const std::string& bdf) const {
-    return kernel_.ioctl(fd_.get(), VFIO_GROUP_GET_DEVICE_FD, const_cast<char*>(bdf.c_str()));
+    return host_.ioctl(fd_.get(), VFIO_GROUP_GET_DEVICE_FD, const_cast<char*>(bdf.c_str()));
 }
 
 }  // namespace devices::vfio

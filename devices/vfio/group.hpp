@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "devices/vfio/container.hpp"
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
 
 namespace devices::vfio {
 
@@ -21,7 +21,7 @@ std::optional<std::string> normalize_bdf(std::string_view text);
 
 // The IOMMU group of host device `bdf` (normalized). Throws vmm::SetupError naming the device
 // when it does not exist, is not bound to vfio-pci, or has no IOMMU group.
-unsigned group_of(Kernel& kernel, const std::string& bdf);
+unsigned group_of(Host& host, const std::string& bdf);
 
 // A line of /sys/kernel/iommu_groups/N/reserved_regions: "0x... 0x... msi".
 struct HostReservedRegion {
@@ -36,23 +36,23 @@ public:
     // Opens /dev/vfio/<number>, checks viability (the error lists every device of the group that
     // blocks it, with its driver) and joins `container`, enabling its IOMMU if it is the first.
     // Throws vmm::SetupError; nothing stays open then.
-    Group(Kernel& kernel, unsigned number, std::shared_ptr<Container> container);
+    Group(Host& host, unsigned number, std::shared_ptr<Container> container);
     ~Group();
     Group(const Group&) = delete;
     Group& operator=(const Group&) = delete;
 
     int fd() const { return fd_.get(); }
-    Kernel& kernel() const { return kernel_; }
+    Host& host() const { return host_; }
     const std::shared_ptr<Container>& container() const { return container_; }
     std::vector<HostReservedRegion> reserved_regions() const;
     // VFIO_GROUP_GET_DEVICE_FD; -errno on failure.
     int open_device(const std::string& bdf) const;
 
 private:
-    Kernel& kernel_;
+    Host& host_;
     unsigned number_;
     std::shared_ptr<Container> container_;  // declared first: outlives the group fd
-    KernelFd fd_;
+    HostFd fd_;
     bool attached_ = false;
 };
 

@@ -21,8 +21,8 @@
 #include "devices/pci/msi_router.hpp"
 #include "devices/pci/msix_table.hpp"
 #include "devices/vfio/bar_plan.hpp"
-#include "devices/vfio/device.hpp"
 #include "devices/vfio/dma_mapper.hpp"
+#include "devices/vfio/vfio_device.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -85,7 +85,7 @@ private:
     };
     struct AreaMapping {
         std::uint64_t offset = 0;  // inside the BAR
-        KernelMapping mapping;
+        HostMmap mapping;
     };
     struct Bar {
         bool present = false;

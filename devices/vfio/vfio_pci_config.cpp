@@ -25,10 +25,7 @@ std::uint32_t le32(std::span<const std::uint8_t> bytes, std::size_t at) {
 }  // namespace
 
 VfioPciFunction::VfioPciFunction(std::unique_ptr<Device> device, pci::BarAllocator& allocator, VfioPciEnv env)
-    : device_(std::move(device)),
-      env_(env),
-      name_("vfio " + device_->bdf()),
-      page_size_(device_->kernel().page_size()) {
+    : device_(std::move(device)), env_(env), name_("vfio " + device_->bdf()), page_size_(device_->host().page_size()) {
     // A clean device: whatever the previous user left (a crashed VMM, the host driver) is gone.
     if (!device_->reset()) vmm::log_debug("%s: no VFIO_DEVICE_RESET (the device has no reset method)", name_.c_str());
     device_->disable_irqs(VFIO_PCI_MSIX_IRQ_INDEX);
@@ -195,8 +192,7 @@ void VfioPciFunction::plan_bars() {
         // mmap each direct piece once; the guest's BAR moves only change where it is placed.
         for (BarPiece& piece : bar.plan) {
             if (!piece.direct) continue;
-            std::optional<KernelMapping> mapping =
-                device_->map(VFIO_PCI_BAR0_REGION_INDEX + i, piece.offset, piece.size);
+            std::optional<HostMmap> mapping = device_->map(VFIO_PCI_BAR0_REGION_INDEX + i, piece.offset, piece.size);
             if (!mapping) {
                 vmm::log_warn("%s: mmap of BAR%u+0x%" PRIx64 " failed; trapping it instead", name_.c_str(), i,
                               piece.offset);

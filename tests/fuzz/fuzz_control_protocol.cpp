@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 #include "vmm/control/target.hpp"
 
 namespace {

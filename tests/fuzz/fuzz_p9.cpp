@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 #include "devices/p9/wire.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
 #include "vmm/base/log.hpp"

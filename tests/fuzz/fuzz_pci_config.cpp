@@ -38,14 +38,14 @@ std::unique_ptr<VfioFixture> make_fixture(std::uint8_t layout_byte, std::uint8_t
         case 1: return std::make_unique<VfioFixture>(vectors, 4, 0x0, 0x800, 0x2000);
         case 2: {
             auto fx = std::make_unique<VfioFixture>(vectors, 0, 0x4000, 0x5000, 0x8000);
-            auto& bar = fx->kernel.device(VfioFixture::kBdf).bars[0];
+            auto& bar = fx->host.device(VfioFixture::kBdf).bars[0];
             bar.has_sparse = true;
             bar.sparse = {{0, 0x4000}, {0x6000, 0x2000}};
             return fx;
         }
         default: {
             auto fx = std::make_unique<VfioFixture>(vectors, 0, 0x1800, 0x1c00, 0x2000);
-            fx->kernel.device(VfioFixture::kBdf).bars[0].msix_mappable = true;
+            fx->host.device(VfioFixture::kBdf).bars[0].msix_mappable = true;
             return fx;
         }
     }
@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const std::vector<vmm::GuestRange> ram{layout::range(layout::kRamBase, 1 << 20)};
     vmm::GuestMemory memory{ram};
-    auto mapper = std::make_shared<devices::vfio::DmaMapper>(memory, fx->kernel);
+    auto mapper = std::make_shared<devices::vfio::DmaMapper>(memory, fx->host);
     auto model = std::make_shared<iommu::Iommu>();
     devices::pci::HostBridge bridge({layout::range(layout::kPcieEcamBase, layout::kPcieEcamSize),
                                      layout::range(layout::kPcieIoBase, layout::kPcieIoSize),
@@ -109,7 +109,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     break;
                 }
                 case 7: {  // an interrupt from the device on some vector
-                    const auto& fds = fx->kernel.device(VfioFixture::kBdf).msix_eventfds;
+                    const auto& fds = fx->host.device(VfioFixture::kBdf).msix_eventfds;
                     if (!fds.empty()) {
                         const std::uint64_t one = 1;
                         if (::write(fds[offset16 % fds.size()], &one, sizeof one) < 0) std::abort();
@@ -130,6 +130,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (fx->windows.trap_count() != 0 || fx->windows.direct_count() != 0 || !fx->msi.routes.empty()) std::abort();
     model.reset();
     mapper.reset();
-    if (fx->kernel.dma_entries() != 0) std::abort();
+    if (fx->host.dma_entries() != 0) std::abort();
     return 0;
 }

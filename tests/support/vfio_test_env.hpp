@@ -14,9 +14,9 @@
 #include "devices/pci/bar_allocator.hpp"
 #include "devices/pci/bar_windows.hpp"
 #include "devices/pci/msi_router.hpp"
-#include "devices/vfio/device.hpp"
+#include "devices/vfio/vfio_device.hpp"
 #include "devices/vfio/vfio_pci.hpp"
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 #include "vmm/base/layout.hpp"
 
 namespace devices::vfio::testing {
@@ -62,7 +62,7 @@ public:
 // One NVMe-like device at 0000:00:01.0 in group 1 (the rig's L1), ready to be opened.
 struct VfioFixture {
     static constexpr const char* kBdf = "0000:00:01.0";
-    MockVfioKernel kernel;
+    MockVfioHost host;
     RecordingMsiRouter msi;
     RecordingDirectMapper slots;
     pci::BarWindows windows{{vmm::layout::range(vmm::layout::kPcieMmio32Base, vmm::layout::kPcieMmio32Size),
@@ -74,12 +74,12 @@ struct VfioFixture {
     // QEMU's default NVMe: 16 KiB BAR0 with registers at 0, MSI-X table at 0x2000, PBA at 0x3000.
     explicit VfioFixture(unsigned vectors = 65, unsigned msix_bar = 0, std::uint64_t table = 0x2000,
                          std::uint64_t pba = 0x3000, std::uint64_t bar0 = 0x4000) {
-        MockDevice& d = kernel.add_device(kBdf, 1);
-        MockVfioKernel::make_nvme_like(d, bar0, vectors, msix_bar, table, pba);
+        MockDevice& d = host.add_device(kBdf, 1);
+        MockVfioHost::make_nvme_like(d, bar0, vectors, msix_bar, table, pba);
     }
     std::unique_ptr<Device> open_device() {
-        auto container = std::make_shared<Container>(kernel, "container of group 1");
-        auto group = std::make_shared<Group>(kernel, 1, container);
+        auto container = std::make_shared<Container>(host, "container of group 1");
+        auto group = std::make_shared<Group>(host, 1, container);
         return std::make_unique<Device>(group, kBdf);
     }
     std::unique_ptr<VfioPciFunction> open_function(DmaMapper* dma = nullptr) {

@@ -14,7 +14,7 @@
 #include <fstream>
 #include <functional>
 
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 #include "tests/devices/p9/p9_client.hpp"
 #include "tests/support/fake_driver.hpp"
 

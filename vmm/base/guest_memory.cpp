@@ -9,10 +9,10 @@
 
 namespace vmm {
 
-Mapping Mapping::anonymous(std::size_t size) {
+MmapRegion MmapRegion::anonymous(std::size_t size) {
     void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) throw_errno("cannot allocate " + std::to_string(size >> 20) + " MiB of guest memory");
-    return Mapping(base, size);
+    return MmapRegion(base, size);
 }
 
 GuestMemory::GuestMemory(std::span<const GuestRange> ranges) {
@@ -25,7 +25,7 @@ GuestMemory::GuestMemory(std::span<const GuestRange> ranges) {
         if (!is_aligned(r.base().value, page) || !is_aligned(r.size(), page))
             throw SetupError("guest memory region is not page-aligned");
         if (i > 0 && sorted[i - 1].overlaps(r)) throw SetupError("guest memory regions overlap");
-        backing_.push_back(Mapping::anonymous(r.size()));
+        backing_.push_back(MmapRegion::anonymous(r.size()));
         regions_.push_back({r, backing_.back().data()});
     }
 }

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "vmm/base/address.hpp"
-#include "vmm/base/mapping.hpp"
+#include "vmm/base/mmap_region.hpp"
 
 namespace vmm {
 
@@ -52,7 +52,7 @@ public:
     }
 
 private:
-    std::vector<Mapping> backing_;
+    std::vector<MmapRegion> backing_;
     std::vector<Region> regions_;
 };
 

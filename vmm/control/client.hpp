@@ -8,7 +8,7 @@
 #include <variant>
 
 #include "vmm/base/unique_fd.hpp"
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 
 namespace vmm {
 

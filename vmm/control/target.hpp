@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 
 namespace vmm {
 

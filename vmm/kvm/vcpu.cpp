@@ -22,7 +22,7 @@ constexpr std::uint64_t core_reg(std::size_t offset) {
 
 constexpr std::uint64_t kMpidrEl1 = ARM64_SYS_REG(3, 0, 0, 0, 5);
 
-kvm_run* run_struct(const Mapping& m) { return reinterpret_cast<kvm_run*>(m.data()); }
+kvm_run* run_struct(const MmapRegion& m) { return reinterpret_cast<kvm_run*>(m.data()); }
 
 }  // namespace
 

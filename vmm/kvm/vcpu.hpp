@@ -9,7 +9,7 @@
 #include <variant>
 
 #include "vmm/base/address.hpp"
-#include "vmm/base/mapping.hpp"
+#include "vmm/base/mmap_region.hpp"
 #include "vmm/base/unique_fd.hpp"
 #include "vmm/cpu_features.hpp"
 
@@ -42,7 +42,7 @@ using VcpuExit = std::variant<MmioRead, MmioWrite, SystemEvent, Interrupted, Unh
 // run() is called only by the vCPU's own thread; request_exit() from any thread.
 class Vcpu {
 public:
-    Vcpu(UniqueFd fd, Mapping run, unsigned index) : fd_(std::move(fd)), run_(std::move(run)), index_(index) {}
+    Vcpu(UniqueFd fd, MmapRegion run, unsigned index) : fd_(std::move(fd)), run_(std::move(run)), index_(index) {}
 
     unsigned index() const { return index_; }
 
@@ -69,7 +69,7 @@ private:
     std::uint64_t get_reg(std::uint64_t id) const;
 
     UniqueFd fd_;
-    Mapping run_;
+    MmapRegion run_;
     unsigned index_;
 };
 

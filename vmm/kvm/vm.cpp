@@ -32,7 +32,7 @@ Vcpu Vm::create_vcpu(unsigned index, const CpuFeatures& features) {
     if (!fd) throw_errno("KVM_CREATE_VCPU " + std::to_string(index));
     void* run = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (run == MAP_FAILED) throw_errno("mmap of vCPU " + std::to_string(index) + "'s kvm_run");
-    Mapping run_mapping(run, run_size_);
+    MmapRegion run_region(run, run_size_);
 
     kvm_vcpu_init init{};
     if (::ioctl(fd_.get(), KVM_ARM_PREFERRED_TARGET, &init) != 0) throw_errno("KVM_ARM_PREFERRED_TARGET");
@@ -44,7 +44,7 @@ Vcpu Vm::create_vcpu(unsigned index, const CpuFeatures& features) {
     if (features.pmu) init.features[0] |= 1u << KVM_ARM_VCPU_PMU_V3;
     if (::ioctl(fd.get(), KVM_ARM_VCPU_INIT, &init) != 0)
         throw_errno("KVM_ARM_VCPU_INIT for vCPU " + std::to_string(index));
-    Vcpu vcpu(std::move(fd), std::move(run_mapping), index);
+    Vcpu vcpu(std::move(fd), std::move(run_region), index);
     if (features.sve) vcpu.finalize_sve(features.sve_max_vl);
     return vcpu;
 }

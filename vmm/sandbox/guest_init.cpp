@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "vmm/base/unique_fd.hpp"
+#include "vmm/sandbox/exchange.hpp"
 #include "vmm/sandbox/modules.hpp"
-#include "vmm/sandbox/protocol.hpp"
 
 namespace vmm::sandbox {
 namespace {

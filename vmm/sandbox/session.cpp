@@ -12,7 +12,7 @@
 #include "vmm/base/unique_fd.hpp"
 #include "vmm/kernel_loader.hpp"
 #include "vmm/sandbox/cpio.hpp"
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 #include "vmm/sandbox/remove_tree.hpp"
 
 namespace vmm::sandbox {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 #include "devices/p9/wire.hpp"
 
 namespace p9test {

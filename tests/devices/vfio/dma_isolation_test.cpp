@@ -17,7 +17,7 @@
 #include "devices/vfio/dma_mapper.hpp"
 #include "devices/vfio/group.hpp"
 #include "iommu/iommu.hpp"
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 
 namespace {
 
@@ -25,7 +25,7 @@ using devices::vfio::Container;
 using devices::vfio::DmaMapper;
 using devices::vfio::Group;
 using devices::vfio::testing::MockDma;
-using devices::vfio::testing::MockVfioKernel;
+using devices::vfio::testing::MockVfioHost;
 
 constexpr std::uint64_t kRam0 = 0x80000000;
 constexpr std::uint64_t kRam1 = 0x80800000;  // right after region 0's 4 MiB: mappings may span both
@@ -36,7 +36,7 @@ constexpr iommu::EndpointId kEmulated = 1;
 constexpr iommu::EndpointId kVfio[] = {8, 9, 16};
 
 struct World {
-    MockVfioKernel kernel;
+    MockVfioHost host;
     vmm::GuestMemory memory{std::vector<vmm::GuestRange>{*vmm::GuestRange::make(vmm::GuestPhysAddr{kRam0}, 4 * kMiB),
                                                          *vmm::GuestRange::make(vmm::GuestPhysAddr{kRam1}, 4 * kMiB)}};
     std::vector<std::shared_ptr<Container>> containers;
@@ -45,15 +45,15 @@ struct World {
     std::shared_ptr<iommu::Iommu> model = std::make_shared<iommu::Iommu>();
 
     World(std::uint32_t entry_limit, std::optional<std::uint64_t> memlock) {
-        kernel.add_device("0000:00:01.0", 1);
-        kernel.add_device("0000:00:02.0", 2);
-        kernel.set_dma_limit(entry_limit);
-        kernel.set_memlock_budget(memlock);
+        host.add_device("0000:00:01.0", 1);
+        host.add_device("0000:00:02.0", 2);
+        host.set_dma_limit(entry_limit);
+        host.set_memlock_budget(memlock);
         for (unsigned g = 1; g <= 2; ++g) {
-            containers.push_back(std::make_shared<Container>(kernel, "container " + std::to_string(g)));
-            groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
+            containers.push_back(std::make_shared<Container>(host, "container " + std::to_string(g)));
+            groups.push_back(std::make_shared<Group>(host, g, containers.back()));
         }
-        mapper = std::make_shared<DmaMapper>(memory, kernel);
+        mapper = std::make_shared<DmaMapper>(memory, host);
         model->set_geometry({{~(kPage - 1), 0, (std::uint64_t{1} << 48) - 1},
                              0,
                              ~0u,
@@ -90,7 +90,7 @@ bool allowed(const World& w, iommu::EndpointId endpoint, const MockDma& dma) {
 // Host entries no endpoint of their container may reach (0 when isolation holds).
 std::size_t stale_entries(const World& w) {
     std::size_t stale = 0;
-    const auto dma = w.kernel.dma();
+    const auto dma = w.host.dma();
     for (std::size_t c = 0; c < w.containers.size(); ++c) {
         auto it = dma.find(w.containers[c]->fd());
         if (it == dma.end()) continue;
@@ -125,11 +125,11 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
         for (std::uint64_t step = 0; step < steps_per_seed(); ++step) {
             CAPTURE(step);
             if (pick(3) == 0) {
-                w.kernel.fail_map_after(pick(4), errors[pick(5)]);
+                w.host.fail_map_after(pick(4), errors[pick(5)]);
                 ++failures_injected;
             }
             if (pick(4) == 0) {
-                w.kernel.fail_unmap_after(pick(4), errors[pick(5)]);
+                w.host.fail_unmap_after(pick(4), errors[pick(5)]);
                 ++failures_injected;
             }
             const iommu::EndpointId ep = pick(4) == 0 ? kEmulated : kVfio[pick(3)];
@@ -162,7 +162,7 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
                 }
             }
             refusals += status == iommu::Status::NoMem ? 1 : 0;
-            w.kernel.clear_failures();
+            w.host.clear_failures();
             ++steps_run;
             const std::size_t stale = stale_entries(w);
             if (stale != 0) {
@@ -176,7 +176,7 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
                 counted += s.host_mappings;
                 CHECK(s.stale == 0);
             }
-            REQUIRE(counted == w.kernel.dma_entries());
+            REQUIRE(counted == w.host.dma_entries());
         }
         CHECK(w.model->stats().forced_detach_failures == 0);
     }

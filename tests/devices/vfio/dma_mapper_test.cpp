@@ -8,7 +8,7 @@
 
 #include "devices/vfio/group.hpp"
 #include "iommu/iommu.hpp"
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 #include "vmm/base/error.hpp"
 
 namespace {
@@ -16,7 +16,7 @@ namespace {
 using devices::vfio::Container;
 using devices::vfio::DmaMapper;
 using devices::vfio::Group;
-using devices::vfio::testing::MockVfioKernel;
+using devices::vfio::testing::MockVfioHost;
 using iommu::Status;
 
 constexpr std::uint64_t kRam0 = 0x80000000;
@@ -31,7 +31,7 @@ std::vector<vmm::GuestRange> two_regions() {
 
 // A mock host with groups 1 and 2, one container each (or one shared), the model and a mapper.
 struct Rig {
-    MockVfioKernel kernel;
+    MockVfioHost host;
     vmm::GuestMemory memory{two_regions()};
     std::shared_ptr<iommu::Iommu> model = std::make_shared<iommu::Iommu>();
     std::vector<std::shared_ptr<Container>> containers;
@@ -39,22 +39,22 @@ struct Rig {
     std::shared_ptr<DmaMapper> mapper;
 
     explicit Rig(bool shared_container = false, std::uint32_t dma_limit = 65535) {
-        kernel.add_device("0000:00:01.0", 1);
-        kernel.add_device("0000:00:02.0", 2);
-        kernel.set_dma_limit(dma_limit);
+        host.add_device("0000:00:01.0", 1);
+        host.add_device("0000:00:02.0", 2);
+        host.set_dma_limit(dma_limit);
         for (unsigned g = 1; g <= 2; ++g) {
             if (g == 1 || !shared_container)
-                containers.push_back(std::make_shared<Container>(kernel, "container of group " + std::to_string(g)));
-            groups.push_back(std::make_shared<Group>(kernel, g, containers.back()));
+                containers.push_back(std::make_shared<Container>(host, "container of group " + std::to_string(g)));
+            groups.push_back(std::make_shared<Group>(host, g, containers.back()));
         }
-        mapper = std::make_shared<DmaMapper>(memory, kernel);
+        mapper = std::make_shared<DmaMapper>(memory, host);
         model->set_geometry({{~std::uint64_t{0xfff}, 0, (std::uint64_t{1} << 48) - 1}});
     }
     void add(iommu::EndpointId ep, std::size_t container) {
         mapper->add_endpoint(ep, containers.at(container));
         model->add_endpoint({ep, {}, mapper});
     }
-    std::size_t entries(std::size_t container) const { return kernel.dma().at(containers.at(container)->fd()).size(); }
+    std::size_t entries(std::size_t container) const { return host.dma().at(containers.at(container)->fd()).size(); }
 };
 
 }  // namespace
@@ -66,11 +66,11 @@ TEST_CASE("Endpoints of one container in one domain cost one host map per guest 
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->attach(9, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0x100000, 0x10ffff, kRam0, kRW) == Status::Ok);
-    CHECK(rig.kernel.map_calls() == 1);
+    CHECK(rig.host.map_calls() == 1);
     CHECK(rig.entries(0) == 1);
     CHECK(rig.mapper->stats().spaces[0].shared_hits == 1);
     CHECK(rig.model->unmap(1, 0x100000, 0x10ffff) == Status::Ok);
-    CHECK(rig.kernel.unmap_calls() == 1);
+    CHECK(rig.host.unmap_calls() == 1);
     CHECK(rig.entries(0) == 0);
 }
 
@@ -81,9 +81,9 @@ TEST_CASE("A domain spanning two host groups maps once per container, with the g
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->attach(16, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0x200000, 0x201fff, kRam0 + 0x3000, iommu::kMapRead) == Status::Ok);
-    CHECK(rig.kernel.map_calls() == 2);
+    CHECK(rig.host.map_calls() == 2);
     for (std::size_t c = 0; c < 2; ++c) {
-        const auto dma = rig.kernel.dma().at(rig.containers[c]->fd());
+        const auto dma = rig.host.dma().at(rig.containers[c]->fd());
         REQUIRE(dma.size() == 1);
         CHECK(dma[0].iova == 0x200000);
         CHECK(dma[0].size == 0x2000);
@@ -105,7 +105,7 @@ TEST_CASE("A MAP crossing two RAM regions becomes two host entries, and a host f
     CHECK(rig.model->unmap(1, 0x100000, 0x100000 + size - 1) == Status::Ok);
     CHECK(rig.entries(0) == 0);
 
-    rig.kernel.fail_map_after(1, EIO);  // the second fragment fails
+    rig.host.fail_map_after(1, EIO);  // the second fragment fails
     CHECK(rig.model->map(1, 0x100000, 0x100000 + size - 1, gpa, kRW) == Status::DevErr);
     CHECK(rig.entries(0) == 0);
     CHECK(rig.model->mappings(1)->empty());
@@ -118,9 +118,9 @@ TEST_CASE("A failure on the second container undoes the first: guest and host vi
     rig.add(16, 1);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->attach(16, 1, 0) == Status::Ok);
-    rig.kernel.fail_map_after(1, ENOMEM);
+    rig.host.fail_map_after(1, ENOMEM);
     CHECK(rig.model->map(1, 0x0, 0xfff, kRam0, kRW) == Status::NoMem);
-    CHECK(rig.kernel.dma_entries() == 0);
+    CHECK(rig.host.dma_entries() == 0);
     CHECK(rig.model->mappings(1)->empty());
 }
 
@@ -130,9 +130,9 @@ TEST_CASE("The DMA entry budget answers S_NOMEM before the host is asked, and th
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     for (std::uint64_t i = 0; i < 3; ++i)
         CHECK(rig.model->map(1, i * 0x1000, i * 0x1000 + 0xfff, kRam0, kRW) == Status::Ok);
-    const unsigned calls = rig.kernel.map_calls();
+    const unsigned calls = rig.host.map_calls();
     CHECK(rig.model->map(1, 0x10000, 0x10fff, kRam0, kRW) == Status::NoMem);
-    CHECK(rig.kernel.map_calls() == calls);  // refused by the budget, not by the host
+    CHECK(rig.host.map_calls() == calls);  // refused by the budget, not by the host
     CHECK(rig.mapper->stats().spaces[0].budget_refusals == 1);
     CHECK(rig.mapper->stats().spaces[0].entry_limit == 3);
     CHECK(rig.model->unmap(1, 0, 0xfff) == Status::Ok);
@@ -140,27 +140,27 @@ TEST_CASE("The DMA entry budget answers S_NOMEM before the host is asked, and th
 }
 
 TEST_CASE("Without the DMA_AVAIL capability the budget comes from the module parameter") {
-    MockVfioKernel kernel;
-    kernel.add_device("0000:00:01.0", 1);
-    kernel.set_report_dma_avail(false);
-    kernel.set_dma_limit(7);
+    MockVfioHost host;
+    host.add_device("0000:00:01.0", 1);
+    host.set_report_dma_avail(false);
+    host.set_dma_limit(7);
     vmm::GuestMemory memory{two_regions()};
-    auto container = std::make_shared<Container>(kernel, "c");
-    Group group(kernel, 1, container);
-    DmaMapper mapper(memory, kernel);
+    auto container = std::make_shared<Container>(host, "c");
+    Group group(host, 1, container);
+    DmaMapper mapper(memory, host);
     mapper.add_endpoint(8, container);
     CHECK(mapper.stats().spaces[0].entry_limit == 7);
 }
 
 TEST_CASE("The locked-memory budget answers S_NOMEM before the host is asked") {
     Rig rig;
-    rig.kernel.set_memlock_budget(64 * 1024);
-    rig.mapper = std::make_shared<DmaMapper>(rig.memory, rig.kernel);  // reads the budget
+    rig.host.set_memlock_budget(64 * 1024);
+    rig.mapper = std::make_shared<DmaMapper>(rig.memory, rig.host);  // reads the budget
     rig.add(8, 0);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0, 0xffff, kRam0, kRW) == Status::Ok);
     CHECK(rig.model->map(1, 0x10000, 0x10fff, kRam0, kRW) == Status::NoMem);
-    CHECK(rig.kernel.map_calls() == 1);
+    CHECK(rig.host.map_calls() == 1);
     CHECK(rig.mapper->stats().pinned_bytes == 0x10000);
 }
 
@@ -170,9 +170,9 @@ TEST_CASE("Host refusals map to S_INVAL or S_DEVERR") {
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     // Inside the host's IOVA hole (0x8000000-0x80fffff): the host says EINVAL.
     CHECK(rig.model->map(1, 0x8000000, 0x8000fff, kRam0, kRW) == Status::Inval);
-    rig.kernel.fail_map_after(0, EFAULT);
+    rig.host.fail_map_after(0, EFAULT);
     CHECK(rig.model->map(1, 0, 0xfff, kRam0, kRW) == Status::DevErr);
-    CHECK(rig.kernel.dma_entries() == 0);
+    CHECK(rig.host.dma_entries() == 0);
 }
 
 TEST_CASE("MMIO and permissionless mappings are kept in the model only") {
@@ -182,10 +182,10 @@ TEST_CASE("MMIO and permissionless mappings are kept in the model only") {
     CHECK(rig.model->map(1, 0x1000000, 0x1000fff, 0x08090000, iommu::kMapWrite | iommu::kMapMmio) == Status::Ok);
     CHECK(rig.model->map(1, 0x2000000, 0x2000fff, kRam0, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0x3000000, 0x3000fff, 0x40000000, kRW) == Status::Ok);  // not RAM: skipped
-    CHECK(rig.kernel.map_calls() == 0);
+    CHECK(rig.host.map_calls() == 0);
     CHECK(rig.mapper->stats().spaces[0].guest_mappings == 3);
     CHECK(rig.model->unmap(1, 0x1000000, 0x3000fff) == Status::Ok);
-    CHECK(rig.kernel.unmap_calls() == 0);
+    CHECK(rig.host.unmap_calls() == 0);
     CHECK(rig.mapper->stats().spaces[0].guest_mappings == 0);
 }
 
@@ -193,11 +193,11 @@ TEST_CASE("Bypass maps guest RAM one to one only while a bypassing endpoint mast
     Rig rig;
     rig.add(8, 0);
     CHECK(rig.model->set_unattached_bypass(true));
-    CHECK(rig.kernel.dma_entries() == 0);  // boot bypass alone pins nothing
+    CHECK(rig.host.dma_entries() == 0);  // boot bypass alone pins nothing
     rig.mapper->set_bus_master(8, true);
     REQUIRE(rig.entries(0) == 2);  // both RAM regions, IOVA = GPA
-    CHECK(rig.kernel.dma_bytes() == 8 * kMiB);
-    CHECK(rig.kernel.dma().at(rig.containers[0]->fd())[0].iova == kRam0);
+    CHECK(rig.host.dma_bytes() == 8 * kMiB);
+    CHECK(rig.host.dma().at(rig.containers[0]->fd())[0].iova == kRam0);
     CHECK(rig.mapper->stats().spaces[0].identity);
 
     // The guest driver attaches it to a translating domain: the identity map goes.
@@ -275,34 +275,34 @@ TEST_CASE("Re-attach replays into the container; reset and teardown leave no hos
     CHECK(rig.model->attach(16, 1, 0) == Status::Ok);  // replayed
     CHECK(rig.entries(1) == 1);
     rig.model->reset();
-    CHECK(rig.kernel.dma_entries() == 0);
+    CHECK(rig.host.dma_entries() == 0);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
     CHECK(rig.model->map(1, 0, 0x1fff, kRam0, kRW) == Status::Ok);
     rig.model.reset();  // drops the model's reference
     rig.mapper.reset();
-    CHECK(rig.kernel.dma_entries() == 0);
+    CHECK(rig.host.dma_entries() == 0);
 }
 
 TEST_CASE("Without a vIOMMU all guest RAM is mapped at once, or setup fails with the reason") {
     Rig rig(true);
     rig.mapper->map_all_ram(rig.containers[0]);
     CHECK(rig.entries(0) == 2);
-    CHECK(rig.kernel.dma_bytes() == 8 * kMiB);
+    CHECK(rig.host.dma_bytes() == 8 * kMiB);
     rig.mapper.reset();
-    CHECK(rig.kernel.dma_entries() == 0);
+    CHECK(rig.host.dma_entries() == 0);
 
     Rig tight;
-    tight.kernel.set_memlock_budget(kMiB);
-    DmaMapper mapper(tight.memory, tight.kernel);
+    tight.host.set_memlock_budget(kMiB);
+    DmaMapper mapper(tight.memory, tight.host);
     CHECK_THROWS_WITH_AS(mapper.map_all_ram(tight.containers[0]), doctest::Contains("locked-memory limit"),
                          vmm::SetupError);
-    CHECK(tight.kernel.dma_entries() == 0);
+    CHECK(tight.host.dma_entries() == 0);
 }
 
 TEST_CASE("Identity maps skip guest RAM the host cannot translate") {
     Rig rig;
-    rig.kernel.set_iova_ranges({{0, kRam1 + kMiB - 1}});  // the host stops inside region 1
-    MockVfioKernel& k = rig.kernel;
+    rig.host.set_iova_ranges({{0, kRam1 + kMiB - 1}});  // the host stops inside region 1
+    MockVfioHost& k = rig.host;
     k.add_device("0000:00:05.0", 5);
     auto container = std::make_shared<Container>(k, "c5");
     Group group(k, 5, container);
@@ -320,8 +320,8 @@ TEST_CASE(
     // identity map exceeds RLIMIT_MEMLOCK. The forced detach failed, the mapper rolled back to the
     // old domain and the guest's mapping stayed in the host IOMMU with no model mapping left.
     Rig rig;
-    rig.kernel.set_memlock_budget(64 * 1024);  // one 4 KiB mapping fits, 8 MiB of guest RAM does not
-    rig.mapper = std::make_shared<DmaMapper>(rig.memory, rig.kernel);
+    rig.host.set_memlock_budget(64 * 1024);  // one 4 KiB mapping fits, 8 MiB of guest RAM does not
+    rig.mapper = std::make_shared<DmaMapper>(rig.memory, rig.host);
     rig.add(8, 0);
     REQUIRE(rig.model->attach(8, 1, 0) == Status::Ok);
     REQUIRE(rig.model->map(1, 0x100000, 0x100fff, kRam0, kRW) == Status::Ok);
@@ -345,10 +345,10 @@ TEST_CASE("Regression: ATTACH into a domain too big for the VFIO budget is refus
     for (std::uint64_t i = 0; i < 200; ++i)
         REQUIRE(rig.model->map(1, i * 0x1000, i * 0x1000 + 0xfff, kRam0 + (i % 1024) * 0x1000, kRW) == Status::Ok);
     rig.add(8, 0);
-    const unsigned maps = rig.kernel.map_calls(), unmaps = rig.kernel.unmap_calls();
+    const unsigned maps = rig.host.map_calls(), unmaps = rig.host.unmap_calls();
     CHECK(rig.model->attach(8, 1, 0) == Status::NoMem);
-    CHECK(rig.kernel.map_calls() == maps);
-    CHECK(rig.kernel.unmap_calls() == unmaps);
+    CHECK(rig.host.map_calls() == maps);
+    CHECK(rig.host.unmap_calls() == unmaps);
     CHECK(rig.entries(0) == 0);
     CHECK(rig.mapper->stats().spaces[0].budget_refusals == 1);
     CHECK(rig.model->mappings(1)->size() == 200);  // the emulated endpoint's domain is untouched
@@ -356,12 +356,12 @@ TEST_CASE("Regression: ATTACH into a domain too big for the VFIO budget is refus
     // When it fits, one MAP_DMA per mapping; a host failure part way is undone with one
     // UNMAP_DMA (the container held nothing else), not one per mapping.
     REQUIRE(rig.model->unmap(1, 50 * 0x1000, ~std::uint64_t{0} >> 16) == Status::Ok);
-    rig.kernel.fail_map_after(30, EIO);
+    rig.host.fail_map_after(30, EIO);
     CHECK(rig.model->attach(8, 1, 0) == Status::DevErr);
-    CHECK(rig.kernel.map_calls() - maps == 31);
-    CHECK(rig.kernel.unmap_calls() - unmaps == 1);
+    CHECK(rig.host.map_calls() - maps == 31);
+    CHECK(rig.host.unmap_calls() - unmaps == 1);
     CHECK(rig.entries(0) == 0);
     CHECK(rig.model->attach(8, 1, 0) == Status::Ok);
-    CHECK(rig.kernel.map_calls() - maps == 81);
+    CHECK(rig.host.map_calls() - maps == 81);
     CHECK(rig.entries(0) == 50);
 }

@@ -4,14 +4,14 @@
 
 #include <string>
 
-#include "devices/vfio/device.hpp"
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "devices/vfio/vfio_device.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 #include "vmm/base/error.hpp"
 
 using devices::vfio::Container;
 using devices::vfio::Device;
 using devices::vfio::Group;
-using devices::vfio::testing::MockVfioKernel;
+using devices::vfio::testing::MockVfioHost;
 
 namespace {
 
@@ -40,7 +40,7 @@ TEST_CASE("normalize_bdf accepts kvmtool's two forms and rejects the rest") {
 }
 
 TEST_CASE("group_of names the device and the fix when it cannot be assigned") {
-    MockVfioKernel k;
+    MockVfioHost k;
     k.add_device("0000:00:01.0", 1);
     k.add_group_member(2, "0000:00:02.0", "virtio-pci");
     k.add_group_member(3, "0000:00:03.0", "");
@@ -55,7 +55,7 @@ TEST_CASE("group_of names the device and the fix when it cannot be assigned") {
 }
 
 TEST_CASE("A group that is not viable is refused with every blocking device and its driver") {
-    MockVfioKernel k;
+    MockVfioHost k;
     k.add_device("0000:00:01.0", 1);
     k.add_group_member(1, "0000:00:01.1", "snd_hda_intel");
     k.add_group_member(1, "0000:00:01.2", "vfio-pci");
@@ -68,7 +68,7 @@ TEST_CASE("A group that is not viable is refused with every blocking device and 
 }
 
 TEST_CASE("Missing /dev/vfio/vfio and a busy group give one clear line") {
-    MockVfioKernel k;
+    MockVfioHost k;
     k.add_device("0000:00:01.0", 1);
     k.set_container_missing(true);
     CHECK(setup_error([&] { Container c(k, "c"); }).find("modprobe vfio-pci") != std::string::npos);
@@ -79,7 +79,7 @@ TEST_CASE("Missing /dev/vfio/vfio and a busy group give one clear line") {
 }
 
 TEST_CASE("Container reads the host geometry: page sizes, IOVA ranges, DMA entries left") {
-    MockVfioKernel k;
+    MockVfioHost k;
     k.add_device("0000:00:01.0", 1);
     k.set_dma_limit(1000);
     auto container = std::make_shared<Container>(k, "c");
@@ -95,9 +95,8 @@ TEST_CASE("Container reads the host geometry: page sizes, IOVA ranges, DMA entri
 }
 
 TEST_CASE("Device closes its fd before its group leaves the container (the EBUSY rule)") {
-    MockVfioKernel k;
-    devices::vfio::testing::MockVfioKernel::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000,
-                                                           0x3000);
+    MockVfioHost k;
+    devices::vfio::testing::MockVfioHost::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000, 0x3000);
     {
         auto container = std::make_shared<Container>(k, "c");
         auto group = std::make_shared<Group>(k, 1, container);
@@ -117,8 +116,8 @@ TEST_CASE("Device closes its fd before its group leaves the container (the EBUSY
 }
 
 TEST_CASE("Device region I/O is bounds-checked") {
-    MockVfioKernel k;
-    MockVfioKernel::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000, 0x3000);
+    MockVfioHost k;
+    MockVfioHost::make_nvme_like(k.add_device("0000:00:01.0", 1), 0x4000, 4, 0, 0x2000, 0x3000);
     auto container = std::make_shared<Container>(k, "c");
     auto group = std::make_shared<Group>(k, 1, container);
     Device d(group, "0000:00:01.0");

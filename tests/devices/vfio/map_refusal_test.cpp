@@ -13,7 +13,7 @@
 #include "devices/vfio/group.hpp"
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/fake_driver.hpp"
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 #include "vmm/base/log.hpp"
 
 namespace {
@@ -21,7 +21,7 @@ namespace {
 using devices::vfio::Container;
 using devices::vfio::DmaMapper;
 using devices::vfio::Group;
-using devices::vfio::testing::MockVfioKernel;
+using devices::vfio::testing::MockVfioHost;
 using iommu::Status;
 using viommu_test::S;
 
@@ -31,7 +31,7 @@ constexpr iommu::EndpointId kEndpoint = 8;
 
 // A VFIO endpoint whose container takes `entry_limit` host entries, behind the virtio-iommu.
 struct VfioBehindViommu {
-    MockVfioKernel kernel;
+    MockVfioHost host;
     vmm::GuestMemory memory{std::vector<vmm::GuestRange>{*vmm::GuestRange::make(vmm::GuestPhysAddr{kRam}, 8 << 20)}};
     std::shared_ptr<Container> container;
     std::shared_ptr<Group> group;
@@ -39,11 +39,11 @@ struct VfioBehindViommu {
     std::unique_ptr<viommu_test::Harness> h;
 
     explicit VfioBehindViommu(std::uint32_t entry_limit) {
-        kernel.add_device("0000:00:01.0", 1);
-        kernel.set_dma_limit(entry_limit);
-        container = std::make_shared<Container>(kernel, "container of group 1");
-        group = std::make_shared<Group>(kernel, 1, container);
-        mapper = std::make_shared<DmaMapper>(memory, kernel);
+        host.add_device("0000:00:01.0", 1);
+        host.set_dma_limit(entry_limit);
+        container = std::make_shared<Container>(host, "container of group 1");
+        group = std::make_shared<Group>(host, 1, container);
+        mapper = std::make_shared<DmaMapper>(memory, host);
         mapper->add_endpoint(kEndpoint, container);
         viommu_test::Options options;
         options.endpoints.push_back({kEndpoint, {}, mapper});

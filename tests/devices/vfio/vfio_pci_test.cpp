@@ -73,9 +73,9 @@ TEST_CASE("VfioPciFunction presents a filtered, virtualized config space") {
     CHECK(cfg_read(*f, 0x44) == 0x2000);      // the device's own layout, not relocated
     CHECK(cfg_read(*f, 0x100) == 0);          // no extended capabilities
     // Passed-through writes reach the device; header writes to read-only fields do not stick.
-    const std::size_t writes = fx.kernel.device(VfioFixture::kBdf).config_writes.size();
+    const std::size_t writes = fx.host.device(VfioFixture::kBdf).config_writes.size();
     cfg_write(*f, 0x68, 0x2810, 2);
-    CHECK(fx.kernel.device(VfioFixture::kBdf).config_writes.size() == writes + 1);
+    CHECK(fx.host.device(VfioFixture::kBdf).config_writes.size() == writes + 1);
     cfg_write(*f, PCI_VENDOR_ID, 0xdeadbeef);
     CHECK(cfg_read(*f, PCI_VENDOR_ID) == 0x00101b36);
     cfg_write(*f, PCI_INTERRUPT_LINE, 0x33, 1);
@@ -106,13 +106,13 @@ TEST_CASE("Memory decode maps the registers directly and traps only the MSI-X pa
     CHECK(fx.windows.trap_count() == 1);
     // The slot is the device's BAR: what the guest writes there reaches the device.
     std::memcpy(static_cast<std::uint8_t*>(slot.host) + 0x14, "\x01\x00\x46\x00", 4);
-    CHECK(fx.kernel.bar_bytes(VfioFixture::kBdf, 0, 0x14, 4) == std::vector<std::uint8_t>{1, 0, 0x46, 0});
+    CHECK(fx.host.bar_bytes(VfioFixture::kBdf, 0, 0x14, 4) == std::vector<std::uint8_t>{1, 0, 0x46, 0});
     // The device saw memory decode enabled, INTx disabled.
-    const auto& config = fx.kernel.device(VfioFixture::kBdf).config;
+    const auto& config = fx.host.device(VfioFixture::kBdf).config;
     CHECK((config[PCI_COMMAND] & PCI_COMMAND_MEMORY) != 0);
     CHECK((config[PCI_COMMAND + 1] << 8 & PCI_COMMAND_INTX_DISABLE) != 0);
     // A trapped access past the table (same page) goes to the device.
-    fx.kernel.set_bar_bytes(VfioFixture::kBdf, 0, 0x2800, {0x11, 0x22, 0x33, 0x44});
+    fx.host.set_bar_bytes(VfioFixture::kBdf, 0, 0x2800, {0x11, 0x22, 0x33, 0x44});
     CHECK(mmio_read32(fx, kBar0 + 0x2800) == 0x44332211);
     // The guest moves the BAR: the slot follows. Decode off removes everything.
     cfg_write(*f, PCI_BASE_ADDRESS_0, 0x40100000 | PCI_BASE_ADDRESS_MEM_TYPE_64);
@@ -139,7 +139,7 @@ TEST_CASE("MSI-X vectors become routes to the ITS with the function's RID, maske
     program_vector(fx, 0, 5, false);
     CHECK(fx.msi.routes.empty());  // MSI-X still disabled
     cfg_write(*f, 0x42, PCI_MSIX_FLAGS_ENABLE, 2);
-    const auto& device = fx.kernel.device(VfioFixture::kBdf);
+    const auto& device = fx.host.device(VfioFixture::kBdf);
     CHECK(device.msix_enabled);
     REQUIRE(device.msix_eventfds.size() == 65);
     REQUIRE(fx.msi.routes.size() == 1);
@@ -172,7 +172,7 @@ TEST_CASE("The PBA shows interrupts that arrived while a vector was masked") {
     program_vector(fx, 2, 9, true);
     CHECK(mmio_read32(fx, kBar0 + 0x3000) == 0);
     const std::uint64_t one = 1;
-    REQUIRE(::write(fx.kernel.device(VfioFixture::kBdf).msix_eventfds[2], &one, sizeof one) == sizeof one);
+    REQUIRE(::write(fx.host.device(VfioFixture::kBdf).msix_eventfds[2], &one, sizeof one) == sizeof one);
     CHECK(mmio_read32(fx, kBar0 + 0x3000) == 4);
     mmio_write32(fx, kBar0 + 0x3000, 0);  // the PBA is read-only
     CHECK(mmio_read32(fx, kBar0 + 0x3000) == 4);
@@ -196,7 +196,7 @@ TEST_CASE("Bus Master Enable is what makes a bypassing endpoint pin guest RAM") 
     VfioFixture fx;
     const std::vector<vmm::GuestRange> ram{*vmm::GuestRange::make(vmm::GuestPhysAddr{0x80000000}, 1 << 20)};
     vmm::GuestMemory memory{ram};
-    auto mapper = std::make_shared<devices::vfio::DmaMapper>(memory, fx.kernel);
+    auto mapper = std::make_shared<devices::vfio::DmaMapper>(memory, fx.host);
     auto device = fx.open_device();
     const int container = device->group()->container()->fd();
     mapper->add_endpoint(devices::pci::Bdf{0, 3, 0}.rid(), device->group()->container());
@@ -206,40 +206,40 @@ TEST_CASE("Bus Master Enable is what makes a bypassing endpoint pin guest RAM") 
     {
         VfioPciFunction f(std::move(device), fx.allocator, {fx.windows, fx.msi, mapper.get()});
         f.set_address({0, 3, 0});
-        CHECK(fx.kernel.dma().at(container).empty());
+        CHECK(fx.host.dma().at(container).empty());
         cfg_write(f, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
-        CHECK(fx.kernel.dma().at(container).size() == 1);
-        CHECK((fx.kernel.device(VfioFixture::kBdf).config[PCI_COMMAND] & PCI_COMMAND_MASTER) != 0);
+        CHECK(fx.host.dma().at(container).size() == 1);
+        CHECK((fx.host.device(VfioFixture::kBdf).config[PCI_COMMAND] & PCI_COMMAND_MASTER) != 0);
         cfg_write(f, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
-        CHECK(fx.kernel.dma().at(container).empty());
+        CHECK(fx.host.dma().at(container).empty());
         cfg_write(f, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
     }
     // The function is gone: bus mastering off, identity map dropped.
-    CHECK(fx.kernel.dma().at(container).empty());
+    CHECK(fx.host.dma().at(container).empty());
 }
 
 TEST_CASE("The device is reset at start and at exit, and its fd closes before its group") {
     VfioFixture fx;
     {
         auto f = fx.open_function();
-        CHECK(fx.kernel.device(VfioFixture::kBdf).resets == 1);
+        CHECK(fx.host.device(VfioFixture::kBdf).resets == 1);
         cfg_write(*f, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
         cfg_write(*f, 0x42, PCI_MSIX_FLAGS_ENABLE, 2);
         program_vector(fx, 0, 1, false);
         CHECK(fx.msi.routes.size() == 1);
     }
-    const auto& device = fx.kernel.device(VfioFixture::kBdf);
+    const auto& device = fx.host.device(VfioFixture::kBdf);
     CHECK(device.resets == 2);
     CHECK_FALSE(device.msix_enabled);
     CHECK((device.config[PCI_COMMAND] & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)) == 0);
     CHECK(fx.msi.routes.empty());
     CHECK(fx.slots.slots.empty());
     CHECK(fx.windows.trap_count() == 0);
-    REQUIRE(fx.kernel.close_log().size() == 3);
-    CHECK(fx.kernel.close_log()[0] == "device 0000:00:01.0");
-    CHECK(fx.kernel.close_log()[1] == "group 1");
-    CHECK(fx.kernel.close_log()[2] == "container");
-    CHECK(fx.kernel.open_fds() == 0);
+    REQUIRE(fx.host.close_log().size() == 3);
+    CHECK(fx.host.close_log()[0] == "device 0000:00:01.0");
+    CHECK(fx.host.close_log()[1] == "group 1");
+    CHECK(fx.host.close_log()[2] == "container");
+    CHECK(fx.host.open_fds() == 0);
 }
 
 TEST_CASE("msix-exclusive-bar layout: BAR0 entirely direct, the MSI-X BAR entirely trapped") {
@@ -254,7 +254,7 @@ TEST_CASE("msix-exclusive-bar layout: BAR0 entirely direct, the MSI-X BAR entire
 
 TEST_CASE("Sparse mmap areas that exclude the table are honoured") {
     VfioFixture fx(65, 0, 0x4000, 0x5000, 0x8000);
-    auto& bar = fx.kernel.device(VfioFixture::kBdf).bars[0];
+    auto& bar = fx.host.device(VfioFixture::kBdf).bars[0];
     bar.has_sparse = true;
     bar.sparse = {{0, 0x4000}, {0x6000, 0x2000}};
     auto f = fx.open_function();
@@ -265,7 +265,7 @@ TEST_CASE("Sparse mmap areas that exclude the table are honoured") {
 
 TEST_CASE("A hostile capability list cannot loop and an MSI-X table outside its BAR is hidden") {
     VfioFixture fx;
-    auto& config = fx.kernel.device(VfioFixture::kBdf).config;
+    auto& config = fx.host.device(VfioFixture::kBdf).config;
     config[0x61] = 0x40;  // PCIe -> MSI-X -> ... a cycle
     config[0x44] = 0x00;
     config[0x45] = 0x50;  // table at 0x5000, past the 16 KiB BAR

@@ -19,8 +19,8 @@
 
 #include "tests/support/descriptor_limit.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/control/cli.hpp"
 #include "vmm/control/client.hpp"
+#include "vmm/control/commands.hpp"
 #include "vmm/control/dir.hpp"
 
 namespace {

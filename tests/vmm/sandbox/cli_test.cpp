@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "vmm/cli.hpp"
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 
 namespace {
 

@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 #include "tests/devices/p9/p9_client.hpp"
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 #include "vmm/sandbox/session.hpp"
 
 using namespace p9test;

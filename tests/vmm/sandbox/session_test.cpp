@@ -15,7 +15,7 @@
 #include "tests/support/temp_dir.hpp"
 #include "tests/vmm/sandbox/cpio_reader.hpp"
 #include "vmm/base/error.hpp"
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 
 namespace {
 

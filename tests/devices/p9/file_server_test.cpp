@@ -1,6 +1,6 @@
 // devices::p9::Server against a scratch directory: basic operations, confinement (every escape
 // attempt of DEVELOPERS' hostile guest, including a racing host thread), ro, fid limits.
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-#include "vmm/control/cli.hpp"
+#include "vmm/control/commands.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include "vmm/base/error.hpp"
 #include "vmm/control/client.hpp"
 #include "vmm/control/dir.hpp"
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 #include "vmm/exit_status.hpp"
 
 namespace vmm {

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "devices/vfio/container.hpp"
-#include "devices/vfio/device.hpp"
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
+#include "devices/vfio/vfio_device.hpp"
 
 namespace devices::vfio::testing {
 
@@ -49,12 +49,12 @@ struct MockDevice {
     std::vector<std::pair<std::uint64_t, std::size_t>> config_writes;  // offset, size
 };
 
-class MockVfioKernel final : public Kernel {
+class MockVfioHost final : public Host {
 public:
-    MockVfioKernel();
-    ~MockVfioKernel() override;
-    MockVfioKernel(const MockVfioKernel&) = delete;
-    MockVfioKernel& operator=(const MockVfioKernel&) = delete;
+    MockVfioHost();
+    ~MockVfioHost() override;
+    MockVfioHost(const MockVfioHost&) = delete;
+    MockVfioHost& operator=(const MockVfioHost&) = delete;
 
     // ---- the host's set-up
     // A device bound to vfio-pci in `group` (the group becomes viable unless set otherwise).
@@ -101,7 +101,7 @@ public:
     void set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
                        const std::vector<std::uint8_t>& bytes);
 
-    // ---- Kernel
+    // ---- Host
     int open(const std::string& path, int flags) override;
     void close(int fd) override;
     int ioctl(int fd, unsigned long request, void* arg) override;

@@ -9,13 +9,13 @@
 
 namespace vmm {
 
-class Mapping {
+class MmapRegion {
 public:
-    Mapping() = default;
-    Mapping(void* base, std::size_t size) : base_(static_cast<std::uint8_t*>(base)), size_(size) {}
-    Mapping(Mapping&& other) noexcept
+    MmapRegion() = default;
+    MmapRegion(void* base, std::size_t size) : base_(static_cast<std::uint8_t*>(base)), size_(size) {}
+    MmapRegion(MmapRegion&& other) noexcept
         : base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-    Mapping& operator=(Mapping&& other) noexcept {
+    MmapRegion& operator=(MmapRegion&& other) noexcept {
         if (this != &other) {
             reset();
             base_ = std::exchange(other.base_, nullptr);
@@ -23,13 +23,13 @@ public:
         }
         return *this;
     }
-    Mapping(const Mapping&) = delete;
-    Mapping& operator=(const Mapping&) = delete;
-    ~Mapping() { reset(); }
+    MmapRegion(const MmapRegion&) = delete;
+    MmapRegion& operator=(const MmapRegion&) = delete;
+    ~MmapRegion() { reset(); }
 
     // Private anonymous memory, not backed by swap reservation (guest RAM is touched lazily).
     // Throws SetupError when the host refuses.
-    static Mapping anonymous(std::size_t size);
+    static MmapRegion anonymous(std::size_t size);
 
     std::uint8_t* data() const { return base_; }
     std::size_t size() const { return size_; }

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "devices/vfio/group.hpp"
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
 
 namespace devices::vfio {
 
@@ -48,7 +48,7 @@ public:
 
     const std::string& bdf() const { return bdf_; }
     const std::shared_ptr<Group>& group() const { return group_; }
-    Kernel& kernel() const { return group_->kernel(); }
+    Host& host() const { return group_->host(); }
     int fd() const { return fd_.get(); }
 
     bool can_reset() const { return flags_ & VFIO_DEVICE_FLAGS_RESET; }
@@ -64,7 +64,7 @@ public:
     bool read(std::uint32_t region, std::uint64_t offset, std::span<std::uint8_t> data) const;
     bool write(std::uint32_t region, std::uint64_t offset, std::span<const std::uint8_t> data) const;
     // Maps [offset, offset + size) of a mappable region (page-aligned), or nothing.
-    std::optional<KernelMapping> map(std::uint32_t region, std::uint64_t offset, std::uint64_t size) const;
+    std::optional<HostMmap> map(std::uint32_t region, std::uint64_t offset, std::uint64_t size) const;
 
     // VFIO_DEVICE_SET_IRQS(DATA_EVENTFD | ACTION_TRIGGER) for vectors [start, start + fds.size());
     // 0 or -errno.
@@ -77,7 +77,7 @@ private:
 
     std::shared_ptr<Group> group_;  // declared before fd_: the device fd closes first (EBUSY rule)
     std::string bdf_;
-    KernelFd fd_;
+    HostFd fd_;
     std::uint32_t flags_ = 0;
     std::array<RegionInfo, VFIO_PCI_NUM_REGIONS> regions_{};
     std::array<std::uint32_t, VFIO_PCI_NUM_IRQS> irq_counts_{};

@@ -1,7 +1,7 @@
 // VmControl over real devices: a virtio-iommu (harness) with endpoints 1 and 2, and a virtio-blk
 // on endpoint 1 driven by the fake driver. stat's counters follow MAP/UNMAP, `fault` reaches the
 // eventq, `fail-next` fails exactly the next blk request, and a VM without a vIOMMU says so.
-#include "vmm/control/vm.hpp"
+#include "vmm/control/vm_control.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,7 +1,7 @@
-// devices::vfio::Kernel: everything lkvm asks of the host for VFIO (the legacy container/group API
+// devices::vfio::Host: everything lkvm asks of the host for VFIO (the legacy container/group API
 // of include/uapi/linux/vfio.h, Documentation/driver-api/vfio.rst) and the sysfs facts around it,
-// behind one small seam: HostKernel issues the system calls; tests/support/mock_vfio_kernel.hpp
-// emulates them so the VFIO code is unit-tested and fuzzed on any host. KernelFd and KernelMapping
+// behind one small seam: LinuxHost issues the system calls; tests/support/mock_vfio_host.hpp
+// emulates them so the VFIO code is unit-tested and fuzzed on any host. HostFd and HostMmap
 // are the RAII owners of what the seam hands out.
 #pragma once
 
@@ -17,9 +17,9 @@
 namespace devices::vfio {
 
 // All calls may come from any thread (the real ones are system calls).
-class Kernel {
+class Host {
 public:
-    virtual ~Kernel() = default;
+    virtual ~Host() = default;
 
     // File descriptors: results are >= 0 or -errno, never -1 with errno.
     virtual int open(const std::string& path, int flags) = 0;
@@ -44,7 +44,7 @@ public:
 };
 
 // The real host.
-class HostKernel final : public Kernel {
+class LinuxHost final : public Host {
 public:
     int open(const std::string& path, int flags) override;
     void close(int fd) override;
@@ -61,66 +61,66 @@ public:
     std::uint64_t page_size() override;
 };
 
-// Move-only owner of a descriptor from Kernel::open (or an ioctl that returns one).
-class KernelFd {
+// Move-only owner of a descriptor from Host::open (or an ioctl that returns one).
+class HostFd {
 public:
-    KernelFd() = default;
-    KernelFd(Kernel& kernel, int fd) : kernel_(&kernel), fd_(fd) {}
-    KernelFd(KernelFd&& other) noexcept : kernel_(other.kernel_), fd_(std::exchange(other.fd_, -1)) {}
-    KernelFd& operator=(KernelFd&& other) noexcept {
+    HostFd() = default;
+    HostFd(Host& host, int fd) : host_(&host), fd_(fd) {}
+    HostFd(HostFd&& other) noexcept : host_(other.host_), fd_(std::exchange(other.fd_, -1)) {}
+    HostFd& operator=(HostFd&& other) noexcept {
         if (this != &other) {
             reset();
-            kernel_ = other.kernel_;
+            host_ = other.host_;
             fd_ = std::exchange(other.fd_, -1);
         }
         return *this;
     }
-    KernelFd(const KernelFd&) = delete;
-    KernelFd& operator=(const KernelFd&) = delete;
-    ~KernelFd() { reset(); }
+    HostFd(const HostFd&) = delete;
+    HostFd& operator=(const HostFd&) = delete;
+    ~HostFd() { reset(); }
 
     int get() const { return fd_; }
     bool valid() const { return fd_ >= 0; }
     void reset() {
-        if (fd_ >= 0 && kernel_) kernel_->close(fd_);
+        if (fd_ >= 0 && host_) host_->close(fd_);
         fd_ = -1;
     }
 
 private:
-    Kernel* kernel_ = nullptr;
+    Host* host_ = nullptr;
     int fd_ = -1;
 };
 
-// Move-only owner of a Kernel::mmap result.
-class KernelMapping {
+// Move-only owner of a Host::mmap result.
+class HostMmap {
 public:
-    KernelMapping() = default;
-    KernelMapping(Kernel& kernel, void* base, std::size_t size) : kernel_(&kernel), base_(base), size_(size) {}
-    KernelMapping(KernelMapping&& other) noexcept
-        : kernel_(other.kernel_), base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-    KernelMapping& operator=(KernelMapping&& other) noexcept {
+    HostMmap() = default;
+    HostMmap(Host& host, void* base, std::size_t size) : host_(&host), base_(base), size_(size) {}
+    HostMmap(HostMmap&& other) noexcept
+        : host_(other.host_), base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    HostMmap& operator=(HostMmap&& other) noexcept {
         if (this != &other) {
             reset();
-            kernel_ = other.kernel_;
+            host_ = other.host_;
             base_ = std::exchange(other.base_, nullptr);
             size_ = std::exchange(other.size_, 0);
         }
         return *this;
     }
-    KernelMapping(const KernelMapping&) = delete;
-    KernelMapping& operator=(const KernelMapping&) = delete;
-    ~KernelMapping() { reset(); }
+    HostMmap(const HostMmap&) = delete;
+    HostMmap& operator=(const HostMmap&) = delete;
+    ~HostMmap() { reset(); }
 
     std::uint8_t* data() const { return static_cast<std::uint8_t*>(base_); }
     std::size_t size() const { return size_; }
     void reset() {
-        if (base_ && kernel_) kernel_->munmap(base_, size_);
+        if (base_ && host_) host_->munmap(base_, size_);
         base_ = nullptr;
         size_ = 0;
     }
 
 private:
-    Kernel* kernel_ = nullptr;
+    Host* host_ = nullptr;
     void* base_ = nullptr;
     std::size_t size_ = 0;
 };

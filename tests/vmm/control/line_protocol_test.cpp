@@ -1,6 +1,6 @@
 // The control channel's wire format: request parsing (malformed, oversized, unknown), response
 // encoding with dot-stuffing and truncation, and the client's incremental decoder.
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-#include "vmm/sandbox/protocol.hpp"
+#include "vmm/sandbox/exchange.hpp"
 
 #include <sys/wait.h>
 

@@ -1,5 +1,5 @@
-// vmm/sandbox/protocol.hpp: the command and status files, and the exit statuses of lkvm sandbox.
-#include "vmm/sandbox/protocol.hpp"
+// vmm/sandbox/exchange.hpp: the command and status files, and the exit statuses of lkvm sandbox.
+#include "vmm/sandbox/exchange.hpp"
 
 #include <doctest/doctest.h>
 

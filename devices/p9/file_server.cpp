@@ -1,7 +1,7 @@
 // 9P2000.L request handling. Layouts: Linux's net/9p/client.c (the p9_client_* format strings)
 // and include/net/9p/9p.h; errors are Linux errno values in Rlerror (the guest is Linux and the
 // asm-generic numbers are the same on every Linux architecture lkvm runs on).
-#include "devices/p9/server.hpp"
+#include "devices/p9/file_server.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "tests/support/mock_vfio_kernel.hpp"
+#include "tests/support/mock_vfio_host.hpp"
 
 #include <fcntl.h>
 #include <linux/pci_regs.h>
@@ -27,9 +27,9 @@ void put32(std::array<std::uint8_t, 4096>& c, std::size_t at, std::uint32_t v) {
 
 }  // namespace
 
-MockVfioKernel::MockVfioKernel() = default;
+MockVfioHost::MockVfioHost() = default;
 
-MockVfioKernel::~MockVfioKernel() {
+MockVfioHost::~MockVfioHost() {
     for (auto& [fd, info] : fds_) ::close(fd);
     for (auto& [bdf, memfds] : bar_memfds_)
         for (int fd : memfds)
@@ -37,7 +37,7 @@ MockVfioKernel::~MockVfioKernel() {
     for (auto& [address, size] : mappings_) ::munmap(address, size);
 }
 
-MockDevice& MockVfioKernel::add_device(const std::string& bdf, unsigned group) {
+MockDevice& MockVfioHost::add_device(const std::string& bdf, unsigned group) {
     MockDevice& d = devices_[bdf];
     d.bdf = bdf;
     d.group = group;
@@ -46,8 +46,8 @@ MockDevice& MockVfioKernel::add_device(const std::string& bdf, unsigned group) {
     return d;
 }
 
-void MockVfioKernel::make_nvme_like(MockDevice& d, std::uint64_t bar0_size, unsigned vectors, unsigned msix_bar,
-                                    std::uint64_t table_offset, std::uint64_t pba_offset) {
+void MockVfioHost::make_nvme_like(MockDevice& d, std::uint64_t bar0_size, unsigned vectors, unsigned msix_bar,
+                                  std::uint64_t table_offset, std::uint64_t pba_offset) {
     auto& c = d.config;
     c.fill(0);
     put16(c, PCI_VENDOR_ID, 0x1b36);
@@ -84,19 +84,19 @@ void MockVfioKernel::make_nvme_like(MockDevice& d, std::uint64_t bar0_size, unsi
     d.msix_vectors = vectors;
 }
 
-void MockVfioKernel::add_group_member(unsigned group, const std::string& bdf, const std::string& driver) {
+void MockVfioHost::add_group_member(unsigned group, const std::string& bdf, const std::string& driver) {
     members_[group].push_back({bdf, driver});
     if (driver != "vfio-pci" && !driver.empty()) viable_[group] = false;
 }
 
-int MockVfioKernel::new_fd(Fd info) {
+int MockVfioHost::new_fd(Fd info) {
     int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -errno;
     fds_[fd] = std::move(info);
     return fd;
 }
 
-bool MockVfioKernel::consume(std::optional<Failure>& failure, int& err) {
+bool MockVfioHost::consume(std::optional<Failure>& failure, int& err) {
     if (!failure) return false;
     if (failure->successes > 0) {
         --failure->successes;
@@ -107,32 +107,32 @@ bool MockVfioKernel::consume(std::optional<Failure>& failure, int& err) {
     return true;
 }
 
-std::map<int, std::vector<MockDma>> MockVfioKernel::dma() const {
+std::map<int, std::vector<MockDma>> MockVfioHost::dma() const {
     std::map<int, std::vector<MockDma>> out;
     for (const auto& [fd, info] : fds_)
         if (info.kind == Kind::Container) out[fd] = info.dma;
     return out;
 }
 
-std::size_t MockVfioKernel::dma_entries() const {
+std::size_t MockVfioHost::dma_entries() const {
     std::size_t n = 0;
     for (const auto& [fd, list] : dma()) n += list.size();
     return n;
 }
 
-std::uint64_t MockVfioKernel::dma_bytes() const {
+std::uint64_t MockVfioHost::dma_bytes() const {
     std::uint64_t n = 0;
     for (const auto& [fd, list] : dma())
         for (const MockDma& m : list) n += m.size;
     return n;
 }
 
-std::size_t MockVfioKernel::containers_open() const {
+std::size_t MockVfioHost::containers_open() const {
     return static_cast<std::size_t>(
         std::count_if(fds_.begin(), fds_.end(), [](const auto& f) { return f.second.kind == Kind::Container; }));
 }
 
-int MockVfioKernel::region_fd(const std::string& bdf, unsigned bar) {
+int MockVfioHost::region_fd(const std::string& bdf, unsigned bar) {
     auto [it, inserted] = bar_memfds_.try_emplace(bdf);
     if (inserted) it->second.fill(-1);
     int& fd = it->second[bar];
@@ -143,22 +143,22 @@ int MockVfioKernel::region_fd(const std::string& bdf, unsigned bar) {
     return fd;
 }
 
-std::vector<std::uint8_t> MockVfioKernel::bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
-                                                    std::size_t size) {
+std::vector<std::uint8_t> MockVfioHost::bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
+                                                  std::size_t size) {
     std::vector<std::uint8_t> out(size);
     if (::pread(region_fd(bdf, bar), out.data(), size, static_cast<off_t>(offset)) != static_cast<ssize_t>(size))
         out.clear();
     return out;
 }
 
-void MockVfioKernel::set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
-                                   const std::vector<std::uint8_t>& bytes) {
+void MockVfioHost::set_bar_bytes(const std::string& bdf, unsigned bar, std::uint64_t offset,
+                                 const std::vector<std::uint8_t>& bytes) {
     if (::pwrite(region_fd(bdf, bar), bytes.data(), bytes.size(), static_cast<off_t>(offset)) < 0) return;
 }
 
-// ---- Kernel: files -------------------------------------------------------------------------------
+// ---- Host: files ---------------------------------------------------------------------------------
 
-int MockVfioKernel::open(const std::string& path, int) {
+int MockVfioHost::open(const std::string& path, int) {
     if (path == "/dev/vfio/vfio") return container_missing_ ? -ENOENT : new_fd(Fd{});
     if (path.rfind("/dev/vfio/", 0) == 0) {
         const unsigned group = static_cast<unsigned>(std::stoul(path.substr(10)));
@@ -173,7 +173,7 @@ int MockVfioKernel::open(const std::string& path, int) {
     return -ENOENT;
 }
 
-void MockVfioKernel::close(int fd) {
+void MockVfioHost::close(int fd) {
     auto it = fds_.find(fd);
     if (it == fds_.end()) return;
     switch (it->second.kind) {
@@ -186,7 +186,7 @@ void MockVfioKernel::close(int fd) {
     ::close(fd);
 }
 
-ssize_t MockVfioKernel::pread(int fd, void* buffer, std::size_t size, off_t offset) {
+ssize_t MockVfioHost::pread(int fd, void* buffer, std::size_t size, off_t offset) {
     auto it = fds_.find(fd);
     if (it == fds_.end() || it->second.kind != Kind::Device) return -EBADF;
     MockDevice& d = devices_.at(it->second.bdf);
@@ -201,7 +201,7 @@ ssize_t MockVfioKernel::pread(int fd, void* buffer, std::size_t size, off_t offs
     return ::pread(region_fd(d.bdf, index), buffer, size, static_cast<off_t>(at));
 }
 
-ssize_t MockVfioKernel::pwrite(int fd, const void* buffer, std::size_t size, off_t offset) {
+ssize_t MockVfioHost::pwrite(int fd, const void* buffer, std::size_t size, off_t offset) {
     auto it = fds_.find(fd);
     if (it == fds_.end() || it->second.kind != Kind::Device) return -EBADF;
     MockDevice& d = devices_.at(it->second.bdf);
@@ -217,7 +217,7 @@ ssize_t MockVfioKernel::pwrite(int fd, const void* buffer, std::size_t size, off
     return ::pwrite(region_fd(d.bdf, index), buffer, size, static_cast<off_t>(at));
 }
 
-void* MockVfioKernel::mmap(std::size_t size, int prot, int fd, off_t offset) {
+void* MockVfioHost::mmap(std::size_t size, int prot, int fd, off_t offset) {
     auto it = fds_.find(fd);
     if (it == fds_.end() || it->second.kind != Kind::Device) return nullptr;
     MockDevice& d = devices_.at(it->second.bdf);
@@ -230,12 +230,12 @@ void* MockVfioKernel::mmap(std::size_t size, int prot, int fd, off_t offset) {
     return p;
 }
 
-void MockVfioKernel::munmap(void* address, std::size_t size) {
+void MockVfioHost::munmap(void* address, std::size_t size) {
     mappings_.erase(address);
     ::munmap(address, size);
 }
 
-std::optional<std::string> MockVfioKernel::read_text(const std::string& path) {
+std::optional<std::string> MockVfioHost::read_text(const std::string& path) {
     const std::string devices = "/sys/bus/pci/devices/";
     if (path.rfind(devices, 0) == 0) {
         const std::string rest = path.substr(devices.size());
@@ -256,7 +256,7 @@ std::optional<std::string> MockVfioKernel::read_text(const std::string& path) {
     return std::nullopt;
 }
 
-std::optional<std::string> MockVfioKernel::read_link(const std::string& path) {
+std::optional<std::string> MockVfioHost::read_link(const std::string& path) {
     const std::string devices = "/sys/bus/pci/devices/";
     if (path.rfind(devices, 0) != 0) return std::nullopt;
     const std::string rest = path.substr(devices.size());
@@ -274,7 +274,7 @@ std::optional<std::string> MockVfioKernel::read_link(const std::string& path) {
     return std::nullopt;
 }
 
-std::vector<std::string> MockVfioKernel::list_dir(const std::string& path) {
+std::vector<std::string> MockVfioHost::list_dir(const std::string& path) {
     std::vector<std::string> out;
     const std::string groups = "/sys/kernel/iommu_groups/";
     if (path.rfind(groups, 0) != 0) return out;
@@ -285,9 +285,9 @@ std::vector<std::string> MockVfioKernel::list_dir(const std::string& path) {
     return out;
 }
 
-// ---- Kernel: ioctls ------------------------------------------------------------------------------
+// ---- Host: ioctls --------------------------------------------------------------------------------
 
-int MockVfioKernel::ioctl_value(int fd, unsigned long request, unsigned long arg) {
+int MockVfioHost::ioctl_value(int fd, unsigned long request, unsigned long arg) {
     auto it = fds_.find(fd);
     if (it == fds_.end()) return -EBADF;
     Fd& c = it->second;
@@ -308,7 +308,7 @@ int MockVfioKernel::ioctl_value(int fd, unsigned long request, unsigned long arg
     }
 }
 
-int MockVfioKernel::ioctl(int fd, unsigned long request, void* arg) {
+int MockVfioHost::ioctl(int fd, unsigned long request, void* arg) {
     auto it = fds_.find(fd);
     if (it == fds_.end()) return -EBADF;
     switch (it->second.kind) {
@@ -319,7 +319,7 @@ int MockVfioKernel::ioctl(int fd, unsigned long request, void* arg) {
     return -ENOTTY;
 }
 
-int MockVfioKernel::container_ioctl(Fd& c, unsigned long request, void* arg) {
+int MockVfioHost::container_ioctl(Fd& c, unsigned long request, void* arg) {
     if (!c.iommu_set) return -EINVAL;
     switch (request) {
         case VFIO_IOMMU_GET_INFO: {
@@ -411,7 +411,7 @@ int MockVfioKernel::container_ioctl(Fd& c, unsigned long request, void* arg) {
     }
 }
 
-int MockVfioKernel::group_ioctl(int fd, Fd& g, unsigned long request, void* arg) {
+int MockVfioHost::group_ioctl(int fd, Fd& g, unsigned long request, void* arg) {
     switch (request) {
         case VFIO_GROUP_GET_STATUS: {
             auto* status = static_cast<vfio_group_status*>(arg);
@@ -458,7 +458,7 @@ int MockVfioKernel::group_ioctl(int fd, Fd& g, unsigned long request, void* arg)
     }
 }
 
-int MockVfioKernel::region_info(MockDevice& d, void* arg) {
+int MockVfioHost::region_info(MockDevice& d, void* arg) {
     auto* info = static_cast<vfio_region_info*>(arg);
     const std::uint32_t index = info->index;
     const std::size_t given = info->argsz;
@@ -512,7 +512,7 @@ int MockVfioKernel::region_info(MockDevice& d, void* arg) {
     return 0;
 }
 
-int MockVfioKernel::device_ioctl(Fd& f, unsigned long request, void* arg) {
+int MockVfioHost::device_ioctl(Fd& f, unsigned long request, void* arg) {
     MockDevice& d = devices_.at(f.bdf);
     switch (request) {
         case VFIO_DEVICE_GET_INFO: {

@@ -1,4 +1,4 @@
-#include "devices/vfio/kernel.hpp"
+#include "devices/vfio/host.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -44,27 +44,27 @@ std::uint64_t locked_bytes() {
 
 }  // namespace
 
-int HostKernel::open(const std::string& path, int flags) { return result(::open(path.c_str(), flags | O_CLOEXEC)); }
-void HostKernel::close(int fd) { ::close(fd); }
-int HostKernel::ioctl(int fd, unsigned long request, void* arg) { return result(::ioctl(fd, request, arg)); }
-int HostKernel::ioctl_value(int fd, unsigned long request, unsigned long arg) {
+int LinuxHost::open(const std::string& path, int flags) { return result(::open(path.c_str(), flags | O_CLOEXEC)); }
+void LinuxHost::close(int fd) { ::close(fd); }
+int LinuxHost::ioctl(int fd, unsigned long request, void* arg) { return result(::ioctl(fd, request, arg)); }
+int LinuxHost::ioctl_value(int fd, unsigned long request, unsigned long arg) {
     return result(::ioctl(fd, request, arg));
 }
-ssize_t HostKernel::pread(int fd, void* buffer, std::size_t size, off_t offset) {
+ssize_t LinuxHost::pread(int fd, void* buffer, std::size_t size, off_t offset) {
     ssize_t n = ::pread(fd, buffer, size, offset);
     return n < 0 ? -errno : n;
 }
-ssize_t HostKernel::pwrite(int fd, const void* buffer, std::size_t size, off_t offset) {
+ssize_t LinuxHost::pwrite(int fd, const void* buffer, std::size_t size, off_t offset) {
     ssize_t n = ::pwrite(fd, buffer, size, offset);
     return n < 0 ? -errno : n;
 }
-void* HostKernel::mmap(std::size_t size, int prot, int fd, off_t offset) {
+void* LinuxHost::mmap(std::size_t size, int prot, int fd, off_t offset) {
     void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, offset);
     return p == MAP_FAILED ? nullptr : p;
 }
-void HostKernel::munmap(void* address, std::size_t size) { ::munmap(address, size); }
+void LinuxHost::munmap(void* address, std::size_t size) { ::munmap(address, size); }
 
-std::optional<std::string> HostKernel::read_text(const std::string& path) {
+std::optional<std::string> LinuxHost::read_text(const std::string& path) {
     std::ifstream in(path);
     if (!in) return std::nullopt;
     std::ostringstream text;
@@ -72,14 +72,14 @@ std::optional<std::string> HostKernel::read_text(const std::string& path) {
     return text.str();
 }
 
-std::optional<std::string> HostKernel::read_link(const std::string& path) {
+std::optional<std::string> LinuxHost::read_link(const std::string& path) {
     char target[PATH_MAX];
     ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
     if (n < 0) return std::nullopt;
     return std::string(target, static_cast<std::size_t>(n));
 }
 
-std::vector<std::string> HostKernel::list_dir(const std::string& path) {
+std::vector<std::string> LinuxHost::list_dir(const std::string& path) {
     std::vector<std::string> names;
     DIR* dir = ::opendir(path.c_str());
     if (!dir) return names;
@@ -91,7 +91,7 @@ std::vector<std::string> HostKernel::list_dir(const std::string& path) {
     return names;
 }
 
-std::optional<std::uint64_t> HostKernel::memlock_budget() {
+std::optional<std::uint64_t> LinuxHost::memlock_budget() {
     if (has_ipc_lock()) return std::nullopt;
     rlimit limit{};
     if (::getrlimit(RLIMIT_MEMLOCK, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return std::nullopt;
@@ -99,6 +99,6 @@ std::optional<std::uint64_t> HostKernel::memlock_budget() {
     return limit.rlim_cur > locked ? limit.rlim_cur - locked : 0;
 }
 
-std::uint64_t HostKernel::page_size() { return static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)); }
+std::uint64_t LinuxHost::page_size() { return static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)); }
 
 }  // namespace devices::vfio

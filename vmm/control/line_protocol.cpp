@@ -1,4 +1,4 @@
-#include "vmm/control/protocol.hpp"
+#include "vmm/control/line_protocol.hpp"
 
 #include <array>
 #include <charconv>

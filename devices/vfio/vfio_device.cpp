@@ -1,4 +1,4 @@
-#include "devices/vfio/device.hpp"
+#include "devices/vfio/vfio_device.hpp"
 
 #include <sys/mman.h>
 
@@ -18,10 +18,10 @@ constexpr std::uint32_t kMaxSparseAreas = 64;
 }  // namespace
 
 Device::Device(std::shared_ptr<Group> group, std::string bdf) : group_(std::move(group)), bdf_(std::move(bdf)) {
-    Kernel& k = kernel();
+    Host& k = host();
     int fd = group_->open_device(bdf_);
     if (fd < 0) vmm::throw_errno("--vfio-pci " + bdf_ + ": VFIO_GROUP_GET_DEVICE_FD", -fd);
-    fd_ = KernelFd(k, fd);
+    fd_ = HostFd(k, fd);
 
     vfio_device_info info{};
     info.argsz = sizeof info;
@@ -44,7 +44,7 @@ Device::Device(std::shared_ptr<Group> group, std::string bdf) : group_(std::move
 }
 
 RegionInfo Device::query_region(std::uint32_t index) const {
-    Kernel& k = kernel();
+    Host& k = host();
     std::vector<std::uint8_t> buffer(sizeof(vfio_region_info));
     RegionInfo out;
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -89,7 +89,7 @@ RegionInfo Device::query_region(std::uint32_t index) const {
 
 bool Device::reset() {
     if (!can_reset()) return false;
-    return kernel().ioctl(fd_.get(), VFIO_DEVICE_RESET, nullptr) == 0;
+    return host().ioctl(fd_.get(), VFIO_DEVICE_RESET, nullptr) == 0;
 }
 
 const RegionInfo& Device::region(std::uint32_t index) const {
@@ -105,7 +105,7 @@ bool Device::read(std::uint32_t index, std::uint64_t offset, std::span<std::uint
     const RegionInfo& r = region(index);
     auto end = vmm::checked_add(offset, data.size());
     if (data.empty() || !r.readable() || !end || *end > r.size) return false;
-    ssize_t n = kernel().pread(fd_.get(), data.data(), data.size(), static_cast<off_t>(r.offset + offset));
+    ssize_t n = host().pread(fd_.get(), data.data(), data.size(), static_cast<off_t>(r.offset + offset));
     return n == static_cast<ssize_t>(data.size());
 }
 
@@ -113,18 +113,18 @@ bool Device::write(std::uint32_t index, std::uint64_t offset, std::span<const st
     const RegionInfo& r = region(index);
     auto end = vmm::checked_add(offset, data.size());
     if (data.empty() || !r.writable() || !end || *end > r.size) return false;
-    ssize_t n = kernel().pwrite(fd_.get(), data.data(), data.size(), static_cast<off_t>(r.offset + offset));
+    ssize_t n = host().pwrite(fd_.get(), data.data(), data.size(), static_cast<off_t>(r.offset + offset));
     return n == static_cast<ssize_t>(data.size());
 }
 
-std::optional<KernelMapping> Device::map(std::uint32_t index, std::uint64_t offset, std::uint64_t size) const {
+std::optional<HostMmap> Device::map(std::uint32_t index, std::uint64_t offset, std::uint64_t size) const {
     const RegionInfo& r = region(index);
     auto end = vmm::checked_add(offset, size);
     if (size == 0 || !r.mappable() || !end || *end > r.size) return std::nullopt;
     int prot = (r.readable() ? PROT_READ : 0) | (r.writable() ? PROT_WRITE : 0);
-    void* p = kernel().mmap(size, prot, fd_.get(), static_cast<off_t>(r.offset + offset));
+    void* p = host().mmap(size, prot, fd_.get(), static_cast<off_t>(r.offset + offset));
     if (!p) return std::nullopt;
-    return KernelMapping(kernel(), p, size);
+    return HostMmap(host(), p, size);
 }
 
 int Device::enable_irqs(std::uint32_t index, std::uint32_t start, std::span<const std::int32_t> eventfds) const {
@@ -137,7 +137,7 @@ int Device::enable_irqs(std::uint32_t index, std::uint32_t start, std::span<cons
     set.count = static_cast<std::uint32_t>(eventfds.size());
     std::memcpy(buffer.data(), &set, sizeof set);
     if (!eventfds.empty()) std::memcpy(buffer.data() + sizeof set, eventfds.data(), eventfds.size_bytes());
-    return kernel().ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, buffer.data());
+    return host().ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, buffer.data());
 }
 
 int Device::disable_irqs(std::uint32_t index) const {
@@ -145,7 +145,7 @@ int Device::disable_irqs(std::uint32_t index) const {
     set.argsz = sizeof set;
     set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     set.index = index;
-    return kernel().ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &set);
+    return host().ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &set);
 }
 
 }  // namespace devices::vfio

@@ -1,4 +1,4 @@
-#include "vmm/control/vm.hpp"
+#include "vmm/control/vm_control.hpp"
 
 #include <unistd.h>
 
