@@ -63,9 +63,11 @@ public:
     // the size feature is offered.
     void set_size(std::uint16_t cols, std::uint16_t rows);
 
+    // input_pending: host input held until the guest posts receive buffers;
     // input_dropped: host input beyond kMaxPendingInput while the guest read none;
     // output_dropped: transmit bytes past kMaxTransmit in one buffer.
     void describe(Description& out) const override {
+        out.add("input_pending", pending_input());
         out.add("input_dropped", dropped_input_);
         out.add("output_dropped", dropped_output_);
     }

@@ -98,6 +98,7 @@ void Net::describe(Description& out) const {
     out.add("rx_packets", stats_.rx_packets);
     out.add("rx_bytes", stats_.rx_bytes);
     out.add("rx_dropped", stats_.rx_dropped);
+    out.add("rx_pending", pending_frames());  // frames held for want of receive buffers
     out.add("rx_errors", stats_.rx_errors);
     out.add("tx_packets", stats_.tx_packets);
     out.add("tx_bytes", stats_.tx_bytes);

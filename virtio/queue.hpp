@@ -82,7 +82,6 @@ public:
     // true when buffers arrived that the driver may not have kicked for - the caller must process
     // them (or keep polling). false on a broken queue.
     bool enable_notifications();
-    bool notifications_enabled() const { return notify_enabled_; }
     // Whether the driver made buffers available that pop() has not taken yet (one read of avail
     // idx; an avail idx too far ahead counts as pending, pop() then breaks the queue).
     bool has_pending();
@@ -133,7 +132,6 @@ public:
     const QueueLayout& layout() const { return layout_; }
     const vmm::DmaMemory& memory() const { return *memory_; }
     std::uint16_t last_avail_idx() const { return last_avail_idx_; }
-    std::uint16_t used_idx() const { return used_idx_; }
     std::uint64_t malformed_chains() const { return malformed_chains_; }
 
 private:

@@ -284,7 +284,11 @@ VmControlParts Machine::control_parts(std::function<void()> stop) {
                          .iommu = viommu_ ? viommu_->model() : nullptr,
                          .viommu = viommu_ ? viommu_->device() : virtio::DeviceHandle<iommu::VirtioIommu>(),
                          .stop = std::move(stop),
-                         .vfio = nullptr};
+                         .vfio = nullptr,
+                         .serial = [this] {
+                             return "serial uart rx_dropped=" + std::to_string(uart_.rx_dropped()) +
+                                    " output_dropped=" + std::to_string(serial_output_.dropped_bytes()) + "\n";
+                         }};
     for (unsigned i = 0; i < virtio_.size(); ++i) {
         const VirtioSlot& slot = *virtio_[i];
         std::optional<std::uint32_t> endpoint;

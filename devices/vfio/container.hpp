@@ -40,7 +40,6 @@ public:
 
     // After the first group joined: selects TYPE1v2 and reads the host geometry. Idempotent.
     void enable_iommu();
-    bool iommu_enabled() const { return iommu_enabled_; }
     const HostIommuInfo& info() const { return info_; }
 
     // VFIO_IOMMU_MAP_DMA / UNMAP_DMA; 0 or -errno. At least one of read/write must be set.

@@ -81,6 +81,11 @@ if wait_log /tmp/l2-ctl-main.log RIG-L2-DMALOOP-START 180; then
     sleep 2
   done
   [ -f /tmp/ctl-stat.1 ] && sed 's/^/  stat| /' /tmp/ctl-stat.1 && cp /tmp/ctl-stat.1 "$RIG_RESULTS/ctl-stat.txt" 2>/dev/null
+  # The serial console's drops and the control channel's own health are in the same report.
+  if grep -q '^serial uart rx_dropped=[0-9]* output_dropped=[0-9]*$' /tmp/ctl-stat.1 2>/dev/null &&
+     grep -q '^control clients=[1-9][0-9]* refused_peers=0 accept_failures=0$' /tmp/ctl-stat.1; then
+    rig_pass ctl/stat-serial-control "$(grep -E '^(serial|control) ' /tmp/ctl-stat.1 | tr '\n' ' ')"
+  else rig_fail ctl/stat-serial-control "no serial/control lines in: $(tr '\n' '|' </tmp/ctl-stat.1 2>/dev/null | head -c 300)"; fi
   n=$(grep -c . /tmp/ctl-samples)
   first=$(head -n 1 /tmp/ctl-samples); last=$(tail -n 1 /tmp/ctl-samples)
   set -- $first; m1=${1:-0}; u1=${2:-0}

@@ -100,7 +100,8 @@ TEST_CASE("Console holds input typed before the driver is ready, up to a bound")
     CHECK(f.pending() == virtio::Console::kMaxPendingInput);
     virtio::Description description;  // what `lkvm stat` shows
     f.driver.transport().with_device([&](const virtio::Device& d) { d.describe(description); });
-    CHECK(description.text() == " input_dropped=5 output_dropped=0");
+    CHECK(description.text() ==
+          " input_pending=" + std::to_string(virtio::Console::kMaxPendingInput) + " input_dropped=5 output_dropped=0");
     REQUIRE(f.driver.start());
     const std::uint64_t buf = f.driver.ram().alloc(8);
     f.driver.add_chain(0, {Segment{buf, 8, true}});

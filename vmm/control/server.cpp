@@ -189,6 +189,11 @@ void ControlServer::answer(Client& client, std::string_view line) {
         // latter, but the client deserves a reply).
         response = ControlResponse::failure(std::string("internal error: ") + e.what());
     }
+    // The channel's own health belongs in `lkvm stat` too, and only the server knows it.
+    if (request.command == "stat" && response.ok)
+        response.body += "control clients=" + std::to_string(clients_.size()) +
+                         " refused_peers=" + std::to_string(refused_) +
+                         " accept_failures=" + std::to_string(accept_failures_) + "\n";
     send_response(client, response);
     drop(fd);
     if (request.command == "stop" && response.ok) {

@@ -70,6 +70,7 @@ std::string VmControl::stat() {
         out += description.text();
         out += '\n';
     }
+    if (parts_.serial) out += parts_.serial();
     if (parts_.vfio) out += parts_.vfio();
     if (!parts_.iommu) {
         out += "iommu none: this VM has no vIOMMU (start it with --viommu virtio for IOMMU counters)\n";

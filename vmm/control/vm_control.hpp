@@ -43,6 +43,9 @@ struct VmControlParts {
     // Assigned PCI functions (--vfio-pci): their BARs and the host DMA state of each VFIO container
     // (entries, pinned memory, maps/unmaps), one line each; null when nothing is assigned.
     std::function<std::string()> vfio;
+    // The serial console (the 16550 UART): host input it dropped because the guest did not read,
+    // and output bytes lkvm's stdout could not take. One line; null when there is none.
+    std::function<std::string()> serial;
 };
 
 class VmControl final : public ControlTarget {

@@ -227,7 +227,8 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
 
     auto stat = vmm::control_exchange(dir, "vm1", {"stat", {}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlResponse>(stat));
-    CHECK(std::get<vmm::ControlResponse>(stat).body == "vm fake pid=1\n.dotted line\n");
+    CHECK(std::get<vmm::ControlResponse>(stat).body ==
+          "vm fake pid=1\n.dotted line\ncontrol clients=1 refused_peers=0 accept_failures=0\n");
 
     auto fault = vmm::control_exchange(dir, "vm1", {"fault", {"1"}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlResponse>(fault));
@@ -248,7 +249,8 @@ TEST_CASE("ControlServer + client: stat, dump, errors, stop, over a real socket"
     CHECK(raw_exchange(path, "stat").starts_with("ok\n"));  // EOF ends a line without its newline
     CHECK(raw_exchange(path, "").empty());                  // a liveness probe
     CHECK(raw_exchange(path, "stat\nstat\n") ==
-          "ok\nvm fake pid=1\n..dotted line\n.\n");  // one exchange per connection
+          "ok\nvm fake pid=1\n..dotted line\ncontrol clients=1 refused_peers=0 accept_failures=0\n.\n");  // one per
+                                                                                                          // connection
 
     CHECK(vm.vm.stops == 0);
     auto stop = vmm::control_exchange(dir, "vm1", {"stop", {}}, 2s);
@@ -292,6 +294,9 @@ TEST_CASE("ControlServer: idle connections beyond the limit close the oldest, so
     auto stat = vmm::control_exchange(dir, "vm1", {"stat", {}}, 2s);
     REQUIRE(std::holds_alternative<vmm::ControlResponse>(stat));
     CHECK(std::get<vmm::ControlResponse>(stat).ok);
+    // `lkvm stat` shows the server's own line: the limit held while the request was served.
+    CHECK(std::get<vmm::ControlResponse>(stat).body.find("control clients=3 refused_peers=0 accept_failures=0\n") !=
+          std::string::npos);
     // The first idle connection was closed by the server: it reads EOF.
     char byte;
     timeval timeout{1, 0};
@@ -331,7 +336,7 @@ TEST_CASE("lkvm list/stat/stop/debug against a directory: rows, stale sockets re
 
     vmm::ControlOutput stat = vmm::run_control_command({vmm::ControlCommand::Kind::Stat, "alive", {}}, dir, fast);
     CHECK(stat.code == 0);
-    CHECK(stat.out == "vm fake pid=1\n.dotted line\n");
+    CHECK(stat.out == "vm fake pid=1\n.dotted line\ncontrol clients=1 refused_peers=0 accept_failures=0\n");
 
     vmm::ControlOutput nobody = vmm::run_control_command({vmm::ControlCommand::Kind::Stat, "ghost", {}}, dir, fast);
     CHECK(nobody.code == 1);

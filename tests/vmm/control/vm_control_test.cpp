@@ -200,6 +200,19 @@ TEST_CASE("VmControl stat lists the assigned functions' DMA state, asked afresh 
     CHECK(second.find("vfio group 7") < second.find("iommu none"));
 }
 
+TEST_CASE("VmControl stat shows the serial console's drops before the vIOMMU counters") {
+    Rig rig;
+    vmm::VmControlParts parts = rig.parts(false);
+    std::uint64_t dropped = 0;
+    parts.serial = [&dropped] { return "serial uart rx_dropped=" + std::to_string(dropped) + " output_dropped=0\n"; };
+    vmm::VmControl control(std::move(parts));
+    CHECK(has_line(control.stat(), "serial uart rx_dropped=0 output_dropped=0"));
+    dropped = 12;  // asked afresh on every stat
+    const std::string second = control.stat();
+    CHECK(has_line(second, "serial uart rx_dropped=12"));
+    CHECK(second.find("serial uart") < second.find("iommu none"));
+}
+
 TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     auto backend = std::make_shared<support::FakeNetBackend::State>();
     support::FakeDriver nic{std::make_unique<virtio::Net>(std::make_unique<support::FakeNetBackend>(backend))};
