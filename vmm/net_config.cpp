@@ -211,9 +211,4 @@ std::string format_mac(const std::array<std::uint8_t, 6>& mac) {
     return text;
 }
 
-std::string format_ipv4(std::uint32_t ip) {
-    return std::to_string(ip >> 24) + "." + std::to_string((ip >> 16) & 0xff) + "." + std::to_string((ip >> 8) & 0xff) +
-           "." + std::to_string(ip & 0xff);
-}
-
 }  // namespace vmm

@@ -27,6 +27,8 @@
 #include <string_view>
 #include <vector>
 
+#include "vmm/base/ipv4.hpp"
+
 namespace devices::net {
 struct SlirpOptions;
 struct TapOptions;
@@ -37,9 +39,8 @@ namespace vmm {
 enum class NetMode { User, Tap, None };
 
 struct HostForward {
-    static constexpr std::uint32_t kLoopback = 0x7f000001;  // 127.0.0.1, host order
     bool udp = false;
-    std::uint32_t host_addr = kLoopback;  // host order; where to listen (0: every address)
+    std::uint32_t host_addr = kIpv4Loopback;  // host order; where to listen (0: every address)
     std::uint16_t host_port = 0;
     std::uint32_t guest_addr = 0;  // host order; 0: the NIC's guest_ip
     std::uint16_t guest_port = 0;
@@ -78,6 +79,5 @@ devices::net::SlirpOptions slirp_options(const NetConfig& config);
 devices::net::TapOptions tap_options(const NetConfig& config);
 
 std::string format_mac(const std::array<std::uint8_t, 6>& mac);
-std::string format_ipv4(std::uint32_t host_order);
 
 }  // namespace vmm

@@ -92,16 +92,9 @@ bool descriptor_free(int any_fd) {
     return true;
 }
 
-std::string dotted(std::uint32_t host_order) {
-    const in_addr a = to_addr(host_order);
-    char text[INET_ADDRSTRLEN] = {};
-    ::inet_ntop(AF_INET, &a, text, sizeof text);
-    return text;
-}
-
 std::string hostfwd_text(const SlirpOptions::Forward& fwd) {
-    return std::string(fwd.udp ? "udp:" : "tcp:") + dotted(fwd.host_addr) + ":" + std::to_string(fwd.host_port) + "-" +
-           std::to_string(fwd.guest_port);
+    return std::string(fwd.udp ? "udp:" : "tcp:") + vmm::format_ipv4(fwd.host_addr) + ":" +
+           std::to_string(fwd.host_port) + "-" + std::to_string(fwd.guest_port);
 }
 
 vmm::UniqueFd checked(int fd, const char* what) {
@@ -151,7 +144,7 @@ SlirpBackend::SlirpBackend(const SlirpOptions& options, SlirpLimits limits)
             slirp_cleanup(slirp_);
             slirp_ = nullptr;
             throw vmm::SetupError("-n/--network hostfwd=" + hostfwd_text(fwd) + ": cannot listen on " +
-                                  dotted(fwd.host_addr) + " port " + std::to_string(fwd.host_port) + " (" +
+                                  vmm::format_ipv4(fwd.host_addr) + " port " + std::to_string(fwd.host_port) + " (" +
                                   std::strerror(err) + "); pick a free port or another address");
         }
     }
@@ -171,7 +164,7 @@ SlirpBackend::~SlirpBackend() {
 
 std::string SlirpBackend::describe() const {
     std::lock_guard guard(lock_);
-    return "user guest=" + dotted(options_.guest_ip) + "/24 gateway=" + dotted(options_.host_ip) +
+    return "user guest=" + vmm::format_ipv4(options_.guest_ip) + "/24 gateway=" + vmm::format_ipv4(options_.host_ip) +
            " hostfwd=" + std::to_string(options_.hostfwd.size()) + " queued=" + std::to_string(queued_.size()) +
            " dropped=" + std::to_string(dropped_) + " sockets=" + std::to_string(sockets_.size()) + "/" +
            std::to_string(max_sockets_) + " refused=" + std::to_string(refused_flows_);

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "virtio/net_backend.hpp"
+#include "vmm/base/ipv4.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/unique_fd.hpp"
 
@@ -41,9 +42,8 @@ namespace devices::net {
 // One user-mode network, as the backend needs it (vmm/net_config.cpp builds it from -n mode=user).
 struct SlirpOptions {
     struct Forward {
-        static constexpr std::uint32_t kLoopback = 0x7f000001;  // 127.0.0.1, host order
         bool udp = false;
-        std::uint32_t host_addr = kLoopback;  // host order; where to listen (0: every address)
+        std::uint32_t host_addr = vmm::kIpv4Loopback;  // host order; where to listen (0: every address)
         std::uint16_t host_port = 0;
         std::uint32_t guest_addr = 0;  // host order; 0: guest_ip
         std::uint16_t guest_port = 0;
