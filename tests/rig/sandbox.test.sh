@@ -71,6 +71,19 @@ got=$(file_sha "$SB_OUT")
 if [ "$want" = "$got" ]; then rig_pass sandbox/cat-bytes "$(wc -c <"$SB_OUT") bytes, sha256=$got"
 else rig_fail sandbox/cat-bytes "stdout $(wc -c <"$SB_OUT") bytes sha256=$got, file $(wc -c <"$WORK/data.bin") bytes sha256=$want"; fi
 
+# --- 2b. a --workdir on another file system, beneath its mount point ------------------------------------
+# The host root share does not cross into other file systems, so the guest must make room for the
+# path itself (a tmpfs on the sealed mount point) before it mounts the workdir there.
+OTHER=/mnt/sb-otherfs
+mkdir -p "$OTHER" && mount -t tmpfs -o size=8m sb-otherfs "$OTHER" && mkdir -p "$OTHER/deep/work"
+sb_run otherfs --workdir "$OTHER/deep/work" -- sh -c 'pwd; echo from-other-fs >written.txt; ls /mnt/sb-otherfs'
+sb_expect_rc sandbox/workdir-other-fs 0
+if [ "$(head -n 1 "$SB_OUT")" = "$OTHER/deep/work" ] &&
+   [ "$(cat "$OTHER/deep/work/written.txt" 2>/dev/null)" = from-other-fs ]; then
+  rig_pass sandbox/workdir-other-fs-write "cwd $OTHER/deep/work, the write reached L1's tmpfs"
+else rig_fail sandbox/workdir-other-fs-write "stdout: $(tr '\n' ' ' <"$SB_OUT" | cut -c1-120)"; fi
+umount "$OTHER" 2>/dev/null
+
 # --- 3. a missing CMD: 127 ------------------------------------------------------------------------------
 sb_run missing --workdir "$WORK" -- no-such-command-here arg
 sb_expect_rc sandbox/not-found-127 127

@@ -1,5 +1,6 @@
 #include "vmm/sandbox/guest_init.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/module.h>
 #include <sys/mount.h>
@@ -75,6 +76,39 @@ void mount_or_fail(const char* source, const std::string& target, const char* ty
                    const char* data = nullptr) {
     if (::mount(source, target.c_str(), type, flags, data) != 0 && errno != EBUSY)
         fail(std::string("mount ") + type + " on " + target);
+}
+
+// Whether the guest sees nothing in a directory: none of its entries, or it may not even list it
+// (a sealed mount point answers EACCES).
+bool shows_nothing(const std::string& path) {
+    DIR* dir = ::opendir(path.c_str());
+    if (!dir) return errno == EACCES;
+    bool empty = true;
+    while (const dirent* entry = ::readdir(dir))
+        if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0) empty = false;
+    ::closedir(dir);
+    return empty;
+}
+
+// A --workdir on another host file system lies beneath one of its mount points, which the host
+// root share shows as an empty directory the guest cannot walk into (devices/p9/file_server.cpp,
+// one_file_system), so the path to the workdir's mount point does not exist in the guest. A tmpfs
+// on the deepest directory the guest can reach (that sealed, empty mount point: nothing is
+// hidden) makes room for the path; mount_share then creates it.
+void reach_mount_point(const std::string& root, const std::string& path) {
+    struct stat st {};
+    if (::stat((root + path).c_str(), &st) == 0) return;
+    std::string reachable = root;
+    for (std::size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+        const std::string prefix = root + path.substr(0, slash);
+        if (::stat(prefix.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) break;
+        reachable = prefix;
+        if (slash == std::string::npos) return;
+    }
+    if (reachable == root || !shows_nothing(reachable))
+        throw InitError{"cannot make the mount point of " + path + ": " + reachable.substr(root.size()) +
+                        " is neither empty nor another file system's mount point"};
+    mount_or_fail("tmpfs", reachable, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 }
 
 std::optional<std::string> read_file(const std::string& path, std::size_t limit) {
@@ -237,6 +271,7 @@ int run_sandbox(Stdio& stdio, UniqueFd& status) {
     const std::string root = kRootMount;
     mount_share(kRootTag, root, true);
     mount_or_fail("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    reach_mount_point(root, command.workdir);
     mount_share(kWorkTag, root + command.workdir, false);
     mount_or_fail("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
     mount_or_fail("sysfs", root + "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
