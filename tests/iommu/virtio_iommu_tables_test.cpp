@@ -5,6 +5,12 @@
 
 #include <endian.h>
 
+#include <algorithm>
+#include <array>
+#include <random>
+#include <utility>
+#include <vector>
+
 #include "iommu/uapi/virtio_iommu_tables.h"
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/stage1_tables.hpp"
@@ -332,4 +338,210 @@ TEST_CASE("D69 a walk that faults fails the access and reports MAPPING with the 
     const auto stats = iotlb(rig.h, 5);
     CHECK(stats.walk_faults == 1);
     CHECK(rig.h.iommu->domain_stats(5)->faults == 2);
+}
+
+// ---- differential: the device against a plain model of what a guest may see -----------------------
+
+namespace {
+
+using iommu::InvalidateScope;
+
+// A leaf as the model knows it, for one tracked page: where the page goes, and the extent of the
+// cache entry it would be (a 4K page or a 2M block).
+struct ModelLeaf {
+    std::uint64_t page_gpa;
+    bool writable, global;
+    std::uint64_t base;
+    unsigned shift;
+    bool operator==(const ModelLeaf&) const = default;
+};
+
+// IOVA layout: kSlots 2 MiB slots, each unmapped, a 2 MiB block or a level-3 table; a few pages of
+// each are tracked. The model keeps the table's current state and, per tracked page, every leaf
+// the IOTLB may hold (anything walked since the last INVALIDATE that named it).
+class TableModel {
+public:
+    static constexpr unsigned kSlots = 4;
+    static constexpr std::uint64_t kIovaBase = 0x1'0000'0000ULL;
+    static constexpr std::array<unsigned, 6> kTrackedPages{0, 1, 2, 3, 255, 511};
+    static constexpr std::size_t kTracked = kSlots * kTrackedPages.size();
+
+    static std::uint64_t slot_iova(unsigned slot) { return kIovaBase + (std::uint64_t{slot} << 21); }
+    static std::uint64_t page_iova(std::size_t t) {
+        return slot_iova(static_cast<unsigned>(t / kTrackedPages.size())) +
+               (std::uint64_t{kTrackedPages[t % kTrackedPages.size()]} << 12);
+    }
+
+    explicit TableModel(support::Stage1Tables& tables) : tables_(tables) {}
+
+    void set_block(unsigned slot, std::uint64_t gpa, std::uint64_t attrs) {
+        tables_.map(slot_iova(slot), gpa, 2, support::kDescAf | attrs);
+        slots_[slot] = Slot{Kind::Block, gpa, attrs, {}};
+    }
+    void clear_slot(unsigned slot) {
+        tables_.unmap(slot_iova(slot), 2);
+        slots_[slot] = Slot{};
+    }
+    void map_page(std::size_t t, std::uint64_t gpa, std::uint64_t attrs) {
+        Slot& slot = slots_[t / kTrackedPages.size()];
+        // Stage1Tables puts a fresh (empty) level-3 table under a slot that had none.
+        if (slot.kind != Kind::Table) slot = Slot{Kind::Table, 0, 0, {}};
+        tables_.map(page_iova(t), gpa, 3, support::kDescAf | attrs);
+        slot.pages[t % kTrackedPages.size()] = std::pair{gpa, attrs};
+    }
+    void unmap_page(std::size_t t) {
+        Slot& slot = slots_[t / kTrackedPages.size()];
+        if (slot.kind != Kind::Table) return;
+        tables_.unmap(page_iova(t), 3);
+        slot.pages[t % kTrackedPages.size()].reset();
+    }
+
+    std::optional<ModelLeaf> current(std::size_t t) const {
+        const Slot& slot = slots_[t / kTrackedPages.size()];
+        const std::uint64_t iova = page_iova(t);
+        if (slot.kind == Kind::Block) {
+            const std::uint64_t base = slot_iova(static_cast<unsigned>(t / kTrackedPages.size()));
+            return ModelLeaf{slot.block_gpa + (iova - base), !(slot.attrs & support::kDescReadOnly),
+                             !(slot.attrs & support::kDescNg), base, 21};
+        }
+        if (slot.kind == Kind::Table) {
+            const auto& page = slot.pages[t % kTrackedPages.size()];
+            if (page)
+                return ModelLeaf{page->first, !(page->second & support::kDescReadOnly),
+                                 !(page->second & support::kDescNg), iova, 12};
+        }
+        return std::nullopt;
+    }
+
+    // What a read or write of tracked page t at `offset` may see: a GPA, or a fault (nullopt).
+    bool may_see(std::size_t t, std::uint64_t offset, Access access, std::optional<std::uint64_t> seen) const {
+        auto outcome = [&](const ModelLeaf& leaf) -> std::optional<std::uint64_t> {
+            if (access == Access::Write && !leaf.writable) return std::nullopt;
+            return leaf.page_gpa + offset;
+        };
+        const std::optional<ModelLeaf> now = current(t);
+        if (now ? outcome(*now) == seen : !seen) return true;
+        for (const ModelLeaf& cached : cached_[t])
+            if (outcome(cached) == seen) return true;
+        return false;
+    }
+    // After an access to t: the leaf it walked may now be cached, for every tracked page it covers.
+    void walked(std::size_t t) {
+        const std::optional<ModelLeaf> leaf = current(t);
+        if (!leaf) return;
+        for (std::size_t u = 0; u < kTracked; ++u) {
+            const std::uint64_t iova = page_iova(u);
+            if (iova < leaf->base || iova - leaf->base >= (std::uint64_t{1} << leaf->shift)) continue;
+            ModelLeaf derived = *leaf;
+            derived.page_gpa = leaf->page_gpa - (page_iova(t) - leaf->base) + (iova - leaf->base);
+            auto& set = cached_[u];
+            if (std::find(set.begin(), set.end(), derived) == set.end()) set.push_back(derived);
+        }
+    }
+    // INVALIDATE: drop the cached leaves it names (page_tables.md, "INVALIDATE").
+    void invalidate(InvalidateScope scope, bool asid_given, bool asid_ours, std::uint64_t first, std::uint64_t last) {
+        for (auto& set : cached_) {
+            std::erase_if(set, [&](const ModelLeaf& leaf) {
+                switch (scope) {
+                    case InvalidateScope::Domain: return true;
+                    case InvalidateScope::Asid: return asid_ours && !leaf.global;
+                    case InvalidateScope::Range: {
+                        const std::uint64_t leaf_last = leaf.base + ((std::uint64_t{1} << leaf.shift) - 1);
+                        const bool overlaps = leaf.base <= last && first <= leaf_last;
+                        return overlaps && (leaf.global || !asid_given || asid_ours);
+                    }
+                }
+                return false;
+            });
+        }
+    }
+
+private:
+    enum class Kind { None, Block, Table };
+    struct Slot {
+        Kind kind = Kind::None;
+        std::uint64_t block_gpa = 0;
+        std::uint64_t attrs = 0;
+        std::array<std::optional<std::pair<std::uint64_t, std::uint64_t>>, kTrackedPages.size()> pages{};
+    };
+    support::Stage1Tables& tables_;
+    std::array<Slot, kSlots> slots_{};
+    std::array<std::vector<ModelLeaf>, kTracked> cached_{};
+};
+
+}  // namespace
+
+TEST_CASE("D67 differential: random table changes, accesses and INVALIDATEs agree with the model") {
+    for (std::uint64_t seed : {1u, 2u, 3u, 4u, 5u, 6u}) {
+        CAPTURE(seed);
+        Options options = tables_on();
+        options.ram_size = 16 << 20;
+        TableRig rig(options);
+        constexpr std::uint16_t kAsid = 42;
+        REQUIRE(rig.h.attach_table(1, 5, rig.fields(kAsid)) == S(Status::Ok));
+        TableModel model(rig.tables);
+        std::mt19937_64 random(seed);
+        auto pick = [&](std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(random); };
+        auto attrs = [&] {
+            return (pick(4) == 0 ? support::kDescReadOnly : 0) | (pick(2) == 0 ? support::kDescNg : 0);
+        };
+        std::size_t mismatches = 0, translations = 0;
+        for (int op = 0; op < 2500 && mismatches == 0; ++op) {
+            const std::uint64_t choice = pick(100);
+            if (choice < 40) {  // an access of part of a tracked page
+                const std::size_t t = pick(TableModel::kTracked);
+                const std::uint64_t offset = pick(kPage);
+                const std::uint64_t length = 1 + pick(kPage - offset);
+                const Access access = pick(2) ? Access::Write : Access::Read;
+                const auto pieces = rig.h.translate(1, TableModel::page_iova(t) + offset, length, access);
+                std::optional<std::uint64_t> seen;
+                if (pieces) seen = pieces->front().first;
+                ++translations;
+                if (!model.may_see(t, offset, access, seen)) {
+                    ++mismatches;
+                    CAPTURE(op);
+                    CAPTURE(t);
+                    FAIL_CHECK("the device translated to something the model does not allow");
+                }
+                model.walked(t);
+            } else if (choice < 60) {
+                const std::uint64_t gpa = kRam + (pick(16 << 8) << 12);
+                model.map_page(pick(TableModel::kTracked), gpa, attrs());
+            } else if (choice < 68) {
+                model.unmap_page(pick(TableModel::kTracked));
+            } else if (choice < 73) {
+                model.set_block(static_cast<unsigned>(pick(TableModel::kSlots)), kRam + (pick(8) << 21), attrs());
+            } else if (choice < 76) {
+                model.clear_slot(static_cast<unsigned>(pick(TableModel::kSlots)));
+            } else if (choice < 82) {
+                REQUIRE(rig.h.invalidate(5) == S(Status::Ok));
+                model.invalidate(InvalidateScope::Domain, false, false, 0, 0);
+            } else if (choice < 88) {
+                InvalidateFields f;
+                f.scope = LKVM_VIOMMU_INV_ASID;
+                f.flags = LKVM_VIOMMU_INV_F_ASID;
+                f.asid = pick(2) ? kAsid : kAsid + 1;
+                REQUIRE(rig.h.invalidate(5, f) == S(Status::Ok));
+                model.invalidate(InvalidateScope::Asid, true, f.asid == kAsid, 0, 0);
+            } else {
+                const std::uint8_t granule = pick(4) == 0 ? 21 : 12;
+                const std::uint64_t unit = std::uint64_t{1} << granule;
+                const std::uint64_t start =
+                    (TableModel::kIovaBase + pick(std::uint64_t{TableModel::kSlots} << 21)) & ~(unit - 1);
+                InvalidateFields f = invalidate_range(start, 1 + pick(granule == 12 ? 600 : 2), granule);
+                if (pick(2)) {
+                    f.flags = LKVM_VIOMMU_INV_F_ASID;
+                    f.asid = pick(2) ? kAsid : kAsid + 1;
+                }
+                REQUIRE(rig.h.invalidate(5, f) == S(Status::Ok));
+                model.invalidate(InvalidateScope::Range, f.flags != 0, f.asid == kAsid, start,
+                                 start + (f.nr_pages << granule) - 1);
+            }
+        }
+        CHECK(mismatches == 0);
+        CHECK(translations > 500);
+        const auto stats = iotlb(rig.h, 5);
+        CHECK(stats.hits > 0);  // the cache was exercised, not bypassed
+        CHECK(stats.walks > 0);
+    }
 }
