@@ -92,8 +92,11 @@ struct vt_domain {
 	atomic_t nr_endpoints; /* the device knows the domain only while this is non-zero */
 	spinlock_t revoke_lock;
 	unsigned int revoke_next, nr_revoked;
-	unsigned long revoked_iova[VT_MAX_REVOKED];
-	size_t revoked_size[VT_MAX_REVOKED];
+	struct vt_revoked {
+		unsigned long iova;
+		size_t size;
+		phys_addr_t paddr;
+	} revoked[VT_MAX_REVOKED];
 };
 
 struct vt_endpoint {
@@ -259,19 +262,22 @@ static const struct iommu_flush_ops vt_flush_ops = {
 
 static struct iommu_domain *vt_domain_alloc_paging(struct device *dev)
 {
-	struct vt_endpoint *ep = dev_iommu_priv_get(dev);
-	struct vt_dev *vt = ep->vt;
+	struct vt_endpoint *ep = dev ? dev_iommu_priv_get(dev) : NULL;
 	struct io_pgtable_cfg cfg = {
-		.pgsize_bitmap = ep->pgsize_bitmap,
-		.ias = ep->ias,
-		.oas = ep->oas,
 		.coherent_walk = true, /* the device reads the tables through the CPU caches */
 		.tlb = &vt_flush_ops,
-		.iommu_dev = vt->vdev->dev.parent,
 	};
 	struct vt_domain *dom;
+	struct vt_dev *vt;
 	int ret;
 
+	if (!ep)
+		return ERR_PTR(-ENODEV); /* the table format is the endpoint's */
+	vt = ep->vt;
+	cfg.pgsize_bitmap = ep->pgsize_bitmap;
+	cfg.ias = ep->ias;
+	cfg.oas = ep->oas;
+	cfg.iommu_dev = vt->vdev->dev.parent;
 	dom = kzalloc(sizeof(*dom), GFP_KERNEL);
 	if (!dom)
 		return ERR_PTR(-ENOMEM);
@@ -421,11 +427,11 @@ static void vt_detach(struct vt_endpoint *ep)
 
 /*
  * The test hook behind debugfs `revoke`: the mapping just made is taken out of the table again and
- * invalidated, and remembered so that the DMA API's later unmap of it succeeds without touching
- * the table.
+ * invalidated, and remembered so that the DMA API's later unmap of it (which looks the address up
+ * first: drivers/iommu/dma-iommu.c) succeeds without touching the table.
  */
-static void vt_maybe_revoke(struct vt_domain *dom, unsigned long iova, size_t pgsize,
-			    size_t pgcount, int prot)
+static void vt_maybe_revoke(struct vt_domain *dom, unsigned long iova, phys_addr_t paddr,
+			    size_t pgsize, size_t pgcount, int prot)
 {
 	struct iommu_iotlb_gather gather;
 	unsigned long flags;
@@ -436,9 +442,7 @@ static void vt_maybe_revoke(struct vt_domain *dom, unsigned long iova, size_t pg
 	spin_lock_irqsave(&dom->revoke_lock, flags);
 	if (dom->revoke_next && dom->nr_revoked < VT_MAX_REVOKED) {
 		dom->revoke_next--;
-		dom->revoked_iova[dom->nr_revoked] = iova;
-		dom->revoked_size[dom->nr_revoked] = pgsize * pgcount;
-		dom->nr_revoked++;
+		dom->revoked[dom->nr_revoked++] = (struct vt_revoked){ iova, pgsize * pgcount, paddr };
 		revoke = true;
 	}
 	spin_unlock_irqrestore(&dom->revoke_lock, flags);
@@ -453,8 +457,12 @@ static void vt_maybe_revoke(struct vt_domain *dom, unsigned long iova, size_t pg
 		 iova + pgsize * pgcount - 1, dom->id);
 }
 
-/* True when [iova, iova + size) lies in a revoked mapping: that part is not in the table. */
-static bool vt_unrevoke(struct vt_domain *dom, unsigned long iova, size_t size)
+/*
+ * Whether [iova, iova + size) lies in a revoked mapping (that part is not in the table); @paddr gets
+ * what it mapped @iova to, @forget drops a mapping unmapped as a whole.
+ */
+static bool vt_revoked(struct vt_domain *dom, unsigned long iova, size_t size, phys_addr_t *paddr,
+		       bool forget)
 {
 	unsigned long flags;
 	bool found = false;
@@ -462,15 +470,15 @@ static bool vt_unrevoke(struct vt_domain *dom, unsigned long iova, size_t size)
 
 	spin_lock_irqsave(&dom->revoke_lock, flags);
 	for (i = 0; i < dom->nr_revoked; i++) {
-		if (iova < dom->revoked_iova[i] ||
-		    iova + size > dom->revoked_iova[i] + dom->revoked_size[i])
+		struct vt_revoked *r = &dom->revoked[i];
+
+		if (iova < r->iova || iova + size > r->iova + r->size)
 			continue;
 		found = true;
-		if (iova == dom->revoked_iova[i] && size == dom->revoked_size[i]) {
-			dom->nr_revoked--;
-			dom->revoked_iova[i] = dom->revoked_iova[dom->nr_revoked];
-			dom->revoked_size[i] = dom->revoked_size[dom->nr_revoked];
-		}
+		if (paddr)
+			*paddr = r->paddr + (iova - r->iova);
+		if (forget && iova == r->iova && size == r->size)
+			*r = dom->revoked[--dom->nr_revoked];
 		break;
 	}
 	spin_unlock_irqrestore(&dom->revoke_lock, flags);
@@ -485,7 +493,7 @@ static int vt_map_pages(struct iommu_domain *domain, unsigned long iova, phys_ad
 
 	ret = dom->pgtbl->map_pages(dom->pgtbl, iova, paddr, pgsize, pgcount, prot, gfp, mapped);
 	if (!ret && unlikely(READ_ONCE(dom->revoke_next)))
-		vt_maybe_revoke(dom, iova, pgsize, pgcount, prot);
+		vt_maybe_revoke(dom, iova, paddr, pgsize, pgcount, prot);
 	return ret;
 }
 
@@ -494,7 +502,7 @@ static size_t vt_unmap_pages(struct iommu_domain *domain, unsigned long iova, si
 {
 	struct vt_domain *dom = to_vt_domain(domain);
 
-	if (unlikely(READ_ONCE(dom->nr_revoked)) && vt_unrevoke(dom, iova, pgsize * pgcount))
+	if (unlikely(READ_ONCE(dom->nr_revoked)) && vt_revoked(dom, iova, pgsize * pgcount, NULL, true))
 		return pgsize * pgcount;
 	return dom->pgtbl->unmap_pages(dom->pgtbl, iova, pgsize, pgcount, gather);
 }
@@ -502,7 +510,10 @@ static size_t vt_unmap_pages(struct iommu_domain *domain, unsigned long iova, si
 static phys_addr_t vt_iova_to_phys(struct iommu_domain *domain, dma_addr_t iova)
 {
 	struct vt_domain *dom = to_vt_domain(domain);
+	phys_addr_t paddr;
 
+	if (unlikely(READ_ONCE(dom->nr_revoked)) && vt_revoked(dom, iova, 1, &paddr, false))
+		return paddr;
 	return dom->pgtbl->iova_to_phys(dom->pgtbl, iova);
 }
 
