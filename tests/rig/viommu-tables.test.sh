@@ -1,13 +1,15 @@
 # Runs in L1. Page-table handover (iommu/page_tables.md): lkvm --viommu virtio,tables=on with our
 # guest driver viommu_tables (guest-images/viommu-tables/) in the L2 initramfs, loaded in
-# virtio-iommu's place when the kernel command line has rigtables=1. Three L2 boots:
+# virtio-iommu's place when the kernel command line has rigtables=1. Four L2 boots:
 #   1. strict (iommu.strict=1) and 2. lazy (iommu.strict=0, flush queue): the driver binds and
 #      attaches a table per endpoint; virtio-blk writes and reads back 8 MiB, virtio-net gets an
 #      address by DHCP and fetches 8 MiB from L1, virtio-9p copies 8 MiB in and out, the rng
 #      reads; `lkvm stat` taken while the guest runs shows the domains in table mode with walks and
 #      invalidations; the driver's test hook removes a mapping the DMA API still uses and the
 #      device faults on it: an I/O error, not a read through a stale translation.
-#   3. --viommu virtio without tables=on and rigtables=1: viommu_tables refuses to load, the stock
+#   3. passthrough (iommu.passthrough=1) with bypass=0: identity domains attach to the device's
+#      bypass domain, the disk works.
+#   4. --viommu virtio without tables=on and rigtables=1: viommu_tables refuses to load, the stock
 #      virtio_iommu driver has the device and the disk works behind it.
 . /mnt/rig/lib.sh
 
@@ -85,12 +87,21 @@ tables_stat() {
   else rig_fail "$1/stat-fault" "lkvm counted no translation fault ($(grep '^domain' "$_s" | head -n 1))"; fi
 }
 
-# VT_CASES picks boots for a targeted run (default: all three).
-case " ${VT_CASES:-strict lazy off} " in *" strict "*) tables_case viommu-tables-strict 0 DMA iommu.strict=1 ;; esac
-case " ${VT_CASES:-strict lazy off} " in *" lazy "*) tables_case viommu-tables-lazy 8 DMA-FQ iommu.strict=0 ;; esac
+# VT_CASES picks boots for a targeted run (default: all four).
+case " ${VT_CASES:-strict lazy pt off} " in *" strict "*) tables_case viommu-tables-strict 0 DMA iommu.strict=1 ;; esac
+case " ${VT_CASES:-strict lazy pt off} " in *" lazy "*) tables_case viommu-tables-lazy 8 DMA-FQ iommu.strict=0 ;; esac
 
-# --- 3. no tables=on: the module stays out, the stock driver works -------------------------------------
-case " ${VT_CASES:-strict lazy off} " in *" off "*)
+# --- 3. passthrough (iommu.passthrough=1): identity domains are the device's bypass domain -------------
+case " ${VT_CASES:-strict lazy pt off} " in *" pt "*)
+run_l2 viommu-tables-pt "$LKVM" run $K -c 1 -m 256 --name viommu-tables-pt --console serial --viommu virtio,tables=on,bypass=0 \
+  -d /tmp/vt-disk.img -n none -p "$A iommu.passthrough=1 rigtables=1 rigchecks=viommu,iommumode,blkrw rigviommu=1 rigiommutype=identity rigblkoff=24"
+l2_expect_boot viommu-tables-pt
+l2_expect viommu-tables-pt viommu iommumode blkrw
+l2_expect_rc viommu-tables-pt 0
+;; esac
+
+# --- 4. no tables=on: the module stays out, the stock driver works -------------------------------------
+case " ${VT_CASES:-strict lazy pt off} " in *" off "*)
 run_l2 viommu-tables-off "$LKVM" run $K -c 1 -m 256 --name viommu-tables-off --console serial --viommu virtio \
   -d /tmp/vt-disk.img --rng -n none -p "$A iommu.strict=1 rigtables=1 rigchecks=notables,viommu,iommumode,blkrw rigviommu=2 rigiommutype=DMA rigblkoff=16"
 l2_expect_boot viommu-tables-off
