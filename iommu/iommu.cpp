@@ -39,7 +39,14 @@ void validate_regions(const EndpointConfig& config, const Limits& limits) {
 
 }  // namespace
 
-Iommu::Iommu(Limits limits) : limits_(limits) {}
+Iommu::Iommu(Limits limits, const vmm::GuestMemory* ram) : limits_(limits), ram_(ram) {}
+
+unsigned Iommu::table_output_bits() const {
+    std::uint64_t last = 0;
+    if (ram_)
+        for (const vmm::GuestMemory::Region& region : ram_->regions()) last = std::max(last, region.range.last());
+    return ips_bits_covering(last);
+}
 
 // ---- VMM side ------------------------------------------------------------------------------------
 
@@ -202,8 +209,9 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
 
     DomainState* to = find_domain(domain_id);
     if (to) {
-        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // CONFORMANCE.md D19
-        if (to == endpoint.domain) return finish(Status::Ok);                // already there
+        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);       // CONFORMANCE.md D19
+        if (to->table && endpoint.config.listener) return finish(Status::Inval);  // CONFORMANCE.md D63
+        if (to == endpoint.domain) return finish(Status::Ok);                     // already there
         // CONFORMANCE.md D21: the endpoint's reserved regions must be compatible with the domain:
         // no existing mapping may cover them, or the endpoint would reach what it must not.
         for (const ResvRegion& region : endpoint.config.reserved)
@@ -220,18 +228,78 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
         return finish(status);
     }
 
+    // CONFORMANCE.md D23: a domain that does not exist yet is created (in MAP mode).
+    join(endpoint, to, to ? nullptr : std::make_unique<DomainState>(domain_id, bypass));
+    return finish(Status::Ok);
+}
+
+void Iommu::join(Endpoint& endpoint, DomainState* to, std::unique_ptr<DomainState> created) {
     leave_domain(endpoint);  // CONFORMANCE.md D20 implicit detach; `to` survives (it is another domain)
     if (!to) {
-        auto state = std::make_unique<DomainState>(domain_id, bypass);  // CONFORMANCE.md D23
-        to = state.get();
-        domains_.emplace(domain_id, std::move(state));
+        to = created.get();
+        const DomainId id = to->domain.id();
+        domains_.emplace(id, std::move(created));
     }
-    to->domain.add_member(endpoint_id, endpoint.config.listener.get());
+    to->domain.add_member(endpoint.config.id, endpoint.config.listener.get());
     to->reserved.insert(to->reserved.end(), endpoint.config.reserved.begin(), endpoint.config.reserved.end());
     endpoint.domain = to;
     endpoint.blocked = false;
     endpoint.joined_maps = to->maps;
     endpoint.joined_unmaps = to->unmaps;
+}
+
+Status Iommu::attach_table_locked(EndpointId endpoint_id, DomainId domain_id, const TableDescriptor& table) {
+    auto it = endpoints_.find(endpoint_id);
+    if (it == endpoints_.end()) return Status::NoEnt;  // CONFORMANCE.md D62
+    Endpoint& endpoint = it->second;
+    auto finish = [&](Status status) {
+        ++endpoint.statuses[index(status)];
+        if (status == Status::Ok) ++endpoint.attaches;
+        return status;
+    };
+    if (!ram_) return finish(Status::Unsupp);
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
+    // An external IOMMU (VFIO) would need the table mirrored into it: not done yet (D63).
+    if (endpoint.config.listener) return finish(Status::Inval);
+    DomainState* to = find_domain(domain_id);
+    if (to) {
+        // CONFORMANCE.md D64: one mode per domain, one table per table-mode domain.
+        if (!to->table || !to->table->descriptor.same_table(table)) return finish(Status::Inval);
+        if (to == endpoint.domain) return finish(Status::Ok);
+    } else {
+        const bool frees_one = endpoint.domain && endpoint.domain->domain.members().size() == 1;
+        if (domains_.size() - (frees_one ? 1 : 0) >= limits_.max_domains) return finish(Status::NoMem);
+    }
+    // The endpoint leaves a MAP-mode domain possibly: an emulated endpoint has no listener to move.
+    std::unique_ptr<DomainState> created;
+    if (!to) {
+        created = std::make_unique<DomainState>(domain_id, false);
+        created->table = std::make_unique<TableState>(table, limits_.iotlb_capacity);
+    }
+    join(endpoint, to, std::move(created));
+    return finish(Status::Ok);
+}
+
+Status Iommu::invalidate_locked(DomainId domain_id, const Invalidation& what) {
+    if (Status status = check_domain_id(domain_id); status != Status::Ok) return status;
+    DomainState* state = find_domain(domain_id);
+    if (!state) return Status::NoEnt;  // CONFORMANCE.md D66
+    auto finish = [&](Status status) {
+        ++state->statuses[index(status)];
+        return status;
+    };
+    if (!state->table) return finish(Status::Inval);  // CONFORMANCE.md D66: a MAP-mode domain
+    // No translation is in flight (the lock is exclusive): once this returns, none uses a dropped
+    // entry (CONFORMANCE.md D67).
+    TableState& table = *state->table;
+    const bool asid_matches = what.asid == table.descriptor.asid;
+    switch (what.scope) {
+        case InvalidateScope::Domain: table.iotlb.invalidate_domain(); break;
+        case InvalidateScope::Asid: table.iotlb.invalidate_asid(asid_matches); break;
+        case InvalidateScope::Range:
+            table.iotlb.invalidate_range(what.first, what.last, what.asid.has_value(), asid_matches);
+            break;
+    }
     return finish(Status::Ok);
 }
 
@@ -288,6 +356,7 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     if (!vmm::checked_add(phys_start, virt_end - virt_start)) return finish(Status::Range);
     if (!state) return Status::NoEnt;                             // CONFORMANCE.md D32
     if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D33
+    if (state->table) return finish(Status::Inval);               // CONFORMANCE.md D65
     for (const ResvRegion& region : state->reserved)              // CONFORMANCE.md D52
         if (region.overlaps(virt_start, virt_end)) return finish(Status::Inval);
     if (state->domain.mapping_count() >= limits_.max_mappings_per_domain || live_mappings_ >= limits_.max_mappings)
@@ -329,6 +398,7 @@ Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::ui
         return finish(Status::Range);
     if (!state) return Status::NoEnt;                             // CONFORMANCE.md D37
     if (state->domain.is_bypass()) return finish(Status::Inval);  // CONFORMANCE.md D38
+    if (state->table) return finish(Status::Inval);               // CONFORMANCE.md D65
     scratch_.clear();
     // CONFORMANCE.md D39: the whole range is checked before anything is removed; D40: unmapped
     // parts are fine.
@@ -376,6 +446,17 @@ Status Iommu::Batch::map(DomainId domain, std::uint64_t virt_start, std::uint64_
 }
 Status Iommu::Batch::unmap(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end) {
     return iommu_.unmap_locked(domain, virt_start, virt_end);
+}
+
+Status Iommu::Batch::attach_table(EndpointId endpoint, DomainId domain, const TableDescriptor& table) {
+    return iommu_.attach_table_locked(endpoint, domain, table);
+}
+Status Iommu::Batch::invalidate(DomainId domain, const Invalidation& what) {
+    return iommu_.invalidate_locked(domain, what);
+}
+bool Iommu::Batch::can_use_tables(EndpointId endpoint) const {
+    auto it = iommu_.endpoints_.find(endpoint);
+    return iommu_.ram_ && it != iommu_.endpoints_.end() && !it->second.config.listener;
 }
 
 const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {

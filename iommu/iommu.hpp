@@ -15,8 +15,11 @@
 #include <vector>
 
 #include "iommu/domain.hpp"
+#include "iommu/iotlb.hpp"
 #include "iommu/map_listener.hpp"
+#include "iommu/stage1_walker.hpp"
 #include "iommu/types.hpp"
+#include "vmm/base/guest_memory.hpp"
 #include "vmm/base/log.hpp"
 #include "vmm/base/translator.hpp"
 
@@ -29,6 +32,30 @@ struct Limits {
     std::size_t max_mappings = std::size_t{1} << 20;  // over all domains
     // Per endpoint; PROBE must fit them all in probe_size (24 bytes each).
     std::size_t max_reserved_regions = 16;
+    // Entries of each table-mode domain's IOTLB.
+    std::size_t iotlb_capacity = Iotlb::kDefaultCapacity;
+};
+
+// A guest's stage-1 table as ATTACH_TABLE handed it over (iommu/page_tables.md), validated by
+// protocol::parse_request. The raw values decide whether two ATTACH_TABLEs name the same table.
+struct TableDescriptor {
+    std::uint16_t format = 0;
+    std::uint16_t asid = 0;
+    std::uint64_t tcr = 0, ttbr = 0, mair = 0;
+    Stage1Config stage1;  // what tcr and ttbr mean to the walker
+
+    bool same_table(const TableDescriptor& other) const {
+        return format == other.format && asid == other.asid && tcr == other.tcr && ttbr == other.ttbr &&
+               mair == other.mair;
+    }
+};
+
+// An INVALIDATE request, validated (page_tables.md, "INVALIDATE").
+enum class InvalidateScope : std::uint8_t { Domain, Asid, Range };
+struct Invalidation {
+    InvalidateScope scope = InvalidateScope::Domain;
+    std::optional<std::uint16_t> asid;  // given (F_ASID): required for Asid, optional for Range
+    std::uint64_t first = 0, last = 0;  // Range: inclusive IOVA bounds
 };
 
 // What the device advertises and the driver negotiated; requests are checked against it.
@@ -87,9 +114,12 @@ struct EndpointStats {
 struct DomainStats {
     DomainId id = 0;
     bool bypass = false;
+    bool table = false;  // table mode (ATTACH_TABLE); then `iotlb` and `asid` are set
+    std::uint16_t asid = 0;
+    IotlbStats iotlb;
     std::vector<EndpointId> endpoints;
     std::uint64_t maps = 0, unmaps = 0, faults = 0, live_mappings = 0;
-    StatusCounts statuses{};  // MAP/UNMAP results naming this domain
+    StatusCounts statuses{};  // MAP/UNMAP/INVALIDATE results naming this domain
 };
 
 struct IommuStats {
@@ -108,14 +138,22 @@ struct IommuStats {
 // Threads: requests, reset and setup come from one thread at a time (the virtio-iommu transport
 // lock, or the VMM before the guest runs); translate() comes from any device thread. A
 // shared_mutex guards all state: translations share it and hold it while the caller moves data
-// (so an UNMAP completes only after accesses through the old mapping are over); everything
-// else takes it exclusively. The fault sink is called after the lock is released.
+// (so an UNMAP or INVALIDATE completes only after accesses through the old translation are
+// over); everything else takes it exclusively. Table-mode IOTLBs are filled by translations under
+// the shared lock and have their own mutex (iotlb.hpp). The fault sink is called after the lock
+// is released.
 class Iommu : public std::enable_shared_from_this<Iommu> {
 public:
-    explicit Iommu(Limits limits = {});
+    // `ram`: the guest RAM table-mode domains' tables live in (iommu/page_tables.md); it must
+    // outlive the Iommu. Without it ATTACH_TABLE answers S_UNSUPP (the device does not offer it).
+    explicit Iommu(Limits limits = {}, const vmm::GuestMemory* ram = nullptr);
     Iommu(const Iommu&) = delete;
     Iommu& operator=(const Iommu&) = delete;
     const Limits& limits() const { return limits_; }
+    // Page-table handover: whether tables can be walked, and the output size PROBE announces (the
+    // smallest IPS size that covers guest RAM).
+    bool can_walk_tables() const { return ram_ != nullptr; }
+    unsigned table_output_bits() const;
 
     // ---- VMM side
     // Throws vmm::SetupError for a duplicate id, malformed regions or a listener that refuses
@@ -143,6 +181,11 @@ public:
         // PROBE: the endpoint's reserved regions, or null for an unknown endpoint. Valid while the
         // batch lives.
         const std::vector<ResvRegion>* probe(EndpointId endpoint);
+        // Page-table handover (iommu/page_tables.md). An endpoint whose DMA an external IOMMU
+        // performs (a listener) cannot use a table yet.
+        Status attach_table(EndpointId endpoint, DomainId domain, const TableDescriptor& table);
+        Status invalidate(DomainId domain, const Invalidation& what);
+        bool can_use_tables(EndpointId endpoint) const;
         // After a MAP that was not Ok: the endpoint to report the refusal for (the one whose
         // external IOMMU refused it, else the domain's first); none if the domain does not exist.
         std::optional<EndpointId> refused_map_endpoint() const { return iommu_.map_refused_for_; }
@@ -202,9 +245,17 @@ private:
         mutable std::atomic<std::uint64_t> translations{0};  // relaxed: a statistic (lkvm stat)
         StatusCounts statuses{};
     };
+    // A table-mode domain's table and what was walked through it.
+    struct TableState {
+        TableState(const TableDescriptor& table, std::size_t capacity)
+            : descriptor(table), iotlb(table.stage1.granule_shift, capacity) {}
+        TableDescriptor descriptor;
+        mutable Iotlb iotlb;  // filled by translations (own lock)
+    };
     struct DomainState {
         DomainState(DomainId id, bool bypass) : domain(id, bypass) {}
         Domain domain;
+        std::unique_ptr<TableState> table;  // set: table mode (never both: page_tables.md)
         std::uint64_t maps = 0, unmaps = 0;
         mutable std::atomic<std::uint64_t> faults{0};
         StatusCounts statuses{};
@@ -216,6 +267,10 @@ private:
     Status map_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end, std::uint64_t phys_start,
                       std::uint32_t flags);
     Status unmap_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
+    Status attach_table_locked(EndpointId endpoint, DomainId domain, const TableDescriptor& table);
+    Status invalidate_locked(DomainId domain, const Invalidation& what);
+    // The endpoint leaves its domain and joins `to`, or `created` (a new domain) when `to` is null.
+    void join(Endpoint& endpoint, DomainState* to, std::unique_ptr<DomainState> created);
     Status check_domain_id(DomainId domain) const;
     DomainState* find_domain(DomainId id);
     Status listener_status(ListenerResult result);
@@ -232,10 +287,15 @@ private:
     void leave_domain(Endpoint& endpoint);
     bool translate_locked(const Endpoint& endpoint, std::uint64_t first, std::uint64_t last, Access access,
                           FragmentVisitor& visitor, std::optional<Fault>& fault) const;
+    bool translate_table(const TableState& table, EndpointId endpoint, std::uint64_t first, std::uint64_t last,
+                         Access access, FragmentVisitor& visitor, std::optional<Fault>& fault) const;
+    // The leaf for `iova`: the IOTLB's, or a walk's (cached); nothing if the walk faults.
+    std::optional<Stage1Leaf> resolve(const TableState& table, EndpointId endpoint, std::uint64_t iova) const;
     void deliver_fault(const Fault& fault) const;
     static DomainStats make_domain_stats(const DomainState& state);
 
     const Limits limits_;
+    const vmm::GuestMemory* const ram_;
     mutable std::shared_mutex lock_;
     Geometry geometry_;
     bool unattached_bypass_ = false;
@@ -248,6 +308,7 @@ private:
     std::vector<Mapping> scratch_;               // UNMAP's collected mappings, reused to avoid allocation
     std::optional<EndpointId> map_refused_for_;  // see Batch::refused_map_endpoint
     vmm::RateLimiter log_;                       // guest-triggered warnings (an endpoint blocked)
+    mutable vmm::RateLimiter walk_log_;          // table walks that faulted (any device thread)
 
     mutable std::mutex sink_lock_;
     FaultSink* sink_ = nullptr;

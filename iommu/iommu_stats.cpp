@@ -23,6 +23,11 @@ DomainStats Iommu::make_domain_stats(const DomainState& state) {
     DomainStats stats;
     stats.id = state.domain.id();
     stats.bypass = state.domain.is_bypass();
+    if (state.table) {
+        stats.table = true;
+        stats.asid = state.table->descriptor.asid;
+        stats.iotlb = state.table->iotlb.stats();
+    }
     for (const Domain::Member& member : state.domain.members()) stats.endpoints.push_back(member.endpoint);
     stats.maps = state.maps;
     stats.unmaps = state.unmaps;
@@ -129,6 +134,18 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
     for (DomainId id : domain_ids) {
         const DomainState* state = domains_.at(id).get();
         const Domain& domain = state->domain;
+        if (const TableState* table = state->table.get()) {
+            const TableDescriptor& t = table->descriptor;
+            const IotlbStats iotlb = table->iotlb.stats();
+            vmm::append_format(out,
+                               "domain %u (table): asid=%u tcr=%#" PRIx64 " ttbr=%#" PRIx64 " walks=%" PRIu64
+                               " walk_faults=%" PRIu64 " iotlb_entries=%" PRIu64 " faults=%" PRIu64,
+                               id, t.asid, t.tcr, t.ttbr, iotlb.walks, iotlb.walk_faults, iotlb.entries,
+                               state->faults.load(std::memory_order_relaxed));
+            append_statuses(out, state->statuses);
+            out += '\n';
+            continue;
+        }
         vmm::append_format(out, "domain %u%s: %zu mappings maps=%" PRIu64 " unmaps=%" PRIu64 " faults=%" PRIu64, id,
                            domain.is_bypass() ? " (bypass)" : "", domain.mapping_count(), state->maps, state->unmaps,
                            state->faults.load(std::memory_order_relaxed));

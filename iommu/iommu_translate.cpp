@@ -1,7 +1,11 @@
 // iommu::Iommu translation for emulated endpoints: IOVA -> guest-physical with permission checks
-// and the bypass rules of virtio 1.2 5.13.6.2 and 5.13.6.3, plus fault delivery (5.13.6.9).
+// and the bypass rules of virtio 1.2 5.13.6.2 and 5.13.6.3, through a MAP-mode domain's mappings or
+// a table-mode domain's IOTLB and stage-1 walker (iommu/page_tables.md), plus fault delivery
+// (5.13.6.9).
+#include <array>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
 #include "iommu/iommu.hpp"
 
@@ -22,6 +26,39 @@ public:
 private:
     std::shared_ptr<const Iommu> iommu_;
     EndpointId endpoint_;
+};
+
+// The guest-physical fragments of one table-mode access, collected before any is delivered (so a
+// fault on a later page delivers nothing). Adjacent pieces merge; most accesses need one or two,
+// which stay on the stack.
+class FragmentList {
+public:
+    void add(std::uint64_t gpa, std::uint64_t length) {
+        if (count_ > 0) {
+            Piece& previous = at(count_ - 1);
+            if (previous.gpa + previous.length == gpa) {
+                previous.length += length;
+                return;
+            }
+        }
+        if (count_ < inline_.size()) inline_[count_] = {gpa, length};
+        else overflow_.push_back({gpa, length});
+        ++count_;
+    }
+    bool deliver(FragmentVisitor& visitor) {
+        for (std::size_t i = 0; i < count_; ++i)
+            if (!visitor.visit(vmm::GuestPhysAddr{at(i).gpa}, at(i).length)) return false;
+        return true;
+    }
+
+private:
+    struct Piece {
+        std::uint64_t gpa, length;
+    };
+    Piece& at(std::size_t i) { return i < inline_.size() ? inline_[i] : overflow_[i - inline_.size()]; }
+    std::array<Piece, 8> inline_{};
+    std::vector<Piece> overflow_;
+    std::size_t count_ = 0;
 };
 
 }  // namespace
@@ -80,6 +117,7 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
         return false;
     }
     if (state->domain.is_bypass()) return identity();  // rule 1b
+    if (state->table) return translate_table(*state->table, id, first, last, access, visitor, fault);
 
     const Domain& domain = state->domain;
     const std::uint32_t need = required_flags(access);
@@ -109,6 +147,40 @@ bool Iommu::translate_locked(const Endpoint& endpoint, std::uint64_t first, std:
         if (piece_last == last) return true;
         at = piece_last + 1;
     }
+}
+
+std::optional<Stage1Leaf> Iommu::resolve(const TableState& table, EndpointId endpoint, std::uint64_t iova) const {
+    if (std::optional<Stage1Leaf> leaf = table.iotlb.lookup(iova)) return leaf;
+    // A walk that races a guest rewriting its tables sees the old or the new descriptor, as a
+    // hardware walker would; an INVALIDATE cannot run meanwhile (we hold the shared lock), so
+    // what it drops is never filled back by a walk that started before it.
+    const WalkResult walk = walk_stage1(table.descriptor.stage1, *ram_, iova);
+    table.iotlb.record_walk(walk.leaf);
+    if (!walk.leaf)
+        vmm::guest_error(walk_log_, "virtio-iommu: endpoint %u: IOVA %#llx: stage-1 walk fault at level %u: %s",
+                         endpoint, static_cast<unsigned long long>(iova), walk.level, walk_error_name(walk.error));
+    return walk.leaf;
+}
+
+bool Iommu::translate_table(const TableState& table, EndpointId id, std::uint64_t first, std::uint64_t last,
+                            Access access, FragmentVisitor& visitor, std::optional<Fault>& fault) const {
+    // Leaf by leaf (bounded by the access length over the smallest leaf); every byte is checked
+    // before the first fragment is delivered, as in MAP mode.
+    FragmentList fragments;
+    std::uint64_t at = first;
+    for (;;) {
+        const std::optional<Stage1Leaf> leaf = resolve(table, id, at);
+        // page_tables.md, "The walk": AP[2] (and APTable[1]) refuse writes; reads are always allowed.
+        if (!leaf || (access == Access::Write && !leaf->writable)) {
+            fault = Fault{id, FaultReason::Mapping, access, at, {}};  // CONFORMANCE.md D69
+            return false;
+        }
+        const std::uint64_t piece_last = std::min(leaf->iova_base + (leaf->size() - 1), last);
+        fragments.add(leaf->gpa_base + (at - leaf->iova_base), piece_last - at + 1);
+        if (piece_last == last) break;
+        at = piece_last + 1;
+    }
+    return fragments.deliver(visitor);
 }
 
 void Iommu::deliver_fault(const Fault& fault) const {

@@ -8,11 +8,13 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <variant>
 
 #include "iommu/iommu.hpp"
 #include "iommu/types.hpp"
+#include "iommu/uapi/virtio_iommu_tables.h"
 
 namespace iommu::protocol {
 
@@ -23,8 +25,12 @@ inline constexpr std::size_t kResvMemSize = sizeof(virtio_iommu_probe_resv_mem);
 inline constexpr std::size_t kMaxReadable = sizeof(virtio_iommu_req_probe);
 
 // Fixed device-readable size of a request type (everything before the tail), 0 if unknown.
-constexpr std::size_t readable_size(std::uint8_t type) {
+// ATTACH_TABLE and INVALIDATE exist only once the driver accepted LKVM_VIOMMU_F_ATTACH_TABLE
+// (`tables`); before that they are unknown types like any other (CONFORMANCE.md D9).
+constexpr std::size_t readable_size(std::uint8_t type, bool tables = false) {
     switch (type) {
+        case LKVM_VIOMMU_T_ATTACH_TABLE: return tables ? sizeof(lkvm_viommu_req_attach_table) - kTailSize : 0;
+        case LKVM_VIOMMU_T_INVALIDATE: return tables ? sizeof(lkvm_viommu_req_invalidate) - kTailSize : 0;
         case VIRTIO_IOMMU_T_ATTACH: return sizeof(virtio_iommu_req_attach) - kTailSize;
         case VIRTIO_IOMMU_T_DETACH: return sizeof(virtio_iommu_req_detach) - kTailSize;
         case VIRTIO_IOMMU_T_MAP: return sizeof(virtio_iommu_req_map) - kTailSize;
@@ -56,6 +62,19 @@ struct UnmapRequest {  // reserved is ignored (CONFORMANCE.md D36 allows it)
 struct ProbeRequest {  // the 64 reserved bytes are ignored (CONFORMANCE.md D41)
     EndpointId endpoint;
 };
+// ATTACH_TABLE (iommu/page_tables.md): `fields` is S_OK or the status its field table gives.
+struct AttachTableRequest {
+    DomainId domain;
+    EndpointId endpoint;
+    Status fields;
+    TableDescriptor table;  // valid when fields is S_OK
+};
+// INVALIDATE (iommu/page_tables.md): `fields` likewise.
+struct InvalidateRequest {
+    DomainId domain;
+    Status fields;
+    Invalidation what;  // valid when fields is S_OK
+};
 // An unknown type, or no head: the buffer goes back unwritten (CONFORMANCE.md D9, D12).
 struct Unparsable {};
 // A known type whose readable part is shorter than its fixed size: answered with S_INVAL.
@@ -63,19 +82,28 @@ struct TooShort {
     std::uint8_t type;
 };
 
-using Request =
-    std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest>;
+using Request = std::variant<Unparsable, TooShort, AttachRequest, DetachRequest, MapRequest, UnmapRequest, ProbeRequest,
+                             AttachTableRequest, InvalidateRequest>;
 
 // A copy of the first kMaxReadable bytes of the device-readable part, zero-padded.
 using ReadableBytes = std::array<std::uint8_t, kMaxReadable>;
 
 // `readable_total` is the length of the whole readable part (how much of `readable` the guest
-// actually provided). head.reserved is ignored (CONFORMANCE.md D10).
-Request parse_request(const ReadableBytes& readable, std::uint64_t readable_total);
+// actually provided). head.reserved is ignored (CONFORMANCE.md D10). `tables`: the driver accepted
+// LKVM_VIOMMU_F_ATTACH_TABLE, so ATTACH_TABLE and INVALIDATE are known types.
+Request parse_request(const ReadableBytes& readable, std::uint64_t readable_total, bool tables = false);
 
-// Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per region
-// and zeroes the rest (CONFORMANCE.md D44-D49). false (area zeroed) if the regions do not fit.
-bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std::uint8_t> area);
+// What a TABLE_FORMAT PROBE property announces (iommu/page_tables.md, "Negotiation").
+struct TableFormat {
+    std::uint8_t output_bits = 48;
+};
+inline constexpr std::size_t kTableFormatSize = sizeof(lkvm_viommu_probe_table_format);
+
+// Fills `area` (the PROBE properties area, probe_size bytes) with one RESV_MEM property per region,
+// then the TABLE_FORMAT property if `table` is given, and zeroes the rest (CONFORMANCE.md D44-D49).
+// false (area zeroed) if they do not fit.
+bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std::uint8_t> area,
+                             const std::optional<TableFormat>& table = std::nullopt);
 
 virtio_iommu_fault encode_fault(const Fault& fault);
 

@@ -27,7 +27,10 @@ const std::uint64_t VirtioIommu::kSupportedFeatures =
 
 namespace {
 
-void validate(const VirtioIommuConfig& config, const Limits& limits) {
+void validate(const VirtioIommuConfig& config, const Iommu& iommu) {
+    const Limits& limits = iommu.limits();
+    if (config.tables && !iommu.can_walk_tables())
+        throw vmm::SetupError("virtio-iommu: page-table handover needs the guest RAM to walk tables in");
     // CONFORMANCE.md D4
     const IovaWindow& window = config.window;
     if (window.page_size_mask == 0) throw vmm::SetupError("virtio-iommu: page_size_mask must not be 0");
@@ -35,7 +38,8 @@ void validate(const VirtioIommuConfig& config, const Limits& limits) {
     if (window.input_first & (window.granule() - 1))
         throw vmm::SetupError("virtio-iommu: input range start not aligned");
     if (config.domain_first > config.domain_last) throw vmm::SetupError("virtio-iommu: empty domain range");
-    const std::uint64_t needed = limits.max_reserved_regions * protocol::kResvMemSize;
+    const std::uint64_t needed =
+        limits.max_reserved_regions * protocol::kResvMemSize + (config.tables ? protocol::kTableFormatSize : 0);
     if (config.probe_size < needed || config.probe_size > 65536)
         throw vmm::SetupError("virtio-iommu: probe_size must be in [" + std::to_string(needed) + ", 65536]");
     for (std::uint16_t size : {config.request_queue_size, config.event_queue_size})
@@ -48,9 +52,10 @@ void validate(const VirtioIommuConfig& config, const Limits& limits) {
 VirtioIommu::VirtioIommu(std::shared_ptr<Iommu> iommu, const VirtioIommuConfig& config)
     : iommu_(std::move(iommu)),
       config_(config),
-      offered_(config.features & kSupportedFeatures),
+      offered_(config.features &
+               (kSupportedFeatures | (config.tables ? virtio::feature_bit(LKVM_VIOMMU_F_ATTACH_TABLE) : 0))),
       bypass_(config.boot_bypass ? 1 : 0) {
-    validate(config_, iommu_->limits());
+    validate(config_, *iommu_);
     probe_buffer_.resize(std::size_t{config_.probe_size} + protocol::kTailSize);
     apply_bypass(bypass_);
 }
@@ -188,7 +193,12 @@ Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> a
     if (!regions) return Status::NoEnt;  // CONFORMANCE.md D42
     // CONFORMANCE.md D47: a properties area smaller than probe_size gets no property at all.
     if (area.size() < config_.probe_size) return Status::Inval;
-    return protocol::encode_probe_properties(*regions, area) ? Status::Ok : Status::Inval;
+    // CONFORMANCE.md D61: TABLE_FORMAT only to a driver that accepted the feature, for endpoints
+    // that can use a table.
+    std::optional<protocol::TableFormat> table;
+    if (negotiated(LKVM_VIOMMU_F_ATTACH_TABLE) && batch.can_use_tables(endpoint))
+        table = protocol::TableFormat{static_cast<std::uint8_t>(iommu_->table_output_bits())};
+    return protocol::encode_probe_properties(*regions, area, table) ? Status::Ok : Status::Inval;
 }
 
 std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::Batch& batch) {
@@ -201,7 +211,8 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     // Copy first, validate the copy (the guest may rewrite the buffer meanwhile).
     const bool read_ok = reader.read({readable.data(), copied});
     protocol::Request request =
-        read_ok ? protocol::parse_request(readable, chain.readable_bytes()) : protocol::Request{protocol::Unparsable{}};
+        read_ok ? protocol::parse_request(readable, chain.readable_bytes(), negotiated(LKVM_VIOMMU_F_ATTACH_TABLE))
+                : protocol::Request{protocol::Unparsable{}};
     const std::uint8_t type = copied > 0 ? readable[0] : 0;
     const bool is_probe = type == VIRTIO_IOMMU_T_PROBE && !std::holds_alternative<protocol::Unparsable>(request);
 
@@ -248,8 +259,18 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     } else if (const auto* probe = std::get_if<protocol::ProbeRequest>(&request)) {
         status = execute_probe(probe->endpoint, area, batch);
         batch.count_endpoint_status(probe->endpoint, status);
+    } else if (const auto* attach_table = std::get_if<protocol::AttachTableRequest>(&request)) {
+        // CONFORMANCE.md D62: fields first (validated once, by the parser).
+        status = attach_table->fields == Status::Ok
+                     ? batch.attach_table(attach_table->endpoint, attach_table->domain, attach_table->table)
+                     : attach_table->fields;
+        if (attach_table->fields != Status::Ok) batch.count_endpoint_status(attach_table->endpoint, status);
+    } else if (const auto* invalidate = std::get_if<protocol::InvalidateRequest>(&request)) {
+        status = invalidate->fields == Status::Ok ? batch.invalidate(invalidate->domain, invalidate->what)
+                                                  : invalidate->fields;  // CONFORMANCE.md D66
     }
     ++stats_.statuses[static_cast<std::size_t>(status)];
+    if (type < stats_.requests_by_type.size()) ++stats_.requests_by_type[type];
 
     const virtio_iommu_req_tail tail = protocol::make_tail(status);
     virtio::ChainWriter writer(chain, active_.memory());

@@ -14,6 +14,7 @@
 // is ever queued: with no buffer posted the report is dropped and counted (CONFORMANCE.md D59).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -43,12 +44,21 @@ struct VirtioIommuConfig {
     bool boot_bypass = true;
     // Device features to offer, intersected with kSupportedFeatures (to switch features off).
     std::uint64_t features = ~std::uint64_t{0};
+    // Page-table handover (iommu/page_tables.md, --viommu tables=on): also offer
+    // LKVM_VIOMMU_F_ATTACH_TABLE. Needs an Iommu that can walk tables (given guest RAM).
+    bool tables = false;
     std::uint16_t request_queue_size = 256;
     std::uint16_t event_queue_size = 64;
 };
 
+// Request types counted by VirtioIommuStats::requests_by_type: ATTACH (1) .. INVALIDATE (7).
+inline constexpr std::size_t kRequestTypeCount = 8;
+
 struct VirtioIommuStats {
     std::uint64_t requests = 0;
+    // Answered requests by type (index = the type byte; unknown types are in `unanswered`), so
+    // that e.g. MAPs per MiB of I/O follow from two snapshots.
+    std::array<std::uint64_t, kRequestTypeCount> requests_by_type{};
     StatusCounts statuses{};
     std::uint64_t unanswered = 0;  // returned with used length 0 (unknown type, no tail room, ...)
     std::uint64_t faults_posted = 0;
@@ -69,6 +79,7 @@ public:
     // Requests handled under one hold of the model's lock (see notify()).
     static constexpr std::uint32_t kRequestsPerLock = 64;
     // Offered device and ring features; never the legacy F_BYPASS (CONFORMANCE.md D2, D3).
+    // LKVM_VIOMMU_F_ATTACH_TABLE only with config.tables (CONFORMANCE.md D60).
     static const std::uint64_t kSupportedFeatures;
 
     // Throws vmm::SetupError for an invalid config (CONFORMANCE.md D4 page_size_mask == 0, empty

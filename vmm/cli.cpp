@@ -92,7 +92,8 @@ void add_run_options(CLI::App& run, RunOptions& o) {
                        "put devices behind a virtio-iommu (guest-controlled DMA translation); "
                        "alone: all devices, page_size=4K,bypass=1,input_bits=48")
             ->type_name(
-                "[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]")
+                "[virtio|vfio|all][,page_size=4K|64K|MASK][,bypass=0|1][,input_range=S-E|input_bits=N][,poll=US]"
+                "[,tables=on|off]")
             ->expected(0, 1);
     o.network_option =
         run.add_option("-n,--network", o.network_specs,

@@ -103,7 +103,7 @@ Machine::Machine(const VmConfig& config, const kvm::System& kvm)
     if (config_.viommu) {
         ViommuConfig viommu_config = *config_.viommu;
         if (vfio_ && vfio_behind_viommu) viommu_config.window = vfio_->narrow(viommu_config.window, kViommuMaxGranule);
-        auto viommu = std::make_unique<ViommuSetup>(viommu_config);
+        auto viommu = std::make_unique<ViommuSetup>(viommu_config, memory_);
         // No ioeventfd: Linux busy-polls each MAP/UNMAP sync with IRQs off (CONFORMANCE.md L8), so
         // the kicking vCPU serves the request itself rather than wait for the event-loop thread;
         // with poll=US a poller thread (started by connect()) serves the requests after that kick

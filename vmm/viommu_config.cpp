@@ -110,9 +110,13 @@ std::string parse_viommu(std::string_view spec, ViommuConfig& out) {
             if (!us || *us > kMaxViommuPollUs)
                 return bad + "; use poll=US, microseconds from 0 (off) to " + std::to_string(kMaxViommuPollUs);
             c.poll_us = static_cast<std::uint32_t>(*us);
+        } else if (key == "tables") {
+            if (value == "on") c.tables = true;
+            else if (value == "off") c.tables = false;
+            else return bad + "; use tables=on or tables=off";
         } else {
             return where + ": unknown option '" + std::string(key) +
-                   "'; the options are page_size=, bypass=, input_range=, input_bits= and poll=";
+                   "'; the options are page_size=, bypass=, input_range=, input_bits=, poll= and tables=";
         }
     }
     if (!devices_given) c.virtio = c.vfio = true;  // the bare flag (or options only): everything
@@ -150,7 +154,8 @@ std::string describe(const ViommuConfig& c) {
     std::string kinds = c.virtio && c.vfio ? "virtio+vfio" : c.virtio ? "virtio" : c.vfio ? "vfio" : "none";
     const iommu::IovaWindow& w = c.window;
     return kinds + ", page_size_mask=" + hex(w.page_size_mask) + ", bypass=" + (c.boot_bypass ? "1" : "0") +
-           ", input=" + hex(w.input_first) + "-" + hex(w.input_last) + ", poll=" + std::to_string(c.poll_us) + "us";
+           ", input=" + hex(w.input_first) + "-" + hex(w.input_last) + ", poll=" + std::to_string(c.poll_us) + "us" +
+           ", tables=" + (c.tables ? "on" : "off");
 }
 
 }  // namespace vmm

@@ -27,6 +27,11 @@
 //                                 served by the kicking vCPU). The window adapts (halved when a
 //                                 phase served nothing, off below US/4, back on when two kicks
 //                                 come closer than US). Default 0 (kDefaultViommuPollUs).
+//     tables=on|off               page-table handover (iommu/page_tables.md): also offer the
+//                                 experimental LKVM_VIOMMU_F_ATTACH_TABLE, so a driver that knows it
+//                                 hands over its own stage-1 tables instead of sending MAP/UNMAP.
+//                                 Emulated devices only: refused with assigned PCI functions
+//                                 behind the vIOMMU. Default off.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +57,7 @@ struct ViommuConfig {
     iommu::IovaWindow window;  // page_size and input_range / input_bits
     bool boot_bypass = true;
     std::uint32_t poll_us = kDefaultViommuPollUs;
+    bool tables = false;  // offer page-table handover (tables=on)
 
     bool operator==(const ViommuConfig&) const = default;
 };

@@ -13,12 +13,13 @@ iommu::VirtioIommuConfig device_config(const ViommuConfig& config) {
     iommu::VirtioIommuConfig d;
     d.window = config.window;
     d.boot_bypass = config.boot_bypass;
+    d.tables = config.tables;
     return d;
 }
 
-ViommuSetup::ViommuSetup(const ViommuConfig& config)
+ViommuSetup::ViommuSetup(const ViommuConfig& config, const GuestMemory& ram)
     : config_(config),
-      iommu_(std::make_shared<iommu::Iommu>()),
+      iommu_(std::make_shared<iommu::Iommu>(iommu::Limits{}, &ram)),
       owned_device_(std::make_unique<iommu::VirtioIommu>(iommu_, device_config(config))),
       device_(owned_device_.get()) {}
 

@@ -43,7 +43,9 @@ iommu::VirtioIommuConfig device_config(const ViommuConfig& config);
 class ViommuSetup {
 public:
     // Throws SetupError for a configuration the device rejects (validate() catches those first).
-    explicit ViommuSetup(const ViommuConfig& config);
+    // `ram` is where table-mode domains' tables live (tables=on); it must outlive the setup and
+    // every device behind it (the Machine owns it and declares it first).
+    ViommuSetup(const ViommuConfig& config, const GuestMemory& ram);
     ~ViommuSetup();
     ViommuSetup(const ViommuSetup&) = delete;
     ViommuSetup& operator=(const ViommuSetup&) = delete;

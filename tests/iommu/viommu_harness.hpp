@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "iommu/iommu.hpp"
+#include "iommu/uapi/virtio_iommu_tables.h"
 #include "iommu/virtio_iommu.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/mock_iommu_backend.hpp"
@@ -91,6 +92,56 @@ inline std::vector<std::uint8_t> probe_req(std::uint32_t endpoint, std::uint8_t 
     return readable_bytes(r, 72);
 }
 
+// Page-table handover (iommu/page_tables.md).
+struct TableFields {
+    std::uint16_t format = LKVM_VIOMMU_FMT_ARM_LPAE_S1;
+    std::uint16_t asid = 0;
+    std::uint64_t tcr = 0, ttbr = 0, mair = 0;
+};
+inline std::vector<std::uint8_t> attach_table_req(std::uint32_t domain, std::uint32_t endpoint,
+                                                  const TableFields& table) {
+    lkvm_viommu_req_attach_table r{};
+    r.head.type = LKVM_VIOMMU_T_ATTACH_TABLE;
+    r.domain = domain;
+    r.endpoint = endpoint;
+    r.format = table.format;
+    r.asid = table.asid;
+    r.tcr = table.tcr;
+    r.ttbr = table.ttbr;
+    r.mair = table.mair;
+    return readable_bytes(r, sizeof r - sizeof r.tail);
+}
+struct InvalidateFields {
+    std::uint16_t scope = LKVM_VIOMMU_INV_DOMAIN;
+    std::uint16_t caches = LKVM_VIOMMU_INV_CACHE_IOTLB;
+    std::uint16_t flags = 0;
+    std::uint32_t pasid = 0;
+    std::uint64_t asid = 0, virt_start = 0, nr_pages = 0;
+    std::uint8_t granule = 0;
+};
+inline std::vector<std::uint8_t> invalidate_req(std::uint32_t domain, const InvalidateFields& f) {
+    lkvm_viommu_req_invalidate r{};
+    r.head.type = LKVM_VIOMMU_T_INVALIDATE;
+    r.scope = f.scope;
+    r.caches = f.caches;
+    r.flags = f.flags;
+    r.domain = domain;
+    r.pasid = f.pasid;
+    r.asid = f.asid;
+    r.virt_start = f.virt_start;
+    r.nr_pages = f.nr_pages;
+    r.granule = f.granule;
+    return readable_bytes(r, sizeof r - sizeof r.tail);
+}
+inline InvalidateFields invalidate_range(std::uint64_t start, std::uint64_t pages, std::uint8_t granule = 12) {
+    InvalidateFields f;
+    f.scope = LKVM_VIOMMU_INV_RANGE;
+    f.virt_start = start;
+    f.nr_pages = pages;
+    f.granule = granule;
+    return f;
+}
+
 // ---- the harness --------------------------------------------------------------------------------
 
 struct Options {
@@ -119,13 +170,13 @@ struct Reply {
 class Harness {
 public:
     explicit Harness(Options options = {})
-        : options_(std::move(options)), iommu(std::make_shared<iommu::Iommu>(options_.limits)) {
+        : options_(std::move(options)),
+          guest_ram_(std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, options_.ram_size)),
+          iommu(std::make_shared<iommu::Iommu>(options_.limits, &guest_ram_->memory())) {
         for (const iommu::EndpointConfig& endpoint : options_.endpoints) iommu->add_endpoint(endpoint);
         auto owned = std::make_unique<iommu::VirtioIommu>(iommu, options_.config);
         device = owned.get();
-        driver = std::make_unique<support::FakeDriver>(
-            std::move(owned),
-            std::make_shared<support::FakeGuestRam>(support::FakeGuestRam::kDefaultBase, options_.ram_size));
+        driver = std::make_unique<support::FakeDriver>(std::move(owned), guest_ram_);
         forwarder = std::make_unique<iommu::FaultForwarder>(iommu, driver->transport(), *device);
         for (std::uint16_t i = 0; i < options_.queue_size; ++i) {
             slots_.push_back({ram().alloc(256), ram().alloc(options_.config.probe_size + 512)});
@@ -209,6 +260,12 @@ public:
     std::uint8_t unmap(std::uint32_t domain, std::uint64_t virt_start, std::uint64_t virt_end) {
         return simple(unmap_req(domain, virt_start, virt_end));
     }
+    std::uint8_t attach_table(std::uint32_t endpoint, std::uint32_t domain, const TableFields& table) {
+        return simple(attach_table_req(domain, endpoint, table));
+    }
+    std::uint8_t invalidate(std::uint32_t domain, const InvalidateFields& fields = {}) {
+        return simple(invalidate_req(domain, fields));
+    }
     Reply probe(std::uint32_t endpoint) { return request(probe_req(endpoint), options_.config.probe_size + 4); }
 
     std::uint64_t config(std::uint32_t offset, unsigned size) { return driver->read_config(offset, size); }
@@ -267,6 +324,11 @@ public:
     }
 
     Options options_;
+
+private:
+    std::shared_ptr<support::FakeGuestRam> guest_ram_;  // before the Iommu, which walks tables in it
+
+public:
     std::shared_ptr<iommu::Iommu> iommu;
     iommu::VirtioIommu* device = nullptr;
     std::unique_ptr<support::FakeDriver> driver;

@@ -20,7 +20,9 @@
 
 #include "devices/gic_v3_node.hpp"
 #include "fdt/machine_tree.hpp"
+#include "iommu/uapi/virtio_iommu_tables.h"
 #include "tests/support/fake_driver.hpp"
+#include "tests/support/stage1_tables.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/features.hpp"
 #include "vmm/base/layout.hpp"
@@ -121,6 +123,19 @@ TEST_CASE("check_viommu rejects masks and ranges Linux cannot use") {
     CHECK(vmm::check_viommu(c).empty());
 }
 
+TEST_CASE("--viommu tables=on|off offers page-table handover; off by default; bad values name the option") {
+    CHECK_FALSE(parsed("").tables);
+    CHECK(parsed("tables=on").tables);
+    CHECK(parsed("virtio,tables=on").tables);
+    CHECK_FALSE(parsed("virtio,tables=on").vfio);
+    CHECK_FALSE(parsed("tables=on,tables=off").tables);
+    CHECK(parse_error("tables=yes").find("use tables=on or tables=off") != std::string::npos);
+    CHECK(parse_error("table=on").find("tables=") != std::string::npos);  // the list of options names it
+    CHECK(vmm::describe(parsed("virtio,tables=on")).find("tables=on") != std::string::npos);
+    CHECK(vmm::device_config(parsed("tables=on")).tables);
+    CHECK_FALSE(vmm::device_config(parsed("")).tables);
+}
+
 TEST_CASE("lkvm run --viommu: bare, with a value, and a usage error for a bad value") {
     auto command = parse_cli({"run", "-k", "Image", "--viommu", "-d", "a.img"});
     auto* run = std::get_if<vmm::cli::Run>(&command);
@@ -174,6 +189,7 @@ struct TempDisk {
 // What Machine does for `--viommu -d disk`: the virtio-iommu in slot 0, the disk in slot 1.
 struct Rig {
     TempDisk disk;
+    std::shared_ptr<support::FakeGuestRam> guest_ram = std::make_shared<support::FakeGuestRam>();
     vmm::ViommuSetup setup;
     std::unique_ptr<FakeDriver> viommu;
     std::unique_ptr<FakeDriver> blk;
@@ -181,8 +197,8 @@ struct Rig {
     devices::VirtioMmioNode blk_node{layout::virtio_mmio_slot(1), layout::virtio_mmio_spi(1)};
     std::optional<iommu::EndpointId> endpoint;
 
-    explicit Rig(vmm::ViommuConfig config = {}) : setup(config) {
-        viommu = std::make_unique<FakeDriver>(setup.take_device());
+    explicit Rig(vmm::ViommuConfig config = {}) : setup(config, guest_ram->memory()) {
+        viommu = std::make_unique<FakeDriver>(setup.take_device(), guest_ram);
         setup.connect(viommu->transport(), viommu_node);
         blk = std::make_unique<FakeDriver>(
             std::make_unique<virtio::Blk>(virtio::FileBackend::open(disk.path, false), virtio::BlkOptions{}),
@@ -285,6 +301,56 @@ TEST_CASE(
     CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
     CHECK((rig.blk->status() & VIRTIO_CONFIG_S_NEEDS_RESET) == 0);
     CHECK(rig.setup.dump().find("65537") != std::string::npos);  // endpoint 0x10001
+}
+
+TEST_CASE(
+    "D69 ViommuSetup with tables=on: virtio-blk DMA goes through the guest's stage-1 table; a walk fault "
+    "answers IOERR and reaches the eventq") {
+    vmm::ViommuConfig config;
+    config.boot_bypass = false;
+    config.tables = true;
+    Rig rig(config);
+    REQUIRE(rig.viommu->start());
+    REQUIRE((rig.viommu->negotiated() & (std::uint64_t{1} << LKVM_VIOMMU_F_ATTACH_TABLE)) != 0);
+    const std::uint64_t event = rig.ram().alloc(64);
+    rig.viommu->add_chain(1, {Segment{event, 24, true}});
+
+    // The guest's table: the first 2 MiB of RAM identity-mapped by one block; nothing else.
+    const std::uint64_t base = rig.ram().base();
+    support::Stage1Tables tables(rig.ram(), 12, 48);
+    tables.map(base, base, 2);
+    auto& model = *rig.setup.model();
+    iommu::TableDescriptor table;
+    table.format = LKVM_VIOMMU_FMT_ARM_LPAE_S1;
+    table.tcr = tables.tcr();
+    table.ttbr = tables.root();
+    table.stage1 = *iommu::decode_stage1(table.tcr, table.ttbr);
+    REQUIRE(iommu::Iommu::Batch(model).attach_table(0x10001, 1, table) == iommu::Status::Ok);
+    REQUIRE(rig.blk->start());
+
+    const std::uint64_t mapped = rig.ram().alloc(512);
+    REQUIRE(mapped + 512 <= base + (2 << 20));
+    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
+    CHECK(rig.ram().read_obj<std::uint8_t>(mapped + 1) == 14);
+
+    const std::uint64_t unmapped = base + (3 << 20);
+    CHECK(rig.read(unmapped, 512) == VIRTIO_BLK_S_IOERR);
+    auto used = rig.viommu->pop_used(1);
+    REQUIRE(used);
+    const auto fault = rig.ram().read_obj<virtio_iommu_fault>(event);
+    CHECK(fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
+    CHECK(fault.address == unmapped);
+    CHECK(fault.flags == (VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
+    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
+
+    const auto domain = model.domain_stats(1);
+    REQUIRE(domain);
+    CHECK(domain->table);
+    // The block is walked once and then hit; a faulting walk is not cached, so it walks each time.
+    CHECK(domain->iotlb.walk_faults >= 1);
+    CHECK(domain->iotlb.walks == 1 + domain->iotlb.walk_faults);
+    CHECK(domain->iotlb.hits > 0);
+    CHECK(rig.setup.dump().find("domain 1 (table)") != std::string::npos);
 }
 
 TEST_CASE("ViommuSetup: a driver that refuses ACCESS_PLATFORM gets untranslated DMA (virtio 1.2 6.1)") {

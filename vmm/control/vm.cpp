@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <cinttypes>
 #include <cstdio>
 
@@ -90,14 +91,31 @@ std::string VmControl::stat() {
                       v.requests, errors_of(v.statuses).c_str(), v.faults_posted, v.faults_dropped, v.map_refusals,
                       v.refusals_reported, v.refusals_rate_limited + v.refusals_no_buffer, v.refusals_rate_limited,
                       v.refusals_no_buffer);
+        // Requests by type: "requests per MiB" of a benchmark is the difference of two snapshots.
+        static constexpr std::array<const char*, iommu::kRequestTypeCount> kTypeNames{
+            nullptr, "attach", "detach", "map", "unmap", "probe", "attach_table", "invalidate"};
+        for (std::size_t type = 1; type < kTypeNames.size(); ++type)
+            append_format(out, " req_%s=%" PRIu64, kTypeNames[type], v.requests_by_type[type]);
     }
     out += '\n';
-    for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats())
+    for (const iommu::DomainStats& d : parts_.iommu->all_domain_stats()) {
         append_format(out,
                       "domain %u endpoints=%s bypass=%s live_mappings=%" PRIu64 " maps=%" PRIu64 " unmaps=%" PRIu64
-                      " faults=%" PRIu64 " errors=%s\n",
+                      " faults=%" PRIu64 " errors=%s mode=%s",
                       d.id, endpoints_of(d.endpoints).c_str(), d.bypass ? "yes" : "no", d.live_mappings, d.maps,
-                      d.unmaps, d.faults, errors_of(d.statuses).c_str());
+                      d.unmaps, d.faults, errors_of(d.statuses).c_str(), d.table ? "table" : "map");
+        if (d.table) {
+            // The table-mode domain's walker and IOTLB (iommu/page_tables.md).
+            const iommu::IotlbStats& t = d.iotlb;
+            append_format(out,
+                          " asid=%u walks=%" PRIu64 " walk_faults=%" PRIu64 " iotlb_hits=%" PRIu64
+                          " iotlb_misses=%" PRIu64 " iotlb_entries=%" PRIu64 " iotlb_capacity=%" PRIu64
+                          " iotlb_flushes=%" PRIu64 " inv_domain=%" PRIu64 " inv_asid=%" PRIu64 " inv_range=%" PRIu64,
+                          d.asid, t.walks, t.walk_faults, t.hits, t.misses, t.entries, t.capacity, t.capacity_flushes,
+                          t.invalidations_domain, t.invalidations_asid, t.invalidations_range);
+        }
+        out += '\n';
+    }
     for (const VmControlDevice& device : parts_.devices) {
         if (!device.endpoint) continue;
         const auto e = parts_.iommu->endpoint_stats(*device.endpoint);

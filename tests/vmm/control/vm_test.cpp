@@ -99,6 +99,11 @@ TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint count
     CHECK(has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors="));
     CHECK_FALSE(
         has_line(mapped, "domain 7 endpoints=1 bypass=no live_mappings=2 maps=2 unmaps=0 faults=0 errors=none"));
+    CHECK(has_line(mapped, " mode=map\n"));
+    // Requests by type (page-table handover's benchmark divides their differences by MiB moved).
+    CHECK(has_line(mapped,
+                   " req_attach=1 req_detach=0 req_map=3 req_unmap=0 req_probe=0 req_attach_table=0 "
+                   "req_invalidate=0\n"));
     CHECK(has_line(mapped,
                    "endpoint 1 device=blk0 domain=7 bypass=no faults=0 live_mappings=2 maps=2 unmaps=0 translations=0 "
                    "attaches=1"));
