@@ -68,15 +68,15 @@ tables_case() {
   tables_stat "$_t" "/tmp/vt-stat-$_t.txt"
 }
 
-# tables_stat TAG FILE : lkvm stat shows every domain in table mode, with walks, invalidations and
-# (from tablesfault) a fault.
+# tables_stat TAG FILE : lkvm stat shows every domain in table mode (CONFORMANCE.md D64), with walks,
+# invalidations (inv_domain/inv_asid/inv_range) and, from tablesfault, a fault (D69).
 tables_stat() {
   _s=$2
   [ -s "$_s" ] && sed "s/^/  stat $1| /" "$_s" && cp "$_s" "$RIG_RESULTS/" 2>/dev/null
   _doms=$(grep -c '^domain [0-9]* ' "$_s" 2>/dev/null)
   _tables=$(grep -c '^domain [0-9]* .*mode=table' "$_s" 2>/dev/null)
   _walks=$(sed -n 's/^domain [0-9]* .*[ ]walks=\([0-9]*\).*/\1/p' "$_s" | awk '{ t += $1 } END { print t + 0 }')
-  _inv=$(sed -n 's/^domain [0-9]* .*[ ]invalidations=\([0-9]*\).*/\1/p' "$_s" | awk '{ t += $1 } END { print t + 0 }')
+  _inv=$(grep '^domain [0-9]* ' "$_s" | tr ' ' '\n' | sed -n 's/^inv_[a-z]*=\([0-9]*\)$/\1/p' | awk '{ t += $1 } END { print t + 0 }')
   _faults=$(sed -n 's/^domain [0-9]* .*[ ]faults=\([0-9]*\).*/\1/p' "$_s" | awk '{ t += $1 } END { print t + 0 }')
   if [ ! -s "$_s" ]; then rig_fail "$1/stat-tables" "no lkvm stat output while the guest ran"
   elif [ "${_tables:-0}" -lt 4 ] || [ "$_tables" != "$_doms" ]; then
