@@ -3,7 +3,8 @@
 # benchmark:
 #   boot   L2 boot time and memory (tests/bench/boot-bench.sh), N runs per VMM
 #   blk    virtio-blk sequential O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and behind one in
-#          strict and lazy mode (tests/bench/blk-bench.sh), BLK_N boots per configuration
+#          strict and lazy mode, MAP/UNMAP and page-table handover (--viommu virtio,tables=on), and
+#          virtio-iommu requests per MiB (tests/bench/blk-bench.sh), BLK_N boots per configuration
 #   nvme   the L1 NVMe assigned with VFIO: O_DIRECT reads, 4 KiB and 1 MiB, without a vIOMMU and
 #          behind --viommu vfio strict/lazy, against QEMU vfio-pci and virtio-iommu-pci + vfio-pci
 #          (tests/bench/nvme-bench.sh), NVME_N boots per configuration
@@ -35,7 +36,7 @@ rc=0
 for b in ${BENCHES:-boot blk nvme p9 net}; do
   case $b in
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
-    blk) timeout=$((300 + ${BLK_N:-1} * 6 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
+    blk) timeout=$((300 + ${BLK_N:-1} * 10 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
     nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
     p9) timeout=$((300 + ${P9_N:-1} * ${P9_REPS:-1} * 2 * 600)); args=("N=${P9_N:-1}" "REPS=${P9_REPS:-1}") ;;
     net) timeout=$((300 + ${NET_N:-1} * 6 * 200)); args=("N=${NET_N:-1}" "REPS=${NET_REPS:-2}" "NET_MB=${NET_MB:-16}") ;;

@@ -6,6 +6,7 @@
 # Outputs (guest-images/out/, git-ignored):
 #   Image            Debian arm64 6.12 kernel from bookworm-backports (a raw arm64 Image; L1 and L2)
 #   initrd-l2.cpio   busybox + L2 drivers (virtio-iommu, virtio_mmio, virtio_blk, virtio-rng, virtio_net, nvme)
+#                    and our viommu_tables.ko (guest-images/viommu-tables/, built here for the kernel)
 #   initrd-l1.cpio   busybox + L1 drivers (nvme, vfio*, 9p, virtio_blk, virtio-rng), the L2 Image and
 #                    initrd under /l2/, and (WITH_QEMU=1, the default) Debian's arm64 QEMU closure
 # Downloads and intermediate trees live in the cache, outside the clone:
@@ -205,25 +206,40 @@ needed_closure() {
   done
 }
 
-# --- 3. L2 initramfs ----------------------------------------------------------------------------
-h=$(inputs_hash "$RIG/files/init-l2" "$L2_MODS" "$KREL" "$(basename "$KDEB")" "$(basename "$BBDEB")")
+# --- 3. our page-table-handover driver, built for this kernel (guest-images/viommu-tables/) ------
+VT_SRC=("$RIG/viommu-tables/viommu_tables.c" "$RIG/viommu-tables/Kbuild" "$RIG/viommu-tables/build.sh"
+  "$RIG/../iommu/uapi/virtio_iommu_tables.h")
+VT_KO=$CACHE/viommu-tables/$KREL/viommu_tables.ko
+h=$(inputs_hash "${VT_SRC[@]}" "$KREL")
+if up_to_date "$VT_KO" "$h"; then
+  say "viommu_tables.ko up to date"
+else
+  LKVM_CACHE=$CACHE "$RIG/viommu-tables/build.sh" "${KREL%-arm64}" "$(dirname "$VT_KO")" ||
+    die "could not build viommu_tables.ko for $KREL"
+  mark_built "$VT_KO" "$h"
+fi
+
+# --- 4. L2 initramfs ----------------------------------------------------------------------------
+h=$(inputs_hash "$RIG/files/init-l2" "$L2_MODS" "$KREL" "$(basename "$KDEB")" "$(basename "$BBDEB")" "$VT_KO")
 if up_to_date "$OUT/initrd-l2.cpio" "$h"; then
   say "initrd-l2.cpio up to date"
 else
   R=$CACHE/root-l2
   new_root "$R" "$RIG/files/init-l2"
+  mkdir -p "$R/$MODBASE/$KREL/extra"
+  cp "$VT_KO" "$R/$MODBASE/$KREL/extra/"   # add_modules' depmod indexes it
   add_modules "$R" $L2_MODS
   make_cpio "$R" "$OUT/initrd-l2.cpio"
   mark_built "$OUT/initrd-l2.cpio" "$h"
   say "initrd-l2.cpio built ($(du -h "$OUT/initrd-l2.cpio" | cut -f1))"
 fi
 
-# --- 4. L1 initramfs, built as concatenated pieces -----------------------------------------------
+# --- 5. L1 initramfs, built as concatenated pieces -----------------------------------------------
 PIECES=$CACHE/l1-pieces
 mkdir -p "$PIECES"
 pieces=()
 
-# 4a. busybox, init, L1 drivers
+# 5a. busybox, init, L1 drivers
 h=$(inputs_hash "$RIG/files/init-l1" "$L1_MODS" "$KREL" "$(basename "$KDEB")" "$(basename "$BBDEB")")
 if ! up_to_date "$PIECES/base.cpio" "$h"; then
   R=$CACHE/root-l1
@@ -235,7 +251,7 @@ if ! up_to_date "$PIECES/base.cpio" "$h"; then
 fi
 pieces+=("$PIECES/base.cpio")
 
-# 4b. the L2 kernel and initramfs under /l2
+# 5b. the L2 kernel and initramfs under /l2
 h=$(inputs_hash "$(basename "$KDEB")" "$OUT/initrd-l2.cpio")
 if ! up_to_date "$PIECES/l2.cpio" "$h"; then
   R=$CACHE/root-l1-l2
@@ -249,7 +265,7 @@ if ! up_to_date "$PIECES/l2.cpio" "$h"; then
 fi
 pieces+=("$PIECES/l2.cpio")
 
-# 4c. Debian's arm64 QEMU: the binary, its shared libraries and the dynamic loader
+# 5c. Debian's arm64 QEMU: the binary, its shared libraries and the dynamic loader
 if [ "$WITH_QEMU" = 1 ]; then
   qdebs=$(cd "$QROOT/archives" && ls -1 ./*.deb | LC_ALL=C sort)
   h=$(inputs_hash "$qdebs")
@@ -274,7 +290,7 @@ if [ "$WITH_QEMU" = 1 ]; then
   pieces+=("$PIECES/qemu.cpio")
 fi
 
-# 4d. optional extra tree (e.g. tools for experiments); the lkvm under test comes via 9p instead
+# 5d. optional extra tree (e.g. tools for experiments); the lkvm under test comes via 9p instead
 if [ -d "$EXTRA_L1" ]; then
   h=$(inputs_hash "$(cd "$EXTRA_L1" && find . -printf '%p %s %T@ %l\n' | LC_ALL=C sort)")
   if ! up_to_date "$PIECES/extra.cpio" "$h"; then
