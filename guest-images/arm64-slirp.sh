@@ -21,6 +21,8 @@ for p in libglib2.0-dev libpcre2-dev libslirp-dev; do
     if ! ls "${p}"_*_arm64.deb >/dev/null 2>&1; then
         [ "$(dpkg --print-architecture)" = arm64 ] || dpkg --print-foreign-architectures | grep -qx arm64 ||
             die "the arm64 dpkg architecture is not enabled; run guest-images/setup-host.sh as root"
+        echo "arm64-slirp: downloading $p:arm64 ($(apt-cache show --no-all-versions "$p:arm64" 2>/dev/null |
+            sed -n 's/^Size: //p' | head -n 1 | awk '{ if ($1 < 1048576) printf "%d KiB", $1 / 1024; else printf "%.1f MiB", $1 / 1048576 }'))"
         apt-get download "$p:arm64" >/dev/null 2>&1 || die "apt-get download $p:arm64 failed"
     fi
     dpkg-deb -x "$(ls "${p}"_*_arm64.deb | head -1)" "$dest"
@@ -40,6 +42,7 @@ if ! ls "$srcdir"/libslirp_*.orig.tar.* >/dev/null 2>&1; then
     echo "deb-src ${mirror%/} bookworm main" > "$apt_dir/sources.list"
     opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
           -o "Dir::State::Lists=$apt_dir/lists")
+    echo "arm64-slirp: downloading the libslirp source package"
     apt-get "${opts[@]}" update >/dev/null 2>&1 || die "apt-get update of the source list failed"
     (cd "$srcdir" && apt-get "${opts[@]}" source --download-only libslirp >/dev/null 2>&1) ||
         die "apt-get source libslirp failed"
@@ -56,7 +59,9 @@ sed -e "s/@SLIRP_MAJOR_VERSION@/$major/" -e "s/@SLIRP_MINOR_VERSION@/$minor/" \
 cflags=(-O2 -fPIC -ffunction-sections -fdata-sections '-DG_LOG_DOMAIN="Slirp"' -I"$src"
         -I"$dest/usr/include/glib-2.0" -I"$lib/glib-2.0/include")
 objs=()
-for c in "$src"/*.c; do
+sources=("$src"/*.c)
+echo "arm64-slirp: compiling libslirp $version for arm64 (${#sources[@]} files)"
+for c in "${sources[@]}"; do
     o=$work/$(basename "${c%.c}").o
     "$CC" "${cflags[@]}" -c "$c" -o "$o" || die "compiling $(basename "$c") failed"
     objs+=("$o")

@@ -25,7 +25,13 @@ show() {
 
 # Progress on a cold cache: what is being built or fetched, how large, how far (build.sh's lines).
 echo "demo: building lkvm ($BUILD/arm64/lkvm; the first build also fetches and builds arm64 libfdt and libslirp)"
-make -C "$REPO" -s -j"$JOBS" BUILD="$BUILD" lkvm
+# One line per ten files compiled (of how many), so a first build is never minutes of silence;
+# compiler diagnostics pass through.
+total=$(make -C "$REPO" -n BUILD="$BUILD" lkvm 2>/dev/null | grep -c -- ' -c .*\.cpp ' || true)
+make -C "$REPO" -j"$JOBS" BUILD="$BUILD" lkvm 2>&1 |
+  awk -v total="$total" '/ -c .*\.cpp / { n++; if (n % 10 == 0 || n == total) printf "demo: compiling lkvm: %d of %d files\n", n, total; fflush(); next }
+                         /^make|^(ccache )?[a-z0-9_-]*(g\+\+|gcc|clang\+\+) |in statically linked applications|: in function |^guest-images\/|^W: Download is performed unsandboxed/ { next }
+                         { print; fflush() }'
 LKVM=$REPO/$BUILD/arm64/lkvm
 echo "demo: the guest images (cached in ${XDG_CACHE_HOME:-$HOME/.cache}/lkvm-rig after the first run)"
 "$RIG/build.sh" | sed -u -n 's/^build: /demo: /p'
