@@ -194,31 +194,38 @@ void Iommu::leave_domain(Endpoint& endpoint) {
 
 // ---- requests ------------------------------------------------------------------------------------
 
+Status Iommu::count_attach(Endpoint& endpoint, Status status) {
+    ++endpoint.statuses[index(status)];
+    if (status == Status::Ok) ++endpoint.attaches;
+    return status;
+}
+
+bool Iommu::room_for_domain(const Endpoint& endpoint) const {
+    // Its own domain dies if the endpoint is its last member.
+    const bool frees_one = endpoint.domain && endpoint.domain->domain.members().size() == 1;
+    return domains_.size() - (frees_one ? 1 : 0) < limits_.max_domains;
+}
+
 Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uint32_t flags) {
     auto it = endpoints_.find(endpoint_id);
     if (it == endpoints_.end()) return Status::NoEnt;  // CONFORMANCE.md D17
     Endpoint& endpoint = it->second;
-    auto finish = [&](Status status) {
-        ++endpoint.statuses[index(status)];
-        if (status == Status::Ok) ++endpoint.attaches;
-        return status;
-    };
+    auto finish = [&](Status status) { return count_attach(endpoint, status); };
     if (flags & ~geometry_.attach_flags) return finish(Status::Inval);  // CONFORMANCE.md D16
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
     const bool bypass = (flags & VIRTIO_IOMMU_ATTACH_F_BYPASS) != 0;
 
     DomainState* to = find_domain(domain_id);
     if (to) {
-        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);       // CONFORMANCE.md D19
-        if (to->table && endpoint.config.listener) return finish(Status::Inval);  // CONFORMANCE.md D63
-        if (to == endpoint.domain) return finish(Status::Ok);                     // already there
+        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);        // CONFORMANCE.md D19
+        if (to->table && !can_use_tables(endpoint)) return finish(Status::Inval);  // CONFORMANCE.md D63
+        if (to == endpoint.domain) return finish(Status::Ok);                      // already there
         // CONFORMANCE.md D21: the endpoint's reserved regions must be compatible with the domain:
         // no existing mapping may cover them, or the endpoint would reach what it must not.
         for (const ResvRegion& region : endpoint.config.reserved)
             if (to->domain.overlaps(region.first.value, region.last.value)) return finish(Status::Unsupp);
-    } else {
-        const bool frees_one = endpoint.domain && endpoint.domain->domain.members().size() == 1;
-        if (domains_.size() - (frees_one ? 1 : 0) >= limits_.max_domains) return finish(Status::NoMem);
+    } else if (!room_for_domain(endpoint)) {
+        return finish(Status::NoMem);
     }
 
     if (Status status = move_listener(endpoint, to, domain_id, bypass); status != Status::Ok) {
@@ -252,23 +259,17 @@ Status Iommu::attach_table_locked(EndpointId endpoint_id, DomainId domain_id, co
     auto it = endpoints_.find(endpoint_id);
     if (it == endpoints_.end()) return Status::NoEnt;  // CONFORMANCE.md D62
     Endpoint& endpoint = it->second;
-    auto finish = [&](Status status) {
-        ++endpoint.statuses[index(status)];
-        if (status == Status::Ok) ++endpoint.attaches;
-        return status;
-    };
+    auto finish = [&](Status status) { return count_attach(endpoint, status); };
     if (!ram_) return finish(Status::Unsupp);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    // An external IOMMU (VFIO) would need the table mirrored into it: not done yet (D63).
-    if (endpoint.config.listener) return finish(Status::Inval);
+    if (!can_use_tables(endpoint)) return finish(Status::Inval);  // CONFORMANCE.md D63
     DomainState* to = find_domain(domain_id);
     if (to) {
         // CONFORMANCE.md D64: one mode per domain, one table per table-mode domain.
         if (!to->table || !to->table->descriptor.same_table(table)) return finish(Status::Inval);
         if (to == endpoint.domain) return finish(Status::Ok);
-    } else {
-        const bool frees_one = endpoint.domain && endpoint.domain->domain.members().size() == 1;
-        if (domains_.size() - (frees_one ? 1 : 0) >= limits_.max_domains) return finish(Status::NoMem);
+    } else if (!room_for_domain(endpoint)) {
+        return finish(Status::NoMem);
     }
     // The endpoint leaves a MAP-mode domain possibly: an emulated endpoint has no listener to move.
     std::unique_ptr<DomainState> created;
@@ -456,7 +457,13 @@ Status Iommu::Batch::invalidate(DomainId domain, const Invalidation& what) {
 }
 bool Iommu::Batch::can_use_tables(EndpointId endpoint) const {
     auto it = iommu_.endpoints_.find(endpoint);
-    return iommu_.ram_ && it != iommu_.endpoints_.end() && !it->second.config.listener;
+    return it != iommu_.endpoints_.end() && iommu_.can_use_tables(it->second);
+}
+
+bool Iommu::can_use_tables(const Endpoint& endpoint) const {
+    // An external IOMMU (VFIO) would need the table mirrored into it (page_tables.md,
+    // LKVM_VIOMMU_TABLE_F_SHADOW): not done yet.
+    return ram_ && !endpoint.config.listener;
 }
 
 const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {

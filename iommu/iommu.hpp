@@ -269,6 +269,11 @@ private:
     Status unmap_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
     Status attach_table_locked(EndpointId endpoint, DomainId domain, const TableDescriptor& table);
     Status invalidate_locked(DomainId domain, const Invalidation& what);
+    bool can_use_tables(const Endpoint& endpoint) const;
+    // An ATTACH or ATTACH_TABLE result, counted for the endpoint.
+    Status count_attach(Endpoint& endpoint, Status status);
+    // Whether the endpoint may create a domain under Limits::max_domains.
+    bool room_for_domain(const Endpoint& endpoint) const;
     // The endpoint leaves its domain and joins `to`, or `created` (a new domain) when `to` is null.
     void join(Endpoint& endpoint, DomainState* to, std::unique_ptr<DomainState> created);
     Status check_domain_id(DomainId domain) const;

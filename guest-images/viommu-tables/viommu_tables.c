@@ -123,7 +123,7 @@ static inline struct vt_domain *to_vt_domain(struct iommu_domain *d)
 	return container_of(d, struct vt_domain, domain);
 }
 
-/* --- requests ---------------------------------------------------------------------------------- */
+/* --- requests --------------------------------------------------------------------------------- */
 
 static int vt_status_errno(u8 status)
 {
@@ -258,7 +258,7 @@ static const struct iommu_flush_ops vt_flush_ops = {
 	.tlb_add_page = vt_tlb_add_page,
 };
 
-/* --- domains ------------------------------------------------------------------------------------ */
+/* --- domains ---------------------------------------------------------------------------------- */
 
 static struct iommu_domain *vt_domain_alloc_paging(struct device *dev)
 {
@@ -375,7 +375,7 @@ static int vt_attach_dev(struct iommu_domain *domain, struct device *dev)
 	return 0;
 }
 
-/* Identity: the device's bypass domain (virtio 1.2 section 5.13.6.4, VIRTIO_IOMMU_ATTACH_F_BYPASS). */
+/* Identity: the device's bypass domain (virtio 1.2 section 5.13.6.4, ATTACH_F_BYPASS). */
 static int vt_attach_identity(struct iommu_domain *domain, struct device *dev)
 {
 	struct iommu_fwspec *fwspec = dev_iommu_fwspec_get(dev);
@@ -458,8 +458,8 @@ static void vt_maybe_revoke(struct vt_domain *dom, unsigned long iova, phys_addr
 }
 
 /*
- * Whether [iova, iova + size) lies in a revoked mapping (that part is not in the table); @paddr gets
- * what it mapped @iova to, @forget drops a mapping unmapped as a whole.
+ * Whether [iova, iova + size) lies in a revoked mapping (that part is not in the table);
+ * @paddr gets what it mapped @iova to, @forget drops a mapping unmapped as a whole.
  */
 static bool vt_revoked(struct vt_domain *dom, unsigned long iova, size_t size, phys_addr_t *paddr,
 		       bool forget)
@@ -553,7 +553,7 @@ static const struct iommu_domain_ops vt_domain_ops = {
 	.free = vt_domain_free,
 };
 
-/* --- endpoints ---------------------------------------------------------------------------------- */
+/* --- endpoints -------------------------------------------------------------------------------- */
 
 static int vt_add_resv_mem(struct vt_endpoint *ep, struct virtio_iommu_probe_resv_mem *mem,
 			   size_t len)
@@ -783,7 +783,7 @@ static const struct iommu_ops vt_ops = {
 	.owner = THIS_MODULE,
 };
 
-/* --- events: translation faults (virtio 1.2 section 5.13.6.9) ------------------------------------ */
+/* --- events: translation faults (virtio 1.2 section 5.13.6.9) --------------------------------- */
 
 static void vt_fill_event(struct vt_dev *vt, struct virtio_iommu_fault *evt, gfp_t gfp)
 {
@@ -824,16 +824,18 @@ static int vt_stats_show(struct seq_file *s, void *unused)
 {
 	struct vt_dev *vt = s->private;
 
-	seq_printf(s, "attach_table=%lld invalidate_range=%lld invalidate_asid=%lld invalidate_domain=%lld faults=%lld last_fault=%#llx revoked=%lld\n",
+	seq_printf(s, "attach_table=%lld invalidate_range=%lld invalidate_asid=%lld ",
 		   atomic64_read(&vt->n.attach_table), atomic64_read(&vt->n.invalidate_range),
-		   atomic64_read(&vt->n.invalidate_asid), atomic64_read(&vt->n.invalidate_domain),
+		   atomic64_read(&vt->n.invalidate_asid));
+	seq_printf(s, "invalidate_domain=%lld faults=%lld last_fault=%#llx revoked=%lld\n",
+		   atomic64_read(&vt->n.invalidate_domain),
 		   atomic64_read(&vt->n.faults), atomic64_read(&vt->n.last_fault),
 		   atomic64_read(&vt->n.revoked));
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(vt_stats);
 
-/* --- the virtio driver ---------------------------------------------------------------------------- */
+/* --- the virtio driver ------------------------------------------------------------------------ */
 
 static int vt_probe(struct virtio_device *vdev)
 {

@@ -148,7 +148,8 @@ private:
         const bool wild = fdp_.ConsumeBool();
         wire.scope = wild ? fdp_.ConsumeIntegral<std::uint16_t>() : 1u << fdp_.ConsumeIntegralInRange<int>(0, 2);
         wire.caches = wild ? fdp_.ConsumeIntegral<std::uint16_t>() : LKVM_VIOMMU_INV_CACHE_IOTLB;
-        wire.flags = wild ? fdp_.ConsumeIntegral<std::uint16_t>() : fdp_.ConsumeIntegralInRange<std::uint16_t>(0, 7) & 6;
+        wire.flags =
+            wild ? fdp_.ConsumeIntegral<std::uint16_t>() : fdp_.ConsumeIntegralInRange<std::uint16_t>(0, 7) & 6;
         wire.pasid = wild ? fdp_.ConsumeIntegral<std::uint32_t>() : 0;
         wire.asid = wild ? fdp_.ConsumeIntegral<std::uint64_t>() : fdp_.ConsumeIntegralInRange<std::uint64_t>(0, 3);
         wire.granule = wild ? fdp_.ConsumeIntegral<std::uint8_t>() : fdp_.ConsumeIntegralInRange<std::uint8_t>(12, 30);
@@ -187,8 +188,8 @@ private:
 
     // The walker alone, on any TCR/TTBR pair decode_stage1 accepts.
     void walk_directly() {
-        const auto config = iommu::decode_stage1(wild_tcr(), fdp_.ConsumeBool() ? ram_address(0x1000)
-                                                                                : fdp_.ConsumeIntegral<std::uint64_t>());
+        const auto config = iommu::decode_stage1(
+            wild_tcr(), fdp_.ConsumeBool() ? ram_address(0x1000) : fdp_.ConsumeIntegral<std::uint64_t>());
         if (!config) return;
         require(config->start_level <= 3 && config->root < (std::uint64_t{1} << config->output_bits));
         const std::uint64_t at = iova();

@@ -87,12 +87,13 @@ tables_stat() {
   else rig_fail "$1/stat-fault" "lkvm counted no translation fault ($(grep '^domain' "$_s" | head -n 1))"; fi
 }
 
-# VT_CASES picks boots for a targeted run (default: all four).
-case " ${VT_CASES:-strict lazy pt off} " in *" strict "*) tables_case viommu-tables-strict 0 DMA iommu.strict=1 ;; esac
-case " ${VT_CASES:-strict lazy pt off} " in *" lazy "*) tables_case viommu-tables-lazy 8 DMA-FQ iommu.strict=0 ;; esac
+# VT_CASES picks boots for a targeted run (default: all four; commas or spaces between names).
+VT_CASES=$(echo "${VT_CASES:-strict lazy pt off}" | tr ',' ' ')
+case " $VT_CASES " in *" strict "*) tables_case viommu-tables-strict 0 DMA iommu.strict=1 ;; esac
+case " $VT_CASES " in *" lazy "*) tables_case viommu-tables-lazy 8 DMA-FQ iommu.strict=0 ;; esac
 
 # --- 3. passthrough (iommu.passthrough=1): identity domains are the device's bypass domain -------------
-case " ${VT_CASES:-strict lazy pt off} " in *" pt "*)
+case " $VT_CASES " in *" pt "*)
 run_l2 viommu-tables-pt "$LKVM" run $K -c 1 -m 256 --name viommu-tables-pt --console serial --viommu virtio,tables=on,bypass=0 \
   -d /tmp/vt-disk.img -n none -p "$A iommu.passthrough=1 rigtables=1 rigchecks=viommu,iommumode,blkrw rigviommu=1 rigiommutype=identity rigblkoff=24"
 l2_expect_boot viommu-tables-pt
@@ -101,7 +102,7 @@ l2_expect_rc viommu-tables-pt 0
 ;; esac
 
 # --- 4. no tables=on: the module stays out, the stock driver works -------------------------------------
-case " ${VT_CASES:-strict lazy pt off} " in *" off "*)
+case " $VT_CASES " in *" off "*)
 run_l2 viommu-tables-off "$LKVM" run $K -c 1 -m 256 --name viommu-tables-off --console serial --viommu virtio \
   -d /tmp/vt-disk.img --rng -n none -p "$A iommu.strict=1 rigtables=1 rigchecks=notables,viommu,iommumode,blkrw rigviommu=2 rigiommutype=DMA rigblkoff=16"
 l2_expect_boot viommu-tables-off

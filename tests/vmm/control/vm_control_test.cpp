@@ -12,6 +12,7 @@
 
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/fake_net_backend.hpp"
+#include "tests/support/stage1_tables.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/block_backend.hpp"
 #include "virtio/net.hpp"
@@ -32,6 +33,7 @@ struct TempImage {
 };
 
 struct Rig {
+    explicit Rig(viommu_test::Options options = {}) : viommu(std::move(options)) {}
     TempImage image;
     viommu_test::Harness viommu;
     support::FakeDriver disk{
@@ -118,6 +120,7 @@ TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint count
     vmm::ControlResponse dump = control.dump();
     CHECK(dump.ok);
     CHECK(has_line(dump.body, "domain 7: 1 mappings"));
+    CHECK_FALSE(has_line(dump.body, "(table)"));
     CHECK(has_line(dump.body, "[0x20000, 0x20fff] -> 0x40001000 r-"));
 
     control.stop();
@@ -238,4 +241,27 @@ TEST_CASE("VmControl stat shows each NIC's packet, byte and drop counters") {
     CHECK(stat.find("tx_packets=1 tx_bytes=60 tx_dropped=1 tx_errors=0") != std::string::npos);
     CHECK(stat.find("rx_packets=0") != std::string::npos);
     CHECK(stat.find("backend=\"fake\"") != std::string::npos);
+}
+
+TEST_CASE("VmControl stat: a table-mode domain shows its mode, walker, IOTLB and INVALIDATE counters") {
+    viommu_test::Options options;
+    options.config.tables = true;
+    Rig rig(options);
+    REQUIRE(rig.viommu.start());
+    vmm::VmControl control(rig.parts(true));
+    support::Stage1Tables tables(rig.viommu.ram(), 12, 48);
+    tables.map(0x1000, 0x4000'0000);
+    REQUIRE(rig.viommu.attach_table(1, 3, {LKVM_VIOMMU_FMT_ARM_LPAE_S1, 7, tables.tcr(), tables.root(), 0}) ==
+            VIRTIO_IOMMU_S_OK);
+    CHECK(rig.viommu.gpa_of(1, 0x1010) == 0x4000'0010u);  // a walk
+    CHECK(rig.viommu.gpa_of(1, 0x1020) == 0x4000'0020u);  // a hit
+    CHECK_FALSE(rig.viommu.gpa_of(1, 0x2000));            // a walk that faults
+    REQUIRE(rig.viommu.invalidate(3, viommu_test::invalidate_range(0x1000, 1)) == VIRTIO_IOMMU_S_OK);
+    const std::string stat = control.stat();
+    CHECK(has_line(stat,
+                   "domain 3 endpoints=1 bypass=no live_mappings=0 maps=0 unmaps=0 faults=1 errors=none "
+                   "mode=table asid=7 walks=2 walk_faults=1 iotlb_hits=1 iotlb_misses=2 iotlb_entries=0 "
+                   "iotlb_capacity=8192 iotlb_flushes=0 inv_domain=0 inv_asid=0 inv_range=1\n"));
+    CHECK(has_line(stat, " req_attach_table=1 req_invalidate=1\n"));
+    CHECK(has_line(control.dump().body, "domain 3 (table): asid=7"));
 }
