@@ -324,10 +324,11 @@ TEST_CASE("p9 server: a host loop recreating a directory and a symlink keeps eve
             flips.fetch_add(1);
         }
     });
-    // At least 2000 lookups and until the racer has flipped `race` 300 times (on a loaded host
-    // either thread may get little CPU), with a bound in case the racer gets none.
+    // At least 2000 lookups, until the racer has flipped `race` 300 times and at least one lookup
+    // found it (on a loaded host either thread may get little CPU: the racer may flip 300 times
+    // while this thread waits), with a bound in case the racer gets none.
     unsigned inside = 0, walks = 0, symlinks = 0;
-    for (unsigned i = 0; (i < 2000 || flips.load() < 300) && i < 2000000; ++i) {
+    for (unsigned i = 0; (i < 2000 || flips.load() < 300 || walks == 0) && i < 2000000; ++i) {
         // Each call REQUIREs a well-formed reply (Client::send).
         if (c.walk(kRoot, 2, {"race"}) != 0) continue;
         ++walks;
