@@ -29,12 +29,13 @@ NET_PORT=5100
 SHARE=/tmp/vt-share
 
 # stat_when TAG TEXT FILE : once the L2 log shows TEXT, `lkvm stat TAG` into FILE (the guest sleeps
-# after its checks: rigsleep below). Runs in the background next to run_l2.
+# after its checks: rigsleep below). Runs in the background next to run_l2; gives up when
+# /tmp/vt-done-TAG appears (the VMM is gone).
 stat_when() {
+  rm -f "/tmp/vt-done-$1"
   (
-    _i=0
-    while [ $_i -lt 4200 ] && ! grep -q "$2" "/tmp/l2-$1.log" 2>/dev/null; do sleep 0.1; _i=$((_i + 1)); done
-    rig_capture 10 "$3" "$LKVM" stat "$1"
+    while [ ! -e "/tmp/vt-done-$1" ] && ! grep -q "$2" "/tmp/l2-$1.log" 2>/dev/null; do sleep 0.1; done
+    [ -e "/tmp/vt-done-$1" ] || rig_capture 10 "$3" "$LKVM" stat "$1"
   ) &
   STAT_JOB=$!
 }
@@ -45,13 +46,15 @@ TABLE_CHECKS=viommu,tables,iommumode,blkrw,netdhcp,netfetch,p9rw,rng,tablesfault
 tables_case() {
   _t=$1 _off=$2 _type=$3; shift 3
   rm -rf "$SHARE"; mkdir -p "$SHARE"
-  timeout 200 nc -l -p "$NET_PORT" </tmp/vt-netblob >/dev/null 2>&1 &
+  timeout "$L2_TIMEOUT" nc -l -p "$NET_PORT" </tmp/vt-netblob >/dev/null 2>&1 &
   _serve=$!
   stat_when "$_t" "RIG-CHECK [A-Z]* tablesfault" "/tmp/vt-stat-$_t.txt"
   run_l2 "$_t" "$LKVM" run $K -c 1 -m 256 --name "$_t" --console serial --viommu virtio,tables=on \
     -d /tmp/vt-disk.img --rng -n mode=user --9p "$SHARE,share" \
     -p "$A $* rigtables=1 rigchecks=$TABLE_CHECKS rigviommu=4 rigiommutype=$_type rigblkoff=$_off rigblkmb=8 rigp9=share rigp9rwmb=2 rignetip=10.0.2.15 rignetsrc=10.0.2.2:$NET_PORT rignetsha=$NET_SHA rignetbytes=$NET_BYTES rigsleep=6"
+  touch "/tmp/vt-done-$_t"
   wait "$STAT_JOB" 2>/dev/null
+  rm -f "/tmp/vt-done-$_t"
   kill "$_serve" 2>/dev/null
   wait "$_serve" 2>/dev/null
   l2_expect_boot "$_t"
