@@ -139,8 +139,11 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
             const IotlbStats iotlb = table->iotlb.stats();
             vmm::append_format(out,
                                "domain %u (table): asid=%u tcr=%#" PRIx64 " ttbr=%#" PRIx64 " walks=%" PRIu64
-                               " walk_faults=%" PRIu64 " iotlb_entries=%" PRIu64 " faults=%" PRIu64,
-                               id, t.asid, t.tcr, t.ttbr, iotlb.walks, iotlb.walk_faults, iotlb.entries,
+                               " walk_faults=%" PRIu64 " iotlb_entries=%" PRIu64 " hits=%" PRIu64 " misses=%" PRIu64
+                               " invalidations=%" PRIu64 " faults=%" PRIu64,
+                               id, t.asid, t.tcr, t.ttbr, iotlb.walks, iotlb.walk_faults, iotlb.entries, iotlb.hits,
+                               iotlb.misses,
+                               iotlb.invalidations_domain + iotlb.invalidations_asid + iotlb.invalidations_range,
                                state->faults.load(std::memory_order_relaxed));
             append_statuses(out, state->statuses);
             out += '\n';

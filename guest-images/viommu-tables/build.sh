@@ -45,8 +45,8 @@ for p in "${PKGS[@]}"; do
   name=${p%%:*}
   ls "$CACHE/debs/${name}"_*.deb >/dev/null 2>&1 && continue
   say "downloading $p"
-  (cd "$CACHE/debs" && apt-get download -q "${APT_DL_OPTS[@]}" "$p" >/dev/null) ||
-    die "apt-get download $p failed: is the suite that carries kernel $VER in apt's sources (apt-get update)?"
+  (cd "$CACHE/debs" && apt-get download -q "${APT_DL_OPTS[@]}" "$p" >/dev/null 2>"$CACHE/apt.err") ||
+    die "apt-get download $p failed ($(grep -m1 '^E:' "$CACHE/apt.err")): is the suite that carries kernel $VER in apt's sources (apt-get update)?"
 done
 ROOT=$CACHE/root
 debs=$(cd "$CACHE/debs" && ls -1 ./*.deb | LC_ALL=C sort)

@@ -19,7 +19,8 @@
 # slowness does not distort. Lines starting with RIG-BENCH are the results (copy:
 # /mnt/results/blk-bench.txt).
 # Environment: N, REPS, BENCH_MB (disk size, default 64), COUNT_4K (default 1024), COUNT_1M
-# (default 64), CONFIGS (default: all six above, separated by spaces or commas).
+# (default 64), CONFIGS (default: all of the above but the poll variants other than poll200,
+# separated by spaces or commas).
 . /mnt/rig/lib.sh
 
 N=${N:-1}

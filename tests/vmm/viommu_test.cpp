@@ -211,6 +211,30 @@ struct Rig {
     }
     support::FakeGuestRam& ram() { return viommu->ram(); }
 
+    // With the first 2 MiB of RAM translated one to one and nothing above: a read into mapped
+    // RAM works, one at RAM + 3 MiB answers IOERR and posts a MAPPING write fault into the event
+    // buffer at `event`, and the device keeps running.
+    void check_dma(std::uint64_t event) {
+        const std::uint64_t mapped = ram().alloc(512);
+        REQUIRE(mapped + 512 <= ram().base() + (2 << 20));
+        CHECK(read(mapped, 512) == VIRTIO_BLK_S_OK);
+        CHECK(ram().read_obj<std::uint8_t>(mapped + 1) == 14);
+
+        const std::uint64_t unmapped = ram().base() + (3 << 20);
+        CHECK(read(unmapped, 512) == VIRTIO_BLK_S_IOERR);
+        auto used = viommu->pop_used(1);
+        REQUIRE(used);
+        CHECK(used->len == 24);
+        const auto fault = ram().read_obj<virtio_iommu_fault>(event);
+        CHECK(fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
+        CHECK(fault.endpoint == 0x10001);
+        CHECK(fault.address == unmapped);
+        CHECK(fault.flags == (VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
+
+        // Still running: the next mapped request succeeds.
+        CHECK(read(mapped, 512) == VIRTIO_BLK_S_OK);
+    }
+
     // A virtio-blk IN request for `length` bytes of sector 0 into `data`; returns the status byte.
     std::uint8_t read(std::uint64_t data, std::uint32_t length) {
         virtio_blk_outhdr h{};
@@ -282,23 +306,7 @@ TEST_CASE(
     REQUIRE(rig.blk->start());
     CHECK((rig.blk->negotiated() & virtio::feature_bit(VIRTIO_F_ACCESS_PLATFORM)) != 0);
 
-    const std::uint64_t mapped = rig.ram().alloc(512);
-    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
-    CHECK(rig.ram().read_obj<std::uint8_t>(mapped + 1) == 14);
-
-    const std::uint64_t unmapped = base + (3 << 20);
-    CHECK(rig.read(unmapped, 512) == VIRTIO_BLK_S_IOERR);
-    auto used = rig.viommu->pop_used(1);
-    REQUIRE(used);
-    CHECK(used->len == 24);
-    const auto fault = rig.ram().read_obj<virtio_iommu_fault>(event);
-    CHECK(fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
-    CHECK(fault.endpoint == 0x10001);
-    CHECK(fault.address == unmapped);
-    CHECK(fault.flags == (VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
-
-    // Still running: the next mapped request succeeds.
-    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
+    rig.check_dma(event);
     CHECK((rig.blk->status() & VIRTIO_CONFIG_S_NEEDS_RESET) == 0);
     CHECK(rig.setup.dump().find("65537") != std::string::npos);  // endpoint 0x10001
 }
@@ -328,20 +336,7 @@ TEST_CASE(
     REQUIRE(iommu::Iommu::Batch(model).attach_table(0x10001, 1, table) == iommu::Status::Ok);
     REQUIRE(rig.blk->start());
 
-    const std::uint64_t mapped = rig.ram().alloc(512);
-    REQUIRE(mapped + 512 <= base + (2 << 20));
-    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
-    CHECK(rig.ram().read_obj<std::uint8_t>(mapped + 1) == 14);
-
-    const std::uint64_t unmapped = base + (3 << 20);
-    CHECK(rig.read(unmapped, 512) == VIRTIO_BLK_S_IOERR);
-    auto used = rig.viommu->pop_used(1);
-    REQUIRE(used);
-    const auto fault = rig.ram().read_obj<virtio_iommu_fault>(event);
-    CHECK(fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
-    CHECK(fault.address == unmapped);
-    CHECK(fault.flags == (VIRTIO_IOMMU_FAULT_F_WRITE | VIRTIO_IOMMU_FAULT_F_ADDRESS));
-    CHECK(rig.read(mapped, 512) == VIRTIO_BLK_S_OK);
+    rig.check_dma(event);
 
     const auto domain = model.domain_stats(1);
     REQUIRE(domain);
