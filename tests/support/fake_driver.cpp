@@ -51,8 +51,15 @@ std::vector<std::uint8_t> FakeGuestRam::read_bytes(std::uint64_t gpa, std::size_
 }
 
 void FakeGuestRam::fill(std::uint64_t gpa, std::size_t length, std::uint8_t value) const {
-    std::vector<std::uint8_t> bytes(length, value);
-    write(gpa, bytes);
+    if (length == 0) return;
+    std::uint8_t* host = memory_.host_pointer(vmm::GuestPhysAddr{gpa}, length);
+    if (!host) throw std::runtime_error("FakeGuestRam: fill outside RAM");
+    std::memset(host, value, length);
+}
+
+void FakeGuestRam::clear() {
+    fill(base_, size_, 0);
+    next_ = base_;
 }
 
 FakeDriver::FakeDriver(std::unique_ptr<virtio::Device> device, std::shared_ptr<FakeGuestRam> ram,

@@ -40,6 +40,9 @@ public:
     void read(std::uint64_t gpa, std::span<std::uint8_t> bytes) const;
     std::vector<std::uint8_t> read_bytes(std::uint64_t gpa, std::size_t length) const;
     void fill(std::uint64_t gpa, std::size_t length, std::uint8_t value) const;
+    // Back to the state of a fresh RAM (all zero, nothing handed out), for a fuzz harness that
+    // reuses one RAM across inputs instead of faulting in a new mapping for each.
+    void clear();
     template <class T>
     void write_obj(std::uint64_t gpa, const T& value) const {
         static_assert(std::is_trivially_copyable_v<T>);
