@@ -46,10 +46,18 @@ CPPFLAGS := -I. -MMD -MP
 CXXSTD   := -std=c++20
 OPT      ?= -O2 -g
 
-# ---- flavours: native (unit tests), asan (unit tests under sanitizers), arm64 (the VMM) --------------
+# ---- flavours: native (unit tests), asan (unit tests and fuzzers under sanitizers), arm64 (the VMM) --
+# Host builds carry line tables, not full debug information (a third of the compile time): stack
+# traces keep file:line, and `make NATIVE_OPT='-O0 -g' TEST_OPT='-O0 -g'` gives a debugger more.
+# Tests need no -O2 either: -O1 compiles them in half the time. The asan flavour is built by clang with libFuzzer's
+# coverage hooks, so that the unit tests under sanitizers and the fuzz targets link the same
+# objects: one sanitizer build of the tree instead of two.
 NATIVE_CXX   ?= g++
-NATIVE_FLAGS := $(CXXSTD) $(WARNINGS) $(OPT)
-ASAN_FLAGS   := $(CXXSTD) $(WARNINGS) -O1 -g -fno-omit-frame-pointer \
+NATIVE_OPT   ?= -O2 -g1
+NATIVE_FLAGS := $(CXXSTD) $(WARNINGS) $(NATIVE_OPT)
+TEST_OPT     ?= -O1 -g1
+SAN_CXX      ?= clang++
+ASAN_FLAGS   := $(CXXSTD) $(WARNINGS) -O1 -g1 -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 LKVM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lkvm-rig
@@ -92,9 +100,12 @@ all: unit lkvm
 $(BUILD)/native/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(NATIVE_CXX) $(NATIVE_FLAGS) $(CPPFLAGS) -c $< -o $@
+$(BUILD)/native/obj/tests/%.o: tests/%.cpp
+	@mkdir -p $(dir $@)
+	$(NATIVE_CXX) $(CXXSTD) $(WARNINGS) $(TEST_OPT) $(CPPFLAGS) -c $< -o $@
 $(BUILD)/asan/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(NATIVE_CXX) $(ASAN_FLAGS) $(CPPFLAGS) -c $< -o $@
+	$(SAN_CXX) $(ASAN_FLAGS) -fsanitize=fuzzer-no-link $(CPPFLAGS) -c $< -o $@
 $(BUILD)/arm64/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(ARM64_CXX) $(ARM64_FLAGS) $(CPPFLAGS) $(ARM64_CPPFLAGS) -c $< -o $@
@@ -107,7 +118,7 @@ $(ASAN_LIB): $(call objs,asan,$(SRCS_portable))
 $(UNIT): $(call objs,native,$(TEST_SRCS)) $(NATIVE_LIB)
 	$(NATIVE_CXX) $(NATIVE_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 $(UNIT_ASAN): $(call objs,asan,$(TEST_SRCS)) $(ASAN_LIB)
-	$(NATIVE_CXX) $(ASAN_FLAGS) -o $@ $^ $(NATIVE_LIBS)
+	$(SAN_CXX) $(ASAN_FLAGS) -o $@ $^ $(NATIVE_LIBS)
 
 # `lkvm --version` names the commit it was built from. Only vmm/cli.cpp sees it, and a stamp file
 # that changes only when the description does rebuilds just that object.
@@ -117,8 +128,8 @@ $(VERSION_STAMP): FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(GIT_COMMIT)' | cmp -s - $@ || echo '$(GIT_COMMIT)' >$@
 FORCE:
-$(foreach flavour,native asan arm64 fuzz,$(BUILD)/$(flavour)/obj/vmm/cli.o): $(VERSION_STAMP)
-$(foreach flavour,native asan arm64 fuzz,$(BUILD)/$(flavour)/obj/vmm/cli.o): CPPFLAGS += -DLKVM_GIT_COMMIT='"$(GIT_COMMIT)"'
+$(foreach flavour,native asan arm64,$(BUILD)/$(flavour)/obj/vmm/cli.o): $(VERSION_STAMP)
+$(foreach flavour,native asan arm64,$(BUILD)/$(flavour)/obj/vmm/cli.o): CPPFLAGS += -DLKVM_GIT_COMMIT='"$(GIT_COMMIT)"'
 
 $(LKVM): $(call objs,arm64,$(SRCS_lkvm) vmm/main.cpp) $(ARM64_LIBFDT) $(ARM64_SLIRP)
 	$(ARM64_CXX) $(ARM64_FLAGS) -o $@ $(filter %.o,$^) $(ARM64_LDFLAGS) $(or $(ARM64_LIBFDT),-lfdt) $(ARM64_SLIRP_LIBS)
@@ -135,18 +146,14 @@ asan: $(UNIT_ASAN)
 	UBSAN_OPTIONS=print_stacktrace=1 $(UNIT_ASAN)
 lkvm: $(LKVM)
 
-# ---- fuzzing (clang + libFuzzer) --------------------------------------------------------------------
-FUZZ_CXX     ?= clang++
-FUZZ_FLAGS   := $(CXXSTD) $(WARNINGS) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+# ---- fuzzing (clang + libFuzzer), linked from the asan flavour's objects ------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_BINS    := $(patsubst tests/fuzz/%.cpp,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
-FUZZ_LIBSRCS := $(SRCS_portable) $(filter-out tests/main.cpp,$(wildcard tests/support/*.cpp))
+FUZZ_SUPPORT := $(call objs,asan,$(filter-out tests/main.cpp,$(wildcard tests/support/*.cpp)))
 
-$(BUILD)/fuzz/obj/%.o: %.cpp
+$(BUILD)/fuzz/%: $(BUILD)/asan/obj/tests/fuzz/%.o $(FUZZ_SUPPORT) $(ASAN_LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CXX) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) $(CPPFLAGS) -c $< -o $@
-$(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/tests/fuzz/%.o $(call objs,fuzz,$(FUZZ_LIBSRCS))
-	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $^ $(NATIVE_LIBS)
+	$(SAN_CXX) $(ASAN_FLAGS) -fsanitize=fuzzer -o $@ $^ $(NATIVE_LIBS)
 fuzz-build: $(FUZZ_BINS)
 fuzz: $(FUZZ_BINS)
 	tests/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS)

@@ -97,9 +97,10 @@ if ls tests/fuzz/*.cpp >/dev/null 2>&1; then
             target=$(basename "$bin")
             corpus=tests/fuzz/corpus/${target#fuzz_}
             mkdir -p "$BUILD/fuzz/scratch-$target" "$corpus"
-            # Replay the seed corpus, then a short bounded random run.
-            single "$target" "$bin" -runs=5000 -max_total_time=10 -print_final_stats=0 \
-                "$BUILD/fuzz/scratch-$target" "$corpus"
+            # Replay the seed corpus; `make test` adds a short bounded random run.
+            runs=(-runs=0)
+            [ "$MODE" = test ] && runs=(-runs=5000 -max_total_time=10)
+            single "$target" "$bin" "${runs[@]}" -print_final_stats=0 "$BUILD/fuzz/scratch-$target" "$corpus"
         done
     else
         count "fuzz build" 0 1

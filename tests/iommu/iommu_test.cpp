@@ -38,7 +38,10 @@ struct Model {
 
 // Every listener endpoint's host state mirrors the model: same domain, same mappings.
 void check_mirrors(const Model& m) {
-    for (const auto& [id, state] : m.backend->states()) {
+    for (const auto& entry : m.backend->states()) {
+        // Named copies, not a structured binding: CAPTURE's lambda may not capture one (C++17).
+        const iommu::EndpointId id = entry.first;
+        const auto& state = entry.second;
         CAPTURE(id);
         const auto stats = m.iommu->endpoint_stats(id);
         REQUIRE(stats);

@@ -18,7 +18,6 @@ using iommu::ResvRegion;
 
 namespace {
 
-constexpr std::uint32_t kRW = VIRTIO_IOMMU_MAP_F_READ | VIRTIO_IOMMU_MAP_F_WRITE;
 constexpr std::uint64_t kRam = 0x4000'0000;
 constexpr std::uint64_t kMsiFirst = 0x800'0000, kMsiLast = 0x80f'ffff;
 
