@@ -38,7 +38,7 @@ for b in ${BENCHES:-boot blk nvme p9 net}; do
     boot) timeout=$((120 + N * 2 * 60)); args=("N=$N") ;;
     blk) timeout=$((300 + ${BLK_N:-1} * 10 * 150)); args=("N=${BLK_N:-1}" "REPS=${BLK_REPS:-3}") ;;
     nvme) timeout=$((300 + ${NVME_N:-1} * 5 * 200)); args=("N=${NVME_N:-1}" "REPS=${NVME_REPS:-3}") ;;
-    p9) timeout=$((300 + ${P9_N:-1} * ${P9_REPS:-1} * 2 * 600)); args=("N=${P9_N:-1}" "REPS=${P9_REPS:-1}") ;;
+    p9) timeout=$((300 + ${P9_N:-1} * 2 * (300 + ${P9_REPS:-1} * 64 * 20))); args=("N=${P9_N:-1}" "REPS=${P9_REPS:-1}") ;;
     net) timeout=$((300 + ${NET_N:-1} * 6 * 200)); args=("N=${NET_N:-1}" "REPS=${NET_REPS:-2}" "NET_MB=${NET_MB:-16}") ;;
     *) echo "bench: unknown benchmark '$b' (boot, blk, nvme, p9, net)"; rc=2; continue ;;
   esac
