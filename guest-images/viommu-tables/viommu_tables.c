@@ -184,9 +184,10 @@ out:
 /*
  * INVALIDATE (iommu/page_tables.md "INVALIDATE"). A domain no endpoint is attached to does not
  * exist in the device (the last DETACH destroyed it with everything cached), so there is nothing
- * to invalidate.
+ * to invalidate. Returns the request's status as an errno: for a shadowed endpoint, -ENOMEM means
+ * the host could not map part of the range ("Shadowed endpoints").
  */
-static void vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u64 nr_pages,
+static int vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u64 nr_pages,
 			  unsigned int granule_shift, bool leaf)
 {
 	struct lkvm_viommu_req_invalidate req = {
@@ -199,7 +200,7 @@ static void vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, 
 	int ret;
 
 	if (!atomic_read(&dom->nr_endpoints))
-		return;
+		return 0;
 	if (scope != LKVM_VIOMMU_INV_DOMAIN) {
 		flags |= LKVM_VIOMMU_INV_F_ASID;
 		req.asid = cpu_to_le64(dom->asid);
@@ -219,15 +220,16 @@ static void vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, 
 	atomic64_inc(scope == LKVM_VIOMMU_INV_RANGE ? &dom->vt->n.invalidate_range :
 		     scope == LKVM_VIOMMU_INV_ASID ? &dom->vt->n.invalidate_asid :
 						      &dom->vt->n.invalidate_domain);
+	return ret;
 }
 
-static void vt_invalidate_range(struct vt_domain *dom, unsigned long iova, size_t size,
-				size_t granule, bool leaf)
+static int vt_invalidate_range(struct vt_domain *dom, unsigned long iova, size_t size,
+			       size_t granule, bool leaf)
 {
 	unsigned long start = ALIGN_DOWN(iova, granule);
 
-	vt_invalidate(dom, LKVM_VIOMMU_INV_RANGE, start, DIV_ROUND_UP(iova + size - start, granule),
-		      __ffs(granule), leaf);
+	return vt_invalidate(dom, LKVM_VIOMMU_INV_RANGE, start,
+			     DIV_ROUND_UP(iova + size - start, granule), __ffs(granule), leaf);
 }
 
 /* --- io-pgtable callbacks: what the library changed in the table, turned into INVALIDATE ------ */
@@ -526,14 +528,18 @@ static void vt_iotlb_sync(struct iommu_domain *domain, struct iommu_iotlb_gather
 			    gather->pgsize, true);
 }
 
-/* New mappings need no request, unless the endpoint's tables are shadowed (TABLE_F_SHADOW). */
+/*
+ * New mappings need no request, unless the endpoint's tables are shadowed (TABLE_F_SHADOW). A
+ * range the host could not map fails the mapping: the IOMMU core then unmaps it again and the
+ * DMA API reports the error to the device's driver, instead of letting DMA fault in the host.
+ */
 static int vt_iotlb_sync_map(struct iommu_domain *domain, unsigned long iova, size_t size)
 {
 	struct vt_domain *dom = to_vt_domain(domain);
 
-	if (dom->shadow)
-		vt_invalidate_range(dom, iova, size, 1UL << __ffs(domain->pgsize_bitmap), true);
-	return 0;
+	if (!dom->shadow)
+		return 0;
+	return vt_invalidate_range(dom, iova, size, 1UL << __ffs(domain->pgsize_bitmap), true);
 }
 
 /* Lazy mode's flush queue and explicit flushes: every entry of the domain's ASID. */

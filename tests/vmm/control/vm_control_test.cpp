@@ -265,3 +265,27 @@ TEST_CASE("VmControl stat: a table-mode domain shows its mode, walker, IOTLB and
     CHECK(has_line(stat, " req_attach_table=1 req_invalidate=1\n"));
     CHECK(has_line(control.dump().body, "domain 3 (table): asid=7"));
 }
+
+TEST_CASE("VmControl stat: a shadowed table-mode domain shows its host runs, refusals and re-walks") {
+    auto backend = std::make_shared<iommu::testing::MockIommuBackend>();
+    viommu_test::Options options = viommu_test::with_backend(backend);
+    options.config.tables = true;
+    Rig rig(options);
+    REQUIRE(rig.viommu.start());
+    vmm::VmControl control(rig.parts(true));
+    support::Stage1Tables tables(rig.viommu.ram(), 12, 48);
+    tables.map(0x1000, 0x4000'0000);
+    tables.map(0x2000, 0x4000'1000);
+    REQUIRE(rig.viommu.attach_table(10, 3, {LKVM_VIOMMU_FMT_ARM_LPAE_S1, 7, tables.tcr(), tables.root(), 0}) ==
+            VIRTIO_IOMMU_S_OK);
+    backend->set_budget(1);
+    tables.map(0x8000, 0x4000'8000);
+    REQUIRE(rig.viommu.invalidate(3, viommu_test::invalidate_range(0x8000, 1)) == VIRTIO_IOMMU_S_NOMEM);
+    const std::string stat = control.stat();
+    CHECK(has_line(stat,
+                   " inv_range=1 shadow=yes host_runs=1 host_kib=8 run_maps=1 run_unmaps=0 shadow_refusals=1 "
+                   "rewalks=2 walk_reads=2052 walks_cut=0\n"));
+    CHECK(has_line(control.dump().body, " shadow: host_runs=1 host_kib=8 "));
+    REQUIRE(rig.viommu.detach(10, 3) == VIRTIO_IOMMU_S_OK);
+    CHECK_FALSE(has_line(control.stat(), "shadow=yes"));
+}
