@@ -255,6 +255,10 @@ bench_rounds() {
 # bench_median FILE CONFIG BS : median MB/s of CONFIG at block size BS
 bench_median() { awk -v c="$2" -v b="$3" '$1 == c && $2 == b { print $3 }' "$1" | median; }
 
+# lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
+lkvm_pid() {
+  for _d in /proc/[0-9]*; do [ "$(cat "$_d/comm" 2>/dev/null)" = lkvm ] && echo "${_d#/proc/}"; done | sort -n | tail -n 1
+}
 # nvme_bdf : PCI address of the first NVMe controller (class 0x010802)
 nvme_bdf() {
   for _d in /sys/bus/pci/devices/*; do

@@ -37,10 +37,6 @@ rig_pass vfio/bind "$B -> vfio-pci, IOMMU group $G, reserved: $(tr '\n' ';' <"/s
 rig_cli_error vfio/twice 'given twice' "$LKVM" run $K --vfio-pci "$B" --vfio-pci "${B#0000:}" -p "$A"
 
 # --- VmLck sampler: what VFIO has pinned for lkvm, every 0.2 s ------------------------------------
-# lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
-lkvm_pid() {
-  for _d in /proc/[0-9]*; do [ "$(cat "$_d/comm" 2>/dev/null)" = lkvm ] && echo "${_d#/proc/}"; done | sort -n | tail -n 1
-}
 # vmlck_start TAG : samples the newest lkvm process into /tmp/vmlck-TAG until it exits
 vmlck_start() {
   : >"/tmp/vmlck-$1"

@@ -1,0 +1,84 @@
+# Runs in L1. Page-table handover for an assigned PCI function (iommu/page_tables.md, "Shadowed
+# endpoints"): the L1 NVMe (QEMU's default MSI-X layout) behind --viommu vfio,tables=on, with our
+# viommu_tables driver in L2 (rigtables=1), which sees TABLE_F_SHADOW in PROBE and INVALIDATEs new
+# mappings too; lkvm mirrors the guest's table into the VFIO container. Strict (iommu.strict=1)
+# and lazy (iommu.strict=0) mode, each twice in a row: 8 MiB written to the NVMe and read back,
+# MSI-X through the ITS; `lkvm stat` sampled while the guest runs shows the NVMe's domain in table
+# mode with shadow=yes and host runs that follow the guest's mappings, and after exit no VM answers
+# and lkvm's teardown leaves no host DMA entry. Then L1's nvme driver reads what L2 wrote.
+#   SHADOW_CASES=strict,lazy picks modes for a targeted run (default both).
+. /mnt/rig/lib.sh
+
+rig_need_lkvm
+L2_TIMEOUT=${L2_TIMEOUT:-300}
+A="console=ttyS0 quiet panic=-1"
+K="-k $L2_KERNEL -i $L2_INITRD -c 1 -m 256 --console serial -n none"  # -n none: no default user-mode NIC
+OFF=96  # MiB offset of the pattern L2 writes (vfio.test.sh uses 64..72)
+MB=8
+
+B=$(nvme_bdf) || { rig_fail shadow/nvme "no NVMe controller in L1"; rig_finish; }
+G=$(bind_vfio "$B") || { rig_fail shadow/bind "could not bind $B to vfio-pci"; rig_finish; }
+rig_pass shadow/bind "$B -> vfio-pci, IOMMU group $G"
+
+# stat_sample TAG : every 0.5 s while lkvm runs, the shadowed domain's host runs (host_runs=) into
+# /tmp/shadow-runs-TAG and the VFIO container's host entries into /tmp/shadow-host-TAG.
+stat_sample() {
+  : >"/tmp/shadow-runs-$1"; : >"/tmp/shadow-host-$1"; : >"/tmp/shadow-stat-$1"
+  ( i=0; while [ -z "$(lkvm_pid)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    while [ -n "$(lkvm_pid)" ]; do
+      "$LKVM" stat "$1" >"/tmp/shadow-now-$1" 2>/dev/null
+      grep '^domain .* shadow=yes' "/tmp/shadow-now-$1" | tail -n 1 >>"/tmp/shadow-stat-$1"
+      sed -n 's/^domain .* shadow=yes host_runs=\([0-9]*\) .*/\1/p' "/tmp/shadow-now-$1" >>"/tmp/shadow-runs-$1"
+      sed -n 's/^vfio group .* \([0-9]*\)\/[0-9]* host entries.*/\1/p' "/tmp/shadow-now-$1" >>"/tmp/shadow-host-$1"
+      sleep 0.5
+    done ) &
+  STAT_PID=$!
+}
+
+# shadow_case TAG OFFSET GROUP-TYPE CMDLINE... : one L2 boot with all checks
+shadow_case() {
+  _t=$1 _off=$2 _type=$3; shift 3
+  stat_sample "$_t"
+  run_l2 "$_t" "$LKVM" run $K --name "$_t" --vfio-pci "$B" --viommu vfio,tables=on --debug \
+    -p "$A $* rigtables=1 rigviommu=1 rigiommutype=$_type rigchecks=tables,iommumode,nvme,nvmerw,msix rignvmeoff=$_off rignvmemb=$MB"
+  wait "$STAT_PID" 2>/dev/null
+  l2_expect_boot "$_t"
+  l2_expect "$_t" tables iommumode nvme nvmerw msix
+  l2_expect_rc "$_t" 0
+  _runs=$(sort -nu "/tmp/shadow-runs-$_t" | tr '\n' ' ')
+  _max=$(sort -n "/tmp/shadow-runs-$_t" | tail -n 1)
+  if [ "${_max:-0}" -gt 0 ]; then rig_pass "$_t/stat-shadow" "host_runs seen: $_runs; last: $(tail -n 1 "/tmp/shadow-stat-$_t" | sed 's/.* shadow=yes //')"
+  else rig_fail "$_t/stat-shadow" "no shadowed domain with host runs in lkvm stat: '${_runs:-none}' ($(head -c 300 "/tmp/shadow-now-$_t" | tr '\n' '|'))"; fi
+  _h=$(sort -nu "/tmp/shadow-host-$_t" | tr '\n' ' ')
+  if [ "$(sort -nu "/tmp/shadow-host-$_t" | wc -l)" -ge 2 ]; then rig_pass "$_t/stat-host" "VFIO host entries followed the guest: $_h"
+  else rig_fail "$_t/stat-host" "VFIO host entries did not move: '${_h:-none}'"; fi
+  if "$LKVM" stat "$_t" >/dev/null 2>&1; then rig_fail "$_t/stat-gone" "lkvm stat still answers after exit"
+  else rig_pass "$_t/stat-gone" "no VM named $_t after exit"; fi
+  l2_expect_text "$_t" teardown 'vfio: after teardown: 0 host DMA entries, 0 KiB pinned'
+  L2_SUM=$(tr -d '\r' <"$L2_LOG" | sed -n "s/.*RIG-CHECK PASS nvmerw ${MB}MiB sha256=\([0-9a-f]*\).*/\1/p" | head -n 1)
+}
+
+SHADOW_CASES=$(echo "${SHADOW_CASES:-strict lazy}" | tr ',' ' ')
+last_off= last_sum=
+for mode in $SHADOW_CASES; do
+  case $mode in strict) strict=1 type=DMA base=$OFF ;; lazy) strict=0 type=DMA-FQ base=$((OFF + 2 * MB)) ;; *) continue ;; esac
+  for round in 1 2; do
+    off=$((base + (round - 1) * MB))
+    shadow_case "shadow-$mode-$round" "$off" "$type" "iommu.strict=$strict"
+    last_off=$off last_sum=$L2_SUM
+  done
+done
+
+# --- back to L1's nvme driver: it reads what L2 wrote last ---------------------------------------
+unbind_vfio "$B"
+i=0; while [ -z "$(nvme_ns "$B")" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+ns=$(nvme_ns "$B")
+if [ -n "$ns" ]; then
+  rig_pass shadow/release "$B back on the nvme driver ($ns)"
+  check_eq shadow/l1-sees-l2-data \
+    "$(dd if="/dev/$ns" bs=1M count=$MB skip="${last_off:-0}" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)" \
+    "${last_sum:-none}"
+else
+  rig_fail shadow/release "no namespace came back after unbinding $B"
+fi
+rig_finish
