@@ -20,35 +20,24 @@ B=$(nvme_bdf) || { rig_fail shadow/nvme "no NVMe controller in L1"; rig_finish; 
 G=$(bind_vfio "$B") || { rig_fail shadow/bind "could not bind $B to vfio-pci"; rig_finish; }
 rig_pass shadow/bind "$B -> vfio-pci, IOMMU group $G"
 
-# stat_sample TAG : every 0.5 s while lkvm runs, the shadowed domain's host runs (host_runs=) into
-# /tmp/shadow-runs-TAG and the VFIO container's host entries into /tmp/shadow-host-TAG.
-stat_sample() {
-  : >"/tmp/shadow-runs-$1"; : >"/tmp/shadow-host-$1"; : >"/tmp/shadow-stat-$1"
-  ( i=0; while [ -z "$(lkvm_pid)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    while [ -n "$(lkvm_pid)" ]; do
-      "$LKVM" stat "$1" >"/tmp/shadow-now-$1" 2>/dev/null
-      grep '^domain .* shadow=yes' "/tmp/shadow-now-$1" | tail -n 1 >>"/tmp/shadow-stat-$1"
-      sed -n 's/^domain .* shadow=yes host_runs=\([0-9]*\) .*/\1/p' "/tmp/shadow-now-$1" >>"/tmp/shadow-runs-$1"
-      sed -n 's/^vfio group .* \([0-9]*\)\/[0-9]* host entries.*/\1/p' "/tmp/shadow-now-$1" >>"/tmp/shadow-host-$1"
-      sleep 0.5
-    done ) &
-  STAT_PID=$!
-}
-
 # shadow_case TAG OFFSET GROUP-TYPE CMDLINE... : one L2 boot with all checks
 shadow_case() {
   _t=$1 _off=$2 _type=$3; shift 3
-  stat_sample "$_t"
+  stat_follow "$_t" "/tmp/shadow-stat-$_t"
   run_l2 "$_t" "$LKVM" run $K --name "$_t" --vfio-pci "$B" --viommu vfio,tables=on --debug \
     -p "$A $* rigtables=1 rigviommu=1 rigiommutype=$_type rigchecks=tables,iommumode,nvme,nvmerw,msix rignvmeoff=$_off rignvmemb=$MB"
   wait "$STAT_PID" 2>/dev/null
+  # The shadowed domain's host runs (host_runs=) and the VFIO container's host entries, per sample.
+  _st=/tmp/shadow-stat-$_t
+  sed -n 's/^domain .* shadow=yes host_runs=\([0-9]*\) .*/\1/p' "$_st" >"/tmp/shadow-runs-$_t"
+  sed -n 's/^vfio group .* \([0-9]*\)\/[0-9]* host entries.*/\1/p' "$_st" >"/tmp/shadow-host-$_t"
   l2_expect_boot "$_t"
   l2_expect "$_t" tables iommumode nvme nvmerw msix
   l2_expect_rc "$_t" 0
   _runs=$(sort -nu "/tmp/shadow-runs-$_t" | tr '\n' ' ')
   _max=$(sort -n "/tmp/shadow-runs-$_t" | tail -n 1)
-  if [ "${_max:-0}" -gt 0 ]; then rig_pass "$_t/stat-shadow" "host_runs seen: $_runs; last: $(tail -n 1 "/tmp/shadow-stat-$_t" | sed 's/.* shadow=yes //')"
-  else rig_fail "$_t/stat-shadow" "no shadowed domain with host runs in lkvm stat: '${_runs:-none}' ($(head -c 300 "/tmp/shadow-now-$_t" | tr '\n' '|'))"; fi
+  if [ "${_max:-0}" -gt 0 ]; then rig_pass "$_t/stat-shadow" "host_runs seen: $_runs; last: $(grep 'shadow=yes' "$_st" | tail -n 1 | sed 's/.* shadow=yes //')"
+  else rig_fail "$_t/stat-shadow" "no shadowed domain with host runs in lkvm stat: '${_runs:-none}' ($(grep '^domain' "$_st" | tail -n 1))"; fi
   _h=$(sort -nu "/tmp/shadow-host-$_t" | tr '\n' ' ')
   if [ "$(sort -nu "/tmp/shadow-host-$_t" | wc -l)" -ge 2 ]; then rig_pass "$_t/stat-host" "VFIO host entries followed the guest: $_h"
   else rig_fail "$_t/stat-host" "VFIO host entries did not move: '${_h:-none}'"; fi
