@@ -17,29 +17,21 @@
 #include <string>
 #include <vector>
 
-#include "devices/vfio/dma_mapper.hpp"
-#include "devices/vfio/group.hpp"
-#include "iommu/iommu.hpp"
 #include "iommu/uapi/virtio_iommu_tables.h"
 #include "tests/support/fake_driver.hpp"
-#include "tests/support/mock_vfio_host.hpp"
 #include "tests/support/stage1_tables.hpp"
+#include "tests/support/vfio_isolation.hpp"
 
 namespace {
 
-using devices::vfio::Container;
-using devices::vfio::DmaMapper;
-using devices::vfio::Group;
 using devices::vfio::testing::MockDma;
-using devices::vfio::testing::MockVfioHost;
+using support::kIsolationVfio;
 
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kBlock = 2 << 20;   // a 2 MiB block at IOVA kBlock
 constexpr std::uint64_t kWindowPages = 64;  // pages at IOVA 0 .. 256 KiB
 constexpr iommu::DomainId kDomain = 5;
 constexpr iommu::EndpointId kEmulated = 1;
-// Endpoints 8 and 9 share container 0 (one host group), 16 has container 1.
-constexpr iommu::EndpointId kVfio[] = {8, 9, 16};
 
 // What a page may reach: its guest-physical address and whether writes are allowed.
 struct Allowed {
@@ -48,34 +40,19 @@ struct Allowed {
 };
 
 struct World {
-    MockVfioHost host;
     support::FakeGuestRam ram{support::FakeGuestRam::kDefaultBase, 16 << 20};
     support::Stage1Tables tables{ram, 12, 48};
-    std::vector<std::shared_ptr<Container>> containers;
-    std::vector<std::shared_ptr<Group>> groups;
-    std::shared_ptr<DmaMapper> mapper;
-    std::shared_ptr<iommu::Iommu> model;
+    support::IsolationHost vfio;
+    std::shared_ptr<iommu::Iommu> model = std::make_shared<iommu::Iommu>(iommu::Limits{}, &ram.memory());
     // The guest's pages (data the table points to): 64 pages, and a 2 MiB-aligned block.
     const std::uint64_t data = ram.alloc(kWindowPages * kPage, kPage);
     const std::uint64_t block_data = ram.alloc(2 * kBlock, kBlock);
     // The test's model: per 4K page, what the table allowed as of the last INVALIDATE naming it.
     std::map<std::uint64_t, Allowed> allowed;
 
-    explicit World(std::uint32_t entry_limit) {
-        host.add_device("0000:00:01.0", 1);
-        host.add_device("0000:00:02.0", 2);
-        host.set_dma_limit(entry_limit);
-        for (unsigned g = 1; g <= 2; ++g) {
-            containers.push_back(std::make_shared<Container>(host, "container " + std::to_string(g)));
-            groups.push_back(std::make_shared<Group>(host, g, containers.back()));
-        }
-        mapper = std::make_shared<DmaMapper>(ram.memory(), host);
-        model = std::make_shared<iommu::Iommu>(iommu::Limits{}, &ram.memory());
+    explicit World(std::uint32_t entry_limit) : vfio(ram.memory(), entry_limit) {
         model->add_endpoint({kEmulated, {}, nullptr});
-        for (iommu::EndpointId ep : kVfio) {
-            mapper->add_endpoint(ep, containers.at(ep == 16 ? 1 : 0));
-            model->add_endpoint({ep, {}, mapper});
-        }
+        vfio.add_endpoints(*model);
     }
     iommu::TableDescriptor table() const {
         iommu::TableDescriptor t;
@@ -107,8 +84,8 @@ struct World {
     }
     bool in_domain(iommu::EndpointId ep) const { return model->endpoint_stats(ep)->domain == kDomain; }
     bool container_in_domain(std::size_t c) const {
-        for (iommu::EndpointId ep : kVfio)
-            if ((ep == 16) == (c == 1) && in_domain(ep)) return true;
+        for (iommu::EndpointId ep : kIsolationVfio)
+            if (support::isolation_container(ep) == c && in_domain(ep)) return true;
         return false;
     }
 };
@@ -144,11 +121,6 @@ std::size_t missing_pages(const World& w, const std::vector<MockDma>& entries, s
     return missing;
 }
 
-std::uint64_t steps_per_seed() {
-    if (const char* text = std::getenv("LKVM_ISOLATION_STEPS")) return std::strtoull(text, nullptr, 10);
-    return 1500;
-}
-
 }  // namespace
 
 TEST_CASE("D76 shadow isolation: random table changes and INVALIDATEs with host failures never exceed the table") {
@@ -159,17 +131,17 @@ TEST_CASE("D76 shadow isolation: random table changes and INVALIDATEs with host 
         auto pick = [&](std::uint64_t n) { return rng() % n; };
         World w(static_cast<std::uint32_t>(6 + pick(40)));
         const int errors[] = {EIO, ENOMEM, ENOSPC, EFAULT, EINVAL};
-        for (std::uint64_t step = 0; step < steps_per_seed(); ++step) {
+        for (std::uint64_t step = 0; step < support::isolation_steps(1500); ++step) {
             CAPTURE(step);
             if (pick(4) == 0) {
-                w.host.fail_map_after(pick(6), errors[pick(5)]);
+                w.vfio.host.fail_map_after(pick(6), errors[pick(5)]);
                 ++failures_injected;
             }
             if (pick(6) == 0) {
-                w.host.fail_unmap_after(pick(6), errors[pick(5)]);
+                w.vfio.host.fail_unmap_after(pick(6), errors[pick(5)]);
                 ++failures_injected;
             }
-            const iommu::EndpointId ep = pick(5) == 0 ? kEmulated : kVfio[pick(3)];
+            const iommu::EndpointId ep = pick(5) == 0 ? kEmulated : kIsolationVfio[pick(3)];
             std::optional<std::pair<std::uint64_t, std::uint64_t>> invalidated;
             iommu::Status status = iommu::Status::Ok;
             switch (pick(16)) {
@@ -228,12 +200,10 @@ TEST_CASE("D76 shadow isolation: random table changes and INVALIDATEs with host 
                 }
             }
             refusals += status == iommu::Status::NoMem ? 1 : 0;
-            w.host.clear_failures();
+            w.vfio.host.clear_failures();
             ++steps_run;
-            const auto dma = w.host.dma();
-            for (std::size_t c = 0; c < w.containers.size(); ++c) {
-                auto it = dma.find(w.containers[c]->fd());
-                const std::vector<MockDma> entries = it == dma.end() ? std::vector<MockDma>{} : it->second;
+            for (std::size_t c = 0; c < w.vfio.containers.size(); ++c) {
+                const std::vector<MockDma> entries = w.vfio.entries(c);
                 const std::size_t stale = stale_entries(w, c, entries);
                 if (stale != 0) FAIL(stale << " host entries of container " << c << " the table did not allow");
                 if (invalidated && w.container_in_domain(c)) {
@@ -242,13 +212,7 @@ TEST_CASE("D76 shadow isolation: random table changes and INVALIDATEs with host 
                     if (missing != 0) FAIL(missing << " allowed pages missing from container " << c << " after S_OK");
                 }
             }
-            // The mapper's accounting is the host's, entry for entry.
-            std::uint64_t counted = 0;
-            for (const auto& s : w.mapper->stats().spaces) {
-                counted += s.host_mappings;
-                CHECK(s.stale == 0);
-            }
-            REQUIRE(counted == w.host.dma_entries());
+            w.vfio.check_accounting();
         }
         CHECK(w.model->stats().forced_detach_failures == 0);
     }
