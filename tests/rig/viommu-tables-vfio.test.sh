@@ -5,8 +5,10 @@
 # and lazy (iommu.strict=0) mode, each twice in a row: 8 MiB written to the NVMe and read back,
 # MSI-X through the ITS; `lkvm stat` sampled while the guest runs shows the NVMe's domain in table
 # mode with shadow=yes and host runs that follow the guest's mappings, and after exit no VM answers
-# and lkvm's teardown leaves no host DMA entry. Then L1's nvme driver reads what L2 wrote.
-#   SHADOW_CASES=strict,lazy picks modes for a targeted run (default both).
+# and lkvm's teardown leaves no host DMA entry. With L1's dma_entry_limit lowered, refused runs
+# give the guest I/O errors, lkvm counts them and exits with nothing mapped. Then L1's nvme driver
+# reads what L2 wrote.
+#   SHADOW_CASES=strict,lazy,budget picks cases for a targeted run (default all three).
 . /mnt/rig/lib.sh
 
 rig_need_lkvm
@@ -47,7 +49,7 @@ shadow_case() {
   L2_SUM=$(tr -d '\r' <"$L2_LOG" | sed -n "s/.*RIG-CHECK PASS nvmerw ${MB}MiB sha256=\([0-9a-f]*\).*/\1/p" | head -n 1)
 }
 
-SHADOW_CASES=$(echo "${SHADOW_CASES:-strict lazy}" | tr ',' ' ')
+SHADOW_CASES=$(echo "${SHADOW_CASES:-strict lazy budget}" | tr ',' ' ')
 last_off= last_sum=
 for mode in $SHADOW_CASES; do
   case $mode in strict) strict=1 type=DMA base=$OFF ;; lazy) strict=0 type=DMA-FQ base=$((OFF + 2 * MB)) ;; *) continue ;; esac
@@ -57,6 +59,34 @@ for mode in $SHADOW_CASES; do
     last_off=$off last_sum=$L2_SUM
   done
 done
+
+# --- the host's budget: L1's dma_entry_limit too small for the guest's mappings ----------------------
+# lkvm leaves refused runs unmapped and answers their INVALIDATE with S_NOMEM; our driver fails those
+# DMA mappings (I/O errors in L2, which keeps running); lkvm counts the refusals and exits cleanly
+# with nothing mapped.
+LIMIT=/sys/module/vfio_iommu_type1/parameters/dma_entry_limit
+case " $SHADOW_CASES " in *" budget "*)
+  if [ -w "$LIMIT" ]; then
+    old_limit=$(cat "$LIMIT")
+    echo "${RIG_DMA_LIMIT:-24}" >"$LIMIT"
+    T=shadow-budget
+    stat_follow "$T" "/tmp/shadow-stat-$T"
+    run_l2 "$T" "$LKVM" run $K --name "$T" --vfio-pci "$B" --viommu vfio,tables=on --debug \
+      -p "$A rigtables=1 rigviommu=1 rigchecks=tables,nvmeflood rignvmewait=40"
+    wait "$STAT_PID" 2>/dev/null
+    echo "$old_limit" >"$LIMIT"
+    l2_expect_boot "$T"
+    l2_expect "$T" tables nvmeflood
+    l2_expect_rc "$T" 0
+    l2_expect_text "$T" nomem-logged 'DMA entry budget exhausted'
+    l2_expect_text "$T" teardown 'vfio: after teardown: 0 host DMA entries, 0 KiB pinned'
+    _r=$(sed -n 's/^domain .* shadow_refusals=\([0-9]*\) .*/\1/p' "/tmp/shadow-stat-$T" | sort -n | tail -n 1)
+    if [ "${_r:-0}" -gt 0 ]; then rig_pass "$T/stat-refusals" "lkvm stat counted $_r refused runs (dma_entry_limit=${RIG_DMA_LIMIT:-24})"
+    else rig_fail "$T/stat-refusals" "no shadow_refusals in lkvm stat: $(grep '^domain' "/tmp/shadow-stat-$T" | tail -n 1)"; fi
+  else
+    rig_fail shadow-budget/limit "$LIMIT is not writable"
+  fi ;;
+esac
 
 # --- back to L1's nvme driver: it reads what L2 wrote last ---------------------------------------
 unbind_vfio "$B"
