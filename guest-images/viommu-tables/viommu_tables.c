@@ -184,10 +184,9 @@ out:
 /*
  * INVALIDATE (iommu/page_tables.md "INVALIDATE"). A domain no endpoint is attached to does not
  * exist in the device (the last DETACH destroyed it with everything cached), so there is nothing
- * to invalidate. Returns the request's status as an errno: for a shadowed endpoint, -ENOMEM means
- * the host could not map part of the range ("Shadowed endpoints").
+ * to invalidate.
  */
-static int vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u64 nr_pages,
+static void vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u64 nr_pages,
 			  unsigned int granule_shift, bool leaf)
 {
 	struct lkvm_viommu_req_invalidate req = {
@@ -200,7 +199,7 @@ static int vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u
 	int ret;
 
 	if (!atomic_read(&dom->nr_endpoints))
-		return 0;
+		return;
 	if (scope != LKVM_VIOMMU_INV_DOMAIN) {
 		flags |= LKVM_VIOMMU_INV_F_ASID;
 		req.asid = cpu_to_le64(dom->asid);
@@ -220,16 +219,15 @@ static int vt_invalidate(struct vt_domain *dom, u16 scope, unsigned long iova, u
 	atomic64_inc(scope == LKVM_VIOMMU_INV_RANGE ? &dom->vt->n.invalidate_range :
 		     scope == LKVM_VIOMMU_INV_ASID ? &dom->vt->n.invalidate_asid :
 						      &dom->vt->n.invalidate_domain);
-	return ret;
 }
 
-static int vt_invalidate_range(struct vt_domain *dom, unsigned long iova, size_t size,
-			       size_t granule, bool leaf)
+static void vt_invalidate_range(struct vt_domain *dom, unsigned long iova, size_t size,
+				size_t granule, bool leaf)
 {
 	unsigned long start = ALIGN_DOWN(iova, granule);
 
-	return vt_invalidate(dom, LKVM_VIOMMU_INV_RANGE, start,
-			     DIV_ROUND_UP(iova + size - start, granule), __ffs(granule), leaf);
+	vt_invalidate(dom, LKVM_VIOMMU_INV_RANGE, start, DIV_ROUND_UP(iova + size - start, granule),
+		      __ffs(granule), leaf);
 }
 
 /* --- io-pgtable callbacks: what the library changed in the table, turned into INVALIDATE ------ */
@@ -530,16 +528,18 @@ static void vt_iotlb_sync(struct iommu_domain *domain, struct iommu_iotlb_gather
 
 /*
  * New mappings need no request, unless the endpoint's tables are shadowed (TABLE_F_SHADOW). A
- * range the host could not map fails the mapping: the IOMMU core then unmaps it again and the
- * DMA API reports the error to the device's driver, instead of letting DMA fault in the host.
+ * range the host could not map is logged (and reported on the event queue) but does not fail the
+ * mapping: the device's DMA to it then fails and its driver sees an I/O error. Failing the mapping
+ * instead makes drivers that treat it as a lack of resources (nvme: BLK_STS_RESOURCE) retry a
+ * request that can never fit the host's budget forever.
  */
 static int vt_iotlb_sync_map(struct iommu_domain *domain, unsigned long iova, size_t size)
 {
 	struct vt_domain *dom = to_vt_domain(domain);
 
-	if (!dom->shadow)
-		return 0;
-	return vt_invalidate_range(dom, iova, size, 1UL << __ffs(domain->pgsize_bitmap), true);
+	if (dom->shadow)
+		vt_invalidate_range(dom, iova, size, 1UL << __ffs(domain->pgsize_bitmap), true);
+	return 0;
 }
 
 /* Lazy mode's flush queue and explicit flushes: every entry of the domain's ASID. */
