@@ -23,6 +23,15 @@ const Mapping* Domain::find(std::uint64_t iova) const {
     return !at.at_end() && at->last.value >= iova ? &*at : nullptr;
 }
 
+std::vector<Mapping> Domain::overlapping(std::uint64_t first, std::uint64_t last) const {
+    std::vector<Mapping> found;
+    MappingTree::Cursor at = mappings_.floor(first);
+    if (at.at_end()) at = mappings_.begin();
+    else if (at->last.value < first) at.next();
+    for (; !at.at_end() && at->first.value <= last; at.next()) found.push_back(*at);
+    return found;
+}
+
 std::vector<Mapping> Domain::mappings() const {
     std::vector<Mapping> all;
     all.reserve(mappings_.size());

@@ -44,6 +44,8 @@ public:
 
     // The mapping that contains `iova`, or null. The pointer is valid until the next change.
     const Mapping* find(std::uint64_t iova) const;
+    // The mappings that share an address with [first, last], in IOVA order.
+    std::vector<Mapping> overlapping(std::uint64_t first, std::uint64_t last) const;
 
     // Calls fn on each mapping in IOVA order until it returns false; true if it never did.
     // Bounded by the number of mappings.

@@ -185,6 +185,7 @@ void Iommu::leave_domain(Endpoint& endpoint) {
         domains_.erase(state->domain.id());
         return;
     }
+    if (state->table && state->domain.listener_members().empty()) shadow_forget(*state);
     state->reserved.clear();
     for (const Domain::Member& member : state->domain.members()) {
         const auto& regions = endpoints_.at(member.endpoint).config.reserved;
@@ -217,9 +218,8 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
 
     DomainState* to = find_domain(domain_id);
     if (to) {
-        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);        // CONFORMANCE.md D19
-        if (to->table && !can_use_tables(endpoint)) return finish(Status::Inval);  // CONFORMANCE.md D63
-        if (to == endpoint.domain) return finish(Status::Ok);                      // already there
+        if (to->domain.is_bypass() != bypass) return finish(Status::Inval);  // CONFORMANCE.md D19
+        if (to == endpoint.domain) return finish(Status::Ok);                // already there
         // CONFORMANCE.md D21: the endpoint's reserved regions must be compatible with the domain:
         // no existing mapping may cover them, or the endpoint would reach what it must not.
         for (const ResvRegion& region : endpoint.config.reserved)
@@ -237,7 +237,8 @@ Status Iommu::attach_locked(EndpointId endpoint_id, DomainId domain_id, std::uin
 
     // CONFORMANCE.md D23: a domain that does not exist yet is created (in MAP mode).
     join(endpoint, to, to ? nullptr : std::make_unique<DomainState>(domain_id, bypass));
-    return finish(Status::Ok);
+    // CONFORMANCE.md D71: an external endpoint joining a table-mode domain gets its table shadowed.
+    return finish(endpoint.domain->table ? shadow_joined(endpoint) : Status::Ok);
 }
 
 void Iommu::join(Endpoint& endpoint, DomainState* to, std::unique_ptr<DomainState> created) {
@@ -262,7 +263,6 @@ Status Iommu::attach_table_locked(EndpointId endpoint_id, DomainId domain_id, co
     auto finish = [&](Status status) { return count_attach(endpoint, status); };
     if (!ram_) return finish(Status::Unsupp);
     if (Status status = check_domain_id(domain_id); status != Status::Ok) return finish(status);
-    if (!can_use_tables(endpoint)) return finish(Status::Inval);  // CONFORMANCE.md D63
     DomainState* to = find_domain(domain_id);
     if (to) {
         // CONFORMANCE.md D64: one mode per domain, one table per table-mode domain.
@@ -271,14 +271,17 @@ Status Iommu::attach_table_locked(EndpointId endpoint_id, DomainId domain_id, co
     } else if (!room_for_domain(endpoint)) {
         return finish(Status::NoMem);
     }
-    // The endpoint leaves a MAP-mode domain possibly: an emulated endpoint has no listener to move.
+    if (Status status = move_listener(endpoint, to, domain_id, false); status != Status::Ok) {
+        quarantine(endpoint);  // as in attach_locked: blocked, never back in its old domain
+        return finish(status);
+    }
     std::unique_ptr<DomainState> created;
     if (!to) {
         created = std::make_unique<DomainState>(domain_id, false);
         created->table = std::make_unique<TableState>(table, limits_.iotlb_capacity);
     }
     join(endpoint, to, std::move(created));
-    return finish(Status::Ok);
+    return finish(shadow_joined(endpoint));  // CONFORMANCE.md D71
 }
 
 Status Iommu::invalidate_locked(DomainId domain_id, const Invalidation& what) {
@@ -301,7 +304,16 @@ Status Iommu::invalidate_locked(DomainId domain_id, const Invalidation& what) {
             table.iotlb.invalidate_range(what.first, what.last, what.asid.has_value(), asid_matches);
             break;
     }
-    return finish(Status::Ok);
+    if (state->domain.listener_members().empty()) return finish(Status::Ok);
+    // CONFORMANCE.md D72: the host follows the table over the range, or over the whole domain for
+    // the other scopes (whatever the ASID: a re-walk can only bring the host closer to the table).
+    refused_run_.reset();
+    std::vector<EndpointId> stale;
+    const bool range = what.scope == InvalidateScope::Range;
+    const Status status =
+        finish(shadow_sync(*state, range ? what.first : 0, range ? what.last : ~std::uint64_t{0}, stale));
+    quarantine_all(stale);  // may end the domain
+    return status;
 }
 
 Status Iommu::detach_locked(EndpointId endpoint_id, DomainId domain_id) {
@@ -367,15 +379,8 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     // Insert first (one tree walk that also checks overlap, CONFORMANCE.md D30); no translation can
     // see it before the lock is released, so undoing it on a listener failure is invisible.
     if (!state->domain.insert_if_free(mapping)) return finish(Status::Inval);
-    const auto& members = state->domain.listener_members();
-    for (std::size_t i = 0; i < members.size(); ++i) {
-        Status status = listener_status(members[i].listener->map(members[i].endpoint, mapping));
-        if (status == Status::Ok) continue;
-        map_refused_for_ = members[i].endpoint;
-        std::vector<EndpointId> stale;
-        for (std::size_t j = 0; j < i; ++j)  // undo on the endpoints already updated
-            if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok)
-                stale.push_back(members[j].endpoint);
+    std::vector<EndpointId> stale;
+    if (Status status = map_on_listeners(*state, mapping, stale); status != Status::Ok) {
         state->domain.erase(mapping);
         finish(status);
         quarantine_all(stale);  // may end the domain
@@ -385,6 +390,20 @@ Status Iommu::map_locked(DomainId domain_id, std::uint64_t virt_start, std::uint
     ++state->maps;
     ++total_maps_;
     return finish(Status::Ok);
+}
+
+Status Iommu::map_on_listeners(DomainState& state, const Mapping& mapping, std::vector<EndpointId>& stale) {
+    const auto& members = state.domain.listener_members();
+    for (std::size_t i = 0; i < members.size(); ++i) {
+        Status status = listener_status(members[i].listener->map(members[i].endpoint, mapping));
+        if (status == Status::Ok) continue;
+        map_refused_for_ = members[i].endpoint;
+        for (std::size_t j = 0; j < i; ++j)  // undo on the endpoints already updated
+            if (members[j].listener->unmap(members[j].endpoint, mapping) != ListenerResult::Ok)
+                stale.push_back(members[j].endpoint);
+        return status;
+    }
+    return Status::Ok;
 }
 
 Status Iommu::unmap_locked(DomainId domain_id, std::uint64_t virt_start, std::uint64_t virt_end) {
@@ -456,14 +475,12 @@ Status Iommu::Batch::invalidate(DomainId domain, const Invalidation& what) {
     return iommu_.invalidate_locked(domain, what);
 }
 bool Iommu::Batch::can_use_tables(EndpointId endpoint) const {
-    auto it = iommu_.endpoints_.find(endpoint);
-    return it != iommu_.endpoints_.end() && iommu_.can_use_tables(it->second);
+    return iommu_.ram_ && iommu_.endpoints_.count(endpoint) != 0;
 }
 
-bool Iommu::can_use_tables(const Endpoint& endpoint) const {
-    // An external IOMMU (VFIO) would need the table mirrored into it (page_tables.md,
-    // LKVM_VIOMMU_TABLE_F_SHADOW): not done yet.
-    return ram_ && !endpoint.config.listener;
+bool Iommu::Batch::shadows_tables(EndpointId endpoint) const {
+    auto it = iommu_.endpoints_.find(endpoint);
+    return iommu_.ram_ && it != iommu_.endpoints_.end() && it->second.config.listener;
 }
 
 const std::vector<ResvRegion>* Iommu::Batch::probe(EndpointId endpoint_id) {

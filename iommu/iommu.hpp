@@ -34,6 +34,10 @@ struct Limits {
     std::size_t max_reserved_regions = 16;
     // Entries of each table-mode domain's IOTLB.
     std::size_t iotlb_capacity = Iotlb::kDefaultCapacity;
+    // Descriptor reads one request may spend walking a shadowed table (ATTACH of its first
+    // external endpoint, INVALIDATE): past it the request answers S_NOMEM and what was not
+    // walked is unmapped from the host (iommu/page_tables.md, "Shadowed endpoints").
+    std::uint64_t shadow_walk_reads = std::uint64_t{1} << 18;
 };
 
 // A guest's stage-1 table as ATTACH_TABLE handed it over (iommu/page_tables.md), validated by
@@ -88,6 +92,13 @@ struct Fault {
     std::optional<std::uint32_t> map_flags;
 };
 
+// A run of a shadowed table (iommu/page_tables.md, "Shadowed endpoints") that the host did not
+// map, and the endpoint to report it for.
+struct RefusedRun {
+    EndpointId endpoint = 0;
+    Mapping run;
+};
+
 // Receives translation faults of emulated endpoints (the virtio-iommu eventq). Called from the
 // faulting device's thread with no Iommu lock held, so it may take its own locks.
 class FaultSink {
@@ -111,12 +122,24 @@ struct EndpointStats {
     StatusCounts statuses{};  // ATTACH/DETACH/PROBE results naming this endpoint
 };
 
+// A table-mode domain's shadow in its external IOMMUs (iommu/page_tables.md, "Shadowed
+// endpoints"): host runs are the domain's mappings while it has endpoints with a listener.
+struct ShadowStats {
+    std::uint64_t runs = 0, bytes = 0;           // runs the domain keeps in its hosts now
+    std::uint64_t run_maps = 0, run_unmaps = 0;  // runs mapped into / unmapped from the host
+    std::uint64_t refusals = 0;                  // runs the host refused (left unmapped)
+    std::uint64_t rewalks = 0, walk_reads = 0;   // table walks (ATTACH, INVALIDATE) and their reads
+    std::uint64_t walks_cut = 0;                 // walks stopped by Limits::shadow_walk_reads
+};
+
 struct DomainStats {
     DomainId id = 0;
     bool bypass = false;
     bool table = false;  // table mode (ATTACH_TABLE); then `iotlb` and `asid` are set
     std::uint16_t asid = 0;
     IotlbStats iotlb;
+    bool shadowed = false;  // table mode with external endpoints: then `shadow` is set
+    ShadowStats shadow;
     std::vector<EndpointId> endpoints;
     std::uint64_t maps = 0, unmaps = 0, faults = 0, live_mappings = 0;
     StatusCounts statuses{};  // MAP/UNMAP/INVALIDATE results naming this domain
@@ -182,13 +205,16 @@ public:
         // batch lives.
         const std::vector<ResvRegion>* probe(EndpointId endpoint);
         // Page-table handover (iommu/page_tables.md). An endpoint whose DMA an external IOMMU
-        // performs (a listener) cannot use a table yet.
+        // performs (a listener) has the table shadowed into it ("Shadowed endpoints").
         Status attach_table(EndpointId endpoint, DomainId domain, const TableDescriptor& table);
         Status invalidate(DomainId domain, const Invalidation& what);
         bool can_use_tables(EndpointId endpoint) const;
+        bool shadows_tables(EndpointId endpoint) const;
         // After a MAP that was not Ok: the endpoint to report the refusal for (the one whose
         // external IOMMU refused it, else the domain's first); none if the domain does not exist.
         std::optional<EndpointId> refused_map_endpoint() const { return iommu_.map_refused_for_; }
+        // After an INVALIDATE that was not Ok: the first host run an external IOMMU refused.
+        const std::optional<RefusedRun>& refused_run() const { return iommu_.refused_run_; }
         void count_endpoint_status(EndpointId endpoint, Status status);
 
     private:
@@ -251,6 +277,7 @@ private:
             : descriptor(table), iotlb(table.stage1.granule_shift, capacity) {}
         TableDescriptor descriptor;
         mutable Iotlb iotlb;  // filled by translations (own lock)
+        ShadowStats shadow;   // runs and bytes: the domain's mappings (see iommu_shadow.cpp)
     };
     struct DomainState {
         DomainState(DomainId id, bool bypass) : domain(id, bypass) {}
@@ -269,7 +296,19 @@ private:
     Status unmap_locked(DomainId domain, std::uint64_t virt_start, std::uint64_t virt_end);
     Status attach_table_locked(EndpointId endpoint, DomainId domain, const TableDescriptor& table);
     Status invalidate_locked(DomainId domain, const Invalidation& what);
-    bool can_use_tables(const Endpoint& endpoint) const;
+    // ---- shadowing (iommu_shadow.cpp)
+    // The endpoint (with a listener) just joined its table-mode domain: if it is the first with
+    // a listener, the whole table is walked into the host. On failure it is quarantined.
+    Status shadow_joined(Endpoint& endpoint);
+    // Brings the host runs of [first, last] to what the domain's table allows now; endpoints
+    // whose host kept a run it had to drop are appended to `stale` (the caller quarantines them).
+    Status shadow_sync(DomainState& state, std::uint64_t first, std::uint64_t last, std::vector<EndpointId>& stale);
+    // No listener left in a table-mode domain: its runs are forgotten (the listeners dropped them).
+    void shadow_forget(DomainState& state);
+    // Maps `mapping` on every listener member, all or nothing: on failure it is undone on those
+    // already done (those whose undo fails are appended to `stale`) and the refusing endpoint
+    // noted in map_refused_for_.
+    Status map_on_listeners(DomainState& state, const Mapping& mapping, std::vector<EndpointId>& stale);
     // An ATTACH or ATTACH_TABLE result, counted for the endpoint.
     Status count_attach(Endpoint& endpoint, Status status);
     // Whether the endpoint may create a domain under Limits::max_domains.
@@ -312,8 +351,10 @@ private:
     std::uint64_t blocked_endpoints_ = 0;
     std::vector<Mapping> scratch_;               // UNMAP's collected mappings, reused to avoid allocation
     std::optional<EndpointId> map_refused_for_;  // see Batch::refused_map_endpoint
+    std::optional<RefusedRun> refused_run_;      // see Batch::refused_run
     vmm::RateLimiter log_;                       // guest-triggered warnings (an endpoint blocked)
     mutable vmm::RateLimiter walk_log_;          // table walks that faulted (any device thread)
+    vmm::RateLimiter shadow_log_;                // shadow walks cut by their budget
 
     mutable std::mutex sink_lock_;
     FaultSink* sink_ = nullptr;

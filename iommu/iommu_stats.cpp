@@ -27,6 +27,9 @@ DomainStats Iommu::make_domain_stats(const DomainState& state) {
         stats.table = true;
         stats.asid = state.table->descriptor.asid;
         stats.iotlb = state.table->iotlb.stats();
+        stats.shadowed = !state.domain.listener_members().empty();
+        stats.shadow = state.table->shadow;
+        stats.shadow.runs = state.domain.mapping_count();
     }
     for (const Domain::Member& member : state.domain.members()) stats.endpoints.push_back(member.endpoint);
     stats.maps = state.maps;
@@ -145,6 +148,15 @@ std::string Iommu::dump(std::size_t max_mappings_per_domain) const {
                                iotlb.misses,
                                iotlb.invalidations_domain + iotlb.invalidations_asid + iotlb.invalidations_range,
                                state->faults.load(std::memory_order_relaxed));
+            if (!domain.listener_members().empty()) {
+                const ShadowStats& shadow = table->shadow;
+                vmm::append_format(out,
+                                   " shadow: host_runs=%zu host_kib=%" PRIu64 " run_maps=%" PRIu64
+                                   " run_unmaps=%" PRIu64 " refusals=%" PRIu64 " rewalks=%" PRIu64
+                                   " walk_reads=%" PRIu64 " walks_cut=%" PRIu64,
+                                   domain.mapping_count(), shadow.bytes >> 10, shadow.run_maps, shadow.run_unmaps,
+                                   shadow.refusals, shadow.rewalks, shadow.walk_reads, shadow.walks_cut);
+            }
             append_statuses(out, state->statuses);
             out += '\n';
             continue;

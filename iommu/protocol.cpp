@@ -171,7 +171,8 @@ bool encode_probe_properties(std::span<const ResvRegion> regions, std::span<std:
         property.input_bits = 64 - tcr::kMinT0sz;
         property.output_bits = table->output_bits;
         property.pgsize_bitmap = htole64(kStage1PageSizes);
-        property.flags = 0;  // no hardware access-flag or dirty updates
+        // No hardware access-flag or dirty updates; SHADOW for an endpoint behind a host IOMMU.
+        property.flags = htole64(table->shadow ? LKVM_VIOMMU_TABLE_F_SHADOW : 0);
         std::memcpy(area.data() + offset, &property, sizeof property);
     }
     return true;

@@ -96,6 +96,7 @@ Request parse_request(const ReadableBytes& readable, std::uint64_t readable_tota
 // What a TABLE_FORMAT PROBE property announces (iommu/page_tables.md, "Negotiation").
 struct TableFormat {
     std::uint8_t output_bits = 48;
+    bool shadow = false;  // LKVM_VIOMMU_TABLE_F_SHADOW (page_tables.md, "Shadowed endpoints")
 };
 inline constexpr std::size_t kTableFormatSize = sizeof(lkvm_viommu_probe_table_format);
 

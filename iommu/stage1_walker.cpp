@@ -5,6 +5,7 @@
 
 #include <endian.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 
@@ -100,6 +101,56 @@ const char* walk_error_name(WalkError error) {
     return "?";
 }
 
+namespace {
+
+// What one descriptor means at `level` (the checks of the Arm ARM's descriptor formats that
+// page_tables.md lists), shared by the walk and the leaf scan so that both see the same table.
+struct Decoded {
+    enum class Kind : std::uint8_t { Fault, Table, Leaf } kind = Kind::Fault;
+    WalkError error = WalkError::Invalid;
+    std::uint64_t address = 0;  // next table or output address
+};
+
+Decoded decode(const Stage1Config& config, unsigned level, std::uint64_t desc) {
+    auto fault = [](WalkError error) { return Decoded{Decoded::Kind::Fault, error, 0}; };
+    if (!(desc & kValid)) return fault(WalkError::Invalid);
+    const std::uint64_t address = desc & kAddressMask;
+    const std::uint64_t granule_mask = (std::uint64_t{1} << config.granule_shift) - 1;
+    if (address >> config.output_bits) return fault(WalkError::AddressSize);
+    if (level < 3 && (desc & kTableOrPage)) {
+        if (address & granule_mask) return fault(WalkError::Misaligned);
+        return Decoded{Decoded::Kind::Table, WalkError::Invalid, address};
+    }
+    // A leaf: a page at level 3 (bits [1:0] = 0b11; 0b01 is reserved there), or a block.
+    if (level == 3 ? !(desc & kTableOrPage) : !has_block(config.granule_shift, level)) return fault(WalkError::Invalid);
+    const std::uint64_t leaf_mask = (std::uint64_t{1} << level_shift(config, level)) - 1;
+    if (address & leaf_mask) return fault(WalkError::Misaligned);
+    if (!(desc & kAccessFlag)) return fault(WalkError::AccessFlag);
+    return Decoded{Decoded::Kind::Leaf, WalkError::Invalid, address};
+}
+
+// APTable[1] of a table descriptor takes write permission away below it (unless HPD0).
+bool table_allows_writes(const Stage1Config& config, std::uint64_t desc) {
+    return !(config.hierarchical_permissions && (desc & kApTableNoWrite));
+}
+
+Stage1Leaf make_leaf(std::uint64_t iova_base, std::uint64_t gpa, unsigned shift, bool writable, std::uint64_t desc) {
+    Stage1Leaf leaf;
+    leaf.iova_base = iova_base;
+    leaf.gpa_base = gpa;
+    leaf.size_shift = static_cast<std::uint8_t>(shift);
+    leaf.writable = writable && !(desc & kApReadOnly);
+    leaf.global = !(desc & kNotGlobal);
+    return leaf;
+}
+
+// Index bits the table of `level` resolves (the start level's table may be smaller).
+unsigned index_bits(const Stage1Config& config, unsigned level) {
+    return level == config.start_level ? config.input_bits - level_shift(config, level) : config.bits_per_level();
+}
+
+}  // namespace
+
 WalkResult walk_stage1(const Stage1Config& config, const vmm::GuestMemory& ram, std::uint64_t iova) {
     WalkResult result;
     result.level = config.start_level;
@@ -117,40 +168,84 @@ WalkResult walk_stage1(const Stage1Config& config, const vmm::GuestMemory& ram, 
     for (unsigned level = config.start_level; level <= 3; ++level) {
         result.level = level;
         const unsigned shift = level_shift(config, level);
-        const unsigned index_bits = level == config.start_level ? config.input_bits - shift : config.bits_per_level();
-        const std::uint64_t index = (iova >> shift) & ((std::uint64_t{1} << index_bits) - 1);
+        const std::uint64_t index = (iova >> shift) & ((std::uint64_t{1} << index_bits(config, level)) - 1);
         // table < 2^48 and index < 2^13: no overflow. read_obj refuses anything outside RAM.
         const auto raw = ram.read_obj<std::uint64_t>(vmm::GuestPhysAddr{table + index * 8});
         if (!raw) return fail(WalkError::TableOutsideRam);
         const std::uint64_t desc = le64toh(*raw);
-        if (!(desc & kValid)) return fail(WalkError::Invalid);
-        const std::uint64_t address = desc & kAddressMask;
-        const std::uint64_t granule_mask = (std::uint64_t{1} << config.granule_shift) - 1;
-        if (address >> config.output_bits) return fail(WalkError::AddressSize);
-
-        const bool is_table = level < 3 && (desc & kTableOrPage);
-        if (is_table) {
-            if (address & granule_mask) return fail(WalkError::Misaligned);
-            if (config.hierarchical_permissions && (desc & kApTableNoWrite)) writable = false;
-            table = address;
-            continue;
+        const Decoded decoded = decode(config, level, desc);
+        switch (decoded.kind) {
+            case Decoded::Kind::Fault: return fail(decoded.error);
+            case Decoded::Kind::Table:
+                writable = writable && table_allows_writes(config, desc);
+                table = decoded.address;
+                continue;
+            case Decoded::Kind::Leaf:
+                result.leaf =
+                    make_leaf(iova & ~((std::uint64_t{1} << shift) - 1), decoded.address, shift, writable, desc);
+                return result;
         }
-        // A leaf: a page at level 3 (bits [1:0] = 0b11; 0b01 is reserved there), or a block.
-        if (level == 3 ? !(desc & kTableOrPage) : !has_block(config.granule_shift, level))
-            return fail(WalkError::Invalid);
-        const std::uint64_t leaf_mask = (std::uint64_t{1} << shift) - 1;
-        if (address & leaf_mask) return fail(WalkError::Misaligned);
-        if (!(desc & kAccessFlag)) return fail(WalkError::AccessFlag);
-        Stage1Leaf leaf;
-        leaf.iova_base = iova & ~leaf_mask;
-        leaf.gpa_base = address;
-        leaf.size_shift = static_cast<std::uint8_t>(shift);
-        leaf.writable = writable && !(desc & kApReadOnly);
-        leaf.global = !(desc & kNotGlobal);
-        result.leaf = leaf;
-        return result;
     }
     return fail(WalkError::Invalid);  // not reached: level 3 always ends the walk
+}
+
+namespace {
+
+// The recursion of scan_stage1: one table of `level` whose first entry translates `base`.
+class LeafScanner {
+public:
+    LeafScanner(const Stage1Config& config, const vmm::GuestMemory& ram, std::uint64_t first, std::uint64_t last,
+                std::uint64_t max_reads, const std::function<void(const Stage1Leaf&)>& visit)
+        : config_(config), ram_(ram), first_(first), last_(last), max_reads_(max_reads), visit_(visit) {}
+
+    // False once the read budget ran out (result().resume says where).
+    bool scan(std::uint64_t table, unsigned level, std::uint64_t base, bool writable) {
+        const unsigned shift = level_shift(config_, level);
+        // base + the table's span - 1 stays below 2^input_bits <= 2^48: no overflow.
+        const std::uint64_t table_last = base + ((std::uint64_t{1} << (index_bits(config_, level) + shift)) - 1);
+        const std::uint64_t lo = (std::max(first_, base) - base) >> shift;
+        const std::uint64_t hi = (std::min(last_, table_last) - base) >> shift;
+        for (std::uint64_t index = lo; index <= hi; ++index) {
+            const std::uint64_t slot_base = base + (index << shift);
+            if (result_.reads == max_reads_) {
+                result_.complete = false;
+                result_.resume = std::max(slot_base, first_);
+                return false;
+            }
+            ++result_.reads;
+            const auto raw = ram_.read_obj<std::uint64_t>(vmm::GuestPhysAddr{table + index * 8});
+            if (!raw) continue;  // a walk through this slot faults (TableOutsideRam)
+            const std::uint64_t desc = le64toh(*raw);
+            const Decoded decoded = decode(config_, level, desc);
+            if (decoded.kind == Decoded::Kind::Table) {
+                if (!scan(decoded.address, level + 1, slot_base, writable && table_allows_writes(config_, desc)))
+                    return false;
+            } else if (decoded.kind == Decoded::Kind::Leaf) {
+                visit_(make_leaf(slot_base, decoded.address, shift, writable, desc));
+            }
+        }
+        return true;
+    }
+    const LeafScan& result() const { return result_; }
+
+private:
+    const Stage1Config& config_;
+    const vmm::GuestMemory& ram_;
+    const std::uint64_t first_, last_, max_reads_;
+    const std::function<void(const Stage1Leaf&)>& visit_;
+    LeafScan result_;
+};
+
+}  // namespace
+
+LeafScan scan_stage1(const Stage1Config& config, const vmm::GuestMemory& ram, std::uint64_t first, std::uint64_t last,
+                     std::uint64_t max_reads, const std::function<void(const Stage1Leaf&)>& visit) {
+    // Nothing translates with EPD0 or at or above 2^input_bits (input_bits <= 48 here).
+    const std::uint64_t input_last = (std::uint64_t{1} << config.input_bits) - 1;
+    if (config.walks_disabled || first > last || first > input_last) return LeafScan{};
+    LeafScanner scanner(config, ram, first, std::min(last, input_last), max_reads, visit);
+    scanner.scan(config.root, config.start_level, 0, true);
+    return scanner.result();
 }
 
 }  // namespace iommu

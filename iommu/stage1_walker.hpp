@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "vmm/base/guest_memory.hpp"
@@ -86,5 +87,22 @@ struct WalkResult {
 
 // Translates `iova` through the tables described by `config` in `ram`.
 WalkResult walk_stage1(const Stage1Config& config, const vmm::GuestMemory& ram, std::uint64_t iova);
+
+// How a scan_stage1 ended.
+struct LeafScan {
+    bool complete = true;      // false: the read budget ran out before `last`
+    std::uint64_t resume = 0;  // !complete: the first IOVA not scanned (everything below was)
+    std::uint64_t reads = 0;   // descriptors read
+};
+
+// Calls `visit` with every leaf that translates some IOVA of [first, last], in IOVA order, each
+// exactly as walk_stage1 returns it for its addresses (a block may extend beyond [first, last]).
+// It reads every descriptor slot of [first, last] in the tables on the way and descends only
+// into valid table descriptors, so its cost is the number of valid tables it meets, bounded by
+// `max_reads` descriptor reads: past that it stops and says where. Like a walk, it checks every
+// table address against guest RAM before reading it; a table that points back up the hierarchy
+// costs reads, never more than four levels of recursion.
+LeafScan scan_stage1(const Stage1Config& config, const vmm::GuestMemory& ram, std::uint64_t first, std::uint64_t last,
+                     std::uint64_t max_reads, const std::function<void(const Stage1Leaf&)>& visit);
 
 }  // namespace iommu

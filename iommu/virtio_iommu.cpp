@@ -194,10 +194,11 @@ Status VirtioIommu::execute_probe(EndpointId endpoint, std::span<std::uint8_t> a
     // CONFORMANCE.md D47: a properties area smaller than probe_size gets no property at all.
     if (area.size() < config_.probe_size) return Status::Inval;
     // CONFORMANCE.md D61: TABLE_FORMAT only to a driver that accepted the feature, for endpoints
-    // that can use a table.
+    // that can use a table; D71: SHADOW for those behind a host IOMMU.
     std::optional<protocol::TableFormat> table;
     if (negotiated(LKVM_VIOMMU_F_ATTACH_TABLE) && batch.can_use_tables(endpoint))
-        table = protocol::TableFormat{static_cast<std::uint8_t>(iommu_->table_output_bits())};
+        table = protocol::TableFormat{static_cast<std::uint8_t>(iommu_->table_output_bits()),
+                                      batch.shadows_tables(endpoint)};
     return protocol::encode_probe_properties(*regions, area, table) ? Status::Ok : Status::Inval;
 }
 
@@ -268,6 +269,14 @@ std::uint32_t VirtioIommu::process(const virtio::DescriptorChain& chain, Iommu::
     } else if (const auto* invalidate = std::get_if<protocol::InvalidateRequest>(&request)) {
         status = invalidate->fields == Status::Ok ? batch.invalidate(invalidate->domain, invalidate->what)
                                                   : invalidate->fields;  // CONFORMANCE.md D66
+        // CONFORMANCE.md D73: a run the host refused is also a fault record (our driver reads no
+        // status of the INVALIDATEs that follow unmaps).
+        if (status != Status::Ok && invalidate->fields == Status::Ok && batch.refused_run()) {
+            const RefusedRun& refused = *batch.refused_run();
+            report_refusal(
+                Fault{refused.endpoint, FaultReason::Mapping, Access::Read, refused.run.first.value, refused.run.flags},
+                "INVALIDATE", invalidate->domain, status);
+        }
     }
     ++stats_.statuses[static_cast<std::size_t>(status)];
     if (type < stats_.requests_by_type.size()) ++stats_.requests_by_type[type];
@@ -288,16 +297,21 @@ void VirtioIommu::report_refused_map(const protocol::MapRequest& map, Status sta
     // otherwise believe the mapping exists and see their device's DMA fail with no reason given.
     const std::optional<EndpointId> endpoint = batch.refused_map_endpoint();
     if (!endpoint) return;  // no such domain: no endpoint to name
+    report_refusal(Fault{*endpoint, FaultReason::Mapping, Access::Read, map.virt_start, map.flags}, "MAP", map.domain,
+                   status);
+}
+
+void VirtioIommu::report_refusal(const Fault& fault, const char* request, DomainId domain, Status status) {
     ++stats_.map_refusals;
     if (!refusal_reports_.allow()) {
         ++stats_.refusals_rate_limited;
         return;
     }
-    const Fault fault{*endpoint, FaultReason::Mapping, Access::Read, map.virt_start, map.flags};
     if (post_fault(fault)) {
         ++stats_.refusals_reported;
-        vmm::log_debug("virtio-iommu: MAP of domain %u at IOVA %#llx answered %s, reported as a fault of endpoint %u",
-                       map.domain, static_cast<unsigned long long>(map.virt_start), status_name(status), *endpoint);
+        vmm::log_debug("virtio-iommu: %s of domain %u at IOVA %#llx answered %s, reported as a fault of endpoint %u",
+                       request, domain, static_cast<unsigned long long>(fault.address), status_name(status),
+                       fault.endpoint);
     } else {
         ++stats_.refusals_no_buffer;
     }

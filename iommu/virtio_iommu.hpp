@@ -65,9 +65,10 @@ struct VirtioIommuStats {
     std::uint64_t faults_dropped = 0;     // no event buffer posted, or the device not running
     std::uint64_t bad_event_buffers = 0;  // eventq buffers too small for a report (CONFORMANCE.md D58)
     std::uint64_t rejected_config_writes = 0;
-    // MAPs answered with an error, each reported as a MAPPING fault on the eventq (guests since
-    // Linux 6.8 do not read a MAP's status): reported, skipped by the rate limit, or dropped for
-    // lack of an event buffer. map_refusals = reported + rate_limited + no_buffer.
+    // MAPs answered with an error, and INVALIDATEs whose shadowed run the host refused
+    // (iommu/page_tables.md, "Shadowed endpoints"), each reported as a MAPPING fault on the eventq
+    // (guests since Linux 6.8 do not read a MAP's status): reported, skipped by the rate limit, or
+    // dropped for lack of an event buffer. map_refusals = reported + rate_limited + no_buffer.
     std::uint64_t map_refusals = 0;
     std::uint64_t refusals_reported = 0, refusals_rate_limited = 0, refusals_no_buffer = 0;
 };
@@ -117,6 +118,8 @@ private:
     Status execute_probe(EndpointId endpoint, std::span<std::uint8_t> area, Iommu::Batch& batch);
     // A MAP answered `status` != OK: also a fault record for the guest, rate-limited.
     void report_refused_map(const protocol::MapRequest& map, Status status, const Iommu::Batch& batch);
+    // The fault record of a refused MAP or shadowed run (`request` names it in the debug log).
+    void report_refusal(const Fault& fault, const char* request, DomainId domain, Status status);
 
     std::shared_ptr<Iommu> iommu_;
     const VirtioIommuConfig config_;

@@ -189,12 +189,6 @@ std::vector<std::string> validate(const VmConfig& c, const kvm::HostLimits& limi
         for (std::string& e : check_viommu(*c.viommu)) errors.push_back(std::move(e));
     if (c.viommu && c.viommu->vfio && !c.viommu->virtio && c.vfio_pci.empty())
         errors.push_back("--viommu vfio: no assigned device to put behind it; add --vfio-pci BDF");
-    // Page-table handover walks tables for emulated devices only; a host IOMMU would need them
-    // mirrored (iommu/page_tables.md, LKVM_VIOMMU_TABLE_F_SHADOW), which lkvm does not do yet.
-    if (c.viommu && c.viommu->tables && c.viommu->vfio && !c.vfio_pci.empty())
-        errors.push_back(
-            "--viommu tables=on: assigned PCI functions cannot use guest page tables yet; use --viommu "
-            "virtio,tables=on");
     for (std::string& e : check_networks(c.nets)) errors.push_back(std::move(e));
     const auto nics = static_cast<std::size_t>(
         std::count_if(c.nets.begin(), c.nets.end(), [](const NetConfig& n) { return n.mode != NetMode::None; }));

@@ -526,7 +526,13 @@ static void vt_iotlb_sync(struct iommu_domain *domain, struct iommu_iotlb_gather
 			    gather->pgsize, true);
 }
 
-/* New mappings need no request, unless the endpoint's tables are shadowed (TABLE_F_SHADOW). */
+/*
+ * New mappings need no request, unless the endpoint's tables are shadowed (TABLE_F_SHADOW). A
+ * range the host could not map is logged (and reported on the event queue) but does not fail the
+ * mapping: the device's DMA to it then fails and its driver sees an I/O error. Failing the mapping
+ * instead makes drivers that treat it as a lack of resources (nvme: BLK_STS_RESOURCE) retry a
+ * request that can never fit the host's budget forever.
+ */
 static int vt_iotlb_sync_map(struct iommu_domain *domain, unsigned long iova, size_t size)
 {
 	struct vt_domain *dom = to_vt_domain(domain);

@@ -5,7 +5,10 @@
 // endpoints through the IOTLB and the walker. Besides ASan/UBSan findings it traps on broken
 // invariants: a walk's leaf outside its own rules, a translation that delivers other than the
 // bytes asked for, an IOTLB over its capacity or not empty after INVALIDATE by domain, and a
-// translation right after INVALIDATE that disagrees with a fresh walk.
+// translation right after INVALIDATE that disagrees with a fresh walk. Endpoint 3 has an external
+// IOMMU (a mock VFIO container): its domain's table is shadowed into it (page_tables.md,
+// "Shadowed endpoints"), and the mock must never see a call that breaks the listener contract
+// nor hold other than the domain's runs.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdint>
@@ -19,6 +22,7 @@
 #include "iommu/stage1_walker.hpp"
 #include "iommu/uapi/virtio_iommu_tables.h"
 #include "tests/support/fake_driver.hpp"
+#include "tests/support/mock_iommu_backend.hpp"
 #include "vmm/base/log.hpp"
 
 namespace {
@@ -27,6 +31,7 @@ constexpr std::uint64_t kRamBase = 0x4000'0000;
 constexpr std::uint64_t kRamSize = 256 << 10;
 constexpr std::size_t kIotlbCapacity = 8;
 constexpr int kMaxOps = 96;
+constexpr iommu::EndpointId kExternal = 3;
 
 void require(bool ok) {
     if (!ok) __builtin_trap();
@@ -52,8 +57,11 @@ public:
         iommu::Limits limits;
         limits.max_domains = 8;
         limits.iotlb_capacity = kIotlbCapacity;
+        limits.shadow_walk_reads = 4096;  // a whole table of RAM is 32768 descriptors: cuts happen
         iommu_ = std::make_shared<iommu::Iommu>(limits, &ram_.memory());
         for (iommu::EndpointId id : {1u, 2u}) iommu_->add_endpoint({id, {}, nullptr});
+        backend_->set_budget(16);  // refusals happen too
+        iommu_->add_endpoint({kExternal, {}, backend_});
         iommu::Geometry geometry;
         geometry.domain_last = 15;
         iommu_->set_geometry(geometry);
@@ -75,6 +83,7 @@ public:
             }
             for (const iommu::DomainStats& d : iommu_->all_domain_stats())
                 if (d.table) require(d.iotlb.entries <= kIotlbCapacity);
+            check_shadow();
         }
     }
 
@@ -111,7 +120,7 @@ private:
         lkvm_viommu_req_attach_table wire{};
         wire.head.type = LKVM_VIOMMU_T_ATTACH_TABLE;
         wire.domain = fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 17);
-        wire.endpoint = fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 3);
+        wire.endpoint = fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 4);
         wire.format = fdp_.ConsumeBool() ? LKVM_VIOMMU_FMT_ARM_LPAE_S1 : fdp_.ConsumeIntegral<std::uint16_t>();
         wire.asid = fdp_.ConsumeIntegralInRange<std::uint16_t>(0, 3);
         wire.tcr = wild_tcr();
@@ -207,8 +216,8 @@ private:
         iommu::Iommu::Batch batch(*iommu_);
         const iommu::DomainId domain = fdp_.ConsumeIntegralInRange<std::uint32_t>(0, 17);
         switch (fdp_.ConsumeIntegralInRange<int>(0, 3)) {
-            case 0: batch.attach(fdp_.ConsumeIntegralInRange<std::uint32_t>(1, 2), domain, 0); break;
-            case 1: batch.detach(fdp_.ConsumeIntegralInRange<std::uint32_t>(1, 2), domain); break;
+            case 0: batch.attach(fdp_.ConsumeIntegralInRange<std::uint32_t>(1, 3), domain, 0); break;
+            case 1: batch.detach(fdp_.ConsumeIntegralInRange<std::uint32_t>(1, 3), domain); break;
             case 2: {
                 const std::uint64_t start = iova() & ~0xfffULL;
                 batch.map(domain, start, start + 0xfff, ram_address(0x1000), iommu::kMapRead | iommu::kMapWrite);
@@ -227,7 +236,9 @@ private:
         auto it = tables_.find(*stats->domain);
         if (!domain || !domain->table || it == tables_.end()) return;
         iommu::Invalidation all;
-        require(iommu::Iommu::Batch(*iommu_).invalidate(*stats->domain, all) == iommu::Status::Ok);
+        // A shadowed domain's host may refuse runs (S_NOMEM); the IOTLB is invalidated all the same.
+        const iommu::Status status = iommu::Iommu::Batch(*iommu_).invalidate(*stats->domain, all);
+        require(status == iommu::Status::Ok || domain->shadowed);
         const std::uint64_t at = iova();
         CheckedVisitor visitor;
         const bool ok = iommu_->translate(endpoint, vmm::Iova{at}, 1, iommu::Access::Read, visitor);
@@ -236,7 +247,24 @@ private:
         if (ok) require(visitor.first == fresh.leaf->gpa_base + (at - fresh.leaf->iova_base));
     }
 
+    // The external endpoint's host holds exactly its domain's mappings (runs, in table mode), and
+    // nothing when it is in no domain.
+    void check_shadow() {
+        require(backend_->violations() == 0);
+        const auto stats = iommu_->endpoint_stats(kExternal);
+        const auto* host = backend_->state(kExternal);
+        const std::size_t held = host ? host->mappings.size() : 0;
+        if (!stats->domain) {
+            require(held == 0);
+            return;
+        }
+        const auto mappings = iommu_->mappings(*stats->domain);
+        require(mappings && mappings->size() == held);
+        for (const iommu::Mapping& m : *mappings) require(host->mappings.at(m.first.value) == m);
+    }
+
     FuzzedDataProvider& fdp_;
+    std::shared_ptr<iommu::testing::MockIommuBackend> backend_ = std::make_shared<iommu::testing::MockIommuBackend>();
     support::FakeGuestRam ram_;
     std::shared_ptr<iommu::Iommu> iommu_;
     std::map<iommu::DomainId, iommu::Stage1Config> tables_;  // the table of each table-mode domain

@@ -255,6 +255,18 @@ bench_rounds() {
 # bench_median FILE CONFIG BS : median MB/s of CONFIG at block size BS
 bench_median() { awk -v c="$2" -v b="$3" '$1 == c && $2 == b { print $3 }' "$1" | median; }
 
+# lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
+lkvm_pid() {
+  for _d in /proc/[0-9]*; do [ "$(cat "$_d/comm" 2>/dev/null)" = lkvm ] && echo "${_d#/proc/}"; done | sort -n | tail -n 1
+}
+# stat_follow NAME FILE : in the background (pid in STAT_PID), `lkvm stat NAME` every 0.5 s appended
+# to FILE, from the moment an lkvm process exists until none does.
+stat_follow() {
+  : >"$2"
+  ( i=0; while [ -z "$(lkvm_pid)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    while [ -n "$(lkvm_pid)" ]; do "$LKVM" stat "$1" >>"$2" 2>/dev/null; sleep 0.5; done ) &
+  STAT_PID=$!
+}
 # nvme_bdf : PCI address of the first NVMe controller (class 0x010802)
 nvme_bdf() {
   for _d in /sys/bus/pci/devices/*; do

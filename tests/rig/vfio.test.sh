@@ -37,10 +37,6 @@ rig_pass vfio/bind "$B -> vfio-pci, IOMMU group $G, reserved: $(tr '\n' ';' <"/s
 rig_cli_error vfio/twice 'given twice' "$LKVM" run $K --vfio-pci "$B" --vfio-pci "${B#0000:}" -p "$A"
 
 # --- VmLck sampler: what VFIO has pinned for lkvm, every 0.2 s ------------------------------------
-# lkvm_pid : the newest lkvm process (L1's busybox has no pgrep)
-lkvm_pid() {
-  for _d in /proc/[0-9]*; do [ "$(cat "$_d/comm" 2>/dev/null)" = lkvm ] && echo "${_d#/proc/}"; done | sort -n | tail -n 1
-}
 # vmlck_start TAG : samples the newest lkvm process into /tmp/vmlck-TAG until it exits
 vmlck_start() {
   : >"/tmp/vmlck-$1"
@@ -56,19 +52,13 @@ vmlck_stop() { wait "$VMLCK_PID" 2>/dev/null; }
 # vmlck_summary TAG : "min max distinct-values samples"
 vmlck_summary() { sort -n "/tmp/vmlck-$1" | awk '{ v[NR] = $1; if (!($1 in seen)) { seen[$1] = 1; d++ } } END { print v[1] + 0, v[NR] + 0, d + 0, NR + 0 }'; }
 
-# `lkvm stat NAME` every 0.5 s while the VM lives: the vIOMMU's live mappings (the guest's view)
-# into /tmp/stat-TAG, and the VFIO container's host DMA entries (what the DmaMapper put in the host
-# IOMMU for them) into /tmp/stathost-TAG.
-stat_start() {
-  : >"/tmp/stat-$1"; : >"/tmp/stathost-$1"
-  ( i=0; while [ -z "$(lkvm_pid)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    while [ -n "$(lkvm_pid)" ]; do
-      "$LKVM" stat "$1" >"/tmp/statnow-$1" 2>/dev/null
-      sed -n 's/^iommu .* live_mappings=\([0-9]*\) .*/\1/p' "/tmp/statnow-$1" >>"/tmp/stat-$1"
-      sed -n 's/^vfio group .* \([0-9]*\)\/[0-9]* host entries.*/\1/p' "/tmp/statnow-$1" >>"/tmp/stathost-$1"
-      sleep 0.5
-    done ) &
-  STAT_PID=$!
+# `lkvm stat NAME` every 0.5 s while the VM lives (stat_follow); then stat_series TAG puts the
+# vIOMMU's live mappings (the guest's view) into /tmp/stat-TAG, and the VFIO container's host DMA
+# entries (what the DmaMapper put in the host IOMMU for them) into /tmp/stathost-TAG.
+stat_start() { stat_follow "$1" "/tmp/statall-$1"; }
+stat_series() {
+  sed -n 's/^iommu .* live_mappings=\([0-9]*\) .*/\1/p' "/tmp/statall-$1" >"/tmp/stat-$1"
+  sed -n 's/^vfio group .* \([0-9]*\)\/[0-9]* host entries.*/\1/p' "/tmp/statall-$1" >"/tmp/stathost-$1"
 }
 
 # run_case TAG EXPECT-PINNED LKVM-ARGS... : one L2 boot with the nvme checks
@@ -80,6 +70,7 @@ run_case() {
   vmlck_stop
   if [ "$_pinned" = dynamic ]; then
     wait "$STAT_PID" 2>/dev/null
+    stat_series "$_tag"
     _s=$(sort -n "/tmp/stat-$_tag" | uniq | tr '\n' ' ')
     if [ "$(sort -nu "/tmp/stat-$_tag" | wc -l)" -ge 2 ]; then rig_pass "$_tag/stat" "lkvm stat live_mappings seen: $_s"
     else rig_fail "$_tag/stat" "lkvm stat live_mappings did not move: '${_s:-none}'"; fi

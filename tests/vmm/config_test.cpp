@@ -155,7 +155,7 @@ TEST_CASE("startup_errors: a KVM problem alone, else every config error") {
     CHECK(vmm::startup_errors("", {}).empty());
 }
 
-TEST_CASE("validate refuses --viommu tables=on with assigned PCI functions behind the vIOMMU, in one line") {
+TEST_CASE("validate accepts --viommu tables=on with assigned PCI functions behind the vIOMMU (shadowed tables)") {
     TempFile kernel(arm64_image());
     vmm::VmConfig c;
     c.kernel = kernel.path;
@@ -165,9 +165,7 @@ TEST_CASE("validate refuses --viommu tables=on with assigned PCI functions behin
     c.viommu->tables = true;
     CHECK_MESSAGE(vmm::validate(c, kHost).empty(), all(vmm::validate(c, kHost)));  // no --vfio-pci: fine
     c.vfio_pci = {"0000:01:00.0"};
-    const auto errors = vmm::validate(c, kHost);
-    CHECK(all(errors).find("--viommu tables=on: assigned PCI functions cannot use guest page tables yet; use "
-                           "--viommu virtio,tables=on") != std::string::npos);
+    for (const std::string& error : vmm::validate(c, kHost)) CHECK(error.find("tables") == std::string::npos);
     c.viommu->vfio = false;  // --viommu virtio,tables=on: the functions stay outside the vIOMMU
-    for (const std::string& error : vmm::validate(c, kHost)) CHECK(error.find("tables=on") == std::string::npos);
+    for (const std::string& error : vmm::validate(c, kHost)) CHECK(error.find("tables") == std::string::npos);
 }

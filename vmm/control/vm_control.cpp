@@ -114,6 +114,15 @@ std::string VmControl::stat() {
                           " iotlb_flushes=%" PRIu64 " inv_domain=%" PRIu64 " inv_asid=%" PRIu64 " inv_range=%" PRIu64,
                           d.asid, t.walks, t.walk_faults, t.hits, t.misses, t.entries, t.capacity, t.capacity_flushes,
                           t.invalidations_domain, t.invalidations_asid, t.invalidations_range);
+            // Its shadow in the host IOMMUs of assigned functions (page_tables.md, "Shadowed endpoints").
+            if (d.shadowed) {
+                const iommu::ShadowStats& h = d.shadow;
+                append_format(
+                    out,
+                    " shadow=yes host_runs=%" PRIu64 " host_kib=%" PRIu64 " run_maps=%" PRIu64 " run_unmaps=%" PRIu64
+                    " shadow_refusals=%" PRIu64 " rewalks=%" PRIu64 " walk_reads=%" PRIu64 " walks_cut=%" PRIu64,
+                    h.runs, h.bytes >> 10, h.run_maps, h.run_unmaps, h.refusals, h.rewalks, h.walk_reads, h.walks_cut);
+            }
         }
         out += '\n';
     }

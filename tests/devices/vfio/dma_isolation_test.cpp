@@ -14,56 +14,32 @@
 #include <string>
 #include <vector>
 
-#include "devices/vfio/dma_mapper.hpp"
-#include "devices/vfio/group.hpp"
-#include "iommu/iommu.hpp"
-#include "tests/support/mock_vfio_host.hpp"
+#include "tests/support/vfio_isolation.hpp"
 
 namespace {
 
-using devices::vfio::Container;
-using devices::vfio::DmaMapper;
-using devices::vfio::Group;
 using devices::vfio::testing::MockDma;
-using devices::vfio::testing::MockVfioHost;
+using support::kIsolationVfio;
 
 constexpr std::uint64_t kRam0 = 0x80000000;
 constexpr std::uint64_t kRam1 = 0x80800000;  // right after region 0's 4 MiB: mappings may span both
 constexpr std::uint64_t kMiB = 1 << 20;
 constexpr std::uint64_t kPage = 4096;
 constexpr iommu::EndpointId kEmulated = 1;
-// Endpoints 8 and 9 share container 0 (one host group), 16 has container 1.
-constexpr iommu::EndpointId kVfio[] = {8, 9, 16};
-
 struct World {
-    MockVfioHost host;
     vmm::GuestMemory memory{std::vector<vmm::GuestRange>{*vmm::GuestRange::make(vmm::GuestPhysAddr{kRam0}, 4 * kMiB),
                                                          *vmm::GuestRange::make(vmm::GuestPhysAddr{kRam1}, 4 * kMiB)}};
-    std::vector<std::shared_ptr<Container>> containers;
-    std::vector<std::shared_ptr<Group>> groups;
-    std::shared_ptr<DmaMapper> mapper;
+    support::IsolationHost vfio;
     std::shared_ptr<iommu::Iommu> model = std::make_shared<iommu::Iommu>();
 
-    World(std::uint32_t entry_limit, std::optional<std::uint64_t> memlock) {
-        host.add_device("0000:00:01.0", 1);
-        host.add_device("0000:00:02.0", 2);
-        host.set_dma_limit(entry_limit);
-        host.set_memlock_budget(memlock);
-        for (unsigned g = 1; g <= 2; ++g) {
-            containers.push_back(std::make_shared<Container>(host, "container " + std::to_string(g)));
-            groups.push_back(std::make_shared<Group>(host, g, containers.back()));
-        }
-        mapper = std::make_shared<DmaMapper>(memory, host);
+    World(std::uint32_t entry_limit, std::optional<std::uint64_t> memlock) : vfio(memory, entry_limit, memlock) {
         model->set_geometry({{~(kPage - 1), 0, (std::uint64_t{1} << 48) - 1},
                              0,
                              ~0u,
                              iommu::kMapRead | iommu::kMapWrite | iommu::kMapMmio,
                              VIRTIO_IOMMU_ATTACH_F_BYPASS});
         model->add_endpoint({kEmulated, {}, nullptr});
-        for (iommu::EndpointId ep : kVfio) {
-            mapper->add_endpoint(ep, containers.at(ep == 16 ? 1 : 0));
-            model->add_endpoint({ep, {}, mapper});
-        }
+        vfio.add_endpoints(*model);
     }
 };
 
@@ -90,23 +66,15 @@ bool allowed(const World& w, iommu::EndpointId endpoint, const MockDma& dma) {
 // Host entries no endpoint of their container may reach (0 when isolation holds).
 std::size_t stale_entries(const World& w) {
     std::size_t stale = 0;
-    const auto dma = w.host.dma();
-    for (std::size_t c = 0; c < w.containers.size(); ++c) {
-        auto it = dma.find(w.containers[c]->fd());
-        if (it == dma.end()) continue;
-        for (const MockDma& entry : it->second) {
+    for (std::size_t c = 0; c < w.vfio.containers.size(); ++c) {
+        for (const MockDma& entry : w.vfio.entries(c)) {
             bool ok = false;
-            for (iommu::EndpointId ep : kVfio)
-                if ((ep == 16) == (c == 1)) ok |= allowed(w, ep, entry);
+            for (iommu::EndpointId ep : kIsolationVfio)
+                if (support::isolation_container(ep) == c) ok |= allowed(w, ep, entry);
             stale += ok ? 0 : 1;
         }
     }
     return stale;
-}
-
-std::uint64_t steps_per_seed() {
-    if (const char* text = std::getenv("LKVM_ISOLATION_STEPS")) return std::strtoull(text, nullptr, 10);
-    return 2500;
 }
 
 }  // namespace
@@ -122,17 +90,17 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
         const std::optional<std::uint64_t> memlock_choices[] = {std::nullopt, 9 * kMiB, 64 * 1024};
         World w(static_cast<std::uint32_t>(8 + pick(24)), memlock_choices[seed % 3]);
         const int errors[] = {EIO, ENOMEM, ENOSPC, EFAULT, EINVAL};
-        for (std::uint64_t step = 0; step < steps_per_seed(); ++step) {
+        for (std::uint64_t step = 0; step < support::isolation_steps(2500); ++step) {
             CAPTURE(step);
             if (pick(3) == 0) {
-                w.host.fail_map_after(pick(4), errors[pick(5)]);
+                w.vfio.host.fail_map_after(pick(4), errors[pick(5)]);
                 ++failures_injected;
             }
             if (pick(4) == 0) {
-                w.host.fail_unmap_after(pick(4), errors[pick(5)]);
+                w.vfio.host.fail_unmap_after(pick(4), errors[pick(5)]);
                 ++failures_injected;
             }
-            const iommu::EndpointId ep = pick(4) == 0 ? kEmulated : kVfio[pick(3)];
+            const iommu::EndpointId ep = pick(4) == 0 ? kEmulated : kIsolationVfio[pick(3)];
             const iommu::DomainId domain = 1 + static_cast<iommu::DomainId>(pick(3));  // 3 is a bypass domain
             const std::uint64_t first = pick(48) * kPage;
             const std::uint64_t size = (1 + pick(3)) * kPage;
@@ -146,7 +114,7 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
                 case 5:
                 case 6: status = w.model->unmap(domain, first, first + pick(8) * kPage + kPage - 1); break;
                 case 7: w.model->set_unattached_bypass(pick(2) == 1); break;
-                case 8: w.mapper->set_bus_master(kVfio[pick(3)], pick(3) != 0); break;
+                case 8: w.vfio.mapper->set_bus_master(kIsolationVfio[pick(3)], pick(3) != 0); break;
                 case 9:
                     if (pick(8) == 0) w.model->reset();
                     break;
@@ -162,21 +130,14 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
                 }
             }
             refusals += status == iommu::Status::NoMem ? 1 : 0;
-            w.host.clear_failures();
+            w.vfio.host.clear_failures();
             ++steps_run;
             const std::size_t stale = stale_entries(w);
             if (stale != 0) {
                 FAIL_CHECK(stale << " host entries the model does not allow after step " << step);
                 break;
             }
-            // The mapper's accounting is the host's, entry for entry.
-            const auto stats = w.mapper->stats();
-            std::uint64_t counted = 0;
-            for (const auto& s : stats.spaces) {
-                counted += s.host_mappings;
-                CHECK(s.stale == 0);
-            }
-            REQUIRE(counted == w.host.dma_entries());
+            w.vfio.check_accounting();
         }
         CHECK(w.model->stats().forced_detach_failures == 0);
     }

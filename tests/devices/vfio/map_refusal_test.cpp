@@ -1,6 +1,6 @@
 // Refused MAPs of a VFIO endpoint reach the guest as MAPPING fault records on the eventq (guests
 // since Linux 6.8 never read a MAP's status), rate-limited, and counted; the status itself stays
-// S_NOMEM.
+// S_NOMEM. So do the runs of a shadowed table the container cannot take (CONFORMANCE.md D73).
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 #include "tests/iommu/viommu_harness.hpp"
 #include "tests/support/fake_driver.hpp"
 #include "tests/support/mock_vfio_host.hpp"
+#include "tests/support/stage1_tables.hpp"
 #include "vmm/base/log.hpp"
 
 namespace {
@@ -38,7 +39,7 @@ struct VfioBehindViommu {
     std::shared_ptr<DmaMapper> mapper;
     std::unique_ptr<viommu_test::Harness> h;
 
-    explicit VfioBehindViommu(std::uint32_t entry_limit) {
+    explicit VfioBehindViommu(std::uint32_t entry_limit, bool tables = false) {
         host.add_device("0000:00:01.0", 1);
         host.set_dma_limit(entry_limit);
         container = std::make_shared<Container>(host, "container of group 1");
@@ -46,6 +47,7 @@ struct VfioBehindViommu {
         mapper = std::make_shared<DmaMapper>(memory, host);
         mapper->add_endpoint(kEndpoint, container);
         viommu_test::Options options;
+        options.config.tables = tables;
         options.endpoints.push_back({kEndpoint, {}, mapper});
         h = std::make_unique<viommu_test::Harness>(options);
     }
@@ -163,4 +165,38 @@ TEST_CASE("MAPs refused by the model itself are reported too; a MAP into no doma
     CHECK(v.h->map(7, 0, kPage - 1, kRam) == S(Status::NoEnt));
     CHECK_FALSE(v.h->next_event());
     CHECK(v.h->device->stats().map_refusals == 1);
+}
+
+TEST_CASE(
+    "D73 a shadowed run beyond the VFIO budget: S_NOMEM, a MAPPING fault, counted; contiguous leaves take one entry") {
+    VfioBehindViommu v(2, true);
+    REQUIRE(v.h->start());
+    v.h->post_event_buffer();
+    support::Stage1Tables tables(v.h->ram(), 12, 48);
+    const viommu_test::TableFields fields{LKVM_VIOMMU_FMT_ARM_LPAE_S1, 1, tables.tcr(), tables.root(), 0};
+    REQUIRE(v.h->attach_table(kEndpoint, 1, fields) == S(Status::Ok));
+    // 16 contiguous pages: one run, one VFIO entry.
+    for (std::uint64_t page = 0; page < 16; ++page) tables.map(0x10'0000 + page * kPage, kRam + page * kPage);
+    REQUIRE(v.h->invalidate(1, viommu_test::invalidate_range(0x10'0000, 16)) == S(Status::Ok));
+    CHECK(v.host.dma_entries() == 1);
+    // Two runs more (the second page's output does not continue the first's): the budget takes one.
+    tables.map(0x20'0000, kRam + 0x40'0000);
+    tables.map(0x20'1000, kRam + 0x60'0000, 3, support::kDescAf | support::kDescReadOnly);
+    CHECK(v.h->invalidate(1, viommu_test::invalidate_range(0x20'0000, 2)) == S(Status::NoMem));
+    CHECK(v.host.dma_entries() == 2);
+    auto event = v.h->next_event();
+    REQUIRE(event);
+    CHECK(event->fault.reason == VIRTIO_IOMMU_FAULT_R_MAPPING);
+    CHECK(event->fault.endpoint == kEndpoint);
+    CHECK(event->fault.address == 0x20'1000);
+    CHECK(event->fault.flags == (VIRTIO_IOMMU_FAULT_F_ADDRESS | VIRTIO_IOMMU_FAULT_F_READ));
+    CHECK(v.mapper->stats().spaces[0].budget_refusals == 1);
+    CHECK(v.h->device->stats().map_refusals == 1);
+    CHECK(v.h->iommu->domain_stats(1)->shadow.refusals == 1);
+    // The guest unmaps the first run: room for the refused one at the next INVALIDATE.
+    for (std::uint64_t page = 0; page < 16; ++page) tables.unmap(0x10'0000 + page * kPage);
+    REQUIRE(v.h->invalidate(1) == S(Status::Ok));
+    CHECK(v.host.dma_entries() == 2);
+    REQUIRE(v.h->detach(kEndpoint, 1) == S(Status::Ok));
+    CHECK(v.host.dma_entries() == 0);
 }

@@ -77,6 +77,16 @@ struct Rig {
 
 bool has_line(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
 
+// A 4K table in the rig's RAM mapping `pages` pages from IOVA 0x1000 to 0x4000'0000 onwards,
+// attached by `endpoint` as domain 3 with ASID 7.
+support::Stage1Tables attach_small_table(Rig& rig, std::uint32_t endpoint, std::uint64_t pages = 1) {
+    support::Stage1Tables tables(rig.viommu.ram(), 12, 48);
+    for (std::uint64_t i = 0; i < pages; ++i) tables.map(0x1000 + i * 0x1000, 0x4000'0000 + i * 0x1000);
+    REQUIRE(rig.viommu.attach_table(endpoint, 3, {LKVM_VIOMMU_FMT_ARM_LPAE_S1, 7, tables.tcr(), tables.root(), 0}) ==
+            VIRTIO_IOMMU_S_OK);
+    return tables;
+}
+
 }  // namespace
 
 TEST_CASE("VmControl stat: VM info, devices, and per-domain / per-endpoint counters that follow MAP and UNMAP") {
@@ -249,10 +259,7 @@ TEST_CASE("VmControl stat: a table-mode domain shows its mode, walker, IOTLB and
     Rig rig(options);
     REQUIRE(rig.viommu.start());
     vmm::VmControl control(rig.parts(true));
-    support::Stage1Tables tables(rig.viommu.ram(), 12, 48);
-    tables.map(0x1000, 0x4000'0000);
-    REQUIRE(rig.viommu.attach_table(1, 3, {LKVM_VIOMMU_FMT_ARM_LPAE_S1, 7, tables.tcr(), tables.root(), 0}) ==
-            VIRTIO_IOMMU_S_OK);
+    attach_small_table(rig, 1);
     CHECK(rig.viommu.gpa_of(1, 0x1010) == 0x4000'0010u);  // a walk
     CHECK(rig.viommu.gpa_of(1, 0x1020) == 0x4000'0020u);  // a hit
     CHECK_FALSE(rig.viommu.gpa_of(1, 0x2000));            // a walk that faults
@@ -264,4 +271,24 @@ TEST_CASE("VmControl stat: a table-mode domain shows its mode, walker, IOTLB and
                    "iotlb_capacity=8192 iotlb_flushes=0 inv_domain=0 inv_asid=0 inv_range=1\n"));
     CHECK(has_line(stat, " req_attach_table=1 req_invalidate=1\n"));
     CHECK(has_line(control.dump().body, "domain 3 (table): asid=7"));
+}
+
+TEST_CASE("VmControl stat: a shadowed table-mode domain shows its host runs, refusals and re-walks") {
+    auto backend = std::make_shared<iommu::testing::MockIommuBackend>();
+    viommu_test::Options options = viommu_test::with_backend(backend);
+    options.config.tables = true;
+    Rig rig(options);
+    REQUIRE(rig.viommu.start());
+    vmm::VmControl control(rig.parts(true));
+    support::Stage1Tables tables = attach_small_table(rig, 10, 2);
+    backend->set_budget(1);
+    tables.map(0x8000, 0x4000'8000);
+    REQUIRE(rig.viommu.invalidate(3, viommu_test::invalidate_range(0x8000, 1)) == VIRTIO_IOMMU_S_NOMEM);
+    const std::string stat = control.stat();
+    CHECK(has_line(stat,
+                   " inv_range=1 shadow=yes host_runs=1 host_kib=8 run_maps=1 run_unmaps=0 shadow_refusals=1 "
+                   "rewalks=2 walk_reads=2052 walks_cut=0\n"));
+    CHECK(has_line(control.dump().body, " shadow: host_runs=1 host_kib=8 "));
+    REQUIRE(rig.viommu.detach(10, 3) == VIRTIO_IOMMU_S_OK);
+    CHECK_FALSE(has_line(control.stat(), "shadow=yes"));
 }
