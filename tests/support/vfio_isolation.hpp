@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -23,6 +24,24 @@ namespace support {
 // Endpoints 8 and 9 share container 0 (one host group), 16 has container 1.
 inline constexpr iommu::EndpointId kIsolationVfio[] = {8, 9, 16};
 inline std::size_t isolation_container(iommu::EndpointId endpoint) { return endpoint == 16 ? 1 : 0; }
+
+// Arms the mock host, at random, to fail one of its next `within` maps (one step in `map_odds`) and
+// unmaps (one in `unmap_odds`) with a random errno; returns how many failures it armed.
+template <class Pick>
+int inject_host_failures(devices::vfio::testing::MockVfioHost& host, Pick& pick, std::uint64_t map_odds,
+                         std::uint64_t unmap_odds, std::uint64_t within) {
+    static constexpr int kErrors[] = {EIO, ENOMEM, ENOSPC, EFAULT, EINVAL};
+    int armed = 0;
+    if (pick(map_odds) == 0) {
+        host.fail_map_after(pick(within), kErrors[pick(5)]);
+        ++armed;
+    }
+    if (pick(unmap_odds) == 0) {
+        host.fail_unmap_after(pick(within), kErrors[pick(5)]);
+        ++armed;
+    }
+    return armed;
+}
 
 struct IsolationHost {
     devices::vfio::testing::MockVfioHost host;

@@ -89,17 +89,9 @@ TEST_CASE("Isolation: random requests with host failures never leave a host entr
         // at most, or none.
         const std::optional<std::uint64_t> memlock_choices[] = {std::nullopt, 9 * kMiB, 64 * 1024};
         World w(static_cast<std::uint32_t>(8 + pick(24)), memlock_choices[seed % 3]);
-        const int errors[] = {EIO, ENOMEM, ENOSPC, EFAULT, EINVAL};
         for (std::uint64_t step = 0; step < support::isolation_steps(2500); ++step) {
             CAPTURE(step);
-            if (pick(3) == 0) {
-                w.vfio.host.fail_map_after(pick(4), errors[pick(5)]);
-                ++failures_injected;
-            }
-            if (pick(4) == 0) {
-                w.vfio.host.fail_unmap_after(pick(4), errors[pick(5)]);
-                ++failures_injected;
-            }
+            failures_injected += support::inject_host_failures(w.vfio.host, pick, 3, 4, 4);
             const iommu::EndpointId ep = pick(4) == 0 ? kEmulated : kIsolationVfio[pick(3)];
             const iommu::DomainId domain = 1 + static_cast<iommu::DomainId>(pick(3));  // 3 is a bypass domain
             const std::uint64_t first = pick(48) * kPage;

@@ -130,17 +130,9 @@ TEST_CASE("D76 shadow isolation: random table changes and INVALIDATEs with host 
         std::mt19937_64 rng(seed);
         auto pick = [&](std::uint64_t n) { return rng() % n; };
         World w(static_cast<std::uint32_t>(6 + pick(40)));
-        const int errors[] = {EIO, ENOMEM, ENOSPC, EFAULT, EINVAL};
         for (std::uint64_t step = 0; step < support::isolation_steps(1500); ++step) {
             CAPTURE(step);
-            if (pick(4) == 0) {
-                w.vfio.host.fail_map_after(pick(6), errors[pick(5)]);
-                ++failures_injected;
-            }
-            if (pick(6) == 0) {
-                w.vfio.host.fail_unmap_after(pick(6), errors[pick(5)]);
-                ++failures_injected;
-            }
+            failures_injected += support::inject_host_failures(w.vfio.host, pick, 4, 6, 6);
             const iommu::EndpointId ep = pick(5) == 0 ? kEmulated : kIsolationVfio[pick(3)];
             std::optional<std::pair<std::uint64_t, std::uint64_t>> invalidated;
             iommu::Status status = iommu::Status::Ok;
