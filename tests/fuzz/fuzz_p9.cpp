@@ -96,8 +96,20 @@ bool no_setid_files() {
     return true;
 }
 
+// An input may take our own permissions away (Tsetattr mode 0 on a directory): give them back
+// before emptying the export, or remove_all fails when the harness does not run as root.
+void restore_permissions(const std::string& root) {
+    ::chmod(root.c_str(), 0700);
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+        struct stat st {};
+        if (::lstat(it->path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) ::chmod(it->path().c_str(), 0700);
+    }
+}
+
 void fresh_export() {
     std::error_code ignored;
+    restore_permissions(world->exported);
     fs::remove_all(world->exported, ignored);
     fs::create_directories(world->exported + "/dir/sub");
     std::ofstream(world->exported + "/file") << "file contents";
